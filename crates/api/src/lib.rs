@@ -1,0 +1,1 @@
+//! The OpenStack Load Balancer v2 (Octavia-compatible) HTTP API.

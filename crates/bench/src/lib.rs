@@ -1,0 +1,1 @@
+//! Benchmarks: API throughput and latency against any Octavia-compatible endpoint.

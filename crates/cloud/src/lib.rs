@@ -1,0 +1,1 @@
+//! The cloud seams (compute, network, alarms, agent client) and the fault-injecting fake cloud.

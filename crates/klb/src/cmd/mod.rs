@@ -1,0 +1,8 @@
+//! One module per subcommand; each exposes `Args` (or `Command`) and `run`.
+
+pub mod agent;
+pub mod backend;
+pub mod bench;
+pub mod ca;
+pub mod demo;
+pub mod serve;

@@ -1,0 +1,13 @@
+//! `klb serve`.
+
+/// Arguments of `klb serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Path to klb.toml (optional).
+    #[arg(long, short)]
+    pub config: Option<std::path::PathBuf>,
+}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("klb serve is not built yet")
+}

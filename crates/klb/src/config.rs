@@ -1,0 +1,279 @@
+//! Raw configuration: `klb.toml`, the seed's INI `[kinx_haproxy]` section (same option names,
+//! including the seed's spelling `availibility_zone`) and environment overrides. Each crate
+//! lifts its part of [`RawConfig`] into its own validated, typed config.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variables that override config keys (stable names, see README).
+pub mod env {
+    pub const API_BIND: &str = "KLB_API_BIND";
+    pub const API_AUTH_STRATEGY: &str = "KLB_API_AUTH_STRATEGY";
+    pub const DATABASE_URL: &str = "KLB_DATABASE_URL";
+}
+
+/// A configuration problem: the binary exits with EX_USAGE (64).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid TOML in {path}")]
+    Toml {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid INI in {path}")]
+    Ini {
+        path: PathBuf,
+        #[source]
+        source: ini::Error,
+    },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The whole raw file. Unknown keys are rejected so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub api: RawApi,
+    pub database: RawDatabase,
+    pub keystone: RawKeystone,
+    pub cloud: RawCloud,
+    /// The seed's driver options, same names as in neutron.conf.
+    pub kinx_haproxy: RawKinxHaproxy,
+    /// Path of an INI file (e.g. the old neutron.conf) whose `[kinx_haproxy]` section is read.
+    pub kinx_ini: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    /// Listen address, default 127.0.0.1:9876.
+    pub bind: Option<String>,
+    /// `noauth` (default) or `keystone`.
+    pub auth_strategy: Option<String>,
+    /// Project used by `noauth` requests without an X-Project-Id header.
+    pub default_project_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    /// `sqlite://PATH` (default `sqlite://klb.db`) or `postgres://...`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKeystone {
+    /// Keystone v3 base URL, e.g. http://keystone:5000/v3 (a /v2.0 URL is mapped to /v3).
+    pub auth_url: Option<String>,
+    /// Service credentials used to validate user tokens.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub project_name: Option<String>,
+    pub user_domain_name: Option<String>,
+    pub project_domain_name: Option<String>,
+    /// Seconds a validated token stays cached (bounded by its own expiry).
+    pub cache_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCloud {
+    /// `local` (default), `openstack` or `fake`.
+    pub driver: Option<String>,
+    /// Number of LB VMs per load balancer (default 2).
+    pub lb_vm_count: Option<u32>,
+    /// Upper bound of the active-active set for scale-out (default 4).
+    pub max_lb_vms: Option<u32>,
+}
+
+/// The seed's `[kinx_haproxy]` options. All optional; defaults are applied when lifting.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKinxHaproxy {
+    pub image_id: Option<String>,
+    pub base_flavor_id: Option<String>,
+    pub auth_url: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub kinx_office_ip: Option<String>,
+    pub agent_user: Option<String>,
+    pub agent_password: Option<String>,
+    pub agent_port: Option<u16>,
+    pub default_maxconn: Option<u32>,
+    pub loadbalancer_instance_volume_size: Option<u32>,
+    /// Spelled as in the seed.
+    pub availibility_zone: Option<String>,
+    pub lb_api_agent_addr: Option<String>,
+    pub lb_api_agent_port: Option<u16>,
+    pub lb_mgmt_subnet: Option<String>,
+    pub lb_mgmt_net_id: Option<String>,
+    pub lb_mgmt_net_name: Option<String>,
+    pub lb_l3_subnet: Option<String>,
+    pub lb_l3_net_id: Option<String>,
+    pub lb_l3_net_name: Option<String>,
+    pub base_as_number: Option<u32>,
+    pub primary_l3_gateway_addr: Option<String>,
+    pub secondary_l3_gateway_addr: Option<String>,
+    pub l3_router_as_number: Option<u32>,
+    pub ceilometer_period: Option<u32>,
+    pub ceilometer_evaluation_periods: Option<u32>,
+    pub ceilometer_pps_threshold: Option<u64>,
+}
+
+impl RawConfig {
+    /// Reads `path` if given (a missing `--config` means all defaults), then the seed INI if
+    /// named, then environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut raw = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Toml {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        if let Some(ini_path) = raw.kinx_ini.clone() {
+            let from_ini = read_kinx_ini(&ini_path)?;
+            raw.kinx_haproxy = merge_kinx(from_ini, raw.kinx_haproxy);
+        }
+        raw.apply_env(|key| std::env::var(key).ok());
+        Ok(raw)
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get(env::API_BIND) {
+            self.api.bind = Some(v);
+        }
+        if let Some(v) = get(env::API_AUTH_STRATEGY) {
+            self.api.auth_strategy = Some(v);
+        }
+        if let Some(v) = get(env::DATABASE_URL) {
+            self.database.url = Some(v);
+        }
+    }
+}
+
+/// Reads the `[kinx_haproxy]` section of an INI file. Values may carry a trailing
+/// `# comment` as in the seed's sample.
+pub fn read_kinx_ini(path: &Path) -> Result<RawKinxHaproxy, ConfigError> {
+    let ini = ini::Ini::load_from_file(path).map_err(|source| ConfigError::Ini {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut table = toml::Table::new();
+    if let Some(section) = ini.section(Some("kinx_haproxy")) {
+        for (key, value) in section.iter() {
+            let value = value.split(" #").next().unwrap_or("").trim();
+            let parsed = value
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .unwrap_or_else(|_| toml::Value::String(value.to_owned()));
+            table.insert(key.to_owned(), parsed);
+        }
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            key: format!("{}:[kinx_haproxy]", path.display()),
+            message: e.to_string(),
+        })
+}
+
+/// `over` wins field by field (klb.toml over the INI file).
+fn merge_kinx(base: RawKinxHaproxy, over: RawKinxHaproxy) -> RawKinxHaproxy {
+    macro_rules! pick {
+        ($($f:ident),*) => { RawKinxHaproxy { $($f: over.$f.or(base.$f)),* } };
+    }
+    pick!(
+        image_id,
+        base_flavor_id,
+        auth_url,
+        endpoint_url,
+        kinx_office_ip,
+        agent_user,
+        agent_password,
+        agent_port,
+        default_maxconn,
+        loadbalancer_instance_volume_size,
+        availibility_zone,
+        lb_api_agent_addr,
+        lb_api_agent_port,
+        lb_mgmt_subnet,
+        lb_mgmt_net_id,
+        lb_mgmt_net_name,
+        lb_l3_subnet,
+        lb_l3_net_id,
+        lb_l3_net_name,
+        base_as_number,
+        primary_l3_gateway_addr,
+        secondary_l3_gateway_addr,
+        l3_router_as_number,
+        ceilometer_period,
+        ceilometer_evaluation_periods,
+        ceilometer_pps_threshold
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_ini_section_is_read_with_its_spellings() {
+        let dir = tempfile_dir();
+        let path = dir.join("neutron.conf");
+        std::fs::write(
+            &path,
+            "[DEFAULT]\ndhcp_agents_per_network=3\n[kinx_haproxy]\n\
+             image_id=7de0af35-14d3-4771-8af5-48cbce75ea1d # Image ID\n\
+             agent_port=62000\navailibility_zone=lbaas-az\nbase_as_number=10000\n\
+             ceilometer_pps_threshold=20000\nkinx_office_ip=198.18.9.0/24\n",
+        )
+        .unwrap();
+        let raw = read_kinx_ini(&path).unwrap();
+        assert_eq!(
+            raw.image_id.as_deref(),
+            Some("7de0af35-14d3-4771-8af5-48cbce75ea1d")
+        );
+        assert_eq!(raw.agent_port, Some(62000));
+        assert_eq!(raw.availibility_zone.as_deref(), Some("lbaas-az"));
+        assert_eq!(raw.base_as_number, Some(10000));
+        assert_eq!(raw.ceilometer_pps_threshold, Some(20000));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let mut raw: RawConfig =
+            toml::from_str("[api]\nbind = \"127.0.0.1:1\"\n[database]\nurl = \"sqlite://a.db\"\n")
+                .unwrap();
+        raw.apply_env(|k| (k == env::DATABASE_URL).then(|| "postgres://x/y".to_owned()));
+        assert_eq!(raw.api.bind.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(raw.database.url.as_deref(), Some("postgres://x/y"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<RawConfig>("[api]\nbnid = \"x\"\n").is_err());
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("klb-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,71 @@
+//! `klb`: one binary for the control plane (`serve`), the LB-VM agent (`agent`), the local
+//! demo (`demo`), benchmarks (`bench`) and small helpers. This file is glue only: it parses
+//! the command line, sets up logging and calls one entry point per subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod config;
+
+/// klb: active-active HAProxy load balancers for OpenStack, fed by ECMP over BGP.
+#[derive(Debug, Parser)]
+#[command(name = "klb", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane: the Load Balancer v2 API, flows and health manager.
+    Serve(cmd::serve::Args),
+    /// Run the agent on an LB VM (HAProxy + FRR).
+    Agent(cmd::agent::Args),
+    /// Build the local cloud, run a whole real load balancer on it, then remove everything.
+    Demo(cmd::demo::Args),
+    /// Benchmarks (results as JSON files).
+    #[command(subcommand)]
+    Bench(cmd::bench::Command),
+    /// Issue certificates from klb's CA for the control plane and the agents.
+    #[command(subcommand)]
+    Ca(cmd::ca::Command),
+    /// A tiny HTTP backend used as a load-balancer member in the local cloud and tests.
+    Backend(cmd::backend::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Bench(command) => cmd::bench::run(command),
+        Command::Ca(command) => cmd::ca::run(command),
+        Command::Backend(args) => cmd::backend::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("klb: error: {err:#}");
+            if err.downcast_ref::<config::ConfigError>().is_some() {
+                // EX_USAGE: bad configuration or arguments.
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

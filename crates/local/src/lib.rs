@@ -1,0 +1,1 @@
+//! The local cloud: LB "VMs", gateways, clients and members as Linux network namespaces on this host.
