@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every klb test: formatting, lints, unit and integration tests (including the root /
+# network-namespace end-to-end tests with real HAProxy and FRR), the store tests on PostgreSQL,
+# and the Octavia client compatibility tests. Run as root on Debian (see scripts/install-deps.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/install-deps.sh
+else
+  echo "warning: not root: namespace/HAProxy/FRR end-to-end tests will skip" >&2
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# PostgreSQL: the same API/store suite runs on it when KLB_TEST_POSTGRES_URL is set.
+if [ -z "${KLB_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" -eq 0 ] && command -v pg_ctlcluster >/dev/null; then
+  KLB_TEST_POSTGRES_URL=$(bash scripts/start-postgres.sh)
+  export KLB_TEST_POSTGRES_URL
+fi
+echo "== cargo test (KLB_TEST_POSTGRES_URL=${KLB_TEST_POSTGRES_URL:-unset})"
+cargo build --workspace --bins
+cargo test --workspace -- --test-threads=2
+
+echo "== Octavia client compatibility (python-octaviaclient, openstacksdk)"
+KLB_BIN="$target_dir/debug/klb" bash tests/compat/run.sh
+
+echo "== all tests passed"
