@@ -33,6 +33,9 @@ enum Command {
     Ca(cmd::ca::Command),
     /// A tiny HTTP backend used as a load-balancer member in the local cloud and tests.
     Backend(cmd::backend::Args),
+    /// A bounded HTTP load generator (new connection per request); prints a JSON report.
+    #[command(hide = true)]
+    Load(cmd::load::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => cmd::bench::run(command),
         Command::Ca(command) => cmd::ca::run(command),
         Command::Backend(args) => cmd::backend::run(args),
+        Command::Load(args) => cmd::load::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

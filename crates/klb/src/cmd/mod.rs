@@ -5,4 +5,5 @@ pub mod backend;
 pub mod bench;
 pub mod ca;
 pub mod demo;
+pub mod load;
 pub mod serve;
