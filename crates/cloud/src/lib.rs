@@ -1,1 +1,545 @@
-//! The cloud seams (compute, network, alarms, agent client) and the fault-injecting fake cloud.
+//! The cloud seams klb's flows drive, split by capability: [`Compute`] (server groups and LB VMs),
+//! [`Network`] (security groups, ports, allowed-address pairs, VIPs), [`Alarms`] (the per-LB PPS
+//! alarm) and [`Agents`] (the agent API on each LB VM). Drivers implement them: `openstack`
+//! (Keystone/Nova/Neutron/Aodh), `klb-local` (network namespaces on this host) and [`fake`], the
+//! in-memory cloud with a ledger of live resources and scripted faults used by the flow tests.
+//!
+//! Contract shared by every driver (the flow engine relies on it for crash safety):
+//! - Every create takes a deterministic `name` (see [`names`]). Creates do **not** deduplicate;
+//!   a step that may have run before (crash, lost reply) first calls the matching `find_*` and
+//!   adopts what it finds. The fake cloud never deduplicates either, so a flow that forgets to
+//!   look first leaves a visible duplicate in the ledger.
+//! - Deletes are idempotent: deleting a missing resource is `Ok(())`.
+//! - `get_*`/`find_*` return `Ok(None)` / an empty list for missing resources, never an error.
+//! - Every error is a [`CloudError`] carrying the operation, the resource and whether a retry
+//!   may succeed.
+//!
+//! State holds the traits as `Arc<dyn Compute>` and friends ([`Cloud`] bundles them).
+#![forbid(unsafe_code)]
+
+pub mod fake;
+pub mod names;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+
+/// Result of a cloud call.
+pub type CloudResult<T> = Result<T, CloudError>;
+
+/// What went wrong, coarsely: enough for callers to decide (retry, adopt, give up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudErrorKind {
+    /// The referenced resource (e.g. a network or a server group) does not exist.
+    NotFound,
+    /// The request conflicts with the resource's state (e.g. an IP already in use).
+    Conflict,
+    /// The request itself is invalid (bad CIDR, unknown flavor); retrying cannot help.
+    Invalid,
+    /// Quota or capacity exhausted.
+    Quota,
+    /// The backend is unreachable, overloaded or answered 5xx.
+    Unavailable,
+    /// The call did not finish in time.
+    Timeout,
+    /// Authentication or authorization with the cloud failed.
+    Auth,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for CloudErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::NotFound => "not found",
+            Self::Conflict => "conflict",
+            Self::Invalid => "invalid request",
+            Self::Quota => "quota exceeded",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timed out",
+            Self::Auth => "authentication failed",
+            Self::Other => "failed",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A failed cloud call with its context.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cloud {operation} {resource}: {kind}: {message}")]
+pub struct CloudError {
+    /// The operation, e.g. `create_server`.
+    pub operation: &'static str,
+    /// The resource id or name the call was about (empty if none).
+    pub resource: String,
+    /// Coarse classification.
+    pub kind: CloudErrorKind,
+    /// Whether the same call may succeed if retried later.
+    pub retryable: bool,
+    /// Human-readable detail (never contains secrets).
+    pub message: String,
+}
+
+impl CloudError {
+    /// A new error; `retryable` defaults from the kind (unavailable/timeout/conflict retry).
+    pub fn new(
+        operation: &'static str,
+        resource: impl Into<String>,
+        kind: CloudErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        let retryable = matches!(
+            kind,
+            CloudErrorKind::Unavailable | CloudErrorKind::Timeout | CloudErrorKind::Conflict
+        );
+        Self {
+            operation,
+            resource: resource.into(),
+            kind,
+            retryable,
+            message: message.into(),
+        }
+    }
+
+    /// Override the retry decision.
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// Shorthand for a missing resource.
+    pub fn not_found(operation: &'static str, resource: impl Into<String>) -> Self {
+        Self::new(
+            operation,
+            resource,
+            CloudErrorKind::NotFound,
+            "does not exist",
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compute
+// ---------------------------------------------------------------------------------------------
+
+/// Placement policy of a server group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerGroupPolicy {
+    /// Never two members on one host (the seed's "separation of VM server to different host").
+    AntiAffinity,
+    /// Prefer different hosts, allow sharing when no other host fits.
+    SoftAntiAffinity,
+}
+
+/// What to create: a server group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerGroupSpec {
+    /// Deterministic name, e.g. [`names::server_group`].
+    pub name: String,
+    pub policy: ServerGroupPolicy,
+}
+
+/// A server group as the cloud reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerGroup {
+    pub id: String,
+    pub name: String,
+    pub policy: ServerGroupPolicy,
+    /// Ids of the servers in the group.
+    pub members: Vec<String>,
+}
+
+/// One NIC of a new server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicSpec {
+    /// Let the cloud create a port on this network (deleted with the server).
+    Network {
+        network_id: String,
+        /// A fixed address on that network, if wanted.
+        fixed_ip: Option<IpAddr>,
+    },
+    /// Attach an existing port (created with [`Network::create_port`]; not deleted with the server).
+    Port { port_id: String },
+}
+
+/// What to create: one LB VM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// Deterministic name, e.g. [`names::server`].
+    pub name: String,
+    pub image_id: String,
+    pub flavor_id: String,
+    /// Server group id (anti-affinity), if any.
+    pub server_group_id: Option<String>,
+    /// NICs in order (the first is eth0).
+    pub nics: Vec<NicSpec>,
+    /// Security groups applied to the ports the cloud creates for [`NicSpec::Network`].
+    pub security_group_ids: Vec<String>,
+    /// Cloud-init user data for agent bootstrap. May hold secrets: never logged (see `Debug`).
+    pub user_data: Option<String>,
+    /// Boot from a new volume of this size in GiB (the seed's `loadbalancer_instance_volume_size`).
+    pub boot_volume_gib: Option<u32>,
+    pub availability_zone: Option<String>,
+    /// Free-form metadata; klb sets [`META_LB_ID`] and [`META_VM_INDEX`].
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ServerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSpec")
+            .field("name", &self.name)
+            .field("image_id", &self.image_id)
+            .field("flavor_id", &self.flavor_id)
+            .field("server_group_id", &self.server_group_id)
+            .field("nics", &self.nics)
+            .field("security_group_ids", &self.security_group_ids)
+            .field("user_data", &self.user_data.as_ref().map(|_| "<redacted>"))
+            .field("boot_volume_gib", &self.boot_volume_gib)
+            .field("availability_zone", &self.availability_zone)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
+}
+
+/// Metadata key holding the load balancer id on every klb resource that supports metadata.
+pub const META_LB_ID: &str = "klb_lb_id";
+/// Metadata key holding the LB VM index (0-based) on a server.
+pub const META_VM_INDEX: &str = "klb_vm_index";
+
+/// Server lifecycle status, reduced to what flows act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerStatus {
+    Build,
+    Active,
+    Error,
+    /// Any other status string the cloud reports (SHUTOFF, DELETED, ...).
+    Other(String),
+}
+
+/// One address of a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    pub network_id: String,
+    pub ip: IpAddr,
+    /// The port carrying the address (needed for allowed-address pairs).
+    pub port_id: String,
+}
+
+/// A server as the cloud reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub id: String,
+    pub name: String,
+    pub status: ServerStatus,
+    pub addresses: Vec<ServerAddress>,
+    pub metadata: BTreeMap<String, String>,
+    /// The reason for `Error`, if the cloud gives one.
+    pub fault: Option<String>,
+}
+
+impl Server {
+    /// The first address on `network_id`, if any.
+    pub fn address_on(&self, network_id: &str) -> Option<&ServerAddress> {
+        self.addresses.iter().find(|a| a.network_id == network_id)
+    }
+}
+
+/// Which servers to list; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerFilter {
+    /// Exact name.
+    pub name: Option<String>,
+    /// Every pair must be present in the server's metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ServerFilter {
+    /// Servers with this exact name.
+    pub fn name(name: impl Into<String>) -> Self {
+        Self {
+            name: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Servers belonging to a load balancer (by [`META_LB_ID`]).
+    pub fn lb(lb_id: &str) -> Self {
+        let mut metadata = BTreeMap::new();
+        metadata.insert(META_LB_ID.to_string(), lb_id.to_string());
+        Self {
+            name: None,
+            metadata,
+        }
+    }
+}
+
+/// Servers and server groups (Nova, or namespaces on the local cloud).
+#[async_trait]
+pub trait Compute: Send + Sync {
+    async fn create_server_group(&self, spec: &ServerGroupSpec) -> CloudResult<ServerGroup>;
+    async fn find_server_group(&self, name: &str) -> CloudResult<Option<ServerGroup>>;
+    /// Idempotent: a missing group is `Ok`.
+    async fn delete_server_group(&self, id: &str) -> CloudResult<()>;
+
+    /// Start booting a server; it is usually in `Build` when this returns.
+    async fn create_server(&self, spec: &ServerSpec) -> CloudResult<Server>;
+    async fn get_server(&self, id: &str) -> CloudResult<Option<Server>>;
+    async fn find_servers(&self, filter: &ServerFilter) -> CloudResult<Vec<Server>>;
+    /// Idempotent: a missing server is `Ok`. Ports the cloud created for [`NicSpec::Network`]
+    /// go with the server; ports passed as [`NicSpec::Port`] stay.
+    async fn delete_server(&self, id: &str) -> CloudResult<()>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network
+// ---------------------------------------------------------------------------------------------
+
+/// A network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub subnet_ids: Vec<String>,
+}
+
+/// A subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub id: String,
+    pub name: String,
+    pub network_id: String,
+    pub cidr: IpNet,
+    pub gateway_ip: Option<IpAddr>,
+}
+
+/// What to create: a security group (rules are added separately).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroupSpec {
+    /// Deterministic name, e.g. [`names::security_group`].
+    pub name: String,
+    pub description: String,
+}
+
+/// A security group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub name: String,
+}
+
+/// Traffic direction of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// IP protocol of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    /// All protocols (port range ignored).
+    Any,
+}
+
+/// A rule to add; also the identity used to find an existing equal rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleSpec {
+    pub direction: Direction,
+    pub protocol: Protocol,
+    /// Inclusive port range; `None` = all ports.
+    pub ports: Option<(u16, u16)>,
+    /// Remote prefix; `None` = anywhere (0.0.0.0/0 and ::/0). Its family sets the ethertype.
+    pub remote_cidr: Option<IpNet>,
+}
+
+impl RuleSpec {
+    /// Ingress TCP to one port from `remote` (or anywhere).
+    pub fn tcp_in(port: u16, remote: Option<IpNet>) -> Self {
+        Self {
+            direction: Direction::Ingress,
+            protocol: Protocol::Tcp,
+            ports: Some((port, port)),
+            remote_cidr: remote,
+        }
+    }
+}
+
+/// A rule as the cloud reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroupRule {
+    pub id: String,
+    pub security_group_id: String,
+    pub spec: RuleSpec,
+}
+
+/// What to create: a port (used for VIP allocation and pre-created VM ports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// Deterministic name, e.g. [`names::vip_port`].
+    pub name: String,
+    pub network_id: String,
+    /// Allocate from this subnet (else any subnet of the network).
+    pub subnet_id: Option<String>,
+    /// A requested fixed address (else the cloud picks one).
+    pub fixed_ip: Option<IpAddr>,
+    pub security_group_ids: Vec<String>,
+    /// E.g. `klb:vip` so operators see what owns it.
+    pub device_owner: Option<String>,
+}
+
+/// A port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub id: String,
+    pub name: String,
+    pub network_id: String,
+    pub fixed_ips: Vec<IpAddr>,
+    pub security_group_ids: Vec<String>,
+    /// Extra addresses the port may send from (the VIP on LB VM ports).
+    pub allowed_address_pairs: Vec<IpAddr>,
+    /// The server the port is attached to, if any.
+    pub device_id: Option<String>,
+    pub device_owner: Option<String>,
+}
+
+/// Networks, security groups and ports (Neutron, or veths and nftables on the local cloud).
+#[async_trait]
+pub trait Network: Send + Sync {
+    /// Find a network by id or name.
+    async fn find_network(&self, id_or_name: &str) -> CloudResult<Option<NetworkInfo>>;
+    /// Find a subnet by id or name.
+    async fn find_subnet(&self, id_or_name: &str) -> CloudResult<Option<Subnet>>;
+
+    async fn create_security_group(&self, spec: &SecurityGroupSpec) -> CloudResult<SecurityGroup>;
+    async fn find_security_group(&self, name: &str) -> CloudResult<Option<SecurityGroup>>;
+    /// Idempotent; also removes the group's rules.
+    async fn delete_security_group(&self, id: &str) -> CloudResult<()>;
+    async fn add_security_group_rule(
+        &self,
+        security_group_id: &str,
+        rule: &RuleSpec,
+    ) -> CloudResult<SecurityGroupRule>;
+    async fn list_security_group_rules(
+        &self,
+        security_group_id: &str,
+    ) -> CloudResult<Vec<SecurityGroupRule>>;
+    /// Idempotent.
+    async fn delete_security_group_rule(&self, rule_id: &str) -> CloudResult<()>;
+
+    /// Create a port; with `device_owner = "klb:vip"` this allocates the VIP.
+    async fn create_port(&self, spec: &PortSpec) -> CloudResult<Port>;
+    async fn get_port(&self, id: &str) -> CloudResult<Option<Port>>;
+    /// Ports with this exact name.
+    async fn find_ports(&self, name: &str) -> CloudResult<Vec<Port>>;
+    /// Idempotent.
+    async fn delete_port(&self, id: &str) -> CloudResult<()>;
+    /// Replace the port's allowed-address pairs with `addresses` (idempotent).
+    async fn set_allowed_address_pairs(
+        &self,
+        port_id: &str,
+        addresses: &[IpAddr],
+    ) -> CloudResult<Port>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alarms
+// ---------------------------------------------------------------------------------------------
+
+/// What to create: the per-LB packets-per-second alarm that triggers scale-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PpsAlarmSpec {
+    /// Deterministic name, e.g. [`names::alarm`].
+    pub name: String,
+    pub lb_id: String,
+    /// The LB VMs whose packet rate is summed.
+    pub server_ids: Vec<String>,
+    /// The seed's `ceilometer_pps_threshold`.
+    pub threshold_pps: u64,
+    /// The seed's `ceilometer_period`, seconds.
+    pub period_secs: u32,
+    /// The seed's `ceilometer_evaluation_periods`.
+    pub evaluation_periods: u32,
+    /// klb's alarm webhook; may embed a token, so drivers must not log it.
+    pub webhook_url: String,
+}
+
+/// An alarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alarm {
+    pub id: String,
+    pub name: String,
+    pub lb_id: String,
+    pub server_ids: Vec<String>,
+}
+
+/// Threshold alarms (Aodh, or klb's local evaluator).
+#[async_trait]
+pub trait Alarms: Send + Sync {
+    async fn create_pps_alarm(&self, spec: &PpsAlarmSpec) -> CloudResult<Alarm>;
+    async fn find_alarm(&self, name: &str) -> CloudResult<Option<Alarm>>;
+    /// Idempotent.
+    async fn delete_alarm(&self, id: &str) -> CloudResult<()>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------------------------
+
+/// Where an LB VM's agent listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTarget {
+    /// The server id of the LB VM.
+    pub server_id: String,
+    /// Agent API address on the management network (`agent_port`).
+    pub address: SocketAddr,
+}
+
+/// What an agent reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// Version of the desired state the agent has applied, if any.
+    pub applied_version: Option<u64>,
+    /// Whether the VM is drained (BGP withdrawn, not taking new traffic).
+    pub drained: bool,
+    /// Whether HAProxy is running.
+    pub haproxy_up: bool,
+}
+
+/// The desired state pushed to agents.
+///
+/// FIXME: becomes `klb_proto::DesiredState` as soon as `klb-proto` defines it; until then the
+/// serialized form stands in so the trait and the flows can be built and tested.
+pub type DesiredState = serde_json::Value;
+
+/// The agent API of LB VMs (the real implementation wraps `klb_agent::client::AgentClient`).
+#[async_trait]
+pub trait Agents: Send + Sync {
+    /// Push the whole desired state; returns once the agent applied it (or refused it).
+    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> CloudResult<AgentStatus>;
+    async fn status(&self, target: &AgentTarget) -> CloudResult<AgentStatus>;
+    /// Withdraw the VIP announcement, then stop taking new connections.
+    async fn drain(&self, target: &AgentTarget) -> CloudResult<AgentStatus>;
+    async fn undrain(&self, target: &AgentTarget) -> CloudResult<AgentStatus>;
+}
+
+/// All capabilities of one cloud, as trait objects (what the flow engine and API state hold).
+#[derive(Clone)]
+pub struct Cloud {
+    pub compute: Arc<dyn Compute>,
+    pub network: Arc<dyn Network>,
+    pub alarms: Arc<dyn Alarms>,
+    pub agents: Arc<dyn Agents>,
+}
+
+impl fmt::Debug for Cloud {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cloud").finish_non_exhaustive()
+    }
+}
