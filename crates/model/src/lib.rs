@@ -1,1 +1,13 @@
-//! Load-balancer domain types: resources, enums, validation rules and the provisioning status machine. No I/O.
+//! Load-balancer domain types: the Octavia resources ([`resources`]), their enumerations
+//! ([`enums`]), the allow-lists every user string passes before it can reach a rendered
+//! config ([`validate`]) and the provisioning status machine ([`status`]). No I/O: this crate
+//! depends on no runtime, database or HTTP library, so it has no I/O failure path.
+
+pub mod enums;
+pub mod resources;
+pub mod status;
+pub mod validate;
+
+pub use enums::*;
+pub use resources::*;
+pub use status::Conflict;
