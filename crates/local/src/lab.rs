@@ -1,0 +1,574 @@
+//! The local-cloud topology: client, edge router, two FRR gateways, three bridges (L3, member,
+//! management), LB VM namespaces and member namespaces. See [`crate::plan`] for the addresses.
+//!
+//! ```text
+//!  client ── edge ──┬── gw1 ──┐   (edge: static multipath VIP subnet → gw1, gw2; L4 hash)
+//!                   └── gw2 ──┤   (gw: eBGP listen range on the L3 subnet, ECMP to LB VMs)
+//!        L3 bridge  ──────────┴── vm-<id> (l3: BGP to gw1+gw2, VIP /32 on lo) ──┐
+//!        member bridge ── gw1, gw2, m1, m2, ...                                  │
+//!        mgmt bridge ── host (root ns, control plane) ───────────── vm-<id> (mgmt)
+//! ```
+//! Namespace names: `{prefix}client`, `{prefix}edge`, `{prefix}gw1`, `{prefix}gw2`,
+//! `{prefix}l3`, `{prefix}mbr`, `{prefix}mgmt` (the three bridges), `{prefix}vm-<short id>`,
+//! `{prefix}m<n>`; the only root-namespace object is the veth `{prefix}mgmt`.
+//! The production prefix is `klb-`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::error::{LocalError, Result};
+use crate::frr::{self, FrrInstance};
+use crate::netns::{self, End, Owned};
+use crate::plan::AddressPlan;
+
+/// Production namespace prefix.
+pub const DEFAULT_PREFIX: &str = "klb-";
+/// Default runtime directory (configs, logs, sockets, state file).
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/klb/local";
+/// Default AS of the gateways (`l3_router_as_number`).
+pub const DEFAULT_L3_ROUTER_AS: u32 = 60201;
+const BRIDGE: &str = "br0";
+
+/// How to build the lab.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Prefix of every namespace and of the root-namespace veth (at most 10 bytes so interface
+    /// names fit in 15). `klb-` in production; tests use a unique `kl<pid>-`.
+    pub prefix: String,
+    /// Directory for configs, logs, sockets and the state file.
+    pub runtime_dir: PathBuf,
+    /// Addresses.
+    pub plan: AddressPlan,
+    /// AS of the two gateways (`l3_router_as_number`).
+    pub l3_router_as: u32,
+    /// Directory of zebra/bgpd/bfdd.
+    pub frr_bin_dir: PathBuf,
+    /// Grace between SIGTERM and SIGKILL when stopping processes.
+    pub stop_grace: Duration,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            prefix: DEFAULT_PREFIX.into(),
+            runtime_dir: DEFAULT_RUNTIME_DIR.into(),
+            plan: AddressPlan::default(),
+            l3_router_as: DEFAULT_L3_ROUTER_AS,
+            frr_bin_dir: frr::FRR_BIN_DIR.into(),
+            stop_grace: netns::DEFAULT_STOP_GRACE,
+        }
+    }
+}
+
+/// An LB VM's network identity in the lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmNet {
+    /// Short id (8 lowercase hex digits of the server id, or any `[a-z0-9]{1,8}`).
+    pub short_id: String,
+    /// Namespace `{prefix}vm-{short_id}`.
+    pub ns: String,
+    /// Slot: index into the L3 and management address pools (1-based).
+    pub slot: u32,
+    /// Address on the L3 network (BGP source, ECMP next hop); prefix = L3 subnet.
+    pub l3_addr: Ipv4Addr,
+    /// Address on the management network (agent API); prefix = management subnet.
+    pub mgmt_addr: Ipv4Addr,
+    /// Private directory for this VM's processes (agent, HAProxy, FRR state).
+    pub dir: PathBuf,
+}
+
+/// A member namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNet {
+    /// 1-based index.
+    pub index: u32,
+    /// Namespace `{prefix}m{index}`.
+    pub ns: String,
+    /// Address on the member network.
+    pub addr: Ipv4Addr,
+}
+
+/// Timings of [`Lab::build`].
+#[derive(Debug, Clone, Copy)]
+pub struct BuildTimings {
+    /// Namespaces, links, addresses, routes, sysctls.
+    pub links: Duration,
+    /// Gateway FRR started (zebra socket up, bgpd/bfdd spawned).
+    pub frr: Duration,
+}
+
+/// The running lab. Owns every namespace and process it created; [`Lab::teardown`] removes them
+/// all, and dropping a lab that was not torn down removes them synchronously (panic safety).
+#[derive(Debug)]
+pub struct Lab {
+    cfg: LabConfig,
+    owned: Owned,
+    gateways: [FrrInstance; 2],
+    vms: BTreeMap<String, VmNet>,
+    members: BTreeMap<u32, MemberNet>,
+    timings: BuildTimings,
+}
+
+impl Lab {
+    /// Builds the fixed part: client, edge, gateways (FRR running), bridges, host management
+    /// link. Fails if a namespace of this prefix already exists (use
+    /// [`cleanup_prefix`] first). On failure everything created so far is removed.
+    pub async fn build(cfg: LabConfig) -> Result<Lab> {
+        check_prefix(&cfg.prefix)?;
+        cfg.plan.validate()?;
+        if !frr::available(&cfg.frr_bin_dir) {
+            return Err(LocalError::Invalid(format!(
+                "FRR daemons not found in {}",
+                cfg.frr_bin_dir.display()
+            )));
+        }
+        let existing: Vec<String> = netns::list_ns()
+            .await?
+            .into_iter()
+            .filter(|n| n.starts_with(&cfg.prefix))
+            .collect();
+        if !existing.is_empty() {
+            return Err(LocalError::Invalid(format!(
+                "namespaces with prefix {:?} already exist ({}); remove them first",
+                cfg.prefix,
+                existing.join(", ")
+            )));
+        }
+        let gw = |n: u8| FrrInstance {
+            ns: format!("{}gw{n}", cfg.prefix),
+            dir: cfg.runtime_dir.join(format!("gw{n}")),
+            bin_dir: cfg.frr_bin_dir.clone(),
+        };
+        let mut lab = Lab {
+            gateways: [gw(1), gw(2)],
+            cfg,
+            owned: Owned::new(),
+            vms: BTreeMap::new(),
+            members: BTreeMap::new(),
+            timings: BuildTimings {
+                links: Duration::ZERO,
+                frr: Duration::ZERO,
+            },
+        };
+        if let Err(e) = lab.build_inner().await {
+            let _ = lab.owned.teardown(lab.cfg.stop_grace).await;
+            return Err(e);
+        }
+        Ok(lab)
+    }
+
+    async fn build_inner(&mut self) -> Result<()> {
+        let t0 = Instant::now();
+        netns::prepare_dir(&self.cfg.runtime_dir, false).await?;
+        self.owned.add_dir(&self.cfg.runtime_dir);
+        let p = self.cfg.plan.clone();
+        let (client, edge, gw1, gw2) = (
+            self.ns("client"),
+            self.ns("edge"),
+            self.ns("gw1"),
+            self.ns("gw2"),
+        );
+        let (l3, mbr, mgmt) = (self.ns("l3"), self.ns("mbr"), self.ns("mgmt"));
+        for ns in [&client, &edge, &gw1, &gw2, &l3, &mbr, &mgmt] {
+            self.owned.add_ns(ns).await?;
+        }
+        for ns in [&l3, &mbr, &mgmt] {
+            netns::add_bridge(ns, BRIDGE).await?;
+        }
+        // client ↔ edge
+        netns::add_veth(End::ns(&client, "eth0"), End::ns(&edge, "client")).await?;
+        addr(&client, "eth0", p.client_addr()).await?;
+        addr(&edge, "client", p.edge_client_side()).await?;
+        netns::route_via(&client, "default", p.edge_client_side().addr().into()).await?;
+        for (i, gw) in [(1u8, &gw1), (2u8, &gw2)] {
+            let edge_if = format!("gw{i}");
+            netns::add_veth(End::ns(&edge, &edge_if), End::ns(gw, "edge")).await?;
+            addr(&edge, &edge_if, p.edge_gw_side(i)).await?;
+            addr(gw, "edge", p.gw_edge_side(i)).await?;
+            // gateway ↔ L3 bridge and member bridge
+            let port = format!("gw{i}");
+            netns::add_veth(End::ns(gw, "l3"), End::ns(&l3, &port)).await?;
+            netns::set_master(&l3, &port, BRIDGE).await?;
+            addr(gw, "l3", net(p.gw_l3_addr(i), p.l3_subnet)).await?;
+            netns::add_veth(End::ns(gw, "mbr"), End::ns(&mbr, &port)).await?;
+            netns::set_master(&mbr, &port, BRIDGE).await?;
+            addr(gw, "mbr", net(p.gw_member_addr(i), p.member_subnet)).await?;
+            netns::route_via(gw, "default", p.edge_gw_side(i).addr().into()).await?;
+            router_sysctls(gw).await?;
+        }
+        let vip_dest = p.vip_subnet.to_string();
+        netns::route_multipath(
+            &edge,
+            &vip_dest,
+            &[
+                p.gw_edge_side(1).addr().into(),
+                p.gw_edge_side(2).addr().into(),
+            ],
+        )
+        .await?;
+        router_sysctls(&edge).await?;
+        // host ↔ management bridge (the only object in the root namespace)
+        let host_if = format!("{}mgmt", self.cfg.prefix);
+        netns::add_veth(End::host(&host_if), End::ns(&mgmt, "host")).await?;
+        self.owned.add_host_link(&host_if);
+        netns::set_master(&mgmt, "host", BRIDGE).await?;
+        netns::add_addr(
+            None,
+            &host_if,
+            IpNet::V4(net(p.host_mgmt_addr(), p.mgmt_subnet)),
+        )
+        .await?;
+        self.timings.links = t0.elapsed();
+
+        let t1 = Instant::now();
+        for (i, g) in self.gateways.clone().iter().enumerate() {
+            let host = format!("gw{}", i + 1);
+            let router_id = p.gw_l3_addr(i as u8 + 1);
+            g.start(
+                &mut self.owned,
+                &frr::render_zebra(&host),
+                &frr::render_bfdd(&host),
+                &frr::render_gateway_bgpd(
+                    &host,
+                    self.cfg.l3_router_as,
+                    router_id,
+                    p.l3_subnet,
+                    p.vip_subnet,
+                ),
+            )
+            .await?;
+        }
+        self.timings.frr = t1.elapsed();
+        info!(prefix = %self.cfg.prefix, links_ms = self.timings.links.as_millis() as u64,
+              frr_ms = self.timings.frr.as_millis() as u64, "local cloud built");
+        Ok(())
+    }
+
+    /// Namespace name `{prefix}{suffix}`.
+    pub fn ns(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.cfg.prefix)
+    }
+
+    /// The client namespace (send test traffic from here).
+    pub fn client_ns(&self) -> String {
+        self.ns("client")
+    }
+
+    /// The configuration the lab was built with.
+    pub fn config(&self) -> &LabConfig {
+        &self.cfg
+    }
+
+    /// Build timings.
+    pub fn timings(&self) -> BuildTimings {
+        self.timings
+    }
+
+    /// The two gateways' FRR instances (for `vtysh`).
+    pub fn gateways(&self) -> &[FrrInstance; 2] {
+        &self.gateways
+    }
+
+    /// LB VMs currently in the lab, by short id.
+    pub fn vms(&self) -> &BTreeMap<String, VmNet> {
+        &self.vms
+    }
+
+    /// Members currently in the lab, by index.
+    pub fn members(&self) -> &BTreeMap<u32, MemberNet> {
+        &self.members
+    }
+
+    /// The ownership record (namespaces and processes).
+    pub fn owned(&self) -> &Owned {
+        &self.owned
+    }
+
+    /// Mutable ownership record, to start extra processes (e.g. an [`FrrInstance`] inside a VM)
+    /// that teardown must stop.
+    pub fn owned_mut(&mut self) -> &mut Owned {
+        &mut self.owned
+    }
+
+    /// Creates LB VM namespace `{prefix}vm-{short_id}` in the lowest free slot: link to the L3
+    /// bridge (default route multipath via both gateways), link to the management bridge,
+    /// `arp_ignore=1`/`arp_announce=2` so a VIP on `lo` is never answered for on the wire.
+    pub async fn add_vm(&mut self, short_id: &str) -> Result<VmNet> {
+        let used: Vec<u32> = self.vms.values().map(|v| v.slot).collect();
+        let slot = (1..=self.cfg.plan.max_vm_slot())
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| LocalError::Plan("no free LB VM slot".into()))?;
+        self.add_vm_at(short_id, slot).await
+    }
+
+    /// [`Lab::add_vm`] in a given slot (used when re-creating a recorded VM).
+    pub async fn add_vm_at(&mut self, short_id: &str, slot: u32) -> Result<VmNet> {
+        if short_id.is_empty()
+            || short_id.len() > 8
+            || !short_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(LocalError::InvalidName {
+                name: short_id.into(),
+                reason: "a VM short id is 1-8 characters [a-z0-9]",
+            });
+        }
+        if self.vms.contains_key(short_id) {
+            return Err(LocalError::Invalid(format!("VM {short_id} already exists")));
+        }
+        if self.vms.values().any(|v| v.slot == slot) {
+            return Err(LocalError::Invalid(format!("slot {slot} is in use")));
+        }
+        let p = &self.cfg.plan;
+        let vm = VmNet {
+            short_id: short_id.into(),
+            ns: self.ns(&format!("vm-{short_id}")),
+            slot,
+            l3_addr: p.vm_l3_addr(slot)?,
+            mgmt_addr: p.vm_mgmt_addr(slot)?,
+            dir: self.cfg.runtime_dir.join(format!("vm-{short_id}")),
+        };
+        self.owned.add_ns(&vm.ns).await?;
+        if let Err(e) = self.wire_vm(&vm).await {
+            let _ = self.owned.remove_ns(&vm.ns, self.cfg.stop_grace).await;
+            return Err(e);
+        }
+        self.vms.insert(short_id.into(), vm.clone());
+        info!(vm = short_id, ns = %vm.ns, l3 = %vm.l3_addr, mgmt = %vm.mgmt_addr, "LB VM namespace ready");
+        Ok(vm)
+    }
+
+    async fn wire_vm(&mut self, vm: &VmNet) -> Result<()> {
+        let p = self.cfg.plan.clone();
+        let port = format!("vm{}", vm.slot);
+        let (l3, mgmt) = (self.ns("l3"), self.ns("mgmt"));
+        netns::add_veth(End::ns(&vm.ns, "l3"), End::ns(&l3, &port)).await?;
+        netns::set_master(&l3, &port, BRIDGE).await?;
+        addr(&vm.ns, "l3", net(vm.l3_addr, p.l3_subnet)).await?;
+        netns::add_veth(End::ns(&vm.ns, "mgmt"), End::ns(&mgmt, &port)).await?;
+        netns::set_master(&mgmt, &port, BRIDGE).await?;
+        addr(&vm.ns, "mgmt", net(vm.mgmt_addr, p.mgmt_subnet)).await?;
+        netns::route_multipath(
+            &vm.ns,
+            "default",
+            &[p.gw_l3_addr(1).into(), p.gw_l3_addr(2).into()],
+        )
+        .await?;
+        for (k, v) in [
+            ("net.ipv4.conf.all.arp_ignore", "1"),
+            ("net.ipv4.conf.all.arp_announce", "2"),
+            ("net.ipv4.fib_multipath_hash_policy", "1"),
+        ] {
+            netns::sysctl(&vm.ns, k, v).await?;
+        }
+        netns::prepare_dir(&vm.dir, false).await?;
+        Ok(())
+    }
+
+    /// Puts `vip/32` on the VM's `lo` (idempotent). In OpenStack the agent does this after
+    /// Neutron allowed the address pair; in the local cloud the driver does it when the pair is
+    /// allowed, and an agent doing it again is harmless.
+    pub async fn add_vip(&self, short_id: &str, vip: Ipv4Addr) -> Result<()> {
+        let vm = self.vm(short_id)?;
+        netns::add_addr(Some(&vm.ns), "lo", IpNet::V4(net(vip, host_net(vip)))).await
+    }
+
+    /// Removes `vip/32` from the VM's `lo` (idempotent).
+    pub async fn del_vip(&self, short_id: &str, vip: Ipv4Addr) -> Result<()> {
+        let vm = self.vm(short_id)?;
+        netns::del_addr(Some(&vm.ns), "lo", IpNet::V4(net(vip, host_net(vip)))).await
+    }
+
+    fn vm(&self, short_id: &str) -> Result<&VmNet> {
+        self.vms.get(short_id).ok_or_else(|| LocalError::NotFound {
+            kind: "LB VM",
+            id: short_id.into(),
+        })
+    }
+
+    /// Starts `program args` inside VM `short_id`, logging to `{vm dir}/{name}.log`; recorded so
+    /// [`Lab::remove_vm`] and teardown stop it. Returns the PID.
+    pub async fn spawn_in_vm(
+        &mut self,
+        short_id: &str,
+        name: &str,
+        program: &Path,
+        args: &[String],
+    ) -> Result<u32> {
+        let vm = self.vm(short_id)?.clone();
+        let log = vm.dir.join(format!("{name}.log"));
+        self.owned.spawn(name, &vm.ns, program, args, &log).await
+    }
+
+    /// Stops every process of the VM (by PID) and deletes its namespace (and so its links).
+    /// Idempotent.
+    pub async fn remove_vm(&mut self, short_id: &str) -> Result<()> {
+        let ns = self.ns(&format!("vm-{short_id}"));
+        self.owned.remove_ns(&ns, self.cfg.stop_grace).await?;
+        if let Some(vm) = self.vms.remove(short_id) {
+            let _ = std::fs::remove_dir_all(&vm.dir);
+        }
+        Ok(())
+    }
+
+    /// Creates member namespace `{prefix}m{index}` on the member bridge (default route via
+    /// gateway 1).
+    pub async fn add_member(&mut self, index: u32) -> Result<MemberNet> {
+        if self.members.contains_key(&index) {
+            return Err(LocalError::Invalid(format!(
+                "member {index} already exists"
+            )));
+        }
+        let p = self.cfg.plan.clone();
+        let m = MemberNet {
+            index,
+            ns: self.ns(&format!("m{index}")),
+            addr: p.member_addr(index)?,
+        };
+        let port = format!("m{index}");
+        check_port_name(&port)?;
+        self.owned.add_ns(&m.ns).await?;
+        let mbr = self.ns("mbr");
+        let wired = async {
+            netns::add_veth(End::ns(&m.ns, "eth0"), End::ns(&mbr, &port)).await?;
+            netns::set_master(&mbr, &port, BRIDGE).await?;
+            addr(&m.ns, "eth0", net(m.addr, p.member_subnet)).await?;
+            netns::route_via(&m.ns, "default", p.gw_member_addr(1).into()).await
+        }
+        .await;
+        if let Err(e) = wired {
+            let _ = self.owned.remove_ns(&m.ns, self.cfg.stop_grace).await;
+            return Err(e);
+        }
+        self.members.insert(index, m.clone());
+        Ok(m)
+    }
+
+    /// Starts `program args` inside namespace `ns` (one of this lab's), logging to
+    /// `{runtime dir}/{ns}-{name}.log`. Returns the PID.
+    pub async fn spawn_in(
+        &mut self,
+        ns: &str,
+        name: &str,
+        program: &Path,
+        args: &[String],
+    ) -> Result<u32> {
+        if !self.owned.namespaces().iter().any(|n| n == ns) {
+            return Err(LocalError::NotFound {
+                kind: "namespace",
+                id: ns.into(),
+            });
+        }
+        let log = self.cfg.runtime_dir.join(format!("{ns}-{name}.log"));
+        self.owned.spawn(name, ns, program, args, &log).await
+    }
+
+    /// Number of kernel nexthops for `vip/32` on gateway `gw` (1 or 2).
+    pub async fn gateway_paths(&self, gw: u8, vip: Ipv4Addr) -> Result<usize> {
+        netns::route_nexthops(&self.ns(&format!("gw{gw}")), &format!("{vip}/32")).await
+    }
+
+    /// Waits until both gateways have exactly `want` nexthops for `vip/32`; returns how long it
+    /// took. Polls every 50 ms.
+    pub async fn wait_paths(
+        &self,
+        vip: Ipv4Addr,
+        want: usize,
+        limit: Duration,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let a = self.gateway_paths(1, vip).await?;
+            let b = self.gateway_paths(2, vip).await?;
+            if a == want && b == want {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > limit {
+                return Err(LocalError::Timeout {
+                    what: format!("{want} nexthops for {vip} on both gateways (have {a} and {b})"),
+                    secs: limit.as_secs_f64(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every process and deletes every namespace and the runtime directory. Idempotent.
+    pub async fn teardown(mut self) -> Result<()> {
+        let r = self.owned.teardown(self.cfg.stop_grace).await;
+        self.vms.clear();
+        self.members.clear();
+        r
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.owned.is_empty() {
+            self.owned.teardown_blocking(self.cfg.stop_grace);
+        }
+    }
+}
+
+/// Removes every namespace whose name starts with `prefix` (stopping the processes inside
+/// first, by PID) and the root-namespace veth `{prefix}mgmt`. For reconciliation after a crash
+/// and for test cleanup. Returns the names removed.
+pub async fn cleanup_prefix(prefix: &str, grace: Duration) -> Result<Vec<String>> {
+    check_prefix(prefix)?;
+    let mut removed = Vec::new();
+    for ns in netns::list_ns().await? {
+        if ns.starts_with(prefix) {
+            netns::del_ns(&ns, grace).await?;
+            removed.push(ns);
+        }
+    }
+    netns::del_link(None, &format!("{prefix}mgmt")).await?;
+    Ok(removed)
+}
+
+fn check_prefix(prefix: &str) -> Result<()> {
+    netns::check_ns_name(prefix)?;
+    if prefix.len() > 10 {
+        return Err(LocalError::InvalidName {
+            name: prefix.into(),
+            reason: "prefix longer than 10 bytes (interface names are limited to 15)",
+        });
+    }
+    Ok(())
+}
+
+fn check_port_name(name: &str) -> Result<()> {
+    netns::check_if_name(name)
+}
+
+fn net(a: Ipv4Addr, subnet: Ipv4Net) -> Ipv4Net {
+    Ipv4Net::new(a, subnet.prefix_len()).expect("valid prefix")
+}
+
+fn host_net(a: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::new(a, 32).expect("valid prefix")
+}
+
+async fn addr(ns: &str, dev: &str, cidr: Ipv4Net) -> Result<()> {
+    netns::add_addr(Some(ns), dev, IpNet::V4(cidr)).await
+}
+
+/// Forwarding, L4 multipath hash, no reverse-path filter (paths are asymmetric by design).
+async fn router_sysctls(ns: &str) -> Result<()> {
+    for (k, v) in [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.fib_multipath_hash_policy", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ] {
+        netns::sysctl(ns, k, v).await?;
+    }
+    Ok(())
+}
