@@ -1,1 +1,31 @@
-//! Durable store of klb's resources on SQLite (default) or PostgreSQL, with migrations.
+//! Durable store of klb's resources on SQLite (default) or PostgreSQL, with migrations
+//! applied at open. Both backends run the same SQL through sqlx's `Any` driver.
+//!
+//! Shape: every resource is a JSON [`Document`] in the `resources` table, keyed by
+//! `(kind, id)`, with indexed columns for project, load balancer, parent, a secondary
+//! reference and the provisioning status, plus a version for optimistic concurrency. Any crate
+//! can keep its own kinds there (quotas, flavors, LB VMs, ...) through the generic document API
+//! without touching this crate. The `jobs` table is the outbox and the provider interface: the
+//! API writes a job in the same transaction that sets `PENDING_*`, a worker claims it with a
+//! lease ([`Store::claim_job`]) and [`Store::settle_job`] applies Octavia's completion rules.
+//!
+//! Writers: on SQLite all write transactions go through a one-connection pool, so concurrent
+//! requests queue instead of failing with `SQLITE_BUSY`; readers use a separate pool (WAL).
+//! On PostgreSQL writers lock the load balancer row (`SELECT ... FOR UPDATE`) and workers claim
+//! jobs with `FOR UPDATE SKIP LOCKED`.
+
+mod document;
+mod error;
+mod jobs;
+mod store;
+
+pub use document::{Document, ListQuery, Relation};
+pub use error::StoreError;
+pub use jobs::{Job, JobOp, JobState, NewJob, Outcome};
+pub use store::{Backend, Store, StoreOptions, WriteTx};
+
+/// Current time as stored in `created_at` columns: RFC 3339 with microseconds, so text order
+/// is time order.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}

@@ -1,0 +1,170 @@
+//! The generic document: one row of the `resources` table.
+
+use klb_model::{ProvisioningStatus, Resource};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::StoreError;
+
+/// One stored object. `body` is the JSON document; the other fields are indexed columns.
+/// For LB-graph kinds (klb-model [`Resource`]s) the body has top-level `provisioning_status`
+/// and `updated_at` keys, which [`crate::Store::settle_job`] rewrites.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// Kind, e.g. `loadbalancer` or `flavor`.
+    pub kind: String,
+    /// Primary key within the kind (a UUID for LB-graph kinds; any string otherwise).
+    pub id: String,
+    /// Owning project, if any.
+    pub project_id: Option<String>,
+    /// Load balancer graph this belongs to.
+    pub loadbalancer_id: Option<String>,
+    /// Direct parent id.
+    pub parent_id: Option<String>,
+    /// Secondary reference (default pool, redirect pool).
+    pub ref_id: Option<String>,
+    /// Ordering among siblings.
+    pub position: i64,
+    /// Provisioning status, for kinds that have one. `DELETED` rows are hidden from lists.
+    pub provisioning_status: Option<String>,
+    /// [`crate::timestamp`] of creation.
+    pub created_at: String,
+    /// Bumped by every update; [`crate::WriteTx::update`] checks it.
+    pub version: i64,
+    /// The JSON document.
+    pub body: String,
+}
+
+/// A lightweight relation row (no body): who points at which id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relation {
+    /// Kind of the pointing document.
+    pub kind: String,
+    /// Its id.
+    pub id: String,
+    /// Its parent id.
+    pub parent_id: Option<String>,
+    /// Its secondary reference.
+    pub ref_id: Option<String>,
+    /// Its position.
+    pub position: i64,
+}
+
+/// A list query on one kind. Results are ordered by `(created_at, id)`.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Kind to list.
+    pub kind: String,
+    /// Only this project.
+    pub project_id: Option<String>,
+    /// Only this load balancer graph.
+    pub loadbalancer_id: Option<String>,
+    /// Only children of this parent.
+    pub parent_id: Option<String>,
+    /// Only documents whose `ref_id` is this.
+    pub ref_id: Option<String>,
+    /// Include `DELETED` rows.
+    pub include_deleted: bool,
+    /// Keyset pagination: only rows after (or before, when `descending`) this
+    /// `(created_at, id)`.
+    pub after: Option<(String, String)>,
+    /// Newest first.
+    pub descending: bool,
+    /// At most this many rows.
+    pub limit: Option<i64>,
+}
+
+impl ListQuery {
+    /// All documents of a kind.
+    pub fn kind(kind: &str) -> Self {
+        ListQuery {
+            kind: kind.to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Document {
+    /// Builds the row for a model resource (version 1, for a first insert).
+    pub fn from_resource<T: Resource>(value: &T) -> Result<Document, StoreError> {
+        let body = serde_json::to_string(value).map_err(|source| StoreError::Encode {
+            kind: T::KIND.as_str().to_owned(),
+            source,
+        })?;
+        Ok(Document {
+            kind: T::KIND.as_str().to_owned(),
+            id: value.id().to_string(),
+            project_id: value.project_id().map(str::to_owned),
+            loadbalancer_id: value.loadbalancer_id().map(|u| u.to_string()),
+            parent_id: value.parent_id().map(|u| u.to_string()),
+            ref_id: value.ref_id().map(|u| u.to_string()),
+            position: value.position(),
+            provisioning_status: value.provisioning_status().map(|s| s.as_str().to_owned()),
+            created_at: crate::timestamp(value.created_at()),
+            version: 1,
+            body,
+        })
+    }
+
+    /// Decodes the body as a model resource.
+    pub fn decode<T: Resource>(&self) -> Result<T, StoreError> {
+        serde_json::from_str(&self.body).map_err(|source| StoreError::Decode {
+            kind: self.kind.clone(),
+            id: self.id.clone(),
+            source,
+        })
+    }
+
+    /// The provisioning status column, parsed.
+    pub fn status(&self) -> Option<ProvisioningStatus> {
+        self.provisioning_status.as_deref()?.parse().ok()
+    }
+
+    pub(crate) const COLUMNS: &'static str = "kind, id, project_id, loadbalancer_id, parent_id, ref_id, position, provisioning_status, created_at, version, body";
+
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Document, sqlx::Error> {
+        Ok(Document {
+            kind: row.try_get(0)?,
+            id: row.try_get(1)?,
+            project_id: row.try_get(2)?,
+            loadbalancer_id: row.try_get(3)?,
+            parent_id: row.try_get(4)?,
+            ref_id: row.try_get(5)?,
+            position: row.try_get(6)?,
+            provisioning_status: row.try_get(7)?,
+            created_at: row.try_get(8)?,
+            version: row.try_get(9)?,
+            body: row.try_get(10)?,
+        })
+    }
+
+    /// Rewrites top-level keys of the JSON body (used by the completion rules).
+    pub(crate) fn set_body_keys(
+        &mut self,
+        keys: &[(&str, serde_json::Value)],
+    ) -> Result<(), StoreError> {
+        let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&self.body)
+            .map_err(|source| StoreError::Decode {
+                kind: self.kind.clone(),
+                id: self.id.clone(),
+                source,
+            })?;
+        for (k, v) in keys {
+            map.insert((*k).to_owned(), v.clone());
+        }
+        self.body = serde_json::Value::Object(map).to_string();
+        Ok(())
+    }
+}
+
+impl Relation {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Relation, sqlx::Error> {
+        Ok(Relation {
+            kind: row.try_get(0)?,
+            id: row.try_get(1)?,
+            parent_id: row.try_get(2)?,
+            ref_id: row.try_get(3)?,
+            position: row.try_get(4)?,
+        })
+    }
+}

@@ -1,0 +1,86 @@
+//! The store's error type.
+
+/// A store failure, with the operation or object it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error("cannot open database {url}")]
+    Open {
+        /// The URL with any password removed.
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying migrations failed.
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error during {op}")]
+    Query {
+        /// What the store was doing.
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// An optimistic-concurrency check failed: someone else changed the document first.
+    #[error("{kind} {id} was changed concurrently (expected version {expected})")]
+    VersionConflict {
+        /// Document kind.
+        kind: String,
+        /// Document id.
+        id: String,
+        /// The version the caller read.
+        expected: i64,
+    },
+    /// A document with this kind and id already exists.
+    #[error("{kind} {id} already exists")]
+    Duplicate {
+        /// Document kind.
+        kind: String,
+        /// Document id.
+        id: String,
+    },
+    /// A stored document does not decode as the expected type.
+    #[error("stored {kind} {id} cannot be decoded")]
+    Decode {
+        /// Document kind.
+        kind: String,
+        /// Document id.
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value could not be encoded for storage.
+    #[error("cannot encode {kind} for storage")]
+    Encode {
+        /// Document kind.
+        kind: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    /// True when retrying the whole operation may succeed (lost race, busy database, dropped
+    /// connection).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::VersionConflict { .. } => true,
+            StoreError::Query { source, .. } => {
+                matches!(
+                    source,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+                ) || source
+                    .as_database_error()
+                    .and_then(|e| e.code())
+                    .is_some_and(|c| c == "40001" || c == "40P01" || c == "5" || c == "6")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Adds the operation name to a sqlx error.
+pub(crate) fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { op, source }
+}

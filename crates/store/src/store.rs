@@ -1,0 +1,770 @@
+//! The store handle, write transactions, lists and the job completion rules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use klb_model::{Kind, ProvisioningStatus, Resource};
+use sqlx::any::{AnyArguments, AnyPoolOptions};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::document::{Document, ListQuery, Relation};
+use crate::error::query;
+use crate::jobs::{Job, NewJob, Outcome};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file, one writer connection.
+    Sqlite,
+    /// PostgreSQL (several control-plane nodes may share it).
+    Postgres,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://PATH`, `sqlite:PATH` or `postgres://...`.
+    pub url: String,
+    /// Reader connections (SQLite) or total connections (PostgreSQL).
+    pub max_connections: u32,
+}
+
+impl StoreOptions {
+    /// Defaults: 4 connections.
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreOptions {
+            url: url.into(),
+            max_connections: 4,
+        }
+    }
+}
+
+/// The store handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    writer: AnyPool,
+    reader: AnyPool,
+    jobs_ready: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .finish()
+    }
+}
+
+/// Removes a password from a URL before it reaches a log or an error message.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(StoreOptions::new(url)).await
+    }
+
+    /// Opens with explicit options.
+    pub async fn open_with(options: StoreOptions) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = options.url.as_str();
+        let open_err = |source| StoreError::Open {
+            url: redact(url),
+            source,
+        };
+        let (backend, writer, reader) = if url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+        {
+            let pool = AnyPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await
+                .map_err(open_err)?;
+            (Backend::Postgres, pool.clone(), pool)
+        } else {
+            let url = sqlite_url(url);
+            // The writer pool has exactly one connection: write transactions queue on it
+            // rather than failing with SQLITE_BUSY.
+            let writer = AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;")
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .map_err(open_err)?;
+            MIGRATOR.run(&writer).await.map_err(StoreError::Migrate)?;
+            let reader = AnyPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout=10000;").await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .map_err(open_err)?;
+            (Backend::Sqlite, writer, reader)
+        };
+        if backend == Backend::Postgres {
+            MIGRATOR.run(&writer).await.map_err(StoreError::Migrate)?;
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                writer,
+                reader,
+                jobs_ready: Arc::new(Notify::new()),
+            }),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Notified (one permit) after every commit that enqueued a job; workers wait on it with
+    /// a poll fallback.
+    pub fn jobs_ready(&self) -> Arc<Notify> {
+        self.inner.jobs_ready.clone()
+    }
+
+    /// Closes the pools (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.reader.close().await;
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<WriteTx, StoreError> {
+        let tx = self.inner.writer.begin().await.map_err(query("begin"))?;
+        Ok(WriteTx {
+            tx,
+            backend: self.inner.backend,
+            jobs_ready: self.inner.jobs_ready.clone(),
+            job_written: false,
+        })
+    }
+
+    /// One document by kind and id (`DELETED` rows included; callers decide).
+    pub async fn get(&self, kind: &str, id: &str) -> Result<Option<Document>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM resources WHERE kind = $1 AND id = $2",
+            Document::COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.inner.reader)
+            .await
+            .map_err(query("get"))?;
+        row.map(|r| Document::from_row(&r))
+            .transpose()
+            .map_err(query("get"))
+    }
+
+    /// One model resource by id; `None` when absent or `DELETED`.
+    pub async fn get_resource<T: Resource>(&self, id: Uuid) -> Result<Option<T>, StoreError> {
+        match self.get(T::KIND.as_str(), &id.to_string()).await? {
+            Some(doc) if doc.status() != Some(ProvisioningStatus::Deleted) => {
+                Ok(Some(doc.decode()?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Documents matching `q`, ordered by `(created_at, id)`.
+    pub async fn list(&self, q: &ListQuery) -> Result<Vec<Document>, StoreError> {
+        list_on(&self.inner.reader, q).await
+    }
+
+    /// Relation rows of every document whose `parent_id` or `ref_id` is one of `ids`
+    /// (excluding `DELETED`). One query for a whole page of parents.
+    pub async fn relations(&self, ids: &[String]) -> Result<Vec<Relation>, StoreError> {
+        relations_on(&self.inner.reader, ids).await
+    }
+
+    /// Every live document of a load balancer's graph (the LB itself included).
+    pub async fn graph(&self, loadbalancer_id: &str) -> Result<Vec<Document>, StoreError> {
+        let q = ListQuery {
+            loadbalancer_id: Some(loadbalancer_id.to_owned()),
+            ..Default::default()
+        };
+        list_on(&self.inner.reader, &q).await
+    }
+
+    /// Claims the oldest claimable job (see [`crate::jobs`] for the rules) for `owner`,
+    /// holding it for `lease`.
+    pub async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>, StoreError> {
+        let now = now_millis();
+        let lock = match self.inner.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
+             WHERE id = (SELECT j.id FROM jobs j \
+               WHERE (j.state = 'pending' OR (j.state = 'running' AND j.lease_expires_at < $3)) \
+               AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.loadbalancer_id = j.loadbalancer_id \
+                 AND o.state IN ('pending', 'running') \
+                 AND (o.created_at < j.created_at OR (o.created_at = j.created_at AND o.id < j.id))) \
+               ORDER BY j.created_at, j.id LIMIT 1{lock}) \
+             RETURNING {}",
+            Job::COLUMNS
+        );
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&sql)
+            .bind(owner)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .fetch_optional(&mut *tx.tx)
+            .await
+            .map_err(query("claim job"))?;
+        let job = row
+            .map(|r| Job::from_row(&r))
+            .transpose()
+            .map_err(query("claim job"))?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// Extends the lease of a running job still held by `owner`. Returns false when the
+    /// lease was lost (another worker took the job over).
+    pub async fn renew_lease(
+        &self,
+        job_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE jobs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'running'")
+            .bind(now_millis() + lease.as_millis() as i64)
+            .bind(job_id)
+            .bind(owner)
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(query("renew lease"))?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Jobs of a load balancer (all states), oldest first.
+    pub async fn jobs_of(&self, loadbalancer_id: &str) -> Result<Vec<Job>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM jobs WHERE loadbalancer_id = $1 ORDER BY created_at, id",
+            Job::COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(loadbalancer_id)
+            .fetch_all(&self.inner.reader)
+            .await
+            .map_err(query("list jobs"))?;
+        rows.iter()
+            .map(Job::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(query("list jobs"))
+    }
+
+    /// Ends `job` and applies Octavia's completion rules to its load balancer's graph, in one
+    /// transaction:
+    ///
+    /// Success: objects in `PENDING_CREATE`/`PENDING_UPDATE` become `ACTIVE`; objects in
+    /// `PENDING_DELETE` are removed with their descendants (listeners whose default pool was
+    /// removed lose the reference); a load balancer in `PENDING_DELETE` loses every child and
+    /// is kept as `DELETED` (hidden from the API). The job row is deleted.
+    ///
+    /// Failure: the target and every other pending object become `ERROR`, except that the load
+    /// balancer and listeners that were only locked for a child change (`PENDING_UPDATE`,
+    /// not the target) go back to `ACTIVE`. The job stays with `state = failed` and
+    /// `last_error = reason`; the target's document gets `provisioning_error = reason`.
+    pub async fn settle_job(&self, job: &Job, outcome: Outcome) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let lb_id = job.loadbalancer_id.as_str();
+        let pending = tx.pending_of(lb_id).await?;
+        match &outcome {
+            Outcome::Success => {
+                sqlx::query("DELETE FROM jobs WHERE id = $1")
+                    .bind(&job.id)
+                    .execute(&mut *tx.tx)
+                    .await
+                    .map_err(query("settle job"))?;
+                let lb_deleting = pending.iter().any(|d| {
+                    d.kind == Kind::LoadBalancer.as_str()
+                        && d.status() == Some(ProvisioningStatus::PendingDelete)
+                });
+                if lb_deleting {
+                    sqlx::query("DELETE FROM resources WHERE loadbalancer_id = $1 AND kind <> $2 AND kind <> $3")
+                        .bind(lb_id)
+                        .bind(Kind::LoadBalancer.as_str())
+                        .bind(Kind::LbVm.as_str())
+                        .execute(&mut *tx.tx)
+                        .await
+                        .map_err(query("settle delete"))?;
+                    if let Some(mut lb) = pending
+                        .into_iter()
+                        .find(|d| d.kind == Kind::LoadBalancer.as_str())
+                    {
+                        tx.set_status(&mut lb, ProvisioningStatus::Deleted, None)
+                            .await?;
+                    }
+                } else {
+                    let mut removed = Vec::new();
+                    for mut doc in pending {
+                        match doc.status() {
+                            Some(ProvisioningStatus::PendingDelete) => removed.push(doc.id.clone()),
+                            _ => {
+                                tx.set_status(&mut doc, ProvisioningStatus::Active, None)
+                                    .await?
+                            }
+                        }
+                    }
+                    tx.remove_subtrees(removed).await?;
+                }
+            }
+            Outcome::Failed(reason) => {
+                sqlx::query("UPDATE jobs SET state = 'failed', last_error = $1, lease_owner = NULL, lease_expires_at = NULL WHERE id = $2")
+                    .bind(reason.as_str())
+                    .bind(&job.id)
+                    .execute(&mut *tx.tx)
+                    .await
+                    .map_err(query("settle job"))?;
+                let target_is_lb = job.target_kind == Kind::LoadBalancer.as_str();
+                for mut doc in pending {
+                    let is_target = doc.id == job.target_id && doc.kind == job.target_kind;
+                    let only_locked = !is_target
+                        && doc.status() == Some(ProvisioningStatus::PendingUpdate)
+                        && ((doc.kind == Kind::LoadBalancer.as_str() && !target_is_lb)
+                            || doc.kind == Kind::Listener.as_str());
+                    if only_locked {
+                        tx.set_status(&mut doc, ProvisioningStatus::Active, None)
+                            .await?;
+                    } else {
+                        tx.set_status(&mut doc, ProvisioningStatus::Error, Some(reason))
+                            .await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        debug!(job = %job.id, lb = %job.loadbalancer_id, op = job.op.as_str(), ?outcome, "job settled");
+        Ok(())
+    }
+}
+
+/// `sqlite:klb.db` / `sqlite://klb.db` / a bare path → a URL that creates the file.
+fn sqlite_url(url: &str) -> String {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    if path.contains('?') {
+        format!("sqlite://{path}")
+    } else {
+        format!("sqlite://{path}?mode=rwc")
+    }
+}
+
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn list_on<'e, E>(exec: E, q: &ListQuery) -> Result<Vec<Document>, StoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let mut sql = format!("SELECT {} FROM resources WHERE 1 = 1", Document::COLUMNS);
+    let mut binds: Vec<String> = Vec::new();
+    let mut cond = |sql: &mut String, col: &str, v: &str| {
+        binds.push(v.to_owned());
+        sql.push_str(&format!(" AND {col} = ${}", binds.len()));
+    };
+    if !q.kind.is_empty() {
+        cond(&mut sql, "kind", &q.kind);
+    }
+    if let Some(v) = &q.project_id {
+        cond(&mut sql, "project_id", v);
+    }
+    if let Some(v) = &q.loadbalancer_id {
+        cond(&mut sql, "loadbalancer_id", v);
+    }
+    if let Some(v) = &q.parent_id {
+        cond(&mut sql, "parent_id", v);
+    }
+    if let Some(v) = &q.ref_id {
+        cond(&mut sql, "ref_id", v);
+    }
+    if !q.include_deleted {
+        sql.push_str(" AND (provisioning_status IS NULL OR provisioning_status <> 'DELETED')");
+    }
+    let (cmp, dir) = if q.descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some((created, id)) = &q.after {
+        binds.push(created.clone());
+        let c = binds.len();
+        binds.push(id.clone());
+        let i = binds.len();
+        sql.push_str(&format!(
+            " AND (created_at {cmp} ${c} OR (created_at = ${c} AND id {cmp} ${i}))"
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY created_at {dir}, id {dir}"));
+    if let Some(limit) = q.limit {
+        sql.push_str(&format!(" LIMIT {}", limit.max(0)));
+    }
+    let mut stmt = sqlx::query(&sql);
+    for b in &binds {
+        stmt = stmt.bind(b.as_str());
+    }
+    let rows = stmt.fetch_all(exec).await.map_err(query("list"))?;
+    rows.iter()
+        .map(Document::from_row)
+        .collect::<Result<_, _>>()
+        .map_err(query("list"))
+}
+
+async fn relations_on<'e, E>(exec: E, ids: &[String]) -> Result<Vec<Relation>, StoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let p = placeholders(1, ids.len());
+    let sql = format!(
+        "SELECT kind, id, parent_id, ref_id, position FROM resources \
+         WHERE (parent_id IN ({p}) OR ref_id IN ({p})) \
+         AND (provisioning_status IS NULL OR provisioning_status <> 'DELETED') \
+         ORDER BY created_at, id"
+    );
+    let mut stmt = sqlx::query(&sql);
+    for id in ids {
+        stmt = stmt.bind(id.as_str());
+    }
+    let rows = stmt.fetch_all(exec).await.map_err(query("relations"))?;
+    rows.iter()
+        .map(Relation::from_row)
+        .collect::<Result<_, _>>()
+        .map_err(query("relations"))
+}
+
+/// A write transaction. Dropping it without [`WriteTx::commit`] rolls back.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+    jobs_ready: Arc<Notify>,
+    job_written: bool,
+}
+
+impl WriteTx {
+    /// Commits; wakes job workers if a job was enqueued.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(query("commit"))?;
+        if self.job_written {
+            self.jobs_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Reads a document and, on PostgreSQL, locks its row until the transaction ends (SQLite
+    /// needs no row lock: this transaction is the only writer).
+    pub async fn get_for_update(
+        &mut self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Document>, StoreError> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT {} FROM resources WHERE kind = $1 AND id = $2{lock}",
+            Document::COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(query("get for update"))?;
+        row.map(|r| Document::from_row(&r))
+            .transpose()
+            .map_err(query("get for update"))
+    }
+
+    /// [`WriteTx::get_for_update`] decoded as a model resource; `None` if absent or DELETED.
+    pub async fn get_resource<T: Resource>(&mut self, id: Uuid) -> Result<Option<T>, StoreError> {
+        match self
+            .get_for_update(T::KIND.as_str(), &id.to_string())
+            .await?
+        {
+            Some(doc) if doc.status() != Some(ProvisioningStatus::Deleted) => {
+                Ok(Some(doc.decode()?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Lists inside the transaction (sees its own writes).
+    pub async fn list(&mut self, q: &ListQuery) -> Result<Vec<Document>, StoreError> {
+        list_on(&mut *self.tx, q).await
+    }
+
+    /// Lists model resources inside the transaction.
+    pub async fn list_resources<T: Resource>(
+        &mut self,
+        mut q: ListQuery,
+    ) -> Result<Vec<T>, StoreError> {
+        q.kind = T::KIND.as_str().to_owned();
+        self.list(&q).await?.iter().map(Document::decode).collect()
+    }
+
+    /// Relation rows inside the transaction.
+    pub async fn relations(&mut self, ids: &[String]) -> Result<Vec<Relation>, StoreError> {
+        relations_on(&mut *self.tx, ids).await
+    }
+
+    /// Inserts a new document (`Duplicate` if `(kind, id)` exists).
+    pub async fn insert(&mut self, doc: &Document) -> Result<(), StoreError> {
+        let res = bind_doc(sqlx::query(
+            "INSERT INTO resources (kind, id, project_id, loadbalancer_id, parent_id, ref_id, position, provisioning_status, created_at, version, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        ), doc)
+        .execute(&mut *self.tx)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                Err(StoreError::Duplicate {
+                    kind: doc.kind.clone(),
+                    id: doc.id.clone(),
+                })
+            }
+            Err(e) => Err(query("insert")(e)),
+        }
+    }
+
+    /// Replaces a document if its stored version is still `doc.version`; the stored version
+    /// becomes `doc.version + 1` (and so does `doc.version`).
+    pub async fn update(&mut self, doc: &mut Document) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "UPDATE resources SET project_id = $3, loadbalancer_id = $4, parent_id = $5, ref_id = $6, position = $7, \
+             provisioning_status = $8, created_at = $9, version = $10 + 1, body = $11 WHERE kind = $1 AND id = $2 AND version = $10",
+        );
+        let res = bind_doc(res, doc)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(query("update"))?;
+        if res.rows_affected() != 1 {
+            return Err(StoreError::VersionConflict {
+                kind: doc.kind.clone(),
+                id: doc.id.clone(),
+                expected: doc.version,
+            });
+        }
+        doc.version += 1;
+        Ok(())
+    }
+
+    /// Inserts a model resource.
+    pub async fn insert_resource<T: Resource>(&mut self, value: &T) -> Result<(), StoreError> {
+        self.insert(&Document::from_resource(value)?).await
+    }
+
+    /// Writes a model resource over its stored version (the caller holds the LB lock, which
+    /// serializes writers of one graph). Inserts it if absent.
+    pub async fn put_resource<T: Resource>(&mut self, value: &T) -> Result<(), StoreError> {
+        let doc = Document::from_resource(value)?;
+        let res = sqlx::query(
+            "UPDATE resources SET project_id = $3, loadbalancer_id = $4, parent_id = $5, ref_id = $6, position = $7, \
+             provisioning_status = $8, created_at = $9, version = version + 1, body = $11 WHERE kind = $1 AND id = $2 AND $10 = $10",
+        );
+        let res = bind_doc(res, &doc)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(query("put"))?;
+        if res.rows_affected() == 0 {
+            self.insert(&doc).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes one document; returns whether it existed.
+    pub async fn delete(&mut self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(query("delete"))?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Enqueues a job; workers are woken at commit.
+    pub async fn enqueue_job(&mut self, job: NewJob) -> Result<String, StoreError> {
+        let id = Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO jobs (id, loadbalancer_id, op, target_kind, target_id, state, attempts, created_at, payload) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)",
+        )
+        .bind(id.as_str())
+        .bind(job.loadbalancer_id.as_str())
+        .bind(job.op.as_str())
+        .bind(job.target_kind.as_str())
+        .bind(job.target_id.as_str())
+        .bind(chrono::Utc::now().timestamp_micros())
+        .bind(job.payload)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(query("enqueue job"))?;
+        self.job_written = true;
+        Ok(id)
+    }
+
+    /// Documents of a graph in a `PENDING_*` status.
+    async fn pending_of(&mut self, lb_id: &str) -> Result<Vec<Document>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM resources WHERE loadbalancer_id = $1 AND provisioning_status IN ('PENDING_CREATE', 'PENDING_UPDATE', 'PENDING_DELETE') ORDER BY created_at, id",
+            Document::COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(lb_id)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(query("pending of lb"))?;
+        rows.iter()
+            .map(Document::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(query("pending of lb"))
+    }
+
+    /// Sets a document's provisioning status (column and body), optionally with an error
+    /// reason in the body.
+    async fn set_status(
+        &mut self,
+        doc: &mut Document,
+        status: ProvisioningStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut keys = vec![(
+            "provisioning_status",
+            serde_json::Value::from(status.as_str()),
+        )];
+        if let Some(reason) = error {
+            keys.push(("provisioning_error", serde_json::Value::from(reason)));
+        }
+        doc.set_body_keys(&keys)?;
+        doc.provisioning_status = Some(status.as_str().to_owned());
+        self.update(doc).await
+    }
+
+    /// Removes documents and everything below them (children by `parent_id`), and clears
+    /// listeners' default-pool references to removed pools.
+    async fn remove_subtrees(&mut self, mut ids: Vec<String>) -> Result<(), StoreError> {
+        let mut all = Vec::new();
+        while !ids.is_empty() {
+            let rels = self.relations(&ids).await?;
+            // Listeners pointing at a removed pool keep living without their default pool.
+            for rel in rels.iter().filter(|r| {
+                r.kind == Kind::Listener.as_str()
+                    && r.ref_id.as_ref().is_some_and(|p| ids.contains(p))
+            }) {
+                if let Some(mut doc) = self.get_for_update(&rel.kind, &rel.id).await? {
+                    doc.set_body_keys(&[("default_pool_id", serde_json::Value::Null)])?;
+                    doc.ref_id = None;
+                    self.update(&mut doc).await?;
+                }
+            }
+            all.append(&mut ids);
+            ids = rels
+                .into_iter()
+                .filter(|r| {
+                    r.parent_id.as_ref().is_some_and(|p| all.contains(p)) && !all.contains(&r.id)
+                })
+                .map(|r| r.id)
+                .collect();
+            ids.sort();
+            ids.dedup();
+        }
+        for chunk in all.chunks(500) {
+            let sql = format!(
+                "DELETE FROM resources WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            q.execute(&mut *self.tx).await.map_err(query("remove"))?;
+        }
+        if all.len() > 1000 {
+            warn!(n = all.len(), "large subtree removed in one settle");
+        }
+        Ok(())
+    }
+}
+
+fn bind_doc<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    doc: &'q Document,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    q.bind(doc.kind.as_str())
+        .bind(doc.id.as_str())
+        .bind(doc.project_id.as_deref())
+        .bind(doc.loadbalancer_id.as_deref())
+        .bind(doc.parent_id.as_deref())
+        .bind(doc.ref_id.as_deref())
+        .bind(doc.position)
+        .bind(doc.provisioning_status.as_deref())
+        .bind(doc.created_at.as_str())
+        .bind(doc.version)
+        .bind(doc.body.as_str())
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

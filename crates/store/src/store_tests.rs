@@ -1,0 +1,393 @@
+use std::time::Duration;
+
+use chrono::Utc;
+use klb_model::*;
+use uuid::Uuid;
+
+use crate::*;
+
+/// A store on a temp SQLite file, or on a fresh PostgreSQL schema when
+/// `KLB_TEST_POSTGRES_URL` is set.
+pub(crate) async fn test_store() -> (Store, Option<tempfile::TempDir>) {
+    if let Ok(base) = std::env::var("KLB_TEST_POSTGRES_URL") {
+        sqlx::any::install_default_drivers();
+        let schema = format!("t_{}", Uuid::new_v4().simple());
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+            .await
+            .unwrap();
+        sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        (Store::open(&url).await.unwrap(), None)
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("klb.db").display());
+        (Store::open(&url).await.unwrap(), Some(dir))
+    }
+}
+
+fn lb(status: ProvisioningStatus) -> LoadBalancer {
+    LoadBalancer {
+        id: Uuid::new_v4(),
+        project_id: "p1".into(),
+        name: Some("lb".into()),
+        description: None,
+        admin_state_up: true,
+        provisioning_status: status,
+        operating_status: OperatingStatus::Offline,
+        created_at: Utc::now(),
+        updated_at: None,
+        tags: vec![],
+        vip_address: None,
+        vip_port_id: None,
+        vip_subnet_id: None,
+        vip_network_id: None,
+        vip_qos_policy_id: None,
+        vip_sg_ids: vec![],
+        vip_vnic_type: "normal".into(),
+        additional_vips: vec![],
+        provider: "klb".into(),
+        flavor_id: None,
+        availability_zone: None,
+    }
+}
+
+fn pool(lb: &LoadBalancer, status: ProvisioningStatus) -> Pool {
+    Pool {
+        id: Uuid::new_v4(),
+        project_id: lb.project_id.clone(),
+        loadbalancer_id: lb.id,
+        name: None,
+        description: None,
+        admin_state_up: true,
+        provisioning_status: status,
+        operating_status: OperatingStatus::Offline,
+        created_at: Utc::now(),
+        updated_at: None,
+        tags: vec![],
+        protocol: PoolProtocol::Http,
+        lb_algorithm: LbAlgorithm::RoundRobin,
+        session_persistence: None,
+        tls_enabled: false,
+        tls_container_ref: None,
+        ca_tls_container_ref: None,
+        crl_container_ref: None,
+        tls_ciphers: None,
+        tls_versions: None,
+        alpn_protocols: None,
+    }
+}
+
+fn member(pool: &Pool, status: ProvisioningStatus) -> Member {
+    Member {
+        id: Uuid::new_v4(),
+        project_id: pool.project_id.clone(),
+        loadbalancer_id: pool.loadbalancer_id,
+        pool_id: pool.id,
+        name: None,
+        admin_state_up: true,
+        provisioning_status: status,
+        operating_status: OperatingStatus::NoMonitor,
+        created_at: Utc::now(),
+        updated_at: None,
+        tags: vec![],
+        address: "198.18.0.10".parse().unwrap(),
+        protocol_port: 80,
+        weight: 1,
+        backup: false,
+        subnet_id: None,
+        monitor_address: None,
+        monitor_port: None,
+        request_sriov: false,
+        vnic_type: "normal".into(),
+    }
+}
+
+async fn enqueue(store: &Store, lb: &LoadBalancer, op: JobOp, kind: Kind, id: Uuid) {
+    let mut tx = store.begin().await.unwrap();
+    tx.enqueue_job(NewJob {
+        loadbalancer_id: lb.id.to_string(),
+        op,
+        target_kind: kind.as_str().into(),
+        target_id: id.to_string(),
+        payload: None,
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn create_then_settle_success_makes_active() {
+    let (store, _dir) = test_store().await;
+    let lb = lb(ProvisioningStatus::PendingCreate);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_resource(&lb).await.unwrap();
+    tx.commit().await.unwrap();
+    enqueue(&store, &lb, JobOp::Create, Kind::LoadBalancer, lb.id).await;
+    let job = store
+        .claim_job("w1", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.target_id, lb.id.to_string());
+    assert_eq!(job.attempts, 1);
+    // The lease is held: nothing else to claim.
+    assert!(
+        store
+            .claim_job("w2", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.settle_job(&job, Outcome::Success).await.unwrap();
+    let got: LoadBalancer = store.get_resource(lb.id).await.unwrap().unwrap();
+    assert_eq!(got.provisioning_status, ProvisioningStatus::Active);
+    assert!(store.jobs_of(&lb.id.to_string()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn jobs_of_one_lb_run_in_order_and_expired_leases_are_taken_over() {
+    let (store, _dir) = test_store().await;
+    let lb = lb(ProvisioningStatus::PendingCreate);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_resource(&lb).await.unwrap();
+    tx.commit().await.unwrap();
+    enqueue(&store, &lb, JobOp::Create, Kind::LoadBalancer, lb.id).await;
+    enqueue(&store, &lb, JobOp::Update, Kind::LoadBalancer, lb.id).await;
+    let first = store
+        .claim_job("w1", Duration::from_millis(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.op, JobOp::Create);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The first lease expired: the same job is claimed again, not the second one.
+    let again = store
+        .claim_job("w2", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.attempts, 2);
+    assert!(
+        !store
+            .renew_lease(&first.id, "w1", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    store.settle_job(&again, Outcome::Success).await.unwrap();
+    let second = store
+        .claim_job("w2", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.op, JobOp::Update);
+}
+
+#[tokio::test]
+async fn pool_delete_removes_members_and_failure_marks_error() {
+    let (store, _dir) = test_store().await;
+    let lb = lb(ProvisioningStatus::PendingUpdate);
+    let p = pool(&lb, ProvisioningStatus::PendingDelete);
+    let m = member(&p, ProvisioningStatus::Active);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_resource(&lb).await.unwrap();
+    tx.insert_resource(&p).await.unwrap();
+    tx.insert_resource(&m).await.unwrap();
+    tx.commit().await.unwrap();
+    enqueue(&store, &lb, JobOp::Delete, Kind::Pool, p.id).await;
+    let job = store
+        .claim_job("w", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    store.settle_job(&job, Outcome::Success).await.unwrap();
+    assert!(store.get_resource::<Pool>(p.id).await.unwrap().is_none());
+    assert!(store.get_resource::<Member>(m.id).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .get_resource::<LoadBalancer>(lb.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .provisioning_status,
+        ProvisioningStatus::Active
+    );
+
+    // A failed member create: the member is ERROR, the LB goes back to ACTIVE.
+    let p2 = pool(&lb, ProvisioningStatus::Active);
+    let m2 = member(&p2, ProvisioningStatus::PendingCreate);
+    let mut locked = lb.clone();
+    locked.provisioning_status = ProvisioningStatus::PendingUpdate;
+    let mut tx = store.begin().await.unwrap();
+    tx.put_resource(&locked).await.unwrap();
+    tx.insert_resource(&p2).await.unwrap();
+    tx.insert_resource(&m2).await.unwrap();
+    tx.commit().await.unwrap();
+    enqueue(&store, &lb, JobOp::Create, Kind::Member, m2.id).await;
+    let job = store
+        .claim_job("w", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .settle_job(&job, Outcome::Failed("agent unreachable".into()))
+        .await
+        .unwrap();
+    let doc = store
+        .get("member", &m2.id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(doc.status(), Some(ProvisioningStatus::Error));
+    assert!(doc.body.contains("agent unreachable"));
+    assert_eq!(
+        store
+            .get_resource::<LoadBalancer>(lb.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .provisioning_status,
+        ProvisioningStatus::Active
+    );
+    let jobs = store.jobs_of(&lb.id.to_string()).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, JobState::Failed);
+    assert_eq!(jobs[0].last_error.as_deref(), Some("agent unreachable"));
+}
+
+#[tokio::test]
+async fn lb_delete_hides_the_lb_and_removes_children() {
+    let (store, _dir) = test_store().await;
+    let lb = lb(ProvisioningStatus::PendingDelete);
+    let p = pool(&lb, ProvisioningStatus::Active);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_resource(&lb).await.unwrap();
+    tx.insert_resource(&p).await.unwrap();
+    tx.commit().await.unwrap();
+    enqueue(&store, &lb, JobOp::Delete, Kind::LoadBalancer, lb.id).await;
+    let job = store
+        .claim_job("w", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    store.settle_job(&job, Outcome::Success).await.unwrap();
+    assert!(
+        store
+            .get_resource::<LoadBalancer>(lb.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let raw = store
+        .get("loadbalancer", &lb.id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(raw.status(), Some(ProvisioningStatus::Deleted));
+    assert!(store.get_resource::<Pool>(p.id).await.unwrap().is_none());
+    assert!(
+        store
+            .list(&ListQuery::kind("loadbalancer"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn generic_documents_with_versions() {
+    let (store, _dir) = test_store().await;
+    let doc = Document {
+        kind: "flavor".into(),
+        id: "f1".into(),
+        project_id: None,
+        loadbalancer_id: None,
+        parent_id: None,
+        ref_id: None,
+        position: 0,
+        provisioning_status: None,
+        created_at: timestamp(Utc::now()),
+        version: 1,
+        body: r#"{"name":"small"}"#.into(),
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.insert(&doc).await.unwrap();
+    tx.commit().await.unwrap();
+    // A duplicate fails (and, on PostgreSQL, aborts its transaction, which is dropped).
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(
+        tx.insert(&doc).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    let mut got = tx.get_for_update("flavor", "f1").await.unwrap().unwrap();
+    got.body = r#"{"name":"large"}"#.into();
+    tx.update(&mut got).await.unwrap();
+    assert_eq!(got.version, 2);
+    let mut stale = doc.clone();
+    assert!(matches!(
+        tx.update(&mut stale).await,
+        Err(StoreError::VersionConflict { .. })
+    ));
+    tx.commit().await.unwrap();
+    let list = store.list(&ListQuery::kind("flavor")).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0].body.contains("large"));
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.delete("flavor", "f1").await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(store.get("flavor", "f1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_see_busy() {
+    let (store, _dir) = test_store().await;
+    let mut handles = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let lb = lb(ProvisioningStatus::PendingCreate);
+                let mut tx = store.begin().await.unwrap();
+                tx.insert_resource(&lb).await.unwrap();
+                tx.commit().await.unwrap();
+                store.list(&ListQuery::kind("loadbalancer")).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(
+        store
+            .list(&ListQuery::kind("loadbalancer"))
+            .await
+            .unwrap()
+            .len(),
+        160
+    );
+    let page = store
+        .list(&ListQuery {
+            kind: "loadbalancer".into(),
+            limit: Some(7),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next = store
+        .list(&ListQuery {
+            kind: "loadbalancer".into(),
+            limit: Some(7),
+            after: Some((page[6].created_at.clone(), page[6].id.clone())),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 7);
+    assert!(next.iter().all(|d| !page.iter().any(|p| p.id == d.id)));
+}
