@@ -1,0 +1,778 @@
+"""Octavia API compatibility: the clients tenants already use, driving `klb serve`.
+
+Run by tests/compat/run.sh, which starts klb (noauth) and sets KLB_ENDPOINT. Two clients:
+* the CLI: `openstack --os-auth-type none --os-endpoint URL loadbalancer ... -f json`
+  (python-openstackclient + python-octaviaclient), output parsed and asserted;
+* openstacksdk: `openstack.connection.Connection(auth_type="none", ...)`, `conn.load_balancer`.
+Raw HTTP (urllib) is used only for what neither client exposes (member batch update, error
+bodies) and for bounded waits on provisioning_status.
+
+Every test creates what it needs and deletes it again; assertions are on what Octavia returns
+(see shared/reference/octavia-api.md), never relaxed to fit the server.
+"""
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+ENDPOINT = os.environ.get("KLB_ENDPOINT", "http://127.0.0.1:9876")
+API = ENDPOINT + "/v2/lbaas"
+WAIT_SECONDS = 60
+CLI_TIMEOUT = 120
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class CliError(Exception):
+    pass
+
+
+def osc(*args, fmt=True):
+    """Runs `openstack loadbalancer <args>`; returns parsed JSON (or stdout when fmt=False)."""
+    cmd = [
+        "openstack",
+        "--os-auth-type",
+        "none",
+        "--os-endpoint",
+        ENDPOINT,
+        "loadbalancer",
+        *args,
+    ]
+    if fmt:
+        cmd += ["-f", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    if proc.returncode != 0:
+        raise CliError(
+            f"{' '.join(cmd)} -> exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+        )
+    if not fmt:
+        return proc.stdout
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def osc_fails(*args):
+    """Runs a CLI command that must fail; returns its combined output for assertions."""
+    try:
+        out = osc(*args, fmt=False)
+    except CliError as err:
+        return str(err)
+    pytest.fail(f"expected `loadbalancer {' '.join(args)}` to fail, got: {out}")
+
+
+def http(method, path, body=None, expect=None):
+    """Raw request to the API root; returns (status, parsed JSON or None)."""
+    url = path if path.startswith("http") else ENDPOINT + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Accept", "application/json")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    parsed = json.loads(raw) if raw.strip() else None
+    if expect is not None:
+        assert status == expect, f"{method} {path}: HTTP {status}, want {expect}: {raw[:500]!r}"
+    return status, parsed
+
+
+def wait_lb(lb_id, status="ACTIVE"):
+    """Polls the LB until provisioning_status == status (bounded); returns the LB."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    last = None
+    while time.monotonic() < deadline:
+        code, body = http("GET", f"/v2/lbaas/loadbalancers/{lb_id}")
+        if code == 200:
+            last = body["loadbalancer"]
+            if last["provisioning_status"] == status:
+                return last
+            assert last["provisioning_status"] != "ERROR", f"LB {lb_id} went ERROR: {last}"
+        time.sleep(0.1)
+    pytest.fail(f"LB {lb_id} not {status} within {WAIT_SECONDS}s; last: {last}")
+
+
+def wait_gone(path):
+    deadline = time.monotonic() + WAIT_SECONDS
+    code = None
+    while time.monotonic() < deadline:
+        code, _ = http("GET", path)
+        if code == 404:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{path} still present (HTTP {code}) after {WAIT_SECONDS}s")
+
+
+def ids(items):
+    return {i["id"] for i in items}
+
+
+def name():
+    return "compat-" + uuid.uuid4().hex[:10]
+
+
+def fresh_subnet():
+    return str(uuid.uuid4())
+
+
+def cli_lb(**extra):
+    """Creates an LB with the CLI, waits for ACTIVE; returns the created body."""
+    args = ["create", "--name", name(), "--vip-subnet-id", fresh_subnet(), "--wait"]
+    for k, v in extra.items():
+        args += [f"--{k.replace('_', '-')}", v]
+    lb = osc(*args)
+    return wait_lb(lb["id"])
+
+
+def cleanup_lb(lb_id):
+    """Best-effort cascade delete through the raw API (a fixture's finalizer)."""
+    http("DELETE", f"/v2/lbaas/loadbalancers/{lb_id}?cascade=true")
+
+
+@pytest.fixture
+def lb():
+    created = cli_lb()
+    yield created
+    cleanup_lb(created["id"])
+
+
+@pytest.fixture
+def listener(lb):
+    li = osc(
+        "listener", "create", "--name", name(), "--protocol", "HTTP", "--protocol-port", "80",
+        "--wait", lb["id"],
+    )
+    wait_lb(lb["id"])
+    return li
+
+
+@pytest.fixture
+def pool(lb, listener):
+    p = osc(
+        "pool", "create", "--name", name(), "--listener", listener["id"], "--protocol", "HTTP",
+        "--lb-algorithm", "ROUND_ROBIN", "--wait",
+    )
+    wait_lb(lb["id"])
+    return p
+
+
+@pytest.fixture(scope="module")
+def provider_name():
+    providers = osc("provider", "list")
+    assert providers, "provider list is empty"
+    return providers[0]["name"]
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def test_version_document():
+    code, body = http("GET", "/")
+    assert code == 200
+    versions = body["versions"]
+    assert any(v["status"] == "CURRENT" for v in versions), versions
+    for v in versions:
+        assert v["id"].startswith("v2"), v
+        assert any(link["rel"] == "self" for link in v["links"]), v
+
+
+def test_not_found_error_body():
+    missing = str(uuid.uuid4())
+    code, body = http("GET", f"/v2/lbaas/loadbalancers/{missing}")
+    assert code == 404
+    assert body["faultcode"] == "Client", body
+    assert body["faultstring"] == f"Load Balancer {missing} not found.", body
+    assert "debuginfo" in body
+
+
+def test_provider_list_cli():
+    providers = osc("provider", "list")
+    assert isinstance(providers, list) and providers
+    for p in providers:
+        assert p["name"] and isinstance(p["description"], str), p
+
+
+# --------------------------------------------------------------------------- CLI: load balancer
+
+
+def test_loadbalancer_crud_cli():
+    n, subnet = name(), fresh_subnet()
+    created = osc(
+        "create", "--name", n, "--description", "d1", "--vip-subnet-id", subnet,
+        "--tag", "t1", "--tag", "t2", "--wait",
+    )
+    lb_id = created["id"]
+    try:
+        assert created["name"] == n
+        assert created["description"] == "d1"
+        assert created["vip_subnet_id"] == subnet
+        assert created["vip_address"], created
+        assert created["admin_state_up"] is True
+        assert created["provisioning_status"] in ("ACTIVE", "PENDING_CREATE")
+        shown = osc("show", lb_id)
+        assert shown["provisioning_status"] == "ACTIVE", shown
+        assert shown["id"] == lb_id and shown["name"] == n
+        assert sorted(shown["tags"].split(", ") if isinstance(shown["tags"], str) else shown["tags"]) == ["t1", "t2"]
+        assert shown["project_id"], shown
+
+        listed = osc("list")
+        assert lb_id in ids(listed)
+        by_name = osc("list", "--name", n)
+        assert [x["id"] for x in by_name] == [lb_id]
+
+        # show by name resolves too (the client lists and filters)
+        assert osc("show", n)["id"] == lb_id
+
+        osc("set", "--name", n + "-2", "--description", "d2", "--wait", lb_id, fmt=False)
+        shown = osc("show", lb_id)
+        assert shown["name"] == n + "-2" and shown["description"] == "d2"
+        assert shown["provisioning_status"] == "ACTIVE"
+
+        osc("set", "--disable", "--wait", lb_id, fmt=False)
+        assert osc("show", lb_id)["admin_state_up"] is False
+
+        osc("unset", "--description", "--wait", lb_id, fmt=False)
+        assert osc("show", lb_id)["description"] in (None, "")
+    finally:
+        osc("delete", "--wait", lb_id, fmt=False)
+    out = osc_fails("show", lb_id)
+    assert "Unable to locate" in out or "not found" in out.lower(), out
+    assert lb_id not in ids(osc("list"))
+
+
+def test_loadbalancer_stats_and_status_cli(lb, listener, pool):
+    stats = osc("stats", "show", lb["id"])
+    for key in ("bytes_in", "bytes_out", "active_connections", "total_connections", "request_errors"):
+        assert isinstance(stats[key], int), (key, stats)
+    status = osc("status", "show", lb["id"], fmt=False)
+    tree = json.loads(status)["loadbalancer"]
+    assert tree["id"] == lb["id"]
+    assert tree["provisioning_status"] == "ACTIVE"
+    assert [li["id"] for li in tree["listeners"]] == [listener["id"]]
+    assert [p["id"] for p in tree["listeners"][0]["pools"]] == [pool["id"]]
+
+
+def test_loadbalancer_delete_with_children_needs_cascade(lb, listener):
+    code, body = http("DELETE", f"/v2/lbaas/loadbalancers/{lb['id']}")
+    assert code == 400, body
+    assert body["faultstring"] == (
+        f"Validation failure: Cannot delete Load Balancer {lb['id']} - it has children"
+    ), body
+    assert osc("show", lb["id"])["provisioning_status"] == "ACTIVE"
+
+
+def test_loadbalancer_cascade_delete_cli():
+    lb_ = cli_lb()
+    li = osc("listener", "create", "--protocol", "HTTP", "--protocol-port", "8080", "--wait", lb_["id"])
+    p = osc("pool", "create", "--listener", li["id"], "--protocol", "HTTP",
+            "--lb-algorithm", "ROUND_ROBIN", "--wait")
+    m = osc("member", "create", "--address", "192.0.2.10", "--protocol-port", "80", "--wait", p["id"])
+    hm = osc("healthmonitor", "create", "--delay", "5", "--timeout", "3", "--max-retries", "3",
+             "--type", "TCP", "--wait", p["id"])
+    osc("delete", "--cascade", "--wait", lb_["id"], fmt=False)
+    for path in (
+        f"/v2/lbaas/loadbalancers/{lb_['id']}",
+        f"/v2/lbaas/listeners/{li['id']}",
+        f"/v2/lbaas/pools/{p['id']}",
+        f"/v2/lbaas/pools/{p['id']}/members/{m['id']}",
+        f"/v2/lbaas/healthmonitors/{hm['id']}",
+    ):
+        code, _ = http("GET", path)
+        assert code == 404, (path, code)
+    assert lb_["id"] not in ids(osc("list"))
+
+
+# --------------------------------------------------------------------------- CLI: children
+
+
+def test_listener_crud_cli(lb):
+    n = name()
+    li = osc("listener", "create", "--name", n, "--protocol", "HTTP", "--protocol-port", "80",
+             "--insert-headers", "X-Forwarded-For=true", "--wait", lb["id"])
+    assert li["name"] == n and li["protocol"] == "HTTP" and li["protocol_port"] == 80
+    assert wait_lb(lb["id"])["provisioning_status"] == "ACTIVE"
+    shown = osc("listener", "show", li["id"])
+    assert shown["provisioning_status"] == "ACTIVE", shown
+    assert shown["connection_limit"] == -1
+    assert shown["timeout_client_data"] == 50000 and shown["timeout_member_connect"] == 5000
+    assert shown["loadbalancers"] == lb["id"] or lb["id"] in str(shown["loadbalancers"])
+    assert li["id"] in ids(osc("listener", "list", "--loadbalancer", lb["id"]))
+
+    osc("listener", "set", "--name", n + "-2", "--connection-limit", "100", "--wait", li["id"], fmt=False)
+    shown = osc("listener", "show", li["id"])
+    assert shown["name"] == n + "-2" and shown["connection_limit"] == 100
+
+    stats = osc("listener", "stats", "show", li["id"])
+    assert isinstance(stats["total_connections"], int)
+
+    # Same protocol family + port on the same LB -> 409 DuplicateListenerEntry
+    out = osc_fails("listener", "create", "--protocol", "TCP", "--protocol-port", "80", lb["id"])
+    assert "already using protocol" in out or "409" in out, out
+    wait_lb(lb["id"])
+
+    osc("listener", "delete", "--wait", li["id"], fmt=False)
+    assert li["id"] not in ids(osc("listener", "list"))
+    assert wait_lb(lb["id"])["listeners"] == []
+
+
+def test_pool_crud_cli(lb, listener):
+    n = name()
+    p = osc("pool", "create", "--name", n, "--listener", listener["id"], "--protocol", "HTTP",
+            "--lb-algorithm", "ROUND_ROBIN", "--session-persistence", "type=APP_COOKIE,cookie_name=sess",
+            "--wait")
+    assert p["name"] == n and p["lb_algorithm"] == "ROUND_ROBIN" and p["protocol"] == "HTTP"
+    shown = osc("pool", "show", p["id"])
+    assert shown["provisioning_status"] == "ACTIVE", shown
+    assert "APP_COOKIE" in str(shown["session_persistence"]) and "sess" in str(shown["session_persistence"])
+    assert osc("listener", "show", listener["id"])["default_pool_id"] == p["id"]
+    assert p["id"] in ids(osc("pool", "list", "--loadbalancer", lb["id"]))
+
+    osc("pool", "set", "--lb-algorithm", "LEAST_CONNECTIONS", "--name", n + "-2", "--wait", p["id"], fmt=False)
+    shown = osc("pool", "show", p["id"])
+    assert shown["lb_algorithm"] == "LEAST_CONNECTIONS" and shown["name"] == n + "-2"
+
+    # A listener has one default pool -> 409 DuplicatePoolEntry
+    out = osc_fails("pool", "create", "--listener", listener["id"], "--protocol", "HTTP",
+                    "--lb-algorithm", "ROUND_ROBIN")
+    assert "already has a default pool" in out or "409" in out, out
+    wait_lb(lb["id"])
+
+    osc("pool", "delete", "--wait", p["id"], fmt=False)
+    assert p["id"] not in ids(osc("pool", "list"))
+    assert osc("listener", "show", listener["id"])["default_pool_id"] in (None, "")
+
+
+def test_member_crud_cli(lb, pool):
+    n = name()
+    m = osc("member", "create", "--name", n, "--address", "192.0.2.10", "--protocol-port", "8080",
+            "--weight", "5", "--subnet-id", fresh_subnet(), "--wait", pool["id"])
+    assert m["address"] == "192.0.2.10" and m["protocol_port"] == 8080 and m["weight"] == 5
+    wait_lb(lb["id"])
+    shown = osc("member", "show", pool["id"], m["id"])
+    assert shown["provisioning_status"] == "ACTIVE", shown
+    assert shown["operating_status"] == "NO_MONITOR", shown
+    assert shown["backup"] is False
+    assert [x["id"] for x in osc("member", "list", pool["id"])] == [m["id"]]
+
+    osc("member", "set", "--weight", "10", "--name", n + "-2", "--enable-backup", "--wait",
+        pool["id"], m["id"], fmt=False)
+    shown = osc("member", "show", pool["id"], m["id"])
+    assert shown["weight"] == 10 and shown["name"] == n + "-2" and shown["backup"] is True
+
+    # (address, protocol_port) unique per pool -> 409 DuplicateMemberEntry
+    out = osc_fails("member", "create", "--address", "192.0.2.10", "--protocol-port", "8080", pool["id"])
+    assert "already using ip" in out or "409" in out, out
+    wait_lb(lb["id"])
+
+    osc("member", "delete", "--wait", pool["id"], m["id"], fmt=False)
+    assert osc("member", "list", pool["id"]) == []
+
+
+def test_member_batch_update_raw(lb, pool):
+    base = f"/v2/lbaas/pools/{pool['id']}/members"
+    body = {"members": [
+        {"address": "192.0.2.21", "protocol_port": 80, "weight": 1},
+        {"address": "192.0.2.22", "protocol_port": 80, "weight": 2},
+        {"address": "192.0.2.23", "protocol_port": 80, "weight": 3, "name": "third"},
+    ]}
+    http("PUT", base, body, expect=202)
+    wait_lb(lb["id"])
+    _, listed = http("GET", base, expect=200)
+    got = {(m["address"], m["protocol_port"]): m for m in listed["members"]}
+    assert set(got) == {("192.0.2.21", 80), ("192.0.2.22", 80), ("192.0.2.23", 80)}
+    assert got[("192.0.2.23", 80)]["weight"] == 3 and got[("192.0.2.23", 80)]["name"] == "third"
+    kept_id = got[("192.0.2.22", 80)]["id"]
+
+    # Replace: .21 removed, .22 updated in place (same id), .24 created.
+    body = {"members": [
+        {"address": "192.0.2.22", "protocol_port": 80, "weight": 7},
+        {"address": "192.0.2.23", "protocol_port": 80, "weight": 3, "name": "third"},
+        {"address": "192.0.2.24", "protocol_port": 80},
+    ]}
+    http("PUT", base, body, expect=202)
+    wait_lb(lb["id"])
+    _, listed = http("GET", base, expect=200)
+    got = {(m["address"], m["protocol_port"]): m for m in listed["members"]}
+    assert set(got) == {("192.0.2.22", 80), ("192.0.2.23", 80), ("192.0.2.24", 80)}
+    assert got[("192.0.2.22", 80)]["id"] == kept_id
+    assert got[("192.0.2.22", 80)]["weight"] == 7
+    assert all(m["provisioning_status"] == "ACTIVE" for m in listed["members"]), listed
+
+    # additive_only keeps members missing from the list
+    http("PUT", base + "?additive_only=true",
+         {"members": [{"address": "192.0.2.25", "protocol_port": 80}]}, expect=202)
+    wait_lb(lb["id"])
+    _, listed = http("GET", base, expect=200)
+    assert len(listed["members"]) == 4
+
+    # the same member twice -> 400
+    dup = {"members": [{"address": "192.0.2.30", "protocol_port": 80}] * 2}
+    code, err = http("PUT", base, dup)
+    assert code == 400, err
+    assert err["faultstring"] == "Member must be updated only once in the same request.", err
+
+
+def test_healthmonitor_crud_cli(lb, pool):
+    n = name()
+    hm = osc("healthmonitor", "create", "--name", n, "--delay", "5", "--timeout", "3",
+             "--max-retries", "3", "--type", "HTTP", "--url-path", "/healthz",
+             "--expected-codes", "200,202", "--wait", pool["id"])
+    assert hm["type"] == "HTTP" and hm["delay"] == 5 and hm["timeout"] == 3 and hm["max_retries"] == 3
+    wait_lb(lb["id"])
+    shown = osc("healthmonitor", "show", hm["id"])
+    assert shown["provisioning_status"] == "ACTIVE", shown
+    assert shown["url_path"] == "/healthz" and shown["expected_codes"] == "200,202"
+    assert shown["http_method"] == "GET" and shown["max_retries_down"] == 3
+    assert osc("pool", "show", pool["id"])["healthmonitor_id"] == hm["id"]
+    assert hm["id"] in ids(osc("healthmonitor", "list"))
+
+    osc("healthmonitor", "set", "--delay", "10", "--name", n + "-2", "--wait", hm["id"], fmt=False)
+    shown = osc("healthmonitor", "show", hm["id"])
+    assert shown["delay"] == 10 and shown["name"] == n + "-2"
+
+    out = osc_fails("healthmonitor", "create", "--delay", "5", "--timeout", "3", "--max-retries", "3",
+                    "--type", "TCP", pool["id"])
+    assert "already has a health monitor" in out or "409" in out, out
+    wait_lb(lb["id"])
+
+    osc("healthmonitor", "delete", "--wait", hm["id"], fmt=False)
+    assert hm["id"] not in ids(osc("healthmonitor", "list"))
+    assert osc("pool", "show", pool["id"])["healthmonitor_id"] in (None, "")
+
+
+def test_l7policy_and_l7rule_crud_cli(lb, listener, pool):
+    n = name()
+    pol = osc("l7policy", "create", "--name", n, "--action", "REDIRECT_TO_URL",
+              "--redirect-url", "http://www.example.com/", "--wait", listener["id"])
+    assert pol["action"] == "REDIRECT_TO_URL" and pol["redirect_url"] == "http://www.example.com/"
+    wait_lb(lb["id"])
+    shown = osc("l7policy", "show", pol["id"])
+    assert shown["provisioning_status"] == "ACTIVE", shown
+    assert shown["position"] == 1 and shown["redirect_http_code"] == 302
+    assert pol["id"] in ids(osc("l7policy", "list"))
+
+    rule = osc("l7rule", "create", "--type", "PATH", "--compare-type", "STARTS_WITH",
+               "--value", "/api", "--wait", pol["id"])
+    assert rule["type"] == "PATH" and rule["compare_type"] == "STARTS_WITH" and rule["value"] == "/api"
+    wait_lb(lb["id"])
+    shown_rule = osc("l7rule", "show", pol["id"], rule["id"])
+    assert shown_rule["provisioning_status"] == "ACTIVE" and shown_rule["invert"] is False
+    assert [r["id"] for r in osc("l7rule", "list", pol["id"])] == [rule["id"]]
+
+    osc("l7rule", "set", "--value", "/v2", "--invert", "--wait", pol["id"], rule["id"], fmt=False)
+    shown_rule = osc("l7rule", "show", pol["id"], rule["id"])
+    assert shown_rule["value"] == "/v2" and shown_rule["invert"] is True
+
+    # a header rule without a key is invalid
+    out = osc_fails("l7rule", "create", "--type", "HEADER", "--compare-type", "EQUAL_TO",
+                    "--value", "x", pol["id"])
+    assert "400" in out or "L7Rule" in out or "key" in out, out
+    wait_lb(lb["id"])
+
+    osc("l7policy", "set", "--action", "REDIRECT_TO_POOL", "--redirect-pool", pool["id"], "--wait",
+        pol["id"], fmt=False)
+    shown = osc("l7policy", "show", pol["id"])
+    assert shown["action"] == "REDIRECT_TO_POOL" and shown["redirect_pool_id"] == pool["id"]
+    assert shown["redirect_url"] in (None, "")
+
+    # a pool used by an L7 policy cannot be deleted -> 409 PoolInUseByL7Policy
+    out = osc_fails("pool", "delete", pool["id"])
+    assert "in use by L7 policy" in out or "409" in out, out
+    wait_lb(lb["id"])
+
+    osc("l7rule", "delete", "--wait", pol["id"], rule["id"], fmt=False)
+    assert osc("l7rule", "list", pol["id"]) == []
+    osc("l7policy", "delete", "--wait", pol["id"], fmt=False)
+    assert pol["id"] not in ids(osc("l7policy", "list"))
+
+
+# --------------------------------------------------------------------------- CLI: admin
+
+
+def test_quota_cli():
+    project = uuid.uuid4().hex
+    defaults = osc("quota", "defaults", "show")
+    for key in ("load_balancer", "listener", "pool", "health_monitor", "member", "l7policy", "l7rule"):
+        assert key in defaults, defaults
+    before = osc("quota", "show", project)
+    assert before["load_balancer"] == defaults["load_balancer"]
+
+    osc("quota", "set", "--loadbalancer", "7", "--member", "70", project, fmt=False)
+    shown = osc("quota", "show", project)
+    assert shown["load_balancer"] == 7 and shown["member"] == 70
+    assert shown["listener"] == defaults["listener"]
+    listed = osc("quota", "list")
+    assert any(q["project_id"] == project and q["load_balancer"] == 7 for q in listed), listed
+
+    osc("quota", "reset", project, fmt=False)
+    shown = osc("quota", "show", project)
+    assert shown["load_balancer"] == defaults["load_balancer"] and shown["member"] == defaults["member"]
+
+
+def test_quota_enforced_raw():
+    """A project with load_balancer quota 1 gets 403 on its second LB."""
+    project = uuid.uuid4().hex
+    http("PUT", f"/v2/lbaas/quotas/{project}", {"quota": {"loadbalancer": 1}}, expect=202)
+    body = {"loadbalancer": {"vip_subnet_id": fresh_subnet(), "project_id": project}}
+    code, first = http("POST", "/v2/lbaas/loadbalancers", body)
+    assert code == 201, first
+    try:
+        wait_lb(first["loadbalancer"]["id"])
+        code, err = http("POST", "/v2/lbaas/loadbalancers", body)
+        assert code == 403, err
+        assert err["faultstring"] == "Quota has been met for resources: Load Balancer", err
+    finally:
+        cleanup_lb(first["loadbalancer"]["id"])
+        http("DELETE", f"/v2/lbaas/quotas/{project}")
+
+
+def test_flavorprofile_and_flavor_crud_cli(provider_name):
+    fp = osc("flavorprofile", "create", "--name", name(), "--provider", provider_name,
+             "--flavor-data", "{}")
+    assert fp["provider_name"] == provider_name and json.loads(fp["flavor_data"]) == {}
+    assert fp["id"] in ids(osc("flavorprofile", "list"))
+    fp_name = name()
+    osc("flavorprofile", "set", "--name", fp_name, fp["id"], fmt=False)
+    assert osc("flavorprofile", "show", fp["id"])["name"] == fp_name
+
+    fn = name()
+    fl = osc("flavor", "create", "--name", fn, "--flavorprofile", fp["id"], "--description", "small",
+             "--enable")
+    try:
+        assert fl["name"] == fn and fl["flavor_profile_id"] == fp["id"] and fl["enabled"] is True
+        shown = osc("flavor", "show", fl["id"])
+        assert shown["description"] == "small"
+        assert fl["id"] in ids(osc("flavor", "list"))
+        osc("flavor", "set", "--disable", "--name", fn + "-2", fl["id"], fmt=False)
+        shown = osc("flavor", "show", fl["id"])
+        assert shown["enabled"] is False and shown["name"] == fn + "-2"
+        # name is unique -> 409
+        out = osc_fails("flavor", "create", "--name", fn + "-2", "--flavorprofile", fp["id"])
+        assert "already exists" in out or "409" in out, out
+        # a profile in use cannot be deleted -> 409
+        out = osc_fails("flavorprofile", "delete", fp["id"])
+        assert "in use" in out or "409" in out, out
+    finally:
+        osc("flavor", "delete", fl["id"], fmt=False)
+    assert fl["id"] not in ids(osc("flavor", "list"))
+    osc("flavorprofile", "delete", fp["id"], fmt=False)
+    assert fp["id"] not in ids(osc("flavorprofile", "list"))
+
+
+def test_loadbalancer_with_flavor_cli(provider_name):
+    fp = osc("flavorprofile", "create", "--name", name(), "--provider", provider_name, "--flavor-data", "{}")
+    fl = osc("flavor", "create", "--name", name(), "--flavorprofile", fp["id"], "--enable")
+    try:
+        lb_ = cli_lb(flavor=fl["id"])
+        try:
+            assert lb_["flavor_id"] == fl["id"], lb_
+            out = osc_fails("flavor", "delete", fl["id"])
+            assert "in use" in out.lower() or "409" in out, out
+        finally:
+            osc("delete", "--wait", lb_["id"], fmt=False)
+    finally:
+        http("DELETE", f"/v2/lbaas/flavors/{fl['id']}")
+        http("DELETE", f"/v2/lbaas/flavorprofiles/{fp['id']}")
+
+
+def test_availabilityzone_crud_cli(provider_name):
+    azp = osc("availabilityzoneprofile", "create", "--name", name(), "--provider", provider_name,
+              "--availability-zone-data", "{}")
+    assert azp["provider_name"] == provider_name and json.loads(azp["availability_zone_data"]) == {}
+    assert azp["id"] in ids(osc("availabilityzoneprofile", "list"))
+    azn = name()
+    az = osc("availabilityzone", "create", "--name", azn, "--availabilityzoneprofile", azp["id"],
+             "--description", "zone a")
+    try:
+        assert az["name"] == azn and az["availability_zone_profile_id"] == azp["id"]
+        assert az["enabled"] is True
+        shown = osc("availabilityzone", "show", azn)
+        assert shown["description"] == "zone a"
+        assert azn in {x["name"] for x in osc("availabilityzone", "list")}
+        osc("availabilityzone", "set", "--description", "zone b", "--disable", azn, fmt=False)
+        shown = osc("availabilityzone", "show", azn)
+        assert shown["description"] == "zone b" and shown["enabled"] is False
+    finally:
+        osc("availabilityzone", "delete", azn, fmt=False)
+    assert azn not in {x["name"] for x in osc("availabilityzone", "list")}
+    osc("availabilityzoneprofile", "delete", azp["id"], fmt=False)
+    assert azp["id"] not in ids(osc("availabilityzoneprofile", "list"))
+
+
+def test_amphora_list_cli(lb):
+    amps = osc("amphora", "list")
+    assert isinstance(amps, list)
+    mine = osc("amphora", "list", "--loadbalancer", lb["id"])
+    assert isinstance(mine, list)
+    for a in mine:
+        assert a["id"] and a["status"], a
+        assert a["loadbalancer_id"] == lb["id"], a
+        assert ids([a]) <= ids(amps)
+
+
+# --------------------------------------------------------------------------- openstacksdk
+
+
+@pytest.fixture(scope="module")
+def conn():
+    import openstack
+
+    return openstack.connection.Connection(
+        auth_type="none",
+        auth={"endpoint": ENDPOINT},
+        load_balancer_endpoint_override=ENDPOINT,
+    )
+
+
+def sdk_wait(conn, lb_id):
+    return conn.load_balancer.wait_for_load_balancer(
+        lb_id, status="ACTIVE", failures=["ERROR"], interval=0.1, wait=WAIT_SECONDS
+    )
+
+
+def test_sdk_full_lifecycle(conn):
+    lbp = conn.load_balancer
+    n = name()
+    subnet = fresh_subnet()
+    lb_ = lbp.create_load_balancer(name=n, vip_subnet_id=subnet, description="sdk")
+    try:
+        assert lb_.name == n and lb_.vip_subnet_id == subnet
+        lb_ = sdk_wait(conn, lb_.id)
+        assert lb_.provisioning_status == "ACTIVE"
+        assert lbp.get_load_balancer(lb_.id).description == "sdk"
+        assert lbp.find_load_balancer(n).id == lb_.id
+        assert lb_.id in {x.id for x in lbp.load_balancers()}
+
+        lbp.update_load_balancer(lb_.id, name=n + "-2")
+        lb_ = sdk_wait(conn, lb_.id)
+        assert lb_.name == n + "-2"
+
+        li = lbp.create_listener(loadbalancer_id=lb_.id, protocol="HTTP", protocol_port=80, name="l1")
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_listener(li.id).provisioning_status == "ACTIVE"
+        lbp.update_listener(li.id, connection_limit=42)
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_listener(li.id).connection_limit == 42
+
+        pool = lbp.create_pool(listener_id=li.id, protocol="HTTP", lb_algorithm="ROUND_ROBIN", name="p1")
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_pool(pool.id).provisioning_status == "ACTIVE"
+        lbp.update_pool(pool.id, lb_algorithm="SOURCE_IP")
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_pool(pool.id).lb_algorithm == "SOURCE_IP"
+
+        m = lbp.create_member(pool, address="192.0.2.50", protocol_port=8080, weight=3)
+        sdk_wait(conn, lb_.id)
+        assert [x.id for x in lbp.members(pool)] == [m.id]
+        lbp.update_member(m, pool, weight=9)
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_member(m, pool).weight == 9
+
+        hm = lbp.create_health_monitor(pool_id=pool.id, type="HTTP", delay=5, timeout=3,
+                                       max_retries=2, url_path="/ping")
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_health_monitor(hm.id).url_path == "/ping"
+        lbp.update_health_monitor(hm.id, delay=7)
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_health_monitor(hm.id).delay == 7
+
+        pol = lbp.create_l7_policy(listener_id=li.id, action="REJECT", name="deny")
+        sdk_wait(conn, lb_.id)
+        rule = lbp.create_l7_rule(pol, type="HOST_NAME", compare_type="EQUAL_TO", value="bad.example.com")
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_l7_rule(rule, pol).value == "bad.example.com"
+        lbp.update_l7_rule(rule, pol, value="worse.example.com")
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_l7_rule(rule, pol).value == "worse.example.com"
+        lbp.update_l7_policy(pol.id, position=1, name="deny2")
+        sdk_wait(conn, lb_.id)
+        assert lbp.get_l7_policy(pol.id).name == "deny2"
+
+        stats = lbp.get_load_balancer_statistics(lb_.id)
+        assert stats.total_connections is not None and stats.bytes_in is not None
+
+        lbp.delete_l7_rule(rule, pol)
+        sdk_wait(conn, lb_.id)
+        lbp.delete_l7_policy(pol.id)
+        sdk_wait(conn, lb_.id)
+        lbp.delete_health_monitor(hm.id)
+        sdk_wait(conn, lb_.id)
+        lbp.delete_member(m, pool)
+        sdk_wait(conn, lb_.id)
+        assert list(lbp.members(pool)) == []
+        lbp.delete_pool(pool.id)
+        sdk_wait(conn, lb_.id)
+        lbp.delete_listener(li.id)
+        sdk_wait(conn, lb_.id)
+        assert lbp.find_listener(li.id) is None
+    finally:
+        lbp.delete_load_balancer(lb_.id, cascade=True)
+    lbp.wait_for_delete(lb_, interval=0.1, wait=WAIT_SECONDS)
+    assert lbp.find_load_balancer(lb_.id) is None
+
+
+def test_sdk_cascade_delete(conn):
+    lbp = conn.load_balancer
+    lb_ = lbp.create_load_balancer(name=name(), vip_subnet_id=fresh_subnet())
+    sdk_wait(conn, lb_.id)
+    li = lbp.create_listener(loadbalancer_id=lb_.id, protocol="TCP", protocol_port=443)
+    sdk_wait(conn, lb_.id)
+    pool = lbp.create_pool(listener_id=li.id, protocol="TCP", lb_algorithm="ROUND_ROBIN")
+    sdk_wait(conn, lb_.id)
+    lbp.delete_load_balancer(lb_.id, cascade=True)
+    lbp.wait_for_delete(lb_, interval=0.1, wait=WAIT_SECONDS)
+    assert lbp.find_listener(li.id) is None
+    assert lbp.find_pool(pool.id) is None
+
+
+def test_sdk_quota(conn):
+    lbp = conn.load_balancer
+    project = uuid.uuid4().hex
+    lbp.update_quota(project, load_balancers=11, pools=33)
+    q = lbp.get_quota(project)
+    assert q.load_balancers == 11 and q.pools == 33
+    assert project in {x.project_id for x in lbp.quotas()}
+    lbp.delete_quota(project)
+    default = lbp.get_quota_default()
+    q = lbp.get_quota(project)
+    assert q.load_balancers == default.load_balancers
+
+
+def test_sdk_providers_flavors_azs_amphorae(conn):
+    lbp = conn.load_balancer
+    providers = list(lbp.providers())
+    assert providers and all(p.name for p in providers)
+    provider = providers[0].name
+
+    fp = lbp.create_flavor_profile(name=name(), provider_name=provider, flavor_data="{}")
+    fl = lbp.create_flavor(name=name(), flavor_profile_id=fp.id, enabled=True)
+    assert lbp.get_flavor(fl.id).flavor_profile_id == fp.id
+    lbp.update_flavor(fl.id, description="via sdk")
+    assert lbp.get_flavor(fl.id).description == "via sdk"
+    assert fl.id in {x.id for x in lbp.flavors()}
+    lbp.delete_flavor(fl.id)
+    lbp.delete_flavor_profile(fp.id)
+    assert lbp.find_flavor(fl.id) is None and lbp.find_flavor_profile(fp.id) is None
+
+    azp = lbp.create_availability_zone_profile(name=name(), provider_name=provider,
+                                               availability_zone_data="{}")
+    azn = name()
+    az = lbp.create_availability_zone(name=azn, availability_zone_profile_id=azp.id)
+    assert az.name == azn
+    assert lbp.get_availability_zone(azn).availability_zone_profile_id == azp.id
+    lbp.update_availability_zone(azn, description="via sdk")
+    assert lbp.get_availability_zone(azn).description == "via sdk"
+    lbp.delete_availability_zone(azn)
+    lbp.delete_availability_zone_profile(azp.id)
+    assert azn not in {x.name for x in lbp.availability_zones()}
+
+    amphorae = list(lbp.amphorae())
+    assert all(a.id for a in amphorae)
