@@ -1,0 +1,174 @@
+//! What the agent sends back: the outcome of applying a desired state, status and statistics
+//! per listener/pool/member, and the periodic heartbeat.
+
+use serde::{Deserialize, Serialize};
+
+/// How a desired state was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyMethod {
+    /// Nothing changed in the rendered configuration.
+    Unchanged,
+    /// Member-only changes applied through the HAProxy runtime API (no reload); the config file
+    /// was rewritten too so a later reload keeps them.
+    Runtime,
+    /// The configuration file was swapped and HAProxy reloaded seamlessly.
+    Reload,
+    /// HAProxy was not running and has been started.
+    Start,
+}
+
+/// Reply to a successful apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReply {
+    /// The version now running.
+    pub version: u64,
+    /// How it was applied.
+    pub method: ApplyMethod,
+}
+
+/// Reply to a failed apply; the previous configuration keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyFailure {
+    /// The version that was rejected.
+    pub version: u64,
+    /// The version still running, if any.
+    pub running_version: Option<u64>,
+    /// Why: a validation message or the text of `haproxy -c`. Never contains secrets.
+    pub message: String,
+}
+
+/// Listener status as reported by HAProxy's frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ListenerStatus {
+    /// Accepting connections.
+    Open,
+    /// At its connection limit.
+    Full,
+    /// Not accepting (stopped or absent).
+    Down,
+}
+
+/// Pool (backend) status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PoolStatus {
+    /// At least one server is usable.
+    Up,
+    /// No server is usable.
+    Down,
+}
+
+/// Member (server) status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MemberStatus {
+    /// Health check passes.
+    Up,
+    /// Health check fails.
+    Down,
+    /// Weight 0 or drain state: no new traffic.
+    Drain,
+    /// Administratively disabled.
+    Maint,
+    /// No health monitor: assumed usable.
+    NoCheck,
+}
+
+/// Traffic counters (HAProxy `show stat` columns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Current sessions (`scur`).
+    pub active_connections: u64,
+    /// Cumulative sessions (`stot`).
+    pub total_connections: u64,
+    /// Bytes received from clients (`bin`).
+    pub bytes_in: u64,
+    /// Bytes sent to clients (`bout`).
+    pub bytes_out: u64,
+    /// HTTP requests (`req_tot`; 0 in TCP mode).
+    pub requests: u64,
+    /// Request errors (`ereq`).
+    pub request_errors: u64,
+}
+
+/// Status and counters of one listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStats {
+    /// Listener id.
+    pub id: String,
+    /// Status.
+    pub status: ListenerStatus,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// Status and counters of one pool as used by one listener (HAProxy backend
+/// `<pool_id>:<listener_id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStats {
+    /// Pool id.
+    pub id: String,
+    /// Listener whose backend this is.
+    pub listener_id: String,
+    /// Status.
+    pub status: PoolStatus,
+    /// Counters.
+    pub counters: Counters,
+    /// Members.
+    pub members: Vec<MemberStats>,
+}
+
+/// Status and counters of one member within one backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStats {
+    /// Member id.
+    pub id: String,
+    /// Status.
+    pub status: MemberStatus,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// Everything the agent knows about its HAProxy at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Listeners.
+    pub listeners: Vec<ListenerStats>,
+    /// Pools (per listener).
+    pub pools: Vec<PoolStats>,
+}
+
+/// Reply to a status request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// Load balancer id of the running state, if any.
+    pub load_balancer_id: Option<String>,
+    /// Version of the running state, if any.
+    pub version: Option<u64>,
+    /// Whether HAProxy answers on its admin socket.
+    pub haproxy_up: bool,
+    /// Statistics (empty when HAProxy is down).
+    pub stats: Stats,
+}
+
+/// The periodic report an agent sends to the control plane (HMAC-signed by the sender).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Load balancer id.
+    pub load_balancer_id: String,
+    /// The sending LB VM's id.
+    pub vm_id: String,
+    /// Sequence number, increasing per agent process; the receiver drops replays.
+    pub seq: u64,
+    /// Send time, milliseconds since the Unix epoch.
+    pub sent_at: u64,
+    /// Version of the running desired state, if any.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// Whether HAProxy answers on its admin socket.
+    pub haproxy_up: bool,
+    /// Statistics.
+    pub stats: Stats,
+}
