@@ -94,6 +94,58 @@ pub struct MemberNet {
     pub addr: Ipv4Addr,
 }
 
+/// Infrastructure namespaces (suffixes after the prefix).
+const INFRA: [&str; 7] = ["client", "edge", "gw1", "gw2", "l3", "mbr", "mgmt"];
+
+/// A recorded process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRecord {
+    /// What it is (`zebra`, `agent`, ...).
+    pub name: String,
+    /// Its namespace.
+    pub ns: String,
+    /// Its PID.
+    pub pid: u32,
+}
+
+/// The persistent description of a lab (see [`Lab::snapshot`] and [`Lab::adopt`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabSnapshot {
+    /// Namespace prefix.
+    pub prefix: String,
+    /// Address plan.
+    pub plan: AddressPlan,
+    /// Every recorded process.
+    pub processes: Vec<ProcRecord>,
+    /// LB VMs.
+    pub vms: Vec<VmNet>,
+    /// Members.
+    pub members: Vec<MemberNet>,
+}
+
+/// What [`Lab::adopt`] / [`Lab::open`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdoptReport {
+    /// VMs (short ids) re-attached with their processes.
+    pub adopted_vms: Vec<String>,
+    /// VMs that were recorded but are gone or broken (their namespace is removed).
+    pub lost_vms: Vec<String>,
+    /// Namespaces of the prefix that belonged to nothing recorded, removed.
+    pub removed_namespaces: Vec<String>,
+}
+
+/// True if `pid`'s network namespace is namespace `ns` (same nsfs inode): guards against a
+/// recorded PID that the kernel reused for an unrelated process.
+pub fn pid_in_ns(pid: u32, ns: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let a = std::fs::metadata(format!("/proc/{pid}/ns/net"));
+    let b = std::fs::metadata(Path::new("/run/netns").join(ns));
+    match (a, b) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
 /// Timings of [`Lab::build`].
 #[derive(Debug, Clone, Copy)]
 pub struct BuildTimings {
@@ -401,10 +453,156 @@ impl Lab {
         name: &str,
         program: &Path,
         args: &[String],
+        env: &[(String, String)],
     ) -> Result<u32> {
         let vm = self.vm(short_id)?.clone();
         let log = vm.dir.join(format!("{name}.log"));
-        self.owned.spawn(name, &vm.ns, program, args, &log).await
+        self.owned
+            .spawn_env(name, &vm.ns, program, args, env, &log)
+            .await
+    }
+
+    /// True while every recorded process of VM `short_id` runs (reaping exited children).
+    /// A VM without processes counts as running.
+    pub fn vm_processes_running(&mut self, short_id: &str) -> bool {
+        let ns = self.ns(&format!("vm-{short_id}"));
+        self.owned.processes_in_running(&ns)
+    }
+
+    /// What klb must persist to find this lab again after a restart.
+    pub fn snapshot(&self) -> LabSnapshot {
+        LabSnapshot {
+            prefix: self.cfg.prefix.clone(),
+            plan: self.cfg.plan.clone(),
+            processes: self
+                .owned
+                .processes()
+                .iter()
+                .map(|p| ProcRecord {
+                    name: p.name.clone(),
+                    ns: p.ns.clone(),
+                    pid: p.pid(),
+                })
+                .collect(),
+            vms: self.vms.values().cloned().collect(),
+            members: self.members.values().cloned().collect(),
+        }
+    }
+
+    /// Re-attaches to a lab a previous klb process built (after a crash or restart), from its
+    /// [`Lab::snapshot`]. The fixed part must be intact (namespaces present, gateway FRR
+    /// running, PIDs still in their namespace, which guards against PID reuse), else this fails
+    /// and the caller rebuilds (see [`Lab::open`]). A VM whose namespace is gone or whose
+    /// recorded processes died is removed and reported as lost; a namespace with this prefix that
+    /// belongs to nothing recorded is removed.
+    pub async fn adopt(cfg: LabConfig, snap: &LabSnapshot) -> Result<(Lab, AdoptReport)> {
+        check_prefix(&cfg.prefix)?;
+        if snap.prefix != cfg.prefix || snap.plan != cfg.plan {
+            return Err(LocalError::Invalid(
+                "recorded lab has another prefix or address plan".into(),
+            ));
+        }
+        let existing = netns::list_ns().await?;
+        let infra: Vec<String> = INFRA.iter().map(|s| format!("{}{s}", cfg.prefix)).collect();
+        for ns in &infra {
+            if !existing.contains(ns) {
+                return Err(LocalError::Invalid(format!("namespace {ns} is gone")));
+            }
+        }
+        let alive = |p: &ProcRecord| netns::pid_alive(p.pid) && pid_in_ns(p.pid, &p.ns);
+        for gw in ["gw1", "gw2"] {
+            let ns = format!("{}{gw}", cfg.prefix);
+            for d in ["zebra", "bfdd", "bgpd"] {
+                if !snap
+                    .processes
+                    .iter()
+                    .any(|p| p.ns == ns && p.name == d && alive(p))
+                {
+                    return Err(LocalError::Invalid(format!("{d} in {ns} is not running")));
+                }
+            }
+        }
+        let gw = |n: u8| FrrInstance {
+            ns: format!("{}gw{n}", cfg.prefix),
+            dir: cfg.runtime_dir.join(format!("gw{n}")),
+            bin_dir: cfg.frr_bin_dir.clone(),
+        };
+        let mut lab = Lab {
+            gateways: [gw(1), gw(2)],
+            owned: Owned::new(),
+            vms: BTreeMap::new(),
+            members: BTreeMap::new(),
+            timings: BuildTimings {
+                links: Duration::ZERO,
+                frr: Duration::ZERO,
+            },
+            cfg,
+        };
+        lab.owned.add_dir(&lab.cfg.runtime_dir);
+        lab.owned.add_host_link(&format!("{}mgmt", lab.cfg.prefix));
+        let adopt_procs = |owned: &mut Owned, ns: &str| {
+            for p in snap.processes.iter().filter(|p| p.ns == ns && alive(p)) {
+                owned.adopt_process(netns::Process::adopted(&p.name, &p.ns, p.pid));
+            }
+        };
+        for ns in &infra {
+            lab.owned.adopt_ns(ns);
+            adopt_procs(&mut lab.owned, ns);
+        }
+        let mut report = AdoptReport::default();
+        let mut lost_ns = Vec::new();
+        for vm in &snap.vms {
+            let procs: Vec<&ProcRecord> = snap.processes.iter().filter(|p| p.ns == vm.ns).collect();
+            if existing.contains(&vm.ns) && procs.iter().all(|p| alive(p)) {
+                lab.owned.adopt_ns(&vm.ns);
+                adopt_procs(&mut lab.owned, &vm.ns);
+                lab.vms.insert(vm.short_id.clone(), vm.clone());
+                report.adopted_vms.push(vm.short_id.clone());
+            } else {
+                lost_ns.push(vm.ns.clone());
+                netns::del_ns(&vm.ns, lab.cfg.stop_grace).await?;
+                let _ = std::fs::remove_dir_all(&vm.dir);
+                report.lost_vms.push(vm.short_id.clone());
+            }
+        }
+        for m in &snap.members {
+            if existing.contains(&m.ns) {
+                lab.owned.adopt_ns(&m.ns);
+                adopt_procs(&mut lab.owned, &m.ns);
+                lab.members.insert(m.index, m.clone());
+            }
+        }
+        for ns in existing {
+            if ns.starts_with(&lab.cfg.prefix)
+                && !lab.owned.namespaces().contains(&ns)
+                && !lost_ns.contains(&ns)
+            {
+                netns::del_ns(&ns, lab.cfg.stop_grace).await?;
+                report.removed_namespaces.push(ns);
+            }
+        }
+        info!(adopted = ?report.adopted_vms, lost = ?report.lost_vms,
+              removed = ?report.removed_namespaces, "local cloud adopted");
+        Ok((lab, report))
+    }
+
+    /// Adopts the recorded lab if it is intact, else removes every namespace of the prefix and
+    /// builds a fresh one (then every recorded VM is reported lost).
+    pub async fn open(cfg: LabConfig, snap: Option<&LabSnapshot>) -> Result<(Lab, AdoptReport)> {
+        if let Some(snap) = snap {
+            match Lab::adopt(cfg.clone(), snap).await {
+                Ok(r) => return Ok(r),
+                Err(e) => info!(error = %e, "recorded local cloud not adoptable; rebuilding"),
+            }
+        }
+        let mut report = AdoptReport {
+            removed_namespaces: cleanup_prefix(&cfg.prefix, cfg.stop_grace).await?,
+            ..AdoptReport::default()
+        };
+        if let Some(snap) = snap {
+            report.lost_vms = snap.vms.iter().map(|v| v.short_id.clone()).collect();
+        }
+        Ok((Lab::build(cfg).await?, report))
     }
 
     /// Stops every process of the VM (by PID) and deletes its namespace (and so its links).
@@ -501,19 +699,26 @@ impl Lab {
     }
 
     /// Stops every process and deletes every namespace and the runtime directory. Idempotent.
+    /// (Dropping a lab without calling this removes everything synchronously: the drop guard of
+    /// [`Owned`].)
     pub async fn teardown(mut self) -> Result<()> {
+        self.teardown_mut().await
+    }
+
+    /// [`Lab::teardown`] through a reference (the lab is empty afterwards).
+    pub async fn teardown_mut(&mut self) -> Result<()> {
         let r = self.owned.teardown(self.cfg.stop_grace).await;
         self.vms.clear();
         self.members.clear();
         r
     }
-}
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if !self.owned.is_empty() {
-            self.owned.teardown_blocking(self.cfg.stop_grace);
-        }
+    /// Lets go of everything without removing it, so that a later process can
+    /// [`Lab::adopt`] it from a [`Lab::snapshot`] taken before.
+    pub fn forget(&mut self) {
+        self.owned.forget();
+        self.vms.clear();
+        self.members.clear();
     }
 }
 

@@ -11,12 +11,14 @@
 //! Everything here needs root (network namespaces) and the `ip`, `sysctl` and `kill` commands.
 
 pub mod backend;
+pub mod driver;
 pub mod error;
 pub mod frr;
 pub mod lab;
 pub mod netns;
 pub mod plan;
 
+pub use driver::{AgentLaunch, LocalCloud, LocalCloudConfig, PpsSource};
 pub use error::LocalError;
 pub use lab::{Lab, LabConfig, MemberNet, VmNet};
 pub use plan::AddressPlan;

@@ -376,6 +376,18 @@ pub async fn spawn(
     args: &[String],
     log: &Path,
 ) -> Result<Process> {
+    spawn_env(name, ns, program, args, &[], log).await
+}
+
+/// [`spawn`] with extra environment variables (the rest of the environment is inherited).
+pub async fn spawn_env(
+    name: &str,
+    ns: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<Process> {
     check_ns_name(ns)?;
     let open = |p: &Path| {
         std::fs::OpenOptions::new()
@@ -390,11 +402,12 @@ pub async fn spawn(
         .args(["netns", "exec", ns])
         .arg(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        // A safety net only: normal shutdown goes through `stop` (TERM first).
-        .kill_on_drop(true)
+        // No kill_on_drop: a detached local cloud leaves its VMs running for the next klb
+        // process to adopt; `Owned`'s drop guard handles the panic case.
         .spawn()
         .map_err(|source| LocalError::Spawn {
             program: program.display().to_string(),
@@ -519,7 +532,20 @@ impl Owned {
         args: &[String],
         log: &Path,
     ) -> Result<u32> {
-        let p = spawn(name, ns, program, args, log).await?;
+        self.spawn_env(name, ns, program, args, &[], log).await
+    }
+
+    /// [`Owned::spawn`] with extra environment variables.
+    pub async fn spawn_env(
+        &mut self,
+        name: &str,
+        ns: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<u32> {
+        let p = spawn_env(name, ns, program, args, env, log).await?;
         let pid = p.pid();
         self.processes.push(p);
         Ok(pid)
@@ -545,6 +571,14 @@ impl Owned {
         self.processes
             .iter_mut()
             .find(|p| p.ns == ns && p.name == name)
+    }
+
+    /// True if every recorded process in `ns` still runs (reaps exited children).
+    pub fn processes_in_running(&mut self, ns: &str) -> bool {
+        self.processes
+            .iter_mut()
+            .filter(|p| p.ns == ns)
+            .all(|p| p.is_running())
     }
 
     /// Stops and forgets every recorded process running in `ns`.
@@ -673,12 +707,31 @@ impl Owned {
         }
     }
 
+    /// Forgets everything without stopping or deleting anything (the caller hands the
+    /// resources over, e.g. to a later process that adopts them).
+    pub fn forget(&mut self) {
+        self.processes.clear();
+        self.namespaces.clear();
+        self.dirs.clear();
+        self.host_links.clear();
+    }
+
     /// True when nothing is recorded any more.
     pub fn is_empty(&self) -> bool {
         self.namespaces.is_empty()
             && self.processes.is_empty()
             && self.dirs.is_empty()
             && self.host_links.is_empty()
+    }
+}
+
+impl Drop for Owned {
+    /// The guard for panics and early returns: whatever is still recorded is removed
+    /// synchronously.
+    fn drop(&mut self) {
+        if !self.is_empty() {
+            self.teardown_blocking(Duration::from_secs(2));
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! | 198.18.16.0/20 | member network (bridge): gateway 1 `.1`, gateway 2 `.2`, member *n* = `.16.(10+n)` … |
 //! | 198.18.64.0/20 | L3 network `lb_l3_net` (bridge): gateway 1 `.1` (`primary_l3_gateway_addr`), gateway 2 `.2` (`secondary_l3_gateway_addr`), LB VM slot *n* = network + 16 + *n* |
 //! | 198.18.128.0/17 | management network `lb_mgmt_net` (bridge): host `.1` (control plane: agent API client, heartbeat receiver `lb_api_agent_addr`), LB VM slot *n* = network + 16 + *n* |
-//! | 198.19.0.0/24 | VIP subnet: VIPs are /32s on the LB VMs' `lo`, announced by BGP; the edge routes the whole subnet to both gateways (ECMP) |
+//! | 198.19.0.0/20 | VIP subnet: VIPs are /32s on the LB VMs' `lo`, announced by BGP; the edge routes the whole subnet to both gateways (ECMP) |
 //!
 //! Routing: the client's default route is the edge; the edge has one multipath route for the
 //! VIP subnet via both gateways (L4 hash), each gateway learns every VIP /32 from every LB VM
@@ -29,7 +29,7 @@ use crate::error::{LocalError, Result};
 
 /// Network id of the VIP network (where load balancers get their VIP).
 pub const VIP_NETWORK_ID: Uuid = Uuid::from_u128(0x6b6c6200_0000_4000_8000_000000000101);
-/// Subnet id of the VIP subnet (198.19.0.0/24 by default).
+/// Subnet id of the VIP subnet (198.19.0.0/20 by default).
 pub const VIP_SUBNET_ID: Uuid = Uuid::from_u128(0x6b6c6200_0000_4000_8000_000000000201);
 /// Network id of the member network (where `klb backend` members live).
 pub const MEMBER_NETWORK_ID: Uuid = Uuid::from_u128(0x6b6c6200_0000_4000_8000_000000000102);
@@ -69,7 +69,7 @@ impl Default for AddressPlan {
             member_subnet: net("198.18.16.0/20"),
             l3_subnet: net("198.18.64.0/20"),
             mgmt_subnet: net("198.18.128.0/17"),
-            vip_subnet: net("198.19.0.0/24"),
+            vip_subnet: net("198.19.0.0/20"),
         }
     }
 }
@@ -207,7 +207,8 @@ mod tests {
         let p = AddressPlan::default();
         assert!(p.vm_l3_addr(p.max_vm_slot()).is_ok());
         assert!(p.vm_l3_addr(p.max_vm_slot() + 1).is_err());
-        assert!(p.vip(255).is_err());
+        assert!(p.vip(4094).is_ok());
+        assert!(p.vip(4095).is_err());
         assert!(p.vip(0).is_err());
     }
 

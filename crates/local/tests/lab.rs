@@ -194,7 +194,7 @@ async fn ecmp_lab_splits_traffic_across_two_vms_and_tears_down_cleanly() {
         let hcfg = vm.dir.join("haproxy.cfg");
         std::fs::write(&hcfg, haproxy_vm_cfg(vip, &name, &member_addrs)).unwrap();
         let args = vec!["-db".to_string(), "-f".into(), hcfg.display().to_string()];
-        lab.spawn_in_vm(short, "haproxy", Path::new(HAPROXY), &args)
+        lab.spawn_in_vm(short, "haproxy", Path::new(HAPROXY), &args, &[])
             .await
             .unwrap();
         let gws = [plan.gw_l3_addr(1), plan.gw_l3_addr(2)];
