@@ -100,11 +100,12 @@ router bgp {asn}
  bgp router-id {router_id}
  no bgp ebgp-requires-policy
  timers bgp 3 9
+ coalesce-time 50
 "
     );
     for gw in gateways {
         s += &format!(
-            " neighbor {gw} remote-as {gateway_asn}\n neighbor {gw} timers connect 2\n neighbor {gw} bfd\n neighbor {gw} bfd profile fast\n"
+            " neighbor {gw} remote-as {gateway_asn}\n neighbor {gw} timers connect 1\n neighbor {gw} bfd\n neighbor {gw} bfd profile fast\n"
         );
     }
     s += &format!(" address-family ipv4 unicast\n  network {vip}/32\n");

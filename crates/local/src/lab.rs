@@ -605,6 +605,22 @@ impl Lab {
         Ok((Lab::build(cfg).await?, report))
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to every process inside VM `short_id`, by
+    /// PID: fault injection for failover tests and the demo (`STOP` = a silent hang).
+    pub async fn signal_vm(&self, short_id: &str, signal: &str) -> Result<()> {
+        if !signal
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            return Err(LocalError::Invalid(format!("bad signal name {signal:?}")));
+        }
+        let vm = self.vm(short_id)?;
+        for pid in netns::ns_pids(&vm.ns).await? {
+            netns::run("kill", &[&format!("-{signal}"), &pid.to_string()]).await?;
+        }
+        Ok(())
+    }
+
     /// Stops every process of the VM (by PID) and deletes its namespace (and so its links).
     /// Idempotent.
     pub async fn remove_vm(&mut self, short_id: &str) -> Result<()> {
@@ -671,6 +687,35 @@ impl Lab {
     /// Number of kernel nexthops for `vip/32` on gateway `gw` (1 or 2).
     pub async fn gateway_paths(&self, gw: u8, vip: Ipv4Addr) -> Result<usize> {
         netns::route_nexthops(&self.ns(&format!("gw{gw}")), &format!("{vip}/32")).await
+    }
+
+    /// Number of BFD sessions in state `up` on gateway `gw` (1 or 2).
+    pub async fn gateway_bfd_up(&self, gw: u8) -> Result<usize> {
+        let idx = usize::from(gw.clamp(1, 2) - 1);
+        let out = self.gateways[idx].vtysh(&["show bfd peers brief"]).await?;
+        Ok(out
+            .lines()
+            .filter(|l| l.split_whitespace().nth(3) == Some("up"))
+            .count())
+    }
+
+    /// Waits until both gateways have at least `want` BFD sessions up; returns how long it took.
+    pub async fn wait_bfd_up(&self, want: usize, limit: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let a = self.gateway_bfd_up(1).await?;
+            let b = self.gateway_bfd_up(2).await?;
+            if a >= want && b >= want {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > limit {
+                return Err(LocalError::Timeout {
+                    what: format!("{want} BFD sessions up on both gateways (have {a} and {b})"),
+                    secs: limit.as_secs_f64(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until both gateways have exactly `want` nexthops for `vip/32`; returns how long it

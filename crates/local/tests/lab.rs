@@ -223,6 +223,7 @@ async fn ecmp_lab_splits_traffic_across_two_vms_and_tears_down_cleanly() {
     }
     let ecmp = ecmp.expect("ECMP with 2 nexthops on both gateways");
     let ecmp_from_vm_start = t_vms.elapsed();
+
     assert_eq!(lab.gateway_paths(1, vip).await.unwrap(), 2);
     assert_eq!(lab.gateway_paths(2, vip).await.unwrap(), 2);
 
@@ -242,6 +243,31 @@ async fn ecmp_lab_splits_traffic_across_two_vms_and_tears_down_cleanly() {
     assert_eq!(lines.len(), 200);
     assert_eq!(ok, 200, "every request answered: {lines:?}");
     assert!(vm1 > 40 && vm2 > 40, "split vm1={vm1} vm2={vm2}");
+
+    // Silent failure: freeze every process of vm2 (SIGSTOP); only BFD (100 ms x 3) on the
+    // gateways' listen-range sessions can notice. Then thaw and wait for ECMP again.
+    let bfd = lab.wait_bfd_up(2, Duration::from_secs(20)).await;
+    if bfd.is_err() {
+        for g in lab.gateways() {
+            println!("{}", g.vtysh(&["show bfd peers"]).await.unwrap_or_default());
+        }
+    }
+    let bfd = bfd.expect("BFD sessions up on both gateways");
+    println!("BFD up on both gateways {bfd:?} after the traffic test");
+    let t_freeze = Instant::now();
+    lab.signal_vm("bbbb0002", "STOP").await.unwrap();
+    let frozen = lab.wait_paths(vip, 1, Duration::from_secs(15)).await;
+    let freeze_detect = t_freeze.elapsed();
+    lab.signal_vm("bbbb0002", "CONT").await.unwrap();
+    frozen.expect("BFD withdraws the frozen VM");
+    let t_thaw = Instant::now();
+    lab.wait_paths(vip, 2, Duration::from_secs(30))
+        .await
+        .expect("ECMP back after thaw");
+    println!(
+        "frozen VM -> 1 nexthop: {freeze_detect:?}; thawed -> 2 nexthops: {:?}",
+        t_thaw.elapsed()
+    );
 
     // Failover: deleting a VM (its namespace and processes) leaves one nexthop (BFD on the
     // gateways' listen-range sessions; the bridge port stays up so only BFD/BGP can tell).
