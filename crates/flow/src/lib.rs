@@ -1,1 +1,75 @@
-//! Durable, resumable, revertible workflows that turn API changes into cloud resources and LB-VM configuration.
+//! Durable, resumable, revertible workflows that turn API changes into cloud resources and
+//! LB-VM configuration.
+//!
+//! A [`Flow`] is data: a kind name and an ordered list of [`Step`]s, each with an idempotent
+//! `execute` and `revert` (see [`lb::flows`] for the load-balancer flows, which read like the
+//! seed's list). [`Engine::submit`] stores a run; a [`Worker`] claims runs with a lease, executes
+//! steps one by one and commits the step index, the attempt count and every variable the step
+//! recorded (cloud ids) to `flow_runs` after each attempt, with one history row per attempt in
+//! `flow_steps`. A crash at any point loses at most the step in flight, which the next owner
+//! re-executes (steps adopt what they made by deterministic name). A step that keeps failing
+//! (bounded retries with exponential backoff, per-attempt timeout) makes the run revert the
+//! steps done so far in reverse order, the failed one included, and end `Failed` with a reason.
+//! Finished runs go through a [`FinishHook`] (settle the store's job, set the LB status) before
+//! their key is released.
+//!
+//! # Why our own engine (and not apalis, underway or sqlxmq)
+//! Evaluated from their documentation (Nov 2026):
+//! - **apalis** (`apalis-sql` 0.7; SQLite, PostgreSQL, MySQL storages) is a job *queue*: one
+//!   handler per job, retries, tower middleware. It has no notion of multi-step progress or
+//!   compensation (revert), so the step index, recorded cloud ids and the revert walk would
+//!   still be ours, stored beside apalis' own schema. It cannot serialize jobs per key (one run
+//!   per load balancer), its SQLite storage claims "with a transaction and min(rowid)", and its
+//!   API has changed shape in every minor release (0.4 → 0.5 → 0.6 → 0.7).
+//! - **underway** (0.2) is closest in spirit (durable step functions, `FOR UPDATE SKIP LOCKED`,
+//!   enqueue inside your transaction) but is **PostgreSQL only**, while klb's default store is
+//!   SQLite; steps chain outputs forward with no revert; no per-key serialization.
+//! - **sqlxmq** (0.6) is a PostgreSQL-only message queue built on PL/pgSQL functions; same gaps.
+//!
+//! What klb needs beyond a queue (per-LB serialization, cancellation of a create by a delete,
+//! revert in reverse order, a durable variable bag per run, a finish hook that settles the
+//! API's job, SQLite and PostgreSQL through the same `Any` pool as the store) is most of the
+//! engine; the queue part is one claim statement ([`db`]). So: own engine, ~1k lines, two tables.
+//!
+//! # Invariants
+//! - Runs with the same key (load balancer id) execute one at a time, in submission order; a
+//!   run keeps its key until it is final **and** settled.
+//! - A delete **cancels** a running create: it is submitted with `cancel_previous`, the create
+//!   stops at its next step boundary, reverts, and ends `Failed` ("cancelled"); then the delete
+//!   runs (and finds little or nothing to remove).
+//! - Only the lease holder writes a run; every write checks the lease, so a worker that lost
+//!   its lease (stalled past the TTL) stops at its next write without touching the run.
+//! - Dropping a worker's future at any point is a crash, which is always safe.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod db;
+mod engine;
+pub mod lb;
+
+pub use db::{Backend, Db, RunRecord, RunState, StepRecord};
+pub use engine::{
+    Engine, EngineConfig, FinishHook, Flow, RunRequest, Step, StepCtx, StepError, StepErrorKind,
+    Worker,
+};
+
+/// Errors of the flow engine (step failures are not errors: they end runs as `Failed`).
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("flow store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("flow store holds corrupt data: {0}")]
+    Corrupt(String),
+    #[error("unsupported database backend {0:?} (SQLite or PostgreSQL)")]
+    Unsupported(String),
+    #[error("no flow of kind {0:?} is registered")]
+    UnknownFlow(String),
+    #[error("invalid flow input: {0}")]
+    Input(String),
+    #[error("no flow run {0}")]
+    NoSuchRun(String),
+    #[error("flow run {0} did not finish in time")]
+    WaitTimeout(String),
+    #[error("finish hook: {0}")]
+    Hook(String),
+}

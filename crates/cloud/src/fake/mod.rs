@@ -131,6 +131,8 @@ pub enum Fault {
     Hang,
     /// Do the operation, then fail with a retryable error: the reply was lost. Tests idempotency.
     LostReply,
+    /// Do the operation, then never return: the caller crashes or times out after the effect.
+    HangAfter,
     /// For [`Op::CreateServer`]: the server is created but ends in `Error` instead of `Active`.
     BootError,
 }
@@ -509,18 +511,22 @@ impl FakeCloud {
                 std::future::pending::<()>().await;
                 unreachable!("pending never resolves")
             }
-            Some(f @ (Fault::LostReply | Fault::BootError)) => Ok(Some(f)),
+            Some(f @ (Fault::LostReply | Fault::HangAfter | Fault::BootError)) => Ok(Some(f)),
         }
     }
 }
 
 /// Apply a post-operation fault: a lost reply turns success into a retryable error.
-fn leave<T>(
+async fn leave<T>(
     op: Op,
     resource: &str,
     after: Option<Fault>,
     result: CloudResult<T>,
 ) -> CloudResult<T> {
+    if after == Some(Fault::HangAfter) {
+        tracing::debug!(op = op.name(), "fake cloud: hanging after the operation");
+        std::future::pending::<()>().await;
+    }
     match (after, result) {
         (Some(Fault::LostReply), Ok(_)) => Err(CloudError::new(
             op.name(),
@@ -548,7 +554,7 @@ impl Compute for FakeCloud {
             st.server_groups.insert(group.id.clone(), group.clone());
             Ok(group)
         };
-        leave(op, &spec.name, after, result)
+        leave(op, &spec.name, after, result).await
     }
 
     async fn find_server_group(&self, name: &str) -> CloudResult<Option<ServerGroup>> {
@@ -562,14 +568,14 @@ impl Compute for FakeCloud {
             .values()
             .find(|g| g.name == name)
             .cloned());
-        leave(op, name, after, result)
+        leave(op, name, after, result).await
     }
 
     async fn delete_server_group(&self, id: &str) -> CloudResult<()> {
         let op = Op::DeleteServerGroup;
         let after = self.enter(op, id).await?;
         self.state.lock().await.server_groups.remove(id);
-        leave(op, id, after, Ok(()))
+        leave(op, id, after, Ok(())).await
     }
 
     async fn create_server(&self, spec: &ServerSpec) -> CloudResult<Server> {
@@ -692,7 +698,7 @@ impl Compute for FakeCloud {
             Ok(server)
         })();
         drop(guard);
-        leave(op, &spec.name, after, result)
+        leave(op, &spec.name, after, result).await
     }
 
     async fn get_server(&self, id: &str) -> CloudResult<Option<Server>> {
@@ -714,7 +720,7 @@ impl Compute for FakeCloud {
                 s.server.clone()
             }))
         };
-        leave(op, id, after, result)
+        leave(op, id, after, result).await
     }
 
     async fn find_servers(&self, filter: &ServerFilter) -> CloudResult<Vec<Server>> {
@@ -736,7 +742,7 @@ impl Compute for FakeCloud {
             })
             .cloned()
             .collect());
-        leave(op, "", after, result)
+        leave(op, "", after, result).await
     }
 
     async fn delete_server(&self, id: &str) -> CloudResult<()> {
@@ -759,7 +765,7 @@ impl Compute for FakeCloud {
                 st.agents.remove(id);
             }
         }
-        leave(op, id, after, Ok(()))
+        leave(op, id, after, Ok(())).await
     }
 }
 
@@ -776,7 +782,7 @@ impl Network for FakeCloud {
             .values()
             .find(|n| n.id == id_or_name || n.name == id_or_name)
             .cloned());
-        leave(op, id_or_name, after, result)
+        leave(op, id_or_name, after, result).await
     }
 
     async fn find_subnet(&self, id_or_name: &str) -> CloudResult<Option<Subnet>> {
@@ -791,7 +797,7 @@ impl Network for FakeCloud {
             .map(|s| &s.subnet)
             .find(|s| s.id == id_or_name || s.name == id_or_name)
             .cloned());
-        leave(op, id_or_name, after, result)
+        leave(op, id_or_name, after, result).await
     }
 
     async fn create_security_group(&self, spec: &SecurityGroupSpec) -> CloudResult<SecurityGroup> {
@@ -806,7 +812,7 @@ impl Network for FakeCloud {
             st.security_groups.insert(group.id.clone(), group.clone());
             Ok(group)
         };
-        leave(op, &spec.name, after, result)
+        leave(op, &spec.name, after, result).await
     }
 
     async fn find_security_group(&self, name: &str) -> CloudResult<Option<SecurityGroup>> {
@@ -820,7 +826,7 @@ impl Network for FakeCloud {
             .values()
             .find(|g| g.name == name)
             .cloned());
-        leave(op, name, after, result)
+        leave(op, name, after, result).await
     }
 
     async fn delete_security_group(&self, id: &str) -> CloudResult<()> {
@@ -846,7 +852,7 @@ impl Network for FakeCloud {
                 Ok(())
             }
         };
-        leave(op, id, after, result)
+        leave(op, id, after, result).await
     }
 
     async fn add_security_group_rule(
@@ -883,7 +889,7 @@ impl Network for FakeCloud {
                 Ok(r)
             }
         };
-        leave(op, security_group_id, after, result)
+        leave(op, security_group_id, after, result).await
     }
 
     async fn list_security_group_rules(
@@ -901,28 +907,28 @@ impl Network for FakeCloud {
             .filter(|r| r.security_group_id == security_group_id)
             .cloned()
             .collect());
-        leave(op, security_group_id, after, result)
+        leave(op, security_group_id, after, result).await
     }
 
     async fn delete_security_group_rule(&self, rule_id: &str) -> CloudResult<()> {
         let op = Op::DeleteSecurityGroupRule;
         let after = self.enter(op, rule_id).await?;
         self.state.lock().await.rules.remove(rule_id);
-        leave(op, rule_id, after, Ok(()))
+        leave(op, rule_id, after, Ok(())).await
     }
 
     async fn create_port(&self, spec: &PortSpec) -> CloudResult<Port> {
         let op = Op::CreatePort;
         let after = self.enter(op, &spec.name).await?;
         let result = self.state.lock().await.new_port(op.name(), spec);
-        leave(op, &spec.name, after, result)
+        leave(op, &spec.name, after, result).await
     }
 
     async fn get_port(&self, id: &str) -> CloudResult<Option<Port>> {
         let op = Op::GetPort;
         let after = self.enter(op, id).await?;
         let result = Ok(self.state.lock().await.ports.get(id).cloned());
-        leave(op, id, after, result)
+        leave(op, id, after, result).await
     }
 
     async fn find_ports(&self, name: &str) -> CloudResult<Vec<Port>> {
@@ -937,7 +943,7 @@ impl Network for FakeCloud {
             .filter(|p| p.name == name)
             .cloned()
             .collect());
-        leave(op, name, after, result)
+        leave(op, name, after, result).await
     }
 
     async fn delete_port(&self, id: &str) -> CloudResult<()> {
@@ -962,7 +968,7 @@ impl Network for FakeCloud {
                 }
             }
         };
-        leave(op, id, after, result)
+        leave(op, id, after, result).await
     }
 
     async fn set_allowed_address_pairs(
@@ -982,7 +988,7 @@ impl Network for FakeCloud {
                 None => Err(CloudError::not_found(op.name(), port_id).with_retryable(false)),
             }
         };
-        leave(op, port_id, after, result)
+        leave(op, port_id, after, result).await
     }
 }
 
@@ -1009,7 +1015,7 @@ impl Alarms for FakeCloud {
             st.alarms.insert(alarm.id.clone(), alarm.clone());
             Ok(alarm)
         };
-        leave(op, &spec.name, after, result)
+        leave(op, &spec.name, after, result).await
     }
 
     async fn find_alarm(&self, name: &str) -> CloudResult<Option<Alarm>> {
@@ -1023,14 +1029,14 @@ impl Alarms for FakeCloud {
             .values()
             .find(|a| a.name == name)
             .cloned());
-        leave(op, name, after, result)
+        leave(op, name, after, result).await
     }
 
     async fn delete_alarm(&self, id: &str) -> CloudResult<()> {
         let op = Op::DeleteAlarm;
         let after = self.enter(op, id).await?;
         self.state.lock().await.alarms.remove(id);
-        leave(op, id, after, Ok(()))
+        leave(op, id, after, Ok(())).await
     }
 }
 
@@ -1095,14 +1101,14 @@ impl Agents for FakeCloud {
                 agent_status(a)
             })
             .await;
-        leave(op, &target.server_id, after, result)
+        leave(op, &target.server_id, after, result).await
     }
 
     async fn status(&self, target: &AgentTarget) -> CloudResult<AgentStatus> {
         let op = Op::AgentStatus;
         let after = self.enter(op, &target.server_id).await?;
         let result = self.agent_mut(op, target, |a| agent_status(a)).await;
-        leave(op, &target.server_id, after, result)
+        leave(op, &target.server_id, after, result).await
     }
 
     async fn drain(&self, target: &AgentTarget) -> CloudResult<AgentStatus> {
@@ -1114,7 +1120,7 @@ impl Agents for FakeCloud {
                 agent_status(a)
             })
             .await;
-        leave(op, &target.server_id, after, result)
+        leave(op, &target.server_id, after, result).await
     }
 
     async fn undrain(&self, target: &AgentTarget) -> CloudResult<AgentStatus> {
@@ -1126,7 +1132,7 @@ impl Agents for FakeCloud {
                 agent_status(a)
             })
             .await;
-        leave(op, &target.server_id, after, result)
+        leave(op, &target.server_id, after, result).await
     }
 }
 

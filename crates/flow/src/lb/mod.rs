@@ -1,0 +1,312 @@
+//! The load-balancer flows: create (in the seed's order), delete, update, failover of one VM,
+//! scale-out and scale-in, as lists of steps over the cloud traits.
+//!
+//! Every step finds what it may have made before by deterministic name ([`klb_cloud::names`])
+//! or by the `klb_lb_id` server metadata, so re-running it after a crash adopts instead of
+//! duplicating; every revert deletes by the same names, so it also cleans up after a step
+//! that crashed half-way.
+
+mod steps;
+
+pub mod fake;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use klb_cloud::{Cloud, DesiredState, Protocol};
+
+use crate::{Flow, RunRequest, StepError};
+
+pub use steps::*;
+
+/// Flow kinds.
+pub mod kind {
+    pub const CREATE_LB: &str = "create_lb";
+    pub const DELETE_LB: &str = "delete_lb";
+    pub const UPDATE_LB: &str = "update_lb";
+    pub const FAILOVER_VM: &str = "failover_vm";
+    pub const SCALE_OUT_LB: &str = "scale_out_lb";
+    pub const SCALE_IN_LB: &str = "scale_in_lb";
+}
+
+/// Operator configuration the LB flows need (lifted from the seed's `[kinx_haproxy]`).
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    /// `image_id`.
+    pub image_id: String,
+    /// `base_flavor_id`.
+    pub flavor_id: String,
+    /// `loadbalancer_instance_volume_size` (GiB); `None` boots from the image.
+    pub boot_volume_gib: Option<u32>,
+    /// `availibility_zone`.
+    pub availability_zone: Option<String>,
+    /// `kinx_office_ip`: operators' admin access (SSH and the agent port).
+    pub office_cidr: Option<IpNet>,
+    /// `agent_port`.
+    pub agent_port: u16,
+    /// `lb_mgmt_net_id` or `lb_mgmt_net_name`.
+    pub mgmt_network: String,
+    /// `lb_l3_net_id` or `lb_l3_net_name`.
+    pub l3_network: String,
+    /// `ceilometer_pps_threshold`.
+    pub pps_threshold: u64,
+    /// `ceilometer_period` (seconds).
+    pub alarm_period_secs: u32,
+    /// `ceilometer_evaluation_periods`.
+    pub alarm_evaluation_periods: u32,
+    /// klb's alarm webhook URL (may carry a token: never logged).
+    pub alarm_webhook_url: String,
+    /// `lb_vm_count` default.
+    pub default_vm_count: u32,
+    /// Where agents send heartbeats (`lb_api_agent_addr:lb_api_agent_port`), for user data.
+    pub heartbeat_endpoint: String,
+    /// Time a best-effort agent call (drain before failover/scale-in) may take.
+    pub drain_timeout: Duration,
+}
+
+impl LbConfig {
+    /// A config for tests and the bench, with the seed's values where they apply.
+    pub fn example(mgmt_network: &str, l3_network: &str) -> Self {
+        Self {
+            image_id: "7de0af35-14d3-4771-8af5-48cbce75ea1d".into(),
+            flavor_id: "880a8c79-6967-4c27-8ef7-1fe092bbeeda".into(),
+            boot_volume_gib: Some(50),
+            availability_zone: Some("lbaas-az".into()),
+            office_cidr: Some("198.18.200.0/24".parse().expect("valid CIDR")),
+            agent_port: 62000,
+            mgmt_network: mgmt_network.into(),
+            l3_network: l3_network.into(),
+            pps_threshold: 20000,
+            alarm_period_secs: 60,
+            alarm_evaluation_periods: 3,
+            alarm_webhook_url: "https://127.0.0.1:9876/v1/alarms".into(),
+            default_vm_count: 2,
+            heartbeat_endpoint: "198.18.0.1:6543".into(),
+            drain_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+/// One LB VM as the flows see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vm {
+    pub index: u32,
+    pub server_id: String,
+    pub name: String,
+    /// Address on the management network (agent API, heartbeats).
+    pub mgmt_ip: Option<IpAddr>,
+    /// Address on the L3 network (BGP sessions, ECMP next hop).
+    pub l3_ip: Option<IpAddr>,
+    /// The L3 port (carries the VIP as an allowed-address pair).
+    pub l3_port_id: Option<String>,
+    pub active: bool,
+}
+
+/// What the flows record about a load balancer (the seed's "storing ... to vlb-api").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbResources {
+    pub vms: Vec<Vm>,
+    pub alarm_id: Option<String>,
+    pub vip_ip: Option<IpAddr>,
+}
+
+/// The store side of the LB flows: builds the desired state agents get, records resources.
+/// The real implementation sits on `klb-store` and `klb-proto`; [`fake::FakeBackend`] is
+/// in memory.
+#[async_trait]
+pub trait LbBackend: Send + Sync {
+    /// The whole desired state of `lb_id` for agents, given its current VMs (peers, BGP AS
+    /// numbers derive from their indices).
+    async fn desired_state(&self, lb_id: &str, vms: &[Vm]) -> Result<DesiredState, StepError>;
+    /// Record the LB's VMs and alarm (idempotent, last write wins).
+    async fn record(&self, lb_id: &str, resources: &LbResources) -> Result<(), StepError>;
+    /// Drop what was recorded (the LB is gone).
+    async fn forget(&self, lb_id: &str) -> Result<(), StepError>;
+}
+
+/// What the LB flows' steps use.
+#[derive(Clone)]
+pub struct LbEnv {
+    pub cloud: Cloud,
+    pub config: LbConfig,
+    pub backend: Arc<dyn LbBackend>,
+}
+
+/// A listener port to open in the security group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerPort {
+    /// `tcp` or `udp` (HTTP/HTTPS/TERMINATED_HTTPS/PROXY listeners are TCP).
+    pub udp: bool,
+    pub port: u16,
+}
+
+impl ListenerPort {
+    pub fn tcp(port: u16) -> Self {
+        Self { udp: false, port }
+    }
+
+    pub(crate) fn protocol(self) -> Protocol {
+        if self.udp {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        }
+    }
+}
+
+/// Where the VIP lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipSpec {
+    pub network_id: String,
+    #[serde(default)]
+    pub subnet_id: Option<String>,
+    /// Requested address; `None` lets the cloud pick.
+    #[serde(default)]
+    pub address: Option<IpAddr>,
+}
+
+/// Input of every LB flow (fields a flow does not use stay empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbInput {
+    pub lb_id: String,
+    #[serde(default)]
+    pub vip: Option<VipSpec>,
+    /// Listener ports (create, update): the security group opens exactly these.
+    #[serde(default)]
+    pub listeners: Vec<ListenerPort>,
+    /// VM indices this run creates (create, failover, scale-out) or removes (scale-in).
+    #[serde(default)]
+    pub vm_indices: Vec<u32>,
+}
+
+impl LbInput {
+    pub fn create(lb_id: &str, vip: VipSpec, listeners: Vec<ListenerPort>, vm_count: u32) -> Self {
+        Self {
+            lb_id: lb_id.into(),
+            vip: Some(vip),
+            listeners,
+            vm_indices: (0..vm_count).collect(),
+        }
+    }
+
+    pub fn delete(lb_id: &str) -> Self {
+        Self {
+            lb_id: lb_id.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn update(lb_id: &str, listeners: Vec<ListenerPort>) -> Self {
+        Self {
+            lb_id: lb_id.into(),
+            listeners,
+            ..Self::default()
+        }
+    }
+
+    /// Replace VM `index`.
+    pub fn failover(lb_id: &str, index: u32) -> Self {
+        Self {
+            lb_id: lb_id.into(),
+            vm_indices: vec![index],
+            ..Self::default()
+        }
+    }
+
+    /// Grow from `from` VMs to `to` VMs.
+    pub fn scale_out(lb_id: &str, from: u32, to: u32) -> Self {
+        Self {
+            lb_id: lb_id.into(),
+            vm_indices: (from..to).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Shrink from `from` VMs to `to` VMs (the highest indices go).
+    pub fn scale_in(lb_id: &str, from: u32, to: u32) -> Self {
+        Self {
+            lb_id: lb_id.into(),
+            vm_indices: (to..from).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The run request for flow `kind` with this input, keyed by the load balancer.
+    pub fn request(&self, kind: &str) -> RunRequest {
+        RunRequest {
+            kind: kind.to_string(),
+            key: self.lb_id.clone(),
+            input: serde_json::to_value(self).unwrap_or_default(),
+            // A delete cancels whatever still runs for the LB (documented in the crate docs).
+            cancel_previous: kind == kind::DELETE_LB,
+            external_ref: None,
+        }
+    }
+}
+
+/// All LB flows. Each reads like the seed's list.
+pub fn flows() -> Vec<Flow<LbEnv>> {
+    vec![
+        // The seed's "Create Loadbalancer", in its order.
+        Flow::new(kind::CREATE_LB)
+            .step(ResolveNetworks)
+            .step(EnsureSecurityGroup { owned: true })
+            .step(AllocateVip)
+            .step(EnsureServerGroup)
+            .step(CreateVms)
+            .step(RecordLb { name: "record_vms" })
+            .step(WaitVmsActive)
+            .step(EnsureAlarm { owned: true })
+            .step(RecordLb {
+                name: "record_alarm",
+            })
+            .step(SetVipAddressPairs)
+            .step(PushDesiredState),
+        Flow::new(kind::DELETE_LB)
+            .step(DeleteAlarm)
+            .step(DeleteAllVms)
+            .step(DeleteVip)
+            .step(DeleteServerGroup)
+            .step(DeleteSecurityGroup)
+            .step(ForgetLb),
+        // Child changes: listener ports open/close in the security group, then every VM gets
+        // the new state.
+        Flow::new(kind::UPDATE_LB)
+            .step(ResolveNetworks)
+            .step(EnsureSecurityGroup { owned: false })
+            .step(PushDesiredState),
+        // ECMP already moved traffic away from the dead VM: rebuild it under the same name and
+        // server group, configure it, and let it rejoin.
+        Flow::new(kind::FAILOVER_VM)
+            .step(ResolveNetworks)
+            .step(DrainVms)
+            .step(DeleteVms)
+            .step(CreateVms)
+            .step(RecordLb { name: "record_vms" })
+            .step(WaitVmsActive)
+            .step(SetVipAddressPairs)
+            .step(EnsureAlarm { owned: false })
+            .step(PushDesiredState),
+        Flow::new(kind::SCALE_OUT_LB)
+            .step(ResolveNetworks)
+            .step(CreateVms)
+            .step(RecordLb { name: "record_vms" })
+            .step(WaitVmsActive)
+            .step(SetVipAddressPairs)
+            .step(EnsureAlarm { owned: false })
+            .step(PushDesiredState),
+        // Drain first so no connection is cut, then remove, then tell the survivors.
+        Flow::new(kind::SCALE_IN_LB)
+            .step(ResolveNetworks)
+            .step(DrainVms)
+            .step(DeleteVms)
+            .step(RecordLb { name: "record_vms" })
+            .step(EnsureAlarm { owned: false })
+            .step(PushDesiredState),
+    ]
+}

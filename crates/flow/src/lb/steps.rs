@@ -1,0 +1,793 @@
+//! The steps of the LB flows. Each is idempotent and its revert is safe to run whether or not
+//! (or how far) its execute ran.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+
+use klb_cloud::{
+    AgentTarget, Direction, META_LB_ID, META_VM_INDEX, NicSpec, PortSpec, PpsAlarmSpec, Protocol,
+    RuleSpec, SecurityGroupSpec, Server, ServerFilter, ServerGroupPolicy, ServerGroupSpec,
+    ServerSpec, ServerStatus, names,
+};
+
+use super::{LbEnv, LbInput, LbResources, Vm};
+use crate::{Step, StepCtx, StepError};
+
+type Ctx<'a> = StepCtx<'a, LbEnv>;
+
+fn input(ctx: &Ctx<'_>) -> Result<LbInput, StepError> {
+    let input: LbInput = ctx.input()?;
+    if input.lb_id.is_empty() {
+        return Err(StepError::fatal("flow input has no lb_id"));
+    }
+    Ok(input)
+}
+
+fn var_string(ctx: &Ctx<'_>, name: &str) -> Result<String, StepError> {
+    ctx.var::<String>(name)
+        .ok_or_else(|| StepError::fatal(format!("variable {name} missing (step order?)")))
+}
+
+/// The VMs of a load balancer as the cloud reports them, by index.
+async fn lb_vms(ctx: &Ctx<'_>, lb_id: &str) -> Result<Vec<Vm>, StepError> {
+    let mgmt = ctx.var::<String>("mgmt_net_id");
+    let l3 = ctx.var::<String>("l3_net_id");
+    let servers = ctx
+        .env
+        .cloud
+        .compute
+        .find_servers(&ServerFilter::lb(lb_id))
+        .await?;
+    let mut vms: Vec<Vm> = servers
+        .iter()
+        .map(|s| to_vm(s, mgmt.as_deref(), l3.as_deref()))
+        .collect();
+    vms.sort_by_key(|v| v.index);
+    Ok(vms)
+}
+
+fn to_vm(s: &Server, mgmt: Option<&str>, l3: Option<&str>) -> Vm {
+    let index = s
+        .metadata
+        .get(META_VM_INDEX)
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(u32::MAX);
+    let on = |net: Option<&str>| net.and_then(|n| s.address_on(n));
+    Vm {
+        index,
+        server_id: s.id.clone(),
+        name: s.name.clone(),
+        mgmt_ip: on(mgmt).map(|a| a.ip),
+        l3_ip: on(l3).map(|a| a.ip),
+        l3_port_id: on(l3).map(|a| a.port_id.clone()),
+        active: s.status == ServerStatus::Active,
+    }
+}
+
+fn agent_target(ctx: &Ctx<'_>, vm: &Vm) -> Option<AgentTarget> {
+    vm.mgmt_ip.map(|ip| AgentTarget {
+        server_id: vm.server_id.clone(),
+        address: SocketAddr::new(ip, ctx.env.config.agent_port),
+    })
+}
+
+/// Look up the management and L3 networks (ids, management and L3 CIDRs) once per run.
+pub struct ResolveNetworks;
+
+#[async_trait]
+impl Step<LbEnv> for ResolveNetworks {
+    fn name(&self) -> &'static str {
+        "resolve_networks"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let net = &ctx.env.cloud.network;
+        for (which, wanted) in [
+            ("mgmt", ctx.env.config.mgmt_network.clone()),
+            ("l3", ctx.env.config.l3_network.clone()),
+        ] {
+            let found = net
+                .find_network(&wanted)
+                .await?
+                .ok_or_else(|| StepError::fatal(format!("{which} network {wanted:?} not found")))?;
+            let subnet_id = found
+                .subnet_ids
+                .first()
+                .ok_or_else(|| StepError::fatal(format!("{which} network has no subnet")))?;
+            let subnet = net
+                .find_subnet(subnet_id)
+                .await?
+                .ok_or_else(|| StepError::fatal(format!("{which} subnet {subnet_id} not found")))?;
+            ctx.set_var(&format!("{which}_net_id"), &found.id);
+            ctx.set_var(&format!("{which}_cidr"), subnet.cidr.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The rules an LB's security group must hold: listener ports from anywhere, the agent port
+/// from the management subnet, BGP and BFD from the L3 subnet, SSH and the agent port from the
+/// operators' office CIDR.
+fn desired_rules(ctx: &Ctx<'_>, input: &LbInput) -> Result<Vec<RuleSpec>, StepError> {
+    let cidr = |name: &str| -> Result<IpNet, StepError> {
+        var_string(ctx, name)?
+            .parse()
+            .map_err(|e| StepError::fatal(format!("{name}: {e}")))
+    };
+    let cfg = &ctx.env.config;
+    let mut rules: Vec<RuleSpec> = input
+        .listeners
+        .iter()
+        .map(|l| RuleSpec {
+            direction: Direction::Ingress,
+            protocol: l.protocol(),
+            ports: Some((l.port, l.port)),
+            remote_cidr: None,
+        })
+        .collect();
+    let mgmt = cidr("mgmt_cidr")?;
+    let l3 = cidr("l3_cidr")?;
+    rules.push(RuleSpec::tcp_in(cfg.agent_port, Some(mgmt)));
+    rules.push(RuleSpec::tcp_in(179, Some(l3)));
+    rules.push(RuleSpec {
+        direction: Direction::Ingress,
+        protocol: Protocol::Udp,
+        ports: Some((3784, 3785)),
+        remote_cidr: Some(l3),
+    });
+    if let Some(office) = cfg.office_cidr {
+        rules.push(RuleSpec::tcp_in(22, Some(office)));
+        rules.push(RuleSpec::tcp_in(cfg.agent_port, Some(office)));
+    }
+    rules.sort();
+    rules.dedup();
+    Ok(rules)
+}
+
+/// Security group with exactly the desired rules (missing ones added, stale ones removed).
+/// `owned`: the run created the LB, so revert deletes the group; otherwise revert leaves it.
+pub struct EnsureSecurityGroup {
+    pub owned: bool,
+}
+
+#[async_trait]
+impl Step<LbEnv> for EnsureSecurityGroup {
+    fn name(&self) -> &'static str {
+        "ensure_security_group"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let net = ctx.env.cloud.network.clone();
+        let name = names::security_group(&input.lb_id);
+        let group = match net.find_security_group(&name).await? {
+            Some(g) => g,
+            None if self.owned => {
+                net.create_security_group(&SecurityGroupSpec {
+                    name: name.clone(),
+                    description: format!("klb load balancer {}", input.lb_id),
+                })
+                .await?
+            }
+            None => {
+                return Err(StepError::fatal(format!(
+                    "security group {name} is missing"
+                )));
+            }
+        };
+        ctx.set_var("security_group_id", &group.id);
+        let desired = desired_rules(ctx, &input)?;
+        let existing = net.list_security_group_rules(&group.id).await?;
+        for rule in existing.iter().filter(|r| !desired.contains(&r.spec)) {
+            net.delete_security_group_rule(&rule.id).await?;
+        }
+        for spec in desired
+            .iter()
+            .filter(|d| !existing.iter().any(|r| &r.spec == *d))
+        {
+            net.add_security_group_rule(&group.id, spec).await?;
+        }
+        Ok(())
+    }
+
+    async fn revert(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        if !self.owned {
+            return Ok(());
+        }
+        let input = input(ctx)?;
+        delete_security_group(ctx, &input.lb_id).await
+    }
+}
+
+async fn delete_security_group(ctx: &Ctx<'_>, lb_id: &str) -> Result<(), StepError> {
+    let net = &ctx.env.cloud.network;
+    // Loop: a lost reply on create may have made two groups of the same name.
+    while let Some(g) = net
+        .find_security_group(&names::security_group(lb_id))
+        .await?
+    {
+        net.delete_security_group(&g.id).await?;
+    }
+    Ok(())
+}
+
+/// The VIP port (reserves the address; its security group is the LB's).
+pub struct AllocateVip;
+
+#[async_trait]
+impl Step<LbEnv> for AllocateVip {
+    fn name(&self) -> &'static str {
+        "allocate_vip"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let vip = input
+            .vip
+            .clone()
+            .ok_or_else(|| StepError::fatal("create needs a VIP"))?;
+        let net = ctx.env.cloud.network.clone();
+        let name = names::vip_port(&input.lb_id);
+        let port = match net.find_ports(&name).await?.into_iter().next() {
+            Some(p) => p,
+            None => {
+                net.create_port(&PortSpec {
+                    name,
+                    network_id: vip.network_id.clone(),
+                    subnet_id: vip.subnet_id.clone(),
+                    fixed_ip: vip.address,
+                    security_group_ids: vec![var_string(ctx, "security_group_id")?],
+                    device_owner: Some("klb:vip".into()),
+                })
+                .await?
+            }
+        };
+        let ip = port
+            .fixed_ips
+            .first()
+            .copied()
+            .ok_or_else(|| StepError::retry("VIP port has no address yet"))?;
+        ctx.set_var("vip_port_id", &port.id);
+        ctx.set_var("vip_ip", ip);
+        Ok(())
+    }
+
+    async fn revert(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        delete_vip(ctx, &input.lb_id).await
+    }
+}
+
+async fn delete_vip(ctx: &Ctx<'_>, lb_id: &str) -> Result<(), StepError> {
+    let net = &ctx.env.cloud.network;
+    for p in net.find_ports(&names::vip_port(lb_id)).await? {
+        net.delete_port(&p.id).await?;
+    }
+    Ok(())
+}
+
+/// The anti-affinity server group ("separation of VM server to different host").
+pub struct EnsureServerGroup;
+
+#[async_trait]
+impl Step<LbEnv> for EnsureServerGroup {
+    fn name(&self) -> &'static str {
+        "ensure_server_group"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let compute = ctx.env.cloud.compute.clone();
+        let name = names::server_group(&input.lb_id);
+        let group = match compute.find_server_group(&name).await? {
+            Some(g) => g,
+            None => {
+                compute
+                    .create_server_group(&ServerGroupSpec {
+                        name,
+                        policy: ServerGroupPolicy::AntiAffinity,
+                    })
+                    .await?
+            }
+        };
+        ctx.set_var("server_group_id", &group.id);
+        Ok(())
+    }
+
+    async fn revert(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        delete_server_group(ctx, &input.lb_id).await
+    }
+}
+
+async fn delete_server_group(ctx: &Ctx<'_>, lb_id: &str) -> Result<(), StepError> {
+    let compute = &ctx.env.cloud.compute;
+    while let Some(g) = compute
+        .find_server_group(&names::server_group(lb_id))
+        .await?
+    {
+        compute.delete_server_group(&g.id).await?;
+    }
+    Ok(())
+}
+
+/// Boot the VMs of `vm_indices` (adopting any that already exist by name).
+pub struct CreateVms;
+
+#[async_trait]
+impl Step<LbEnv> for CreateVms {
+    fn name(&self) -> &'static str {
+        "create_vms"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let env = ctx.env;
+        let compute = &env.cloud.compute;
+        let cfg = &env.config;
+        // Failover and scale-out runs did not make these: look them up.
+        let server_group_id = match ctx.var::<String>("server_group_id") {
+            Some(id) => Some(id),
+            None => compute
+                .find_server_group(&names::server_group(&input.lb_id))
+                .await?
+                .map(|g| g.id),
+        };
+        let security_group_id = match ctx.var::<String>("security_group_id") {
+            Some(id) => id,
+            None => env
+                .cloud
+                .network
+                .find_security_group(&names::security_group(&input.lb_id))
+                .await?
+                .map(|g| g.id)
+                .ok_or_else(|| StepError::fatal("the LB's security group is missing"))?,
+        };
+        let mgmt = var_string(ctx, "mgmt_net_id")?;
+        let l3 = var_string(ctx, "l3_net_id")?;
+        for &index in &input.vm_indices {
+            let name = names::server(&input.lb_id, index);
+            if !compute
+                .find_servers(&ServerFilter::name(&name))
+                .await?
+                .is_empty()
+            {
+                continue;
+            }
+            let mut metadata = BTreeMap::new();
+            metadata.insert(META_LB_ID.to_string(), input.lb_id.clone());
+            metadata.insert(META_VM_INDEX.to_string(), index.to_string());
+            let user_data = serde_json::json!({
+                "lb_id": input.lb_id,
+                "vm_index": index,
+                "agent_port": cfg.agent_port,
+                "heartbeat_endpoint": cfg.heartbeat_endpoint,
+            });
+            compute
+                .create_server(&ServerSpec {
+                    name,
+                    image_id: cfg.image_id.clone(),
+                    flavor_id: cfg.flavor_id.clone(),
+                    server_group_id: server_group_id.clone(),
+                    nics: vec![
+                        NicSpec::Network {
+                            network_id: mgmt.clone(),
+                            fixed_ip: None,
+                        },
+                        NicSpec::Network {
+                            network_id: l3.clone(),
+                            fixed_ip: None,
+                        },
+                    ],
+                    security_group_ids: vec![security_group_id.clone()],
+                    user_data: Some(format!(
+                        "#cloud-config\nwrite_files:\n- path: /etc/klb/bootstrap.json\n  content: '{user_data}'\n"
+                    )),
+                    boot_volume_gib: cfg.boot_volume_gib,
+                    availability_zone: cfg.availability_zone.clone(),
+                    metadata,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn revert(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        delete_vms_by_index(ctx, &input.lb_id, &input.vm_indices).await
+    }
+}
+
+async fn delete_vms_by_index(ctx: &Ctx<'_>, lb_id: &str, indices: &[u32]) -> Result<(), StepError> {
+    let compute = &ctx.env.cloud.compute;
+    for &index in indices {
+        let name = names::server(lb_id, index);
+        for s in compute.find_servers(&ServerFilter::name(&name)).await? {
+            compute.delete_server(&s.id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Record the LB's VMs (and alarm, once made) in the store.
+pub struct RecordLb {
+    /// Step name (`record_vms`, `record_alarm`): the seed records twice.
+    pub name: &'static str,
+}
+
+#[async_trait]
+impl Step<LbEnv> for RecordLb {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let vms = lb_vms(ctx, &input.lb_id).await?;
+        let resources = LbResources {
+            vms,
+            alarm_id: ctx.var("alarm_id"),
+            vip_ip: ctx.var("vip_ip"),
+        };
+        ctx.env.backend.record(&input.lb_id, &resources).await
+    }
+}
+
+/// Wait until the VMs of `vm_indices` are `ACTIVE` (a VM in `ERROR` fails the run).
+pub struct WaitVmsActive;
+
+#[async_trait]
+impl Step<LbEnv> for WaitVmsActive {
+    fn name(&self) -> &'static str {
+        "wait_vms_active"
+    }
+
+    fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(20)
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let compute = &ctx.env.cloud.compute;
+        let mut building = Vec::new();
+        for &index in &input.vm_indices {
+            let name = names::server(&input.lb_id, index);
+            let found = compute.find_servers(&ServerFilter::name(&name)).await?;
+            let Some(server) = found.first() else {
+                return Err(StepError::fatal(format!(
+                    "VM {name} disappeared while booting"
+                )));
+            };
+            // `find` may answer from a list cache; `get` reports the live status.
+            let server = compute
+                .get_server(&server.id)
+                .await?
+                .ok_or_else(|| StepError::fatal(format!("VM {name} disappeared while booting")))?;
+            match &server.status {
+                ServerStatus::Active => {}
+                ServerStatus::Build => building.push(name),
+                ServerStatus::Error => {
+                    return Err(StepError::fatal(format!(
+                        "VM {name} went to ERROR: {}",
+                        server.fault.as_deref().unwrap_or("no fault reported")
+                    )));
+                }
+                ServerStatus::Other(s) => {
+                    return Err(StepError::fatal(format!("VM {name} is {s}")));
+                }
+            }
+        }
+        if building.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::pending(format!(
+                "still building: {}",
+                building.join(", ")
+            )))
+        }
+    }
+}
+
+/// The PPS alarm over the LB's VMs (recreated when the VM set changed).
+/// `owned`: revert deletes it (create); otherwise revert leaves it.
+pub struct EnsureAlarm {
+    pub owned: bool,
+}
+
+#[async_trait]
+impl Step<LbEnv> for EnsureAlarm {
+    fn name(&self) -> &'static str {
+        "ensure_alarm"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let alarms = ctx.env.cloud.alarms.clone();
+        let cfg = &ctx.env.config;
+        let mut server_ids: Vec<String> = lb_vms(ctx, &input.lb_id)
+            .await?
+            .into_iter()
+            .map(|v| v.server_id)
+            .collect();
+        server_ids.sort();
+        let name = names::alarm(&input.lb_id);
+        if let Some(existing) = alarms.find_alarm(&name).await? {
+            let mut have = existing.server_ids.clone();
+            have.sort();
+            if have == server_ids {
+                ctx.set_var("alarm_id", &existing.id);
+                return Ok(());
+            }
+            alarms.delete_alarm(&existing.id).await?;
+        }
+        let alarm = alarms
+            .create_pps_alarm(&PpsAlarmSpec {
+                name,
+                lb_id: input.lb_id.clone(),
+                server_ids,
+                threshold_pps: cfg.pps_threshold,
+                period_secs: cfg.alarm_period_secs,
+                evaluation_periods: cfg.alarm_evaluation_periods,
+                webhook_url: cfg.alarm_webhook_url.clone(),
+            })
+            .await?;
+        ctx.set_var("alarm_id", &alarm.id);
+        Ok(())
+    }
+
+    async fn revert(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        if !self.owned {
+            return Ok(());
+        }
+        let input = input(ctx)?;
+        delete_alarm(ctx, &input.lb_id).await
+    }
+}
+
+async fn delete_alarm(ctx: &Ctx<'_>, lb_id: &str) -> Result<(), StepError> {
+    let alarms = &ctx.env.cloud.alarms;
+    while let Some(a) = alarms.find_alarm(&names::alarm(lb_id)).await? {
+        alarms.delete_alarm(&a.id).await?;
+    }
+    Ok(())
+}
+
+/// Let every VM's L3 port carry the VIP (allowed-address pair).
+pub struct SetVipAddressPairs;
+
+#[async_trait]
+impl Step<LbEnv> for SetVipAddressPairs {
+    fn name(&self) -> &'static str {
+        "set_vip_address_pairs"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let net = ctx.env.cloud.network.clone();
+        let vip: IpAddr = match ctx.var("vip_ip") {
+            Some(ip) => ip,
+            None => {
+                let port = net
+                    .find_ports(&names::vip_port(&input.lb_id))
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| StepError::fatal("the LB's VIP port is missing"))?;
+                let ip = *port
+                    .fixed_ips
+                    .first()
+                    .ok_or_else(|| StepError::fatal("VIP port has no address"))?;
+                ctx.set_var("vip_ip", ip);
+                ip
+            }
+        };
+        for vm in lb_vms(ctx, &input.lb_id).await? {
+            let Some(port_id) = vm.l3_port_id else {
+                return Err(StepError::retry(format!(
+                    "VM {} has no L3 port yet",
+                    vm.name
+                )));
+            };
+            net.set_allowed_address_pairs(&port_id, &[vip]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Build the desired state (haproxy.cfg, peers, BGP, health reporting) and push it to every
+/// active VM; the step is done when all of them applied it.
+pub struct PushDesiredState;
+
+#[async_trait]
+impl Step<LbEnv> for PushDesiredState {
+    fn name(&self) -> &'static str {
+        "push_desired_state"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let vms: Vec<Vm> = lb_vms(ctx, &input.lb_id)
+            .await?
+            .into_iter()
+            .filter(|v| v.active)
+            .collect();
+        let state = ctx.env.backend.desired_state(&input.lb_id, &vms).await?;
+        let want = state.get("version").and_then(|v| v.as_u64());
+        for vm in &vms {
+            let target = agent_target(ctx, vm).ok_or_else(|| {
+                StepError::retry(format!("VM {} has no management address", vm.name))
+            })?;
+            let status = ctx.env.cloud.agents.push(&target, &state).await?;
+            if want.is_some() && status.applied_version != want {
+                return Err(StepError::retry(format!(
+                    "VM {} applied version {:?}, wanted {want:?}",
+                    vm.name, status.applied_version
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Best effort: ask the VMs of `vm_indices` to withdraw their routes before they go. A dead VM
+/// cannot answer, which is fine: ECMP already routes around it.
+pub struct DrainVms;
+
+#[async_trait]
+impl Step<LbEnv> for DrainVms {
+    fn name(&self) -> &'static str {
+        "drain_vms"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let vms =
+            match tokio::time::timeout(ctx.env.config.drain_timeout, lb_vms(ctx, &input.lb_id))
+                .await
+            {
+                Ok(Ok(vms)) => vms,
+                _ => return Ok(()),
+            };
+        for vm in vms.iter().filter(|v| input.vm_indices.contains(&v.index)) {
+            if let Some(target) = agent_target(ctx, vm) {
+                let drain = ctx.env.cloud.agents.drain(&target);
+                if let Ok(Err(e)) | Err(e) =
+                    tokio::time::timeout(ctx.env.config.drain_timeout, drain)
+                        .await
+                        .map_err(|_| {
+                            klb_cloud::CloudError::new(
+                                "agent_drain",
+                                &vm.server_id,
+                                klb_cloud::CloudErrorKind::Timeout,
+                                "timed out",
+                            )
+                        })
+                {
+                    tracing::info!(vm = %vm.name, error = %e, "drain failed; removing anyway");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Delete the VMs of `vm_indices` (failover: the dead one; scale-in: the highest ones).
+pub struct DeleteVms;
+
+#[async_trait]
+impl Step<LbEnv> for DeleteVms {
+    fn name(&self) -> &'static str {
+        "delete_vms"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        delete_vms_by_index(ctx, &input.lb_id, &input.vm_indices).await
+    }
+}
+
+/// Delete the PPS alarm.
+pub struct DeleteAlarm;
+
+#[async_trait]
+impl Step<LbEnv> for DeleteAlarm {
+    fn name(&self) -> &'static str {
+        "delete_alarm"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        delete_alarm(ctx, &input.lb_id).await
+    }
+}
+
+/// Delete every VM of the LB (by metadata, so half-created ones go too) and wait until gone.
+pub struct DeleteAllVms;
+
+#[async_trait]
+impl Step<LbEnv> for DeleteAllVms {
+    fn name(&self) -> &'static str {
+        "delete_all_vms"
+    }
+
+    fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(20)
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let compute = &ctx.env.cloud.compute;
+        let filter = ServerFilter::lb(&input.lb_id);
+        for s in compute.find_servers(&filter).await? {
+            compute.delete_server(&s.id).await?;
+        }
+        if compute.find_servers(&filter).await?.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::pending("VMs still deleting"))
+        }
+    }
+}
+
+/// Delete the VIP port.
+pub struct DeleteVip;
+
+#[async_trait]
+impl Step<LbEnv> for DeleteVip {
+    fn name(&self) -> &'static str {
+        "delete_vip"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        delete_vip(ctx, &input.lb_id).await
+    }
+}
+
+/// Delete the server group.
+pub struct DeleteServerGroup;
+
+#[async_trait]
+impl Step<LbEnv> for DeleteServerGroup {
+    fn name(&self) -> &'static str {
+        "delete_server_group"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        delete_server_group(ctx, &input.lb_id).await
+    }
+}
+
+/// Delete the security group (after everything that used it).
+pub struct DeleteSecurityGroup;
+
+#[async_trait]
+impl Step<LbEnv> for DeleteSecurityGroup {
+    fn name(&self) -> &'static str {
+        "delete_security_group"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        delete_security_group(ctx, &input.lb_id).await
+    }
+}
+
+/// Drop the store's record of the LB's resources.
+pub struct ForgetLb;
+
+#[async_trait]
+impl Step<LbEnv> for ForgetLb {
+    fn name(&self) -> &'static str {
+        "forget_lb"
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        ctx.env.backend.forget(&input.lb_id).await
+    }
+}
