@@ -105,6 +105,11 @@ pub struct LocalCloudConfig {
     pub agent: Option<AgentLaunch>,
     /// Evaluate alarms every this long instead of `period_secs` (tests run in seconds).
     pub alarm_period_override: Option<Duration>,
+    /// What dropping the last [`LocalCloud`] handle does without [`LocalCloud::shutdown`] or
+    /// [`LocalCloud::detach`]: `false` (default, `klb serve`) leaves the VMs and the lab running
+    /// for the next start to adopt, as a crash would; `true` (`klb demo`, tests) removes
+    /// everything synchronously, also on panic.
+    pub teardown_on_drop: bool,
 }
 
 /// Where the local PPS evaluator reads an LB's packet rate (klb's heartbeat stats in
@@ -211,6 +216,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         for (_, h) in std::mem::take(self.evaluators.get_mut()) {
             h.abort();
+        }
+        if !self.cfg.teardown_on_drop {
+            // The data plane outlives the control plane: the next `open` adopts it.
+            self.core.get_mut().lab.forget();
         }
     }
 }

@@ -139,6 +139,14 @@ impl FrrInstance {
         bfdd_conf: &str,
         bgpd_conf: &str,
     ) -> Result<()> {
+        // Start from an empty directory: a stale `zserv.api` from an earlier run would make the
+        // wait below pass before zebra is listening.
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LocalError::io(&self.dir, e));
+            }
+            _ => {}
+        }
         netns::prepare_dir(&self.dir, false).await?;
         for (name, body) in [
             ("zebra.conf", zebra_conf),

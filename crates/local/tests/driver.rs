@@ -123,6 +123,7 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
             env: vec![],
         }),
         alarm_period_override: Some(Duration::from_millis(100)),
+        teardown_on_drop: true,
     };
     let (cloud, report) = LocalCloud::open(cfg.clone())
         .await
@@ -209,6 +210,7 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
             },
         ]
     };
+    let t_boot = std::time::Instant::now();
     let s1 = cloud
         .create_server(&server_spec(
             "klb-lb1-vm-0",
@@ -219,6 +221,10 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
         ))
         .await
         .unwrap();
+    println!(
+        "create_server (namespace, links, agent start): {:?}",
+        t_boot.elapsed()
+    );
     let s2 = cloud
         .create_server(&server_spec(
             "klb-lb1-vm-1",
@@ -278,6 +284,18 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
     .await
     .unwrap_err();
     assert!(host_ping.to_string().contains("refused"), "{host_ping}");
+
+    // ... and the host reaches the VM's management address (where the agent API listens).
+    let to_vm = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::new(s1.addresses[0].ip, 9),
+        Duration::from_secs(2),
+    )
+    .unwrap_err();
+    assert_eq!(
+        to_vm.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{to_vm}"
+    );
 
     // Allowed-address pair on the L3 port puts the VIP on lo; removing it takes it away.
     let l3_port = s1.addresses[1].port_id.clone();
