@@ -1,1 +1,24 @@
-//! Benchmarks: API throughput and latency against any Octavia-compatible endpoint.
+//! Benchmarks for klb, as libraries behind `klb bench`. `api` drives any Octavia-compatible
+//! Load Balancer v2 endpoint (klb or Octavia itself) with bounded concurrent clients and reports
+//! ops/s, p50/p99 and errors per operation, next to a same-run baseline (`GET /`) so results
+//! from a shared, noisy machine can still be compared as ratios. `rss` samples the server's
+//! memory from `/proc`. Results are plain serde types written as JSON by the CLI.
+
+pub mod api;
+pub mod rss;
+pub mod stats;
+
+pub use api::{ApiBenchConfig, ApiBenchReport, ConcurrencyRun};
+pub use rss::{RssPeak, RssSampler};
+pub use stats::OpStats;
+
+/// Why a benchmark could not run (a failed single operation is counted, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("invalid benchmark configuration: {0}")]
+    Config(String),
+    #[error("could not build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("benchmark setup failed: {0}")]
+    Setup(String),
+}
