@@ -1,0 +1,568 @@
+//! The HAProxy supervisor: starts HAProxy in master-worker mode, applies desired states (check,
+//! then runtime API or seamless reload), reads statistics and stops it by PID.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use klb_proto::{ApplyMethod, ApplyReply, DesiredState, Stats};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+use tokio::time::{Instant, sleep};
+use tracing::{debug, info, instrument, warn};
+
+use super::render::{self, AuxFile, Paths, Plan, RenderError, Server};
+use super::runtime::{self, RuntimeError};
+
+/// How to run HAProxy.
+#[derive(Debug, Clone)]
+pub struct HaproxyConfig {
+    /// The HAProxy binary (`/usr/sbin/haproxy`).
+    pub binary: PathBuf,
+    /// Words put before the binary when starting it, e.g. `["ip", "netns", "exec", "ns1"]`.
+    /// The prefix must `exec` HAProxy so the child PID is HAProxy's master.
+    pub command_prefix: Vec<String>,
+    /// Where config, sockets, pid file and certificates go.
+    pub paths: Paths,
+    /// Bound on waiting for a (re)started worker.
+    pub start_timeout: Duration,
+    /// Bound on waiting for a removed member's connections to finish before `del server`;
+    /// after it the remaining sessions are shut down.
+    pub drain_timeout: Duration,
+}
+
+impl HaproxyConfig {
+    /// Defaults for a runtime directory: `/usr/sbin/haproxy`, no prefix, 10 s start, 5 s drain.
+    pub fn new(run_dir: &Path) -> Self {
+        HaproxyConfig {
+            binary: PathBuf::from("/usr/sbin/haproxy"),
+            command_prefix: Vec::new(),
+            paths: Paths::under(run_dir),
+            start_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why an apply (or stop) failed. In every case the previously running configuration (if any)
+/// is still the one serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The state failed render-time validation.
+    #[error("render: {0}")]
+    Render(#[from] RenderError),
+    /// `haproxy -c` rejected the rendered configuration; `output` is the checker's text.
+    #[error("haproxy -c rejected the configuration for version {version}: {output}")]
+    Check {
+        /// The rejected version.
+        version: u64,
+        /// Checker output (stdout + stderr).
+        output: String,
+    },
+    /// The state is older than the running one.
+    #[error("version {version} is older than the running version {running}")]
+    Stale {
+        /// Offered version.
+        version: u64,
+        /// Running version.
+        running: u64,
+    },
+    /// Writing files or spawning processes failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file or binary.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// HAProxy did not start (its last stderr lines are included).
+    #[error("haproxy did not start: {reason}")]
+    Start {
+        /// Why, with HAProxy's last log lines.
+        reason: String,
+    },
+    /// The reload did not produce a new worker; the old worker keeps serving the old config.
+    #[error("reload of version {version} failed: {reason}")]
+    Reload {
+        /// The version that was being applied.
+        version: u64,
+        /// Why, with HAProxy's last log lines.
+        reason: String,
+    },
+    /// HAProxy is not running.
+    #[error("haproxy is not running")]
+    NotRunning,
+    /// A runtime API call failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+struct Running {
+    child: Child,
+    version: u64,
+    plan: Plan,
+    peer_name: String,
+}
+
+/// A supervised HAProxy instance (one per load balancer on an LB VM).
+pub struct Haproxy {
+    config: HaproxyConfig,
+    running: Option<Running>,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// Lines of HAProxy's stderr kept for error messages.
+const LOG_LINES: usize = 20;
+
+impl Haproxy {
+    /// A supervisor that has not started anything yet.
+    pub fn new(config: HaproxyConfig) -> Self {
+        Haproxy { config, running: None, log: Arc::new(Mutex::new(VecDeque::new())) }
+    }
+
+    /// The paths used.
+    pub fn paths(&self) -> &Paths {
+        &self.config.paths
+    }
+
+    /// The version running, if HAProxy was started.
+    pub fn running_version(&self) -> Option<u64> {
+        self.running.as_ref().map(|r| r.version)
+    }
+
+    /// The master's PID, if started.
+    pub fn master_pid(&self) -> Option<u32> {
+        self.running.as_ref().and_then(|r| r.child.id())
+    }
+
+    /// The plan of the running configuration.
+    pub fn running_plan(&self) -> Option<&Plan> {
+        self.running.as_ref().map(|r| &r.plan)
+    }
+
+    /// Applies `state`: renders and checks it, then starts HAProxy, changes members through the
+    /// runtime API, or reloads. On any error the previous configuration keeps serving.
+    #[instrument(skip_all, name = "apply", fields(lb = %state.load_balancer_id, version = state.version))]
+    pub async fn apply(&mut self, state: &DesiredState) -> Result<ApplyReply, ApplyError> {
+        self.reap();
+        if let Some(r) = &self.running
+            && state.version < r.version
+        {
+            return Err(ApplyError::Stale { version: state.version, running: r.version });
+        }
+        let plan = render::plan(state, &self.config.paths)?;
+        if let Some(r) = &mut self.running
+            && r.plan.config == plan.config
+        {
+            r.version = state.version;
+            return Ok(ApplyReply { version: state.version, method: ApplyMethod::Unchanged });
+        }
+        self.prepare_dirs().await?;
+        write_aux_files(&plan.files).await?;
+        let candidate = self.config.paths.run_dir.join("haproxy.cfg.new");
+        write_file(&candidate, &plan.config, 0o600).await?;
+        if let Err(e) = self.check(&candidate, state.version).await {
+            let _ = tokio::fs::remove_file(&candidate).await;
+            return Err(e);
+        }
+        let live = self.config.paths.config();
+        let Some(running) = &self.running else {
+            rename(&candidate, &live).await?;
+            self.spawn(state, plan).await?;
+            return Ok(ApplyReply { version: state.version, method: ApplyMethod::Start });
+        };
+        if running.plan.skeleton == plan.skeleton && running.peer_name == state.vm.name {
+            match self.apply_members(&running.plan, &plan).await {
+                Ok(()) => {
+                    // The file must match what runs so a later reload keeps the changes.
+                    rename(&candidate, &live).await?;
+                    let r = self.running.as_mut().expect("running");
+                    r.plan = plan;
+                    r.version = state.version;
+                    return Ok(ApplyReply { version: state.version, method: ApplyMethod::Runtime });
+                }
+                Err(e) => warn!(error = %e, "runtime member update failed, reloading instead"),
+            }
+        }
+        self.reload(&candidate, state, plan).await?;
+        Ok(ApplyReply { version: state.version, method: ApplyMethod::Reload })
+    }
+
+    /// Current statistics from `show stat`.
+    pub async fn stats(&self) -> Result<Stats, ApplyError> {
+        if self.running.is_none() {
+            return Err(ApplyError::NotRunning);
+        }
+        let rows = runtime::show_stat(&self.config.paths.admin_socket()).await?;
+        Ok(runtime::stats_from_rows(&rows))
+    }
+
+    /// Whether the admin socket answers.
+    pub async fn is_up(&self) -> bool {
+        self.running.is_some()
+            && runtime::command(&self.config.paths.admin_socket(), "show info").await.is_ok()
+    }
+
+    /// Stops HAProxy: SIGTERM to the master (by PID), SIGKILL after `start_timeout`; reaps it.
+    pub async fn stop(&mut self) -> Result<(), ApplyError> {
+        let Some(mut r) = self.running.take() else { return Ok(()) };
+        if let Some(pid) = r.child.id() {
+            info!(pid, "stopping haproxy");
+            signal(pid, "TERM").await;
+            if tokio::time::timeout(self.config.start_timeout, r.child.wait()).await.is_ok() {
+                return Ok(());
+            }
+            warn!(pid, "haproxy ignored SIGTERM, killing");
+        }
+        let _ = r.child.start_kill();
+        r.child.wait().await.map_err(|source| ApplyError::Io {
+            operation: "wait for",
+            path: self.config.binary_path(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Reaps a master that exited on its own (so no zombie stays) and forgets it.
+    fn reap(&mut self) {
+        if let Some(r) = &mut self.running
+            && let Ok(Some(status)) = r.child.try_wait()
+        {
+            warn!(%status, "haproxy master exited");
+            self.running = None;
+        }
+    }
+
+    async fn prepare_dirs(&self) -> Result<(), ApplyError> {
+        for (dir, mode) in [(&self.config.paths.run_dir, 0o700), (&self.config.paths.cert_dir, 0o700)] {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| ApplyError::Io { operation: "create", path: dir.clone(), source })?;
+            set_mode(dir, mode).await?;
+        }
+        Ok(())
+    }
+
+    async fn check(&self, cfg: &Path, version: u64) -> Result<(), ApplyError> {
+        let out = Command::new(&self.config.binary)
+            .arg("-c")
+            .arg("-q")
+            .arg("-f")
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| ApplyError::Io { operation: "run", path: self.config.binary.clone(), source })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        Err(ApplyError::Check { version, output: output.trim().to_owned() })
+    }
+
+    async fn spawn(&mut self, state: &DesiredState, plan: Plan) -> Result<(), ApplyError> {
+        let paths = &self.config.paths;
+        let mut words: Vec<String> = self.config.command_prefix.clone();
+        words.push(self.config.binary.to_string_lossy().into_owned());
+        let mut cmd = Command::new(&words[0]);
+        cmd.args(&words[1..])
+            .arg("-W")
+            .arg("-S")
+            .arg(format!("{},mode,600", paths.master_socket().display()))
+            .arg("-f")
+            .arg(paths.config())
+            .arg("-p")
+            .arg(paths.pid_file())
+            .arg("-L")
+            .arg(&state.vm.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|source| ApplyError::Io { operation: "spawn", path: PathBuf::from(&words[0]), source })?;
+        let pid = child.id();
+        info!(?pid, "started haproxy master");
+        if let Some(stderr) = child.stderr.take() {
+            let log = self.log.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    debug!(target: "haproxy", "{line}");
+                    let mut l = log.lock().await;
+                    if l.len() == LOG_LINES {
+                        l.pop_front();
+                    }
+                    l.push_back(line);
+                }
+            });
+        }
+        self.running = Some(Running { child, version: state.version, plan, peer_name: state.vm.name.clone() });
+        let deadline = Instant::now() + self.config.start_timeout;
+        loop {
+            self.reap();
+            if self.running.is_none() {
+                return Err(ApplyError::Start { reason: format!("master exited; log: {}", self.log_tail().await) });
+            }
+            if let Ok(p) = runtime::show_proc(&self.config.paths.master_socket()).await
+                && !p.workers.is_empty()
+                && runtime::command(&self.config.paths.admin_socket(), "show info").await.is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = self.stop().await;
+                return Err(ApplyError::Start { reason: format!("no worker within {:?}; log: {}", self.config.start_timeout, self.log_tail().await) });
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Swaps the config and reloads through the master CLI; on failure restores the old file.
+    async fn reload(&mut self, candidate: &Path, state: &DesiredState, plan: Plan) -> Result<(), ApplyError> {
+        let live = self.config.paths.config();
+        let previous = self.config.paths.run_dir.join("haproxy.cfg.prev");
+        copy(&live, &previous).await?;
+        rename(candidate, &live).await?;
+        let master = self.config.paths.master_socket();
+        let result = self.reload_and_wait(&master, state.version).await;
+        match result {
+            Ok(()) => {
+                let r = self.running.as_mut().expect("running");
+                r.plan = plan;
+                r.version = state.version;
+                r.peer_name = state.vm.name.clone();
+                Ok(())
+            }
+            Err(e) => {
+                // The master keeps the old worker when a reload fails; put the file it runs back.
+                rename(&previous, &live).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn reload_and_wait(&mut self, master: &Path, version: u64) -> Result<(), ApplyError> {
+        let deadline = Instant::now() + self.config.start_timeout;
+        let before = loop {
+            match runtime::show_proc(master).await {
+                Ok(p) => break p,
+                // The master CLI refuses connections briefly while it re-executes.
+                Err(e) if Instant::now() > deadline => return Err(e.into()),
+                Err(_) => sleep(Duration::from_millis(20)).await,
+            }
+        };
+        // The connection closes when the master re-executes; the reply does not matter.
+        let _ = runtime::command(master, "reload").await;
+        loop {
+            self.reap();
+            if self.running.is_none() {
+                return Err(ApplyError::Reload { version, reason: format!("master exited; log: {}", self.log_tail().await) });
+            }
+            if let Ok(p) = runtime::show_proc(master).await {
+                if p.failed_reloads > before.failed_reloads {
+                    return Err(ApplyError::Reload { version, reason: format!("haproxy refused the new configuration; log: {}", self.log_tail().await) });
+                }
+                if p.reloads > before.reloads && !p.workers.is_empty() && p.workers.iter().all(|w| !before.workers.contains(w)) {
+                    info!(workers = ?p.workers, "reloaded");
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ApplyError::Reload { version, reason: format!("no new worker within {:?}; log: {}", self.config.start_timeout, self.log_tail().await) });
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Applies a member-only difference through the runtime API.
+    async fn apply_members(&self, old: &Plan, new: &Plan) -> Result<(), ApplyError> {
+        let ops = member_ops(old, new).ok_or_else(|| RuntimeError::Refused {
+            command: "(plan)".into(),
+            reply: "member options changed; needs a reload".into(),
+        })?;
+        let sock = self.config.paths.admin_socket();
+        for op in ops {
+            debug!(?op, "runtime");
+            match op {
+                MemberOp::Add { backend, server } => {
+                    let cmd = format!("add server {backend}/{} {}", server.name, server_add_tail(&server));
+                    runtime::expect(&sock, &cmd, &["New server registered"]).await?;
+                    if server.checked {
+                        runtime::expect(&sock, &format!("enable health {backend}/{}", server.name), &[]).await?;
+                    }
+                    if server.enabled {
+                        runtime::expect(&sock, &format!("enable server {backend}/{}", server.name), &[]).await?;
+                    }
+                }
+                MemberOp::Update { backend, old, new } => {
+                    let s = format!("{backend}/{}", new.name);
+                    if (old.address, old.port) != (new.address, new.port) {
+                        let cmd = format!("set server {s} addr {} port {}", new.address, new.port);
+                        runtime::expect(&sock, &cmd, &["changed", "no need to change"]).await?;
+                    }
+                    if old.weight != new.weight {
+                        runtime::expect(&sock, &format!("set server {s} weight {}", new.weight), &[]).await?;
+                    }
+                    if old.enabled != new.enabled {
+                        let state = if new.enabled { "ready" } else { "maint" };
+                        runtime::expect(&sock, &format!("set server {s} state {state}"), &[]).await?;
+                    }
+                }
+                MemberOp::Remove { backend, name } => self.remove_server(&sock, &backend, &name).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// maint, wait (bounded) until its connections are gone, then `del server`.
+    async fn remove_server(&self, sock: &Path, backend: &str, name: &str) -> Result<(), ApplyError> {
+        let s = format!("{backend}/{name}");
+        runtime::expect(sock, &format!("set server {s} state maint"), &[]).await?;
+        let deadline = Instant::now() + self.config.drain_timeout;
+        loop {
+            let reply = runtime::command(sock, &format!("del server {s}")).await?;
+            if reply.contains("Server deleted") {
+                return Ok(());
+            }
+            if !reply.contains("still has connections") {
+                return Err(RuntimeError::Refused { command: format!("del server {s}"), reply: reply.trim().to_owned() }.into());
+            }
+            if Instant::now() > deadline {
+                warn!(server = %s, "connections did not drain in time, shutting them down");
+                runtime::expect(sock, &format!("shutdown sessions server {s}"), &[]).await?;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn log_tail(&self) -> String {
+        let l = self.log.lock().await;
+        l.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+impl HaproxyConfig {
+    fn binary_path(&self) -> PathBuf {
+        self.binary.clone()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // kill_on_drop sends SIGKILL to the master; its workers exit when the master dies.
+        if let Some(r) = &mut self.running {
+            let _ = r.child.start_kill();
+        }
+    }
+}
+
+/// One runtime change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MemberOp {
+    /// `add server` (+ `enable health`, `enable server`).
+    Add { backend: String, server: Server },
+    /// `set server ... addr/weight/state`.
+    Update { backend: String, old: Server, new: Server },
+    /// maint, drain, `del server`.
+    Remove { backend: String, name: String },
+}
+
+/// The runtime operations turning `old` servers into `new` ones, or `None` when some change
+/// (options, health check, the set of backends) needs a reload. Removals come last so a
+/// replaced member's traffic has somewhere to go.
+pub(crate) fn member_ops(old: &Plan, new: &Plan) -> Option<Vec<MemberOp>> {
+    if old.servers.keys().ne(new.servers.keys()) {
+        return None;
+    }
+    let mut adds = Vec::new();
+    let mut removes = Vec::new();
+    for (backend, new_servers) in &new.servers {
+        let old_servers = &old.servers[backend];
+        for n in new_servers {
+            match old_servers.iter().find(|o| o.name == n.name) {
+                None => adds.push(MemberOp::Add { backend: backend.clone(), server: n.clone() }),
+                Some(o) if o == n => {}
+                Some(o) if o.options == n.options && o.checked == n.checked => {
+                    adds.push(MemberOp::Update { backend: backend.clone(), old: o.clone(), new: n.clone() })
+                }
+                Some(_) => return None,
+            }
+        }
+        for o in old_servers {
+            if !new_servers.iter().any(|n| n.name == o.name) {
+                removes.push(MemberOp::Remove { backend: backend.clone(), name: o.name.clone() });
+            }
+        }
+    }
+    adds.extend(removes);
+    Some(adds)
+}
+
+/// `add server` arguments: the same options as the config line (no `default-server` applies to
+/// dynamic servers) but never `disabled` (new servers start in maintenance anyway).
+fn server_add_tail(s: &Server) -> String {
+    let mut t = format!("{} weight {}", s.address_token(), s.weight);
+    if !s.options.is_empty() {
+        t.push(' ');
+        t.push_str(&s.options);
+    }
+    t
+}
+
+async fn write_aux_files(files: &[AuxFile]) -> Result<(), ApplyError> {
+    for f in files {
+        let tmp = f.path.with_extension("tmp");
+        write_file(&tmp, &f.contents, f.mode).await?;
+        rename(&tmp, &f.path).await?;
+    }
+    Ok(())
+}
+
+async fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), ApplyError> {
+    let io = |source| ApplyError::Io { operation: "write", path: path.to_path_buf(), source };
+    let mut opts = tokio::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true).mode(mode);
+    let mut f = opts.open(path).await.map_err(io)?;
+    tokio::io::AsyncWriteExt::write_all(&mut f, contents.as_bytes()).await.map_err(io)?;
+    f.sync_all().await.map_err(io)?;
+    drop(f);
+    // `mode` only applies to new files.
+    set_mode(path, mode).await
+}
+
+async fn set_mode(path: &Path, mode: u32) -> Result<(), ApplyError> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .await
+        .map_err(|source| ApplyError::Io { operation: "chmod", path: path.to_path_buf(), source })
+}
+
+async fn rename(from: &Path, to: &Path) -> Result<(), ApplyError> {
+    tokio::fs::rename(from, to)
+        .await
+        .map_err(|source| ApplyError::Io { operation: "rename", path: from.to_path_buf(), source })
+}
+
+async fn copy(from: &Path, to: &Path) -> Result<(), ApplyError> {
+    tokio::fs::copy(from, to)
+        .await
+        .map(|_| ())
+        .map_err(|source| ApplyError::Io { operation: "copy", path: from.to_path_buf(), source })
+}
+
+/// Sends a signal by PID with `kill(1)` (the crate forbids `unsafe`, so no direct syscall).
+async fn signal(pid: u32, sig: &str) {
+    let r = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().await;
+    if let Err(e) = r {
+        warn!(pid, error = %e, "kill failed");
+    }
+}

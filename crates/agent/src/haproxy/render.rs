@@ -1,0 +1,1050 @@
+//! Pure rendering of `haproxy.cfg` (and the files it references) from a [`DesiredState`].
+//!
+//! No I/O happens here. The layout follows Octavia's amphora template (one process per load
+//! balancer, one frontend per enabled listener, one backend per pool *per listener* named
+//! `<pool_id>:<listener_id>`) with these deliberate differences:
+//!
+//! * Source hashing (`SOURCE_IP`, `SOURCE_IP_PORT`) uses `hash-type consistent`, because the
+//!   runtime API refuses `add server` on map-based hashing. `SOURCE_IP_PORT` is implemented
+//!   (Octavia's amphora falls back to round robin) with `balance hash src,concat(:,<var>)`.
+//! * Every server option is written on the `server` line itself (no `default-server`), so the
+//!   same options string can be replayed by `add server` for runtime member changes.
+//! * HTTP health checks use the 2.6 `http-check send` syntax, so path and Host header are
+//!   separate tokens instead of one concatenated request line.
+//!
+//! UDP and SCTP listeners are refused with [`RenderError::Unsupported`]. The plan (as in
+//! Octavia, which uses keepalived/LVS for them): the agent renders an IPVS virtual server per
+//! UDP/SCTP listener (`ipvsadm` or netlink, scheduler from `lb_algorithm`, persistence from
+//! `session_persistence.persistence_timeout`/`granularity`), with UDP-CONNECT/SCTP/TCP/HTTP
+//! health checks run by the agent itself toggling real-server weights; HAProxy is not involved.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use klb_proto::{
+    AlpnProtocol, ClientAuthentication, DesiredState, HealthMonitor, HealthMonitorType,
+    HttpVersion, L7CompareType, L7PolicyAction, L7Rule, L7RuleType, LbAlgorithm, Listener,
+    ListenerProtocol, Member, Pool, PoolProtocol, SessionPersistenceType, TlsVersion,
+};
+
+use super::text::{self, arg, log_format_arg, shown};
+
+/// Name of the `peers` section shared by all LB VMs of a load balancer.
+pub const PEERS_SECTION: &str = "klb_peers";
+
+/// Where the files HAProxy uses live on the LB VM. Agent configuration, not user input (still
+/// escaped when rendered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// Runtime directory: config, sockets, pid file.
+    pub run_dir: PathBuf,
+    /// Directory for certificate PEM files and crt-lists (mode 0700).
+    pub cert_dir: PathBuf,
+}
+
+impl Paths {
+    /// Both directories under one base.
+    pub fn under(base: &Path) -> Paths {
+        Paths {
+            run_dir: base.to_path_buf(),
+            cert_dir: base.join("certs"),
+        }
+    }
+
+    /// The live configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.run_dir.join("haproxy.cfg")
+    }
+
+    /// The admin stats socket (runtime API).
+    pub fn admin_socket(&self) -> PathBuf {
+        self.run_dir.join("admin.sock")
+    }
+
+    /// The master CLI socket (`-S`).
+    pub fn master_socket(&self) -> PathBuf {
+        self.run_dir.join("master.sock")
+    }
+
+    /// The pid file (master PID).
+    pub fn pid_file(&self) -> PathBuf {
+        self.run_dir.join("haproxy.pid")
+    }
+
+    /// The script used by PING health monitors.
+    pub fn ping_script(&self) -> PathBuf {
+        self.run_dir.join("ping-check.sh")
+    }
+
+    /// PEM file of a certificate.
+    pub fn certificate(&self, id: &str) -> PathBuf {
+        self.cert_dir.join(format!("{id}.pem"))
+    }
+
+    /// crt-list of a TERMINATED_HTTPS listener.
+    pub fn crt_list(&self, listener_id: &str) -> PathBuf {
+        self.cert_dir.join(format!("{listener_id}.crtlist"))
+    }
+}
+
+/// Why a desired state cannot be rendered. Messages never contain certificate material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A field failed the render-time allow-list.
+    #[error("{object}: invalid {field}: {reason}")]
+    Invalid {
+        /// The object, e.g. `listener 1234`.
+        object: String,
+        /// Field name, Octavia spelling.
+        field: &'static str,
+        /// What is wrong (user values shown escaped and shortened).
+        reason: String,
+    },
+    /// A reference to an object or certificate that is not in the state.
+    #[error("{object}: {field} refers to unknown {target} {id}")]
+    Missing {
+        /// The referring object.
+        object: String,
+        /// Field name.
+        field: &'static str,
+        /// Kind of target (`pool`, `certificate`).
+        target: &'static str,
+        /// The missing id (already validated as an id, or shown escaped).
+        id: String,
+    },
+    /// A feature HAProxy does not serve here.
+    #[error("{object}: {what} is not supported by the HAProxy data plane")]
+    Unsupported {
+        /// The object.
+        object: String,
+        /// The feature.
+        what: String,
+    },
+}
+
+/// A file other than `haproxy.cfg` that the config refers to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuxFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Contents (may be a private key: never logged).
+    pub contents: String,
+    /// Unix mode (0600 for key material, 0700 for scripts).
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for AuxFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuxFile")
+            .field("path", &self.path)
+            .field("bytes", &self.contents.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+/// One `server` line, kept structured so the apply step can diff members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Server name (member id).
+    pub name: String,
+    /// Address.
+    pub address: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Weight 0–256.
+    pub weight: u16,
+    /// `admin_state_up` (false = maintenance).
+    pub enabled: bool,
+    /// Whether the options include a health `check`.
+    pub checked: bool,
+    /// Every other option, rendered (same text for the config and for `add server`).
+    pub options: String,
+}
+
+impl Server {
+    /// The address token: IPv6 needs the `ipv6@` prefix to separate address and port.
+    pub fn address_token(&self) -> String {
+        addr_port(self.address, self.port)
+    }
+
+    /// The text after `server <name> ` in the config.
+    pub fn config_tail(&self) -> String {
+        let mut s = format!("{} weight {}", self.address_token(), self.weight);
+        if !self.options.is_empty() {
+            s.push(' ');
+            s.push_str(&self.options);
+        }
+        if !self.enabled {
+            s.push_str(" disabled");
+        }
+        s
+    }
+}
+
+/// A rendered state: the config, its skeleton (config without `server` lines) and servers per
+/// backend. Two plans whose skeletons are equal differ only in members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Full `haproxy.cfg`.
+    pub config: String,
+    /// `config` without the `server` lines.
+    pub skeleton: String,
+    /// Servers per backend name, in config order.
+    pub servers: BTreeMap<String, Vec<Server>>,
+    /// Certificates, crt-lists and scripts the config refers to.
+    pub files: Vec<AuxFile>,
+}
+
+/// Renders `haproxy.cfg` for `state`.
+pub fn render(state: &DesiredState, paths: &Paths) -> Result<String, RenderError> {
+    plan(state, paths).map(|p| p.config)
+}
+
+/// Renders the config plus the structure the apply step needs.
+pub fn plan(state: &DesiredState, paths: &Paths) -> Result<Plan, RenderError> {
+    Renderer::new(state, paths).run()
+}
+
+/// `<pool_id>:<listener_id>`: the backend of a pool as used by one listener.
+pub fn backend_name(pool_id: &str, listener_id: &str) -> String {
+    format!("{pool_id}:{listener_id}")
+}
+
+fn addr_port(address: IpAddr, port: u16) -> String {
+    match address {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("ipv6@{a}:{port}"),
+    }
+}
+
+fn path_arg(p: &Path) -> String {
+    // Agent-chosen paths; escaped anyway (a space in a directory name must not split tokens).
+    arg(&p.to_string_lossy())
+}
+
+/// HAProxy mode of a listener.
+fn listener_http(protocol: ListenerProtocol) -> bool {
+    matches!(
+        protocol,
+        ListenerProtocol::Http | ListenerProtocol::TerminatedHttps | ListenerProtocol::Prometheus
+    )
+}
+
+struct Renderer<'a> {
+    state: &'a DesiredState,
+    paths: &'a Paths,
+    out: String,
+    skeleton: String,
+    servers: BTreeMap<String, Vec<Server>>,
+    files: Vec<AuxFile>,
+    written_certs: BTreeSet<String>,
+    ping: bool,
+}
+
+macro_rules! emit {
+    ($r:expr, $($t:tt)*) => {{
+        let l = format!($($t)*);
+        $r.push_line(&l);
+    }};
+}
+
+impl<'a> Renderer<'a> {
+    fn new(state: &'a DesiredState, paths: &'a Paths) -> Self {
+        Renderer {
+            state,
+            paths,
+            out: String::new(),
+            skeleton: String::new(),
+            servers: BTreeMap::new(),
+            files: Vec::new(),
+            written_certs: BTreeSet::new(),
+            ping: false,
+        }
+    }
+
+    fn push_line(&mut self, l: &str) {
+        self.out.push_str(l);
+        self.out.push('\n');
+        self.skeleton.push_str(l);
+        self.skeleton.push('\n');
+    }
+
+    fn run(mut self) -> Result<Plan, RenderError> {
+        let state = self.state;
+        let lb = format!("load balancer {}", shown(&state.load_balancer_id));
+        text::id(&state.load_balancer_id).map_err(|r| invalid(&lb, "id", r))?;
+        if state.protocol != klb_proto::PROTOCOL_VERSION {
+            return Err(RenderError::Unsupported {
+                object: lb,
+                what: format!("protocol version {}", state.protocol),
+            });
+        }
+        // Validate everything first: a bad field anywhere rejects the whole state.
+        let listeners: Vec<&Listener> = if state.admin_state_up {
+            state.listeners.iter().filter(|l| l.admin_state_up).collect()
+        } else {
+            Vec::new()
+        };
+        for l in &state.listeners {
+            self.validate_listener(l)?;
+        }
+        for p in &state.pools {
+            self.validate_pool(p)?;
+        }
+        self.ping = state.pools.iter().any(|p| {
+            p.admin_state_up
+                && p.health_monitor.as_ref().is_some_and(|h| {
+                    h.admin_state_up && h.monitor_type == HealthMonitorType::Ping
+                })
+        });
+
+        self.global()?;
+        self.defaults();
+        self.peers()?;
+        for l in listeners {
+            self.frontend(l)?;
+            for pool in self.pools_of(l) {
+                self.backend(l, pool)?;
+            }
+        }
+        if self.ping {
+            self.files.push(AuxFile {
+                path: self.paths.ping_script(),
+                contents: PING_SCRIPT.to_owned(),
+                mode: 0o700,
+            });
+        }
+        Ok(Plan {
+            config: self.out,
+            skeleton: self.skeleton,
+            servers: self.servers,
+            files: self.files,
+        })
+    }
+
+    fn global(&mut self) -> Result<(), RenderError> {
+        let g = &self.state.global;
+        if g.maxconn == 0 {
+            return Err(invalid("global", "maxconn", "must be positive".into()));
+        }
+        emit!(self, "# Rendered by klb-agent for load balancer {}, version {}.", self.state.load_balancer_id, self.state.version);
+        emit!(self, "global");
+        emit!(self, "    master-worker");
+        emit!(self, "    maxconn {}", g.maxconn);
+        emit!(
+            self,
+            "    stats socket {} mode 600 level admin expose-fd listeners",
+            path_arg(&self.paths.admin_socket())
+        );
+        emit!(self, "    stats timeout 30s");
+        if self.ping {
+            // PING health monitors run an external script; HAProxy requires both keywords.
+            emit!(self, "    external-check");
+            emit!(self, "    insecure-fork-wanted");
+        }
+        emit!(self, "");
+        Ok(())
+    }
+
+    fn defaults(&mut self) {
+        emit!(self, "defaults");
+        emit!(self, "    mode tcp");
+        // Retries plus redispatch make member removal and reloads invisible to clients.
+        emit!(self, "    retries 3");
+        emit!(self, "    option redispatch");
+        emit!(self, "    timeout connect 5s");
+        emit!(self, "    timeout client 50s");
+        emit!(self, "    timeout server 50s");
+        emit!(self, "");
+    }
+
+    fn peers(&mut self) -> Result<(), RenderError> {
+        let state = self.state;
+        if state.peers.is_empty() {
+            return Ok(());
+        }
+        text::peer_name(&state.vm.name).map_err(|r| invalid("vm", "name", r))?;
+        if !state.peers.iter().any(|p| p.name == state.vm.name) {
+            return Err(invalid(
+                "peers",
+                "name",
+                format!("this VM ({}) is not among the peers", state.vm.name),
+            ));
+        }
+        emit!(self, "peers {PEERS_SECTION}");
+        let mut seen = BTreeSet::new();
+        for p in &state.peers {
+            text::peer_name(&p.name).map_err(|r| invalid("peer", "name", r))?;
+            if !seen.insert(&p.name) {
+                return Err(invalid("peers", "name", format!("duplicate peer {}", p.name)));
+            }
+            emit!(self, "    peer {} {}", p.name, addr_port(p.address, p.port));
+        }
+        emit!(self, "");
+        Ok(())
+    }
+
+    fn has_peers(&self) -> bool {
+        !self.state.peers.is_empty()
+    }
+
+    /// Enabled pools this listener sends traffic to (default pool first, then L7 targets).
+    fn pools_of(&self, l: &Listener) -> Vec<&'a Pool> {
+        let mut ids: Vec<&str> = Vec::new();
+        if let Some(id) = &l.default_pool_id {
+            ids.push(id);
+        }
+        for p in enabled_policies(l) {
+            if let (L7PolicyAction::RedirectToPool, Some(id)) = (p.action, &p.redirect_pool_id) {
+                ids.push(id);
+            }
+        }
+        let mut seen = BTreeSet::new();
+        ids.into_iter()
+            .filter(|id| seen.insert(*id))
+            .filter_map(|id| self.state.pool(id))
+            .filter(|p| p.admin_state_up)
+            .collect()
+    }
+
+    fn validate_listener(&self, l: &Listener) -> Result<(), RenderError> {
+        let obj = format!("listener {}", shown(&l.id));
+        text::id(&l.id).map_err(|r| invalid(&obj, "id", r))?;
+        if matches!(l.protocol, ListenerProtocol::Udp | ListenerProtocol::Sctp) {
+            return Err(RenderError::Unsupported {
+                object: obj,
+                what: format!("protocol {} (planned: IPVS, see klb-agent render docs)", l.protocol),
+            });
+        }
+        if l.protocol_port == 0 {
+            return Err(invalid(&obj, "protocol_port", "must be 1-65535".into()));
+        }
+        if let Some(p) = &l.default_pool_id {
+            self.pool_ref(&obj, "default_pool_id", p)?;
+        }
+        for (key, value) in &l.insert_headers {
+            insert_header(l.protocol, key)
+                .ok_or_else(|| invalid(&obj, "insert_headers", format!("unknown or not allowed header {}", shown(key))))?;
+            if value.len() > 255 || text::has_control(value) {
+                return Err(invalid(&obj, "insert_headers", format!("bad value for {key}")));
+            }
+        }
+        if let Some(c) = &l.tls_ciphers {
+            text::ciphers(c).map_err(|r| invalid(&obj, "tls_ciphers", r))?;
+        }
+        let tls_refs = l.default_tls_certificate_id.is_some() || !l.sni_certificate_ids.is_empty();
+        if l.protocol == ListenerProtocol::TerminatedHttps {
+            if !tls_refs {
+                return Err(invalid(&obj, "default_tls_container_ref", "TERMINATED_HTTPS needs a certificate".into()));
+            }
+        } else if tls_refs || l.client_ca_certificate_id.is_some() {
+            return Err(invalid(&obj, "default_tls_container_ref", format!("certificates are not allowed on {} listeners", l.protocol)));
+        }
+        for (field, c) in [
+            ("default_tls_container_ref", l.default_tls_certificate_id.as_ref()),
+            ("client_ca_tls_container_ref", l.client_ca_certificate_id.as_ref()),
+            ("client_crl_container_ref", l.client_crl_certificate_id.as_ref()),
+        ]
+        .into_iter()
+        .chain(l.sni_certificate_ids.iter().map(|c| ("sni_container_refs", Some(c))))
+        {
+            if let Some(c) = c {
+                self.cert_ref(&obj, field, c)?;
+            }
+        }
+        if l.client_authentication != ClientAuthentication::None && l.client_ca_certificate_id.is_none() {
+            return Err(invalid(&obj, "client_authentication", "requires client_ca_tls_container_ref".into()));
+        }
+        let policies: Vec<_> = l.l7_policies.iter().collect();
+        if !policies.is_empty() && !listener_http(l.protocol) {
+            return Err(RenderError::Unsupported {
+                object: obj,
+                what: format!("L7 policies on a {} listener", l.protocol),
+            });
+        }
+        for p in policies {
+            let pobj = format!("l7policy {}", shown(&p.id));
+            text::id(&p.id).map_err(|r| invalid(&pobj, "id", r))?;
+            match p.action {
+                L7PolicyAction::Reject => {}
+                L7PolicyAction::RedirectToPool => {
+                    let id = p.redirect_pool_id.as_deref().ok_or_else(|| invalid(&pobj, "redirect_pool_id", "required".into()))?;
+                    self.pool_ref(&pobj, "redirect_pool_id", id)?;
+                }
+                L7PolicyAction::RedirectToUrl => {
+                    let u = p.redirect_url.as_deref().ok_or_else(|| invalid(&pobj, "redirect_url", "required".into()))?;
+                    text::redirect_url(u).map_err(|r| invalid(&pobj, "redirect_url", r))?;
+                }
+                L7PolicyAction::RedirectPrefix => {
+                    let u = p.redirect_prefix.as_deref().ok_or_else(|| invalid(&pobj, "redirect_prefix", "required".into()))?;
+                    text::redirect_url(u).map_err(|r| invalid(&pobj, "redirect_prefix", r))?;
+                }
+            }
+            if let Some(code) = p.redirect_http_code
+                && ![301, 302, 303, 307, 308].contains(&code)
+            {
+                return Err(invalid(&pobj, "redirect_http_code", format!("{code} is not 301, 302, 303, 307 or 308")));
+            }
+            if p.rules.len() > 50 {
+                return Err(invalid(&pobj, "rules", "at most 50 rules".into()));
+            }
+            for r in &p.rules {
+                validate_rule(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_pool(&self, p: &Pool) -> Result<(), RenderError> {
+        let obj = format!("pool {}", shown(&p.id));
+        text::id(&p.id).map_err(|r| invalid(&obj, "id", r))?;
+        if matches!(p.protocol, PoolProtocol::Udp | PoolProtocol::Sctp) {
+            return Err(RenderError::Unsupported { object: obj, what: format!("protocol {}", p.protocol) });
+        }
+        if let Some(sp) = &p.session_persistence {
+            match sp.persistence_type {
+                SessionPersistenceType::AppCookie => {
+                    let name = sp.cookie_name.as_deref().ok_or_else(|| invalid(&obj, "session_persistence.cookie_name", "required for APP_COOKIE".into()))?;
+                    text::fetch_key(name).map_err(|r| invalid(&obj, "session_persistence.cookie_name", r))?;
+                }
+                _ if sp.cookie_name.is_some() => {
+                    return Err(invalid(&obj, "session_persistence.cookie_name", "only allowed with APP_COOKIE".into()));
+                }
+                _ => {}
+            }
+        }
+        if let Some(hm) = &p.health_monitor {
+            validate_monitor(&obj, hm)?;
+        }
+        if let Some(c) = &p.tls_ciphers {
+            text::ciphers(c).map_err(|r| invalid(&obj, "tls_ciphers", r))?;
+        }
+        for (field, c) in [
+            ("tls_container_ref", &p.tls_certificate_id),
+            ("ca_tls_container_ref", &p.ca_tls_certificate_id),
+            ("crl_container_ref", &p.crl_certificate_id),
+        ] {
+            if let Some(c) = c {
+                self.cert_ref(&obj, field, c)?;
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for m in &p.members {
+            let mobj = format!("member {}", shown(&m.id));
+            text::id(&m.id).map_err(|r| invalid(&mobj, "id", r))?;
+            if !seen.insert(&m.id) {
+                return Err(invalid(&obj, "members", format!("duplicate member id {}", m.id)));
+            }
+            if m.protocol_port == 0 || m.monitor_port == Some(0) {
+                return Err(invalid(&mobj, "protocol_port", "must be 1-65535".into()));
+            }
+            if m.weight > 256 {
+                return Err(invalid(&mobj, "weight", "must be 0-256".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn pool_ref(&self, obj: &str, field: &'static str, id: &str) -> Result<(), RenderError> {
+        text::id(id).map_err(|r| invalid(obj, field, r))?;
+        match self.state.pool(id) {
+            Some(_) => Ok(()),
+            None => Err(RenderError::Missing { object: obj.to_owned(), field, target: "pool", id: id.to_owned() }),
+        }
+    }
+
+    fn cert_ref(&self, obj: &str, field: &'static str, id: &str) -> Result<(), RenderError> {
+        text::id(id).map_err(|r| invalid(obj, field, r))?;
+        match self.state.certificate(id) {
+            Some(_) => Ok(()),
+            None => Err(RenderError::Missing { object: obj.to_owned(), field, target: "certificate", id: id.to_owned() }),
+        }
+    }
+
+    /// Queues a certificate's PEM file and returns its path.
+    fn cert_file(&mut self, id: &str) -> PathBuf {
+        let path = self.paths.certificate(id);
+        if self.written_certs.insert(id.to_owned()) {
+            let cert = self.state.certificate(id).expect("validated reference");
+            self.files.push(AuxFile { path: path.clone(), contents: cert.pem.expose().to_owned(), mode: 0o600 });
+        }
+        path
+    }
+
+    fn frontend(&mut self, l: &'a Listener) -> Result<(), RenderError> {
+        let http = listener_http(l.protocol);
+        emit!(self, "frontend {}", l.id);
+        emit!(self, "    mode {}", if http { "http" } else { "tcp" });
+        emit!(self, "    maxconn {}", l.connection_limit.unwrap_or(self.state.global.maxconn));
+        let tls = self.bind_tls(l)?;
+        let mut vips = vec![self.state.vip];
+        vips.extend(self.state.additional_vips.iter().copied());
+        for vip in vips {
+            emit!(self, "    bind {}{}", addr_port(vip, l.protocol_port), tls);
+        }
+        emit!(self, "    timeout client {}ms", l.timeout_client_data);
+        if l.timeout_tcp_inspect > 0 {
+            emit!(self, "    tcp-request inspect-delay {}ms", l.timeout_tcp_inspect);
+        }
+        if !l.allowed_cidrs.is_empty() {
+            let cidrs: Vec<String> = l.allowed_cidrs.iter().map(|c| c.to_string()).collect();
+            emit!(self, "    tcp-request connection reject unless {{ src {} }}", cidrs.join(" "));
+        }
+        if l.protocol == ListenerProtocol::Prometheus {
+            emit!(self, "    http-request use-service prometheus-exporter if {{ path /metrics }}");
+        }
+        if self.pools_of(l).iter().any(|p| p.lb_algorithm == LbAlgorithm::SourceIpPort) {
+            // The hash key needs the client port; `concat()` only takes variables.
+            if http {
+                emit!(self, "    http-request set-var(txn.sport) src_port");
+            } else {
+                emit!(self, "    tcp-request content set-var(sess.sport) src_port");
+            }
+        }
+        if l.protocol == ListenerProtocol::TerminatedHttps
+            && let Some(max_age) = l.hsts_max_age
+        {
+            let mut v = format!("max-age={max_age};");
+            if l.hsts_include_subdomains {
+                v.push_str(" includeSubDomains;");
+            }
+            if l.hsts_preload {
+                v.push_str(" preload;");
+            }
+            emit!(self, "    http-response set-header Strict-Transport-Security {}", arg(&v));
+        }
+        self.l7(l)?;
+        if let Some(pool) = l.default_pool_id.as_deref().and_then(|id| self.state.pool(id))
+            && pool.admin_state_up
+        {
+            emit!(self, "    default_backend {}", backend_name(&pool.id, &l.id));
+        }
+        emit!(self, "");
+        Ok(())
+    }
+
+    /// The `ssl ...` part of a TERMINATED_HTTPS bind line (empty otherwise); queues the crt-list.
+    fn bind_tls(&mut self, l: &Listener) -> Result<String, RenderError> {
+        if l.protocol != ListenerProtocol::TerminatedHttps {
+            return Ok(String::new());
+        }
+        let mut ids: Vec<&str> = Vec::new();
+        ids.extend(l.default_tls_certificate_id.as_deref());
+        for s in &l.sni_certificate_ids {
+            if !ids.contains(&s.as_str()) {
+                ids.push(s);
+            }
+        }
+        // crt-list: the first entry is the default certificate; HAProxy picks the others by
+        // the SNI names in each certificate.
+        let mut list = String::new();
+        for id in ids {
+            let path = self.cert_file(id);
+            writeln!(list, "{}", path_arg(&path)).expect("write to String");
+        }
+        let crt_list = self.paths.crt_list(&l.id);
+        self.files.push(AuxFile { path: crt_list.clone(), contents: list, mode: 0o600 });
+        let mut s = format!(" ssl crt-list {}", path_arg(&crt_list));
+        if let Some(ca) = l.client_ca_certificate_id.as_deref() {
+            let p = self.cert_file(ca);
+            let verify = match l.client_authentication {
+                ClientAuthentication::None => "none",
+                ClientAuthentication::Optional => "optional",
+                ClientAuthentication::Mandatory => "required",
+            };
+            write!(s, " ca-file {} verify {verify}", path_arg(&p)).expect("write to String");
+            if let Some(crl) = l.client_crl_certificate_id.as_deref() {
+                let p = self.cert_file(crl);
+                write!(s, " crl-file {}", path_arg(&p)).expect("write to String");
+            }
+        }
+        s.push_str(&tls_options(l.tls_ciphers.as_deref(), &l.tls_versions, &l.alpn_protocols));
+        Ok(s)
+    }
+
+    fn l7(&mut self, l: &Listener) -> Result<(), RenderError> {
+        for p in enabled_policies(l) {
+            let rules: Vec<&L7Rule> = p.rules.iter().filter(|r| r.admin_state_up).collect();
+            if rules.is_empty() {
+                continue; // Octavia: a policy without enabled rules is skipped.
+            }
+            let mut cond = Vec::new();
+            for r in &rules {
+                emit!(self, "    acl {} {}", r.id, acl_body(r));
+                cond.push(if r.invert { format!("!{}", r.id) } else { r.id.clone() });
+            }
+            let cond = cond.join(" ");
+            let code = p.redirect_http_code.unwrap_or(302);
+            match p.action {
+                L7PolicyAction::Reject => emit!(self, "    http-request deny if {cond}"),
+                L7PolicyAction::RedirectToUrl => {
+                    let url = p.redirect_url.as_deref().expect("validated");
+                    emit!(self, "    http-request redirect code {code} location {} if {cond}", log_format_arg(url));
+                }
+                L7PolicyAction::RedirectPrefix => {
+                    let url = p.redirect_prefix.as_deref().expect("validated");
+                    emit!(self, "    http-request redirect code {code} prefix {} if {cond}", log_format_arg(url));
+                }
+                L7PolicyAction::RedirectToPool => {
+                    let id = p.redirect_pool_id.as_deref().expect("validated");
+                    if self.state.pool(id).is_some_and(|pool| pool.admin_state_up) {
+                        emit!(self, "    use_backend {} if {cond}", backend_name(id, &l.id));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn backend(&mut self, l: &Listener, pool: &Pool) -> Result<(), RenderError> {
+        let name = backend_name(&pool.id, &l.id);
+        let listener_mode_http = listener_http(l.protocol);
+        // Octavia: PROXY pools follow the listener's mode, others their own protocol.
+        let http = match pool.protocol {
+            PoolProtocol::Proxy | PoolProtocol::ProxyV2 => listener_mode_http,
+            PoolProtocol::Http => true,
+            _ => false,
+        };
+        emit!(self, "backend {name}");
+        emit!(self, "    mode {}", if http { "http" } else { "tcp" });
+        match pool.lb_algorithm {
+            LbAlgorithm::RoundRobin => emit!(self, "    balance roundrobin"),
+            LbAlgorithm::LeastConnections => emit!(self, "    balance leastconn"),
+            LbAlgorithm::SourceIp => {
+                emit!(self, "    balance source");
+                emit!(self, "    hash-type consistent");
+            }
+            LbAlgorithm::SourceIpPort => {
+                // The variable is set by the frontend in its own mode's scope.
+                let var = if listener_mode_http { "txn.sport" } else { "sess.sport" };
+                emit!(self, "    balance hash src,concat(:,{var})");
+                emit!(self, "    hash-type consistent");
+            }
+        }
+        let peers = if self.has_peers() { format!(" peers {PEERS_SECTION}") } else { String::new() };
+        let mut cookie = false;
+        if let Some(sp) = &pool.session_persistence {
+            match sp.persistence_type {
+                SessionPersistenceType::SourceIp => {
+                    emit!(self, "    stick-table type ipv6 size 10k{peers}");
+                    emit!(self, "    stick on src");
+                }
+                // Cookie persistence needs HTTP; in TCP mode HAProxy would ignore it with a
+                // warning, so it is left out (as Octavia's result is).
+                SessionPersistenceType::AppCookie if http => {
+                    let c = text::arg(sp.cookie_name.as_deref().expect("validated"));
+                    emit!(self, "    stick-table type string len 64 size 10k{peers}");
+                    emit!(self, "    stick store-response res.cook({c})");
+                    emit!(self, "    stick match req.cook({c})");
+                }
+                SessionPersistenceType::HttpCookie if http => {
+                    emit!(self, "    cookie SRV insert indirect nocache");
+                    cookie = true;
+                }
+                _ => {}
+            }
+        }
+        let hm = pool.health_monitor.as_ref().filter(|h| h.admin_state_up);
+        if let Some(hm) = hm {
+            if hm.timeout > 0 {
+                emit!(self, "    timeout check {}s", hm.timeout);
+            }
+            match hm.monitor_type {
+                HealthMonitorType::Http | HealthMonitorType::Https => {
+                    emit!(self, "    option httpchk");
+                    let method = hm.http_method.map_or("GET", |m| m.as_str());
+                    let path = hm.url_path.as_deref().unwrap_or("/");
+                    let mut send = format!("    http-check send meth {method} uri {}", arg(path));
+                    match (hm.http_version, hm.domain_name.as_deref()) {
+                        (Some(HttpVersion::Http11), Some(d)) => write!(send, " ver HTTP/1.1 hdr Host {d}").expect("write to String"),
+                        (Some(v), _) => write!(send, " ver HTTP/{}", v.as_str()).expect("write to String"),
+                        (None, _) => {}
+                    }
+                    self.push_line(&send);
+                    let codes = text::expected_codes(hm.expected_codes.as_deref().unwrap_or("200")).expect("validated");
+                    emit!(self, "    http-check expect rstatus {}", arg(&codes));
+                }
+                HealthMonitorType::TlsHello => emit!(self, "    option ssl-hello-chk"),
+                HealthMonitorType::Ping => {
+                    emit!(self, "    option external-check");
+                    emit!(self, "    external-check path \"/usr/bin:/bin:/usr/sbin:/sbin\"");
+                    emit!(self, "    external-check command {}", path_arg(&self.paths.ping_script()));
+                }
+                _ => {}
+            }
+        }
+        if http {
+            self.insert_headers(l);
+        }
+        emit!(self, "    option allbackups");
+        emit!(self, "    timeout connect {}ms", l.timeout_member_connect);
+        emit!(self, "    timeout server {}ms", l.timeout_member_data);
+        let options = self.server_options(pool, hm);
+        let mut servers = Vec::new();
+        for m in &pool.members {
+            let server = member_server(m, &options, hm.is_some(), cookie);
+            let l = format!("    server {} {}", server.name, server.config_tail());
+            self.out.push_str(&l);
+            self.out.push('\n');
+            servers.push(server);
+        }
+        self.servers.insert(name, servers);
+        emit!(self, "");
+        Ok(())
+    }
+
+    fn insert_headers(&mut self, l: &Listener) {
+        let https = l.protocol == ListenerProtocol::TerminatedHttps;
+        for (key, value) in &l.insert_headers {
+            if !value.eq_ignore_ascii_case("true") {
+                continue; // Octavia acts only on "true".
+            }
+            match insert_header(l.protocol, key).expect("validated") {
+                InsertHeader::ForwardedFor => emit!(self, "    option forwardfor"),
+                InsertHeader::ForwardedPort => emit!(self, "    http-request set-header X-Forwarded-Port %[dst_port]"),
+                InsertHeader::ForwardedProto => emit!(self, "    http-request set-header X-Forwarded-Proto {}", if https { "https" } else { "http" }),
+                InsertHeader::Fixed(name, value) => emit!(self, "    http-request set-header {name} {value}"),
+            }
+        }
+    }
+
+    /// Options shared by every server of a backend (everything but address, weight, state and
+    /// the per-member monitor/backup/cookie bits).
+    fn server_options(&mut self, pool: &Pool, hm: Option<&HealthMonitor>) -> String {
+        let mut o = String::new();
+        if let Some(hm) = hm {
+            let inter_ms = (u64::from(hm.delay) * 1000).max(100);
+            write!(o, " check inter {inter_ms}ms fall {} rise {}", hm.max_retries_down.clamp(1, 10), hm.max_retries.clamp(1, 10)).expect("write to String");
+            if hm.monitor_type == HealthMonitorType::Https {
+                o.push_str(" check-ssl verify none");
+            }
+        }
+        match pool.protocol {
+            PoolProtocol::Proxy => o.push_str(" send-proxy"),
+            PoolProtocol::ProxyV2 => o.push_str(" send-proxy-v2"),
+            _ => {}
+        }
+        if pool.tls_enabled {
+            o.push_str(" ssl");
+            if let Some(c) = pool.tls_certificate_id.as_deref() {
+                let p = self.cert_file(c);
+                write!(o, " crt {}", path_arg(&p)).expect("write to String");
+            }
+            match pool.ca_tls_certificate_id.as_deref() {
+                Some(ca) => {
+                    let p = self.cert_file(ca);
+                    write!(o, " ca-file {} verify required", path_arg(&p)).expect("write to String");
+                    if let Some(crl) = pool.crl_certificate_id.as_deref() {
+                        let p = self.cert_file(crl);
+                        write!(o, " crl-file {}", path_arg(&p)).expect("write to String");
+                    }
+                }
+                None => o.push_str(" verify none"),
+            }
+            o.push_str(&tls_options(pool.tls_ciphers.as_deref(), &pool.tls_versions, &pool.alpn_protocols));
+        }
+        o.trim_start().to_owned()
+    }
+}
+
+fn member_server(m: &Member, options: &str, checked: bool, cookie: bool) -> Server {
+    let mut o = options.to_owned();
+    let mut push = |s: String| {
+        if !o.is_empty() {
+            o.push(' ');
+        }
+        o.push_str(&s);
+    };
+    if checked {
+        if let Some(a) = m.monitor_address {
+            push(format!("addr {a}"));
+        }
+        if let Some(p) = m.monitor_port {
+            push(format!("port {p}"));
+        }
+    }
+    if cookie {
+        push(format!("cookie {}", m.id));
+    }
+    if m.backup {
+        push("backup".to_owned());
+    }
+    Server {
+        name: m.id.clone(),
+        address: m.address,
+        port: m.protocol_port,
+        weight: m.weight,
+        enabled: m.admin_state_up,
+        checked,
+        options: o,
+    }
+}
+
+fn tls_options(ciphers: Option<&str>, versions: &[TlsVersion], alpn: &[AlpnProtocol]) -> String {
+    let mut s = String::new();
+    if let Some(c) = ciphers {
+        write!(s, " ciphers {}", arg(c)).expect("write to String");
+    }
+    let ver = |v: &TlsVersion| match v {
+        TlsVersion::SslV3 => "SSLv3",
+        TlsVersion::TlsV1 => "TLSv1.0",
+        TlsVersion::TlsV1_1 => "TLSv1.1",
+        TlsVersion::TlsV1_2 => "TLSv1.2",
+        TlsVersion::TlsV1_3 => "TLSv1.3",
+    };
+    if let (Some(min), Some(max)) = (versions.iter().min(), versions.iter().max()) {
+        write!(s, " ssl-min-ver {} ssl-max-ver {}", ver(min), ver(max)).expect("write to String");
+    }
+    if !alpn.is_empty() {
+        let list: Vec<&str> = alpn.iter().map(|a| a.as_str()).collect();
+        write!(s, " alpn {}", list.join(",")).expect("write to String");
+    }
+    s
+}
+
+fn enabled_policies(l: &Listener) -> Vec<&klb_proto::L7Policy> {
+    let mut ps: Vec<_> = l.l7_policies.iter().filter(|p| p.admin_state_up).collect();
+    ps.sort_by_key(|p| p.position);
+    ps
+}
+
+fn validate_rule(r: &L7Rule) -> Result<(), RenderError> {
+    let obj = format!("l7rule {}", shown(&r.id));
+    text::id(&r.id).map_err(|e| invalid(&obj, "id", e))?;
+    let key = r.key.as_deref();
+    match r.rule_type {
+        L7RuleType::Header | L7RuleType::Cookie => {
+            let k = key.ok_or_else(|| invalid(&obj, "key", "required".into()))?;
+            text::fetch_key(k).map_err(|e| invalid(&obj, "key", e))?;
+        }
+        L7RuleType::SslDnField => {
+            let k = key.ok_or_else(|| invalid(&obj, "key", "required".into()))?;
+            text::dn_field(k).map_err(|e| invalid(&obj, "key", e))?;
+        }
+        _ if key.is_some() => return Err(invalid(&obj, "key", format!("not allowed for {}", r.rule_type))),
+        _ => {}
+    }
+    text::l7_value(&r.value).map_err(|e| invalid(&obj, "value", e))?;
+    match r.rule_type {
+        L7RuleType::FileType if !matches!(r.compare_type, L7CompareType::Regex | L7CompareType::EqualTo) => {
+            Err(invalid(&obj, "compare_type", "FILE_TYPE allows only REGEX or EQUAL_TO".into()))
+        }
+        L7RuleType::SslConnHasCert if !r.value.eq_ignore_ascii_case("true") || r.compare_type != L7CompareType::EqualTo => {
+            Err(invalid(&obj, "value", "SSL_CONN_HAS_CERT needs EQUAL_TO \"true\"".into()))
+        }
+        L7RuleType::SslVerifyResult if r.value.parse::<u32>().is_err() || r.compare_type != L7CompareType::EqualTo => {
+            Err(invalid(&obj, "value", "SSL_VERIFY_RESULT needs EQUAL_TO a non-negative integer".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `<fetch> [flags] -- <value>` of a rule's ACL. `--` ends the flags, so a value starting with
+/// `-` is never read as one.
+fn acl_body(r: &L7Rule) -> String {
+    let m = match r.compare_type {
+        L7CompareType::Regex => "-m reg",
+        L7CompareType::StartsWith => "-m beg",
+        L7CompareType::EndsWith => "-m end",
+        L7CompareType::Contains => "-m sub",
+        L7CompareType::EqualTo => "-m str",
+    };
+    let v = arg(&r.value);
+    let key = r.key.as_deref().map(arg).unwrap_or_default();
+    match r.rule_type {
+        L7RuleType::HostName => format!("req.hdr(host) -i {m} -- {v}"),
+        L7RuleType::Path => format!("path {m} -- {v}"),
+        L7RuleType::FileType if r.compare_type == L7CompareType::EqualTo => format!("path_end -- .{v}"),
+        L7RuleType::FileType => format!("path_end {m} -- {v}"),
+        L7RuleType::Header => format!("req.hdr({key}) {m} -- {v}"),
+        L7RuleType::Cookie => format!("req.cook({key}) {m} -- {v}"),
+        L7RuleType::SslConnHasCert => "ssl_c_used".to_owned(),
+        L7RuleType::SslVerifyResult => format!("ssl_c_verify eq {}", r.value.parse::<u32>().unwrap_or(0)),
+        L7RuleType::SslDnField => format!("ssl_c_s_dn({key}) {m} -- {v}"),
+    }
+}
+
+fn validate_monitor(obj: &str, hm: &HealthMonitor) -> Result<(), RenderError> {
+    let obj = format!("{obj} health monitor {}", shown(&hm.id));
+    text::id(&hm.id).map_err(|e| invalid(&obj, "id", e))?;
+    let http = matches!(hm.monitor_type, HealthMonitorType::Http | HealthMonitorType::Https);
+    match hm.monitor_type {
+        HealthMonitorType::UdpConnect | HealthMonitorType::Sctp => {
+            return Err(RenderError::Unsupported { object: obj, what: format!("health monitor type {}", hm.monitor_type) });
+        }
+        _ => {}
+    }
+    if !(1..=10).contains(&hm.max_retries) || !(1..=10).contains(&hm.max_retries_down) {
+        return Err(invalid(&obj, "max_retries", "must be 1-10".into()));
+    }
+    if !http && (hm.http_method.is_some() || hm.url_path.is_some() || hm.expected_codes.is_some() || hm.domain_name.is_some()) {
+        return Err(invalid(&obj, "http_method", format!("HTTP fields are not valid for {} monitors", hm.monitor_type)));
+    }
+    if let Some(p) = &hm.url_path {
+        text::url_path(p).map_err(|e| invalid(&obj, "url_path", e))?;
+    }
+    if let Some(c) = &hm.expected_codes {
+        text::expected_codes(c).map_err(|e| invalid(&obj, "expected_codes", e))?;
+    }
+    if let Some(d) = &hm.domain_name {
+        text::domain_name(d).map_err(|e| invalid(&obj, "domain_name", e))?;
+        if hm.http_version != Some(HttpVersion::Http11) {
+            return Err(invalid(&obj, "domain_name", "requires http_version 1.1".into()));
+        }
+    }
+    Ok(())
+}
+
+enum InsertHeader {
+    ForwardedFor,
+    ForwardedPort,
+    ForwardedProto,
+    /// Header name and a fixed HAProxy expression.
+    Fixed(&'static str, &'static str),
+}
+
+/// Maps an allowed `insert_headers` key to what it renders; `None` for unknown keys or keys
+/// not allowed on this listener protocol.
+fn insert_header(protocol: ListenerProtocol, key: &str) -> Option<InsertHeader> {
+    let http = matches!(protocol, ListenerProtocol::Http | ListenerProtocol::TerminatedHttps);
+    let https = protocol == ListenerProtocol::TerminatedHttps;
+    let k = key.to_ascii_lowercase();
+    let h = match k.as_str() {
+        "x-forwarded-for" if http => InsertHeader::ForwardedFor,
+        "x-forwarded-port" if http => InsertHeader::ForwardedPort,
+        "x-forwarded-proto" if http => InsertHeader::ForwardedProto,
+        "x-forwarded-ip" if http => InsertHeader::Fixed("X-Forwarded-IP", "%[src]"),
+        "x-client-ip" if http => InsertHeader::Fixed("X-Client-IP", "%[src]"),
+        "x-real-ip" if http => InsertHeader::Fixed("X-Real-IP", "%[src]"),
+        "x-ssl-client-verify" if https => InsertHeader::Fixed("X-SSL-Client-Verify", "%[ssl_c_verify]"),
+        "x-ssl-client-has-cert" if https => InsertHeader::Fixed("X-SSL-Client-Has-Cert", "%[ssl_c_used]"),
+        "x-ssl-client-dn" if https => InsertHeader::Fixed("X-SSL-Client-DN", "%{+Q}[ssl_c_s_dn]"),
+        "x-ssl-client-cn" if https => InsertHeader::Fixed("X-SSL-Client-CN", "%{+Q}[ssl_c_s_dn(cn)]"),
+        "x-ssl-issuer" if https => InsertHeader::Fixed("X-SSL-Issuer", "%{+Q}[ssl_c_i_dn]"),
+        "x-ssl-client-sha1" if https => InsertHeader::Fixed("X-SSL-Client-SHA1", "%{+Q}[ssl_c_sha1,hex]"),
+        "x-ssl-client-not-before" if https => InsertHeader::Fixed("X-SSL-Client-Not-Before", "%{+Q}[ssl_c_notbefore]"),
+        "x-ssl-client-not-after" if https => InsertHeader::Fixed("X-SSL-Client-Not-After", "%{+Q}[ssl_c_notafter]"),
+        _ => return None,
+    };
+    Some(h)
+}
+
+fn invalid(object: &str, field: &'static str, reason: String) -> RenderError {
+    RenderError::Invalid { object: object.to_owned(), field, reason }
+}
+
+/// PING check: HAProxy runs it as `<script> <proxy_addr> <proxy_port> <server_addr>
+/// <server_port>`; only the server address is used.
+const PING_SCRIPT: &str = r#"#!/bin/sh
+# Written by klb-agent for PING health monitors.
+case "$3" in
+  *:*) exec ping -6 -q -n -c 1 -W 1 "$3" >/dev/null 2>&1 ;;
+  *) exec ping -q -n -c 1 -W 1 "$3" >/dev/null 2>&1 ;;
+esac
+"#;
+
+#[cfg(test)]
+mod tests;

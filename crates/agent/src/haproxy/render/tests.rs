@@ -1,0 +1,506 @@
+//! Snapshot-style tests: each case renders a state and checks a block of the output; every
+//! rendered config is also run through `haproxy -c` when HAProxy is installed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+
+use klb_proto::*;
+
+use super::*;
+use crate::haproxy::fixture::{listener, member, pool, state};
+
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// One HTTP listener `l1` on 127.0.0.1:8080 with round-robin pool `p1` (members `m1`, `m2`).
+fn base() -> DesiredState {
+    state(
+        ip("127.0.0.1"),
+        vec![listener("l1", ListenerProtocol::Http, 8080, Some("p1"))],
+        vec![pool(
+            "p1",
+            PoolProtocol::Http,
+            LbAlgorithm::RoundRobin,
+            vec![member("m1", ip("10.0.0.1"), 80), member("m2", ip("10.0.0.2"), 80)],
+        )],
+    )
+}
+
+fn pem_cert() -> SecretPem {
+    let ck = rcgen::generate_simple_self_signed(vec!["kh.example".into()]).unwrap();
+    SecretPem::new(format!("{}{}", ck.cert.pem(), ck.signing_key.serialize_pem()))
+}
+
+/// Renders, writes the referenced files into a temp dir and runs `haproxy -c`; returns the
+/// config text (with the temp dir replaced by `$DIR`) or the checker's complaint.
+pub(crate) fn render_and_check(s: &DesiredState) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(dir.path());
+    let plan = plan(s, &paths).map_err(|e| e.to_string())?;
+    if Path::new(HAPROXY).exists() {
+        std::fs::create_dir_all(&paths.cert_dir).unwrap();
+        for f in &plan.files {
+            std::fs::write(&f.path, &f.contents).unwrap();
+        }
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg, &plan.config).unwrap();
+        let out = Command::new(HAPROXY).arg("-c").arg("-q").arg("-f").arg(&cfg).output().unwrap();
+        if !out.status.success() {
+            return Err(format!(
+                "haproxy -c failed:\n{}{}\n--- config ---\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                plan.config
+            ));
+        }
+    }
+    Ok(plan.config.replace(&dir.path().display().to_string(), "$DIR"))
+}
+
+/// Asserts that the lines of `expect` (indentation-insensitive) appear contiguously in the
+/// rendered config, and that the config passes `haproxy -c`.
+#[track_caller]
+fn check(s: &DesiredState, expect: &str) {
+    let config = render_and_check(s).unwrap_or_else(|e| panic!("{e}"));
+    let want: Vec<&str> = expect.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let got: Vec<&str> = config.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let found = got.windows(want.len()).any(|w| w == want.as_slice());
+    assert!(found, "expected block:\n{}\n--- not found in ---\n{config}", want.join("\n"));
+}
+
+/// Asserts that rendering fails with a message containing `expect`.
+#[track_caller]
+fn check_err(s: &DesiredState, expect: &str) {
+    match plan(s, &Paths::under(Path::new("/run/kh"))) {
+        Ok(p) => panic!("expected error {expect:?}, rendered:\n{}", p.config),
+        Err(e) => assert!(e.to_string().contains(expect), "{e} does not contain {expect:?}"),
+    }
+}
+
+#[test]
+fn global_defaults_and_http_listener() {
+    let s = base();
+    check(
+        &s,
+        "global
+            master-worker
+            maxconn 12000
+            stats socket $DIR/admin.sock mode 600 level admin expose-fd listeners",
+    );
+    check(
+        &s,
+        "frontend l1
+            mode http
+            maxconn 12000
+            bind 127.0.0.1:8080
+            timeout client 50000ms
+            default_backend p1:l1
+
+        backend p1:l1
+            mode http
+            balance roundrobin
+            option allbackups
+            timeout connect 5000ms
+            timeout server 50000ms
+            server m1 10.0.0.1:80 weight 1
+            server m2 10.0.0.2:80 weight 1",
+    );
+}
+
+#[test]
+fn connection_limit_timeouts_and_additional_vips() {
+    let mut s = base();
+    s.global.maxconn = 500;
+    s.additional_vips = vec![ip("::1")];
+    let l = &mut s.listeners[0];
+    l.connection_limit = Some(100);
+    l.timeout_client_data = 1000;
+    l.timeout_member_connect = 2000;
+    l.timeout_member_data = 3000;
+    l.timeout_tcp_inspect = 400;
+    check(&s, "maxconn 500");
+    check(
+        &s,
+        "maxconn 100
+         bind 127.0.0.1:8080
+         bind ipv6@::1:8080
+         timeout client 1000ms
+         tcp-request inspect-delay 400ms",
+    );
+    check(&s, "timeout connect 2000ms\ntimeout server 3000ms");
+}
+
+#[test]
+fn tcp_and_https_passthrough_are_tcp_mode() {
+    for proto in [ListenerProtocol::Tcp, ListenerProtocol::Https] {
+        let mut s = base();
+        s.listeners[0].protocol = proto;
+        s.pools[0].protocol = PoolProtocol::Tcp;
+        check(&s, "frontend l1\nmode tcp");
+        check(&s, "backend p1:l1\nmode tcp");
+    }
+}
+
+#[test]
+fn proxy_pools_follow_listener_mode_and_send_proxy() {
+    let mut s = base();
+    s.pools[0].protocol = PoolProtocol::Proxy;
+    check(&s, "backend p1:l1\nmode http");
+    check(&s, "server m1 10.0.0.1:80 weight 1 send-proxy");
+    s.listeners[0].protocol = ListenerProtocol::Tcp;
+    s.pools[0].protocol = PoolProtocol::ProxyV2;
+    check(&s, "backend p1:l1\nmode tcp");
+    check(&s, "server m1 10.0.0.1:80 weight 1 send-proxy-v2");
+}
+
+#[test]
+fn allowed_cidrs_reject_other_sources() {
+    let mut s = base();
+    s.listeners[0].allowed_cidrs = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+    check(&s, "tcp-request connection reject unless { src 10.0.0.0/8 2001:db8::/32 }");
+}
+
+#[test]
+fn insert_headers_only_true_values_act() {
+    let mut s = base();
+    s.listeners[0].insert_headers = BTreeMap::from([
+        ("X-Forwarded-For".to_owned(), "true".to_owned()),
+        ("X-Forwarded-Port".to_owned(), "TRUE".to_owned()),
+        ("X-Forwarded-Proto".to_owned(), "true".to_owned()),
+        ("X-Real-IP".to_owned(), "false".to_owned()),
+    ]);
+    check(
+        &s,
+        "option forwardfor
+         http-request set-header X-Forwarded-Port %[dst_port]
+         http-request set-header X-Forwarded-Proto http",
+    );
+    let cfg = render_and_check(&s).unwrap();
+    assert!(!cfg.contains("X-Real-IP"));
+    s.listeners[0].insert_headers = BTreeMap::from([("X-SSL-Client-DN".to_owned(), "true".to_owned())]);
+    check_err(&s, "unknown or not allowed header \"X-SSL-Client-DN\"");
+    s.listeners[0].insert_headers = BTreeMap::from([("Evil\nheader".to_owned(), "true".to_owned())]);
+    check_err(&s, "unknown or not allowed header");
+}
+
+#[test]
+fn algorithms_use_consistent_hashing_for_source() {
+    let mut s = base();
+    s.pools[0].lb_algorithm = LbAlgorithm::LeastConnections;
+    check(&s, "mode http\nbalance leastconn");
+    s.pools[0].lb_algorithm = LbAlgorithm::SourceIp;
+    check(&s, "balance source\nhash-type consistent");
+    s.pools[0].lb_algorithm = LbAlgorithm::SourceIpPort;
+    check(&s, "http-request set-var(txn.sport) src_port\ndefault_backend p1:l1");
+    check(&s, "balance hash src,concat(:,txn.sport)\nhash-type consistent");
+    s.listeners[0].protocol = ListenerProtocol::Tcp;
+    s.pools[0].protocol = PoolProtocol::Tcp;
+    check(&s, "tcp-request content set-var(sess.sport) src_port");
+    check(&s, "balance hash src,concat(:,sess.sport)");
+}
+
+#[test]
+fn session_persistence_with_peers() {
+    let mut s = base();
+    s.peers = vec![
+        Peer { name: "vm0".into(), address: ip("127.0.0.1"), port: 17001 },
+        Peer { name: "vm1".into(), address: ip("127.0.0.2"), port: 17001 },
+    ];
+    s.pools[0].session_persistence = Some(SessionPersistence {
+        persistence_type: SessionPersistenceType::SourceIp,
+        cookie_name: None,
+        persistence_timeout: None,
+        persistence_granularity: None,
+    });
+    check(&s, "peers klb_peers\npeer vm0 127.0.0.1:17001\npeer vm1 127.0.0.2:17001");
+    check(&s, "stick-table type ipv6 size 10k peers klb_peers\nstick on src");
+    let sp = s.pools[0].session_persistence.as_mut().unwrap();
+    sp.persistence_type = SessionPersistenceType::AppCookie;
+    sp.cookie_name = Some("JSESSIONID".into());
+    check(
+        &s,
+        "stick-table type string len 64 size 10k peers klb_peers
+         stick store-response res.cook(JSESSIONID)
+         stick match req.cook(JSESSIONID)",
+    );
+    let sp = s.pools[0].session_persistence.as_mut().unwrap();
+    sp.persistence_type = SessionPersistenceType::HttpCookie;
+    sp.cookie_name = None;
+    check(&s, "cookie SRV insert indirect nocache");
+    check(&s, "server m1 10.0.0.1:80 weight 1 cookie m1");
+    s.vm.name = "vm9".into();
+    check_err(&s, "this VM (vm9) is not among the peers");
+}
+
+fn monitor(t: HealthMonitorType) -> HealthMonitor {
+    HealthMonitor {
+        id: "hm1".into(),
+        admin_state_up: true,
+        monitor_type: t,
+        delay: 5,
+        timeout: 3,
+        max_retries: 2,
+        max_retries_down: 4,
+        http_method: None,
+        url_path: None,
+        expected_codes: None,
+        http_version: None,
+        domain_name: None,
+    }
+}
+
+#[test]
+fn health_monitors() {
+    let mut s = base();
+    let mut hm = monitor(HealthMonitorType::Http);
+    hm.http_method = Some(HttpMethod::Head);
+    hm.url_path = Some("/health?full=1".into());
+    hm.expected_codes = Some("200-202".into());
+    hm.http_version = Some(HttpVersion::Http11);
+    hm.domain_name = Some("app.example".into());
+    s.pools[0].health_monitor = Some(hm);
+    s.pools[0].members[0].monitor_address = Some(ip("10.0.1.1"));
+    s.pools[0].members[0].monitor_port = Some(8081);
+    check(
+        &s,
+        "timeout check 3s
+         option httpchk
+         http-check send meth HEAD uri /health?full=1 ver HTTP/1.1 hdr Host app.example
+         http-check expect rstatus ^(200|201|202)$",
+    );
+    check(&s, "server m1 10.0.0.1:80 weight 1 check inter 5000ms fall 4 rise 2 addr 10.0.1.1 port 8081");
+    s.pools[0].health_monitor = Some(monitor(HealthMonitorType::Https));
+    check(&s, "server m2 10.0.0.2:80 weight 1 check inter 5000ms fall 4 rise 2 check-ssl verify none");
+    s.pools[0].health_monitor = Some(monitor(HealthMonitorType::TlsHello));
+    check(&s, "option ssl-hello-chk");
+    s.pools[0].health_monitor = Some(monitor(HealthMonitorType::Tcp));
+    check(&s, "timeout check 3s\noption allbackups");
+    s.pools[0].health_monitor = Some(monitor(HealthMonitorType::Ping));
+    check(&s, "external-check\ninsecure-fork-wanted");
+    check(&s, "option external-check\nexternal-check path \"/usr/bin:/bin:/usr/sbin:/sbin\"\nexternal-check command $DIR/ping-check.sh");
+    // A disabled monitor renders no checks at all.
+    s.pools[0].health_monitor.as_mut().unwrap().admin_state_up = false;
+    check(&s, "server m1 10.0.0.1:80 weight 1\nserver m2 10.0.0.2:80 weight 1");
+}
+
+#[test]
+fn members_weight_backup_disabled_ipv6() {
+    let mut s = base();
+    let m = &mut s.pools[0].members;
+    m[0].weight = 0;
+    m[0].backup = true;
+    m[1].admin_state_up = false;
+    m.push(member("m3", ip("2001:db8::3"), 8443));
+    check(
+        &s,
+        "server m1 10.0.0.1:80 weight 0 backup
+         server m2 10.0.0.2:80 weight 1 disabled
+         server m3 ipv6@2001:db8::3:8443 weight 1",
+    );
+}
+
+fn rule(id: &str, t: L7RuleType, c: L7CompareType, key: Option<&str>, value: &str, invert: bool) -> L7Rule {
+    L7Rule { id: id.into(), admin_state_up: true, rule_type: t, compare_type: c, key: key.map(Into::into), value: value.into(), invert }
+}
+
+fn policy(id: &str, position: u32, action: L7PolicyAction, rules: Vec<L7Rule>) -> L7Policy {
+    L7Policy {
+        id: id.into(),
+        admin_state_up: true,
+        action,
+        position,
+        redirect_pool_id: None,
+        redirect_url: None,
+        redirect_prefix: None,
+        redirect_http_code: None,
+        rules,
+    }
+}
+
+#[test]
+fn l7_policies_and_rules() {
+    use L7CompareType::*;
+    use L7RuleType::*;
+    let mut s = base();
+    s.pools.push(pool("p2", PoolProtocol::Http, LbAlgorithm::RoundRobin, vec![member("m9", ip("10.0.0.9"), 80)]));
+    let mut to_pool = policy("pol2", 2, L7PolicyAction::RedirectToPool, vec![
+        rule("r3", Header, Contains, Some("X-Env"), "st\\ag e", false),
+        rule("r4", Cookie, EqualTo, Some("sess"), "-i", true),
+    ]);
+    to_pool.redirect_pool_id = Some("p2".into());
+    let mut to_url = policy("pol3", 3, L7PolicyAction::RedirectToUrl, vec![rule("r5", FileType, EqualTo, None, "jpg", false)]);
+    to_url.redirect_url = Some("https://img.example/%[src]#x".into());
+    to_url.redirect_http_code = Some(301);
+    let mut prefix = policy("pol4", 4, L7PolicyAction::RedirectPrefix, vec![rule("r6", FileType, Regex, None, "\\.(png|gif)$", false)]);
+    prefix.redirect_prefix = Some("https://new.example".into());
+    let reject = policy("pol1", 1, L7PolicyAction::Reject, vec![
+        rule("r1", HostName, EqualTo, None, "bad.example", false),
+        rule("r2", Path, StartsWith, None, "/admin", true),
+    ]);
+    let empty = policy("pol5", 5, L7PolicyAction::Reject, vec![]);
+    s.listeners[0].l7_policies = vec![prefix, to_url, empty, to_pool, reject];
+    check(
+        &s,
+        r"acl r1 req.hdr(host) -i -m str -- bad.example
+          acl r2 path -m beg -- /admin
+          http-request deny if r1 !r2
+          acl r3 req.hdr(X-Env) -m sub -- st\\ag\ e
+          acl r4 req.cook(sess) -m str -- -i
+          use_backend p2:l1 if r3 !r4
+          acl r5 path_end -- .jpg
+          http-request redirect code 301 location https://img.example/%%[src]\#x if r5
+          acl r6 path_end -m reg -- \\.(png|gif)$
+          http-request redirect code 302 prefix https://new.example if r6
+          default_backend p1:l1",
+    );
+    check(&s, "backend p2:l1\nmode http");
+    assert!(!render_and_check(&s).unwrap().contains("pol5"));
+}
+
+#[test]
+fn l7_ssl_rules() {
+    use L7CompareType::*;
+    use L7RuleType::*;
+    let mut s = tls_state();
+    s.listeners[0].l7_policies = vec![policy("pol1", 1, L7PolicyAction::Reject, vec![
+        rule("r1", SslConnHasCert, EqualTo, None, "TRUE", true),
+        rule("r2", SslVerifyResult, EqualTo, None, "0", true),
+        rule("r3", SslDnField, EndsWith, Some("CN"), ".example", true),
+    ])];
+    check(
+        &s,
+        "acl r1 ssl_c_used
+         acl r2 ssl_c_verify eq 0
+         acl r3 ssl_c_s_dn(CN) -m end -- .example
+         http-request deny if !r1 !r2 !r3",
+    );
+    s.listeners[0].l7_policies[0].rules[1].value = "-1".into();
+    check_err(&s, "SSL_VERIFY_RESULT needs EQUAL_TO a non-negative integer");
+}
+
+fn tls_state() -> DesiredState {
+    let mut s = base();
+    s.certificates = vec![
+        Certificate { id: "c1".into(), pem: pem_cert() },
+        Certificate { id: "c2".into(), pem: pem_cert() },
+        Certificate { id: "ca".into(), pem: SecretPem::new(rcgen::generate_simple_self_signed(vec!["ca.example".into()]).unwrap().cert.pem()) },
+    ];
+    let l = &mut s.listeners[0];
+    l.protocol = ListenerProtocol::TerminatedHttps;
+    l.protocol_port = 8443;
+    l.default_tls_certificate_id = Some("c1".into());
+    l.sni_certificate_ids = vec!["c2".into(), "c1".into()];
+    s
+}
+
+#[test]
+fn terminated_https_with_sni_client_auth_hsts() {
+    let mut s = tls_state();
+    let l = &mut s.listeners[0];
+    l.client_ca_certificate_id = Some("ca".into());
+    l.client_authentication = ClientAuthentication::Optional;
+    l.tls_ciphers = Some("ECDHE-RSA-AES128-GCM-SHA256:!aNULL".into());
+    l.tls_versions = vec![TlsVersion::TlsV1_3, TlsVersion::TlsV1_2];
+    l.alpn_protocols = vec![AlpnProtocol::H2, AlpnProtocol::Http11];
+    l.hsts_max_age = Some(31536000);
+    l.hsts_include_subdomains = true;
+    l.insert_headers = BTreeMap::from([("X-SSL-Client-CN".to_owned(), "true".to_owned())]);
+    check(
+        &s,
+        "bind 127.0.0.1:8443 ssl crt-list $DIR/certs/l1.crtlist ca-file $DIR/certs/ca.pem verify optional ciphers ECDHE-RSA-AES128-GCM-SHA256:!aNULL ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 alpn h2,http/1.1",
+    );
+    check(&s, r"http-response set-header Strict-Transport-Security max-age=31536000;\ includeSubDomains;");
+    check(&s, "http-request set-header X-SSL-Client-CN %{+Q}[ssl_c_s_dn(cn)]");
+    let dir = Paths::under(Path::new("/kh"));
+    let plan = plan(&s, &dir).unwrap();
+    let list = plan.files.iter().find(|f| f.path.ends_with("l1.crtlist")).unwrap();
+    assert_eq!(list.contents, "/kh/certs/c1.pem\n/kh/certs/c2.pem\n");
+    assert_eq!(plan.files.iter().filter(|f| f.path.ends_with("c1.pem")).count(), 1);
+    assert!(!format!("{plan:?}").contains("PRIVATE KEY"), "plan Debug leaks key material");
+    s.listeners[0].default_tls_certificate_id = Some("nope".into());
+    check_err(&s, "default_tls_container_ref refers to unknown certificate nope");
+}
+
+#[test]
+fn pool_reencryption() {
+    let mut s = tls_state();
+    let p = &mut s.pools[0];
+    p.tls_enabled = true;
+    p.tls_certificate_id = Some("c2".into());
+    p.ca_tls_certificate_id = Some("ca".into());
+    p.alpn_protocols = vec![AlpnProtocol::Http11];
+    check(&s, "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem ca-file $DIR/certs/ca.pem verify required alpn http/1.1");
+    s.pools[0].ca_tls_certificate_id = None;
+    check(&s, "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem verify none alpn http/1.1");
+}
+
+#[test]
+fn disabled_objects_are_not_rendered() {
+    let mut s = base();
+    s.pools[0].admin_state_up = false;
+    let cfg = render_and_check(&s).unwrap();
+    assert!(!cfg.contains("backend") && !cfg.contains("default_backend"), "{cfg}");
+    s.listeners[0].admin_state_up = false;
+    assert!(!render_and_check(&s).unwrap().contains("frontend"));
+    let mut s = base();
+    s.admin_state_up = false;
+    assert!(!render_and_check(&s).unwrap().contains("frontend"));
+}
+
+#[test]
+fn prometheus_listener() {
+    let mut s = base();
+    s.listeners[0].protocol = ListenerProtocol::Prometheus;
+    s.listeners[0].default_pool_id = None;
+    check(&s, "http-request use-service prometheus-exporter if { path /metrics }");
+}
+
+#[test]
+fn refusals() {
+    let mut s = base();
+    s.listeners[0].protocol = ListenerProtocol::Udp;
+    check_err(&s, "protocol UDP (planned: IPVS");
+    let mut s = base();
+    s.pools[0].protocol = PoolProtocol::Sctp;
+    check_err(&s, "pool \"p1\": protocol SCTP is not supported");
+    let mut s = base();
+    s.listeners[0].id = "l1 \nfrontend x".into();
+    check_err(&s, "ids must match");
+    let mut s = base();
+    s.listeners[0].default_pool_id = Some("p9".into());
+    check_err(&s, "default_pool_id refers to unknown pool p9");
+    let mut s = base();
+    s.listeners[0].tls_ciphers = Some("ALL ;bind".into());
+    check_err(&s, "cipher strings may contain only");
+    let mut s = base();
+    let mut hm = monitor(HealthMonitorType::Tcp);
+    hm.url_path = Some("/".into());
+    s.pools[0].health_monitor = Some(hm);
+    check_err(&s, "HTTP fields are not valid for TCP monitors");
+    let mut s = base();
+    s.protocol = 2;
+    check_err(&s, "protocol version 2");
+    let mut s = base();
+    s.listeners[0].protocol = ListenerProtocol::Tcp;
+    s.listeners[0].l7_policies = vec![policy("p", 1, L7PolicyAction::Reject, vec![])];
+    check_err(&s, "L7 policies on a TCP listener");
+}
+
+#[test]
+fn regex_that_pcre_rejects_fails_haproxy_check() {
+    // Render-time validation does not compile regexes; `haproxy -c` is the backstop.
+    let mut s = base();
+    s.listeners[0].l7_policies =
+        vec![policy("pol", 1, L7PolicyAction::Reject, vec![rule("r", L7RuleType::Path, L7CompareType::Regex, None, "(", false)])];
+    if Path::new(HAPROXY).exists() {
+        let err = render_and_check(&s).unwrap_err();
+        assert!(err.contains("haproxy -c failed"), "{err}");
+    } else {
+        eprintln!("skipping haproxy -c part: {HAPROXY} missing");
+    }
+}
