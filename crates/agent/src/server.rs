@@ -1,0 +1,753 @@
+//! The agent's HTTPS API and the state machine behind it.
+//!
+//! | method | path | body | reply |
+//! |---|---|---|---|
+//! | PUT | `/v1/state` | [`DesiredState`] | 200 [`ApplyReply`]; 409/422/500 [`ErrorBody`] |
+//! | GET | `/v1/status` | | 200 [`AgentStatus`] |
+//! | GET | `/v1/stats` | | 200 [`Stats`] |
+//! | POST | `/v1/drain` | | 200 [`DrainReply`] |
+//! | POST | `/v1/undrain` | | 200 [`DrainReply`] |
+//!
+//! Transport: TLS with a client certificate from klb's CA (rustls rejects anything else during
+//! the handshake), plus optional HTTP basic auth. States are versioned: the same version again
+//! is a no-op (200, method `unchanged`), an older one is refused with 409, a newer one is
+//! applied to HAProxy first (which checks it and keeps the old config on failure), then to FRR.
+//! Applies, drains and undrains are serialized by one lock, so they never interleave.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine as _;
+use klb_proto::{
+    ApplyMethod, ApplyReply, DesiredState, Heartbeat, PROTOCOL_VERSION, Stats, StatusReply,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, watch};
+
+use crate::config::BasicAuth;
+use crate::dataplane::{Proxy, ProxyError};
+use crate::frr::{BgpSession, Frr, FrrError};
+use crate::heartbeat::HeartbeatSource;
+
+/// Largest accepted request body (a state with thousands of members and certificates).
+const BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// `GET /v1/status`: the proto status plus what only the agent knows (drain, BGP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Applied version, HAProxy liveness and statistics.
+    #[serde(flatten)]
+    pub status: StatusReply,
+    /// Whether the VM is drained (VIP withdrawn, frontends not accepting).
+    pub drained: bool,
+    /// BGP sessions (empty without FRR).
+    #[serde(default)]
+    pub bgp_sessions: Vec<BgpSession>,
+}
+
+/// Reply to drain/undrain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReply {
+    /// State after the call.
+    pub drained: bool,
+    /// `false` when the VM already was in that state.
+    pub changed: bool,
+    /// Milliseconds from the start of the call until it finished (includes the drain wait).
+    pub took_ms: u64,
+}
+
+/// Error body of every non-2xx reply (a superset of [`ApplyFailure`]'s fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong; never contains secrets.
+    pub message: String,
+    /// The rejected state's version (PUT /v1/state).
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// The version still running, if any.
+    #[serde(default)]
+    pub running_version: Option<u64>,
+}
+
+/// Errors of the agent's operations, each mapped to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Malformed request (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Version conflict (409): older version, or another load balancer's state.
+    #[error("conflict: {message}")]
+    Conflict {
+        /// Explanation.
+        message: String,
+        /// Rejected version.
+        version: u64,
+        /// Running version.
+        running_version: Option<u64>,
+    },
+    /// HAProxy refused the state (422); the old configuration keeps serving.
+    #[error("state {version} rejected: {source}")]
+    Rejected {
+        /// Rejected version.
+        version: u64,
+        /// Running version.
+        running_version: Option<u64>,
+        /// Cause.
+        source: ProxyError,
+    },
+    /// HAProxy failed while applying (500).
+    #[error("HAProxy: {0}")]
+    Proxy(ProxyError),
+    /// FRR failed (500 for applies, 500 for drain).
+    #[error("FRR: {0}")]
+    Frr(#[from] FrrError),
+    /// Failed to bind or serve.
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+impl AgentError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AgentError::Conflict { .. } => StatusCode::CONFLICT,
+            AgentError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (version, running_version) = match &self {
+            AgentError::Conflict {
+                version,
+                running_version,
+                ..
+            }
+            | AgentError::Rejected {
+                version,
+                running_version,
+                ..
+            } => (Some(*version), *running_version),
+            _ => (None, None),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::warn!(error = %self, "request refused");
+        }
+        // The agent's callers are the control plane and operators: the detail (haproxy -c
+        // output, FRR stderr) is what they need, and it carries no secrets.
+        let body = ErrorBody {
+            message: self.to_string(),
+            version,
+            running_version,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The agent: the running desired state, the drain flag, HAProxy and FRR.
+pub struct Agent {
+    proxy: Arc<dyn Proxy>,
+    frr: Option<Frr>,
+    drain_wait: Duration,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    applied: Option<DesiredState>,
+    drained: bool,
+}
+
+impl Agent {
+    /// An agent driving `proxy` and, when given, FRR (states with BGP need it).
+    pub fn new(proxy: Arc<dyn Proxy>, frr: Option<Frr>, drain_wait: Duration) -> Self {
+        Agent {
+            proxy,
+            frr,
+            drain_wait,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// FRR, if configured.
+    pub fn frr(&self) -> Option<&Frr> {
+        self.frr.as_ref()
+    }
+
+    /// Applies a whole desired state (see the module doc for the versioning rules).
+    #[tracing::instrument(skip_all, fields(lb = %state.load_balancer_id, version = state.version))]
+    pub async fn put_state(&self, state: DesiredState) -> Result<ApplyReply, AgentError> {
+        if state.protocol != PROTOCOL_VERSION {
+            return Err(AgentError::BadRequest(format!(
+                "protocol {} not supported (this agent speaks {PROTOCOL_VERSION})",
+                state.protocol
+            )));
+        }
+        let mut inner = self.inner.lock().await;
+        let running_version = inner.applied.as_ref().map(|s| s.version);
+        if let Some(running) = &inner.applied {
+            let conflict = |message: String| AgentError::Conflict {
+                message,
+                version: state.version,
+                running_version,
+            };
+            if running.load_balancer_id != state.load_balancer_id {
+                return Err(conflict(format!(
+                    "this VM serves load balancer {}, not {}",
+                    running.load_balancer_id, state.load_balancer_id
+                )));
+            }
+            if state.version < running.version {
+                return Err(conflict(format!(
+                    "version {} is older than the running version {}",
+                    state.version, running.version
+                )));
+            }
+            if state.version == running.version {
+                if *running == state {
+                    return Ok(ApplyReply {
+                        version: state.version,
+                        method: ApplyMethod::Unchanged,
+                    });
+                }
+                return Err(conflict(format!(
+                    "version {} is already running with different content",
+                    state.version
+                )));
+            }
+        }
+        if state.bgp.is_some() && self.frr.is_none() {
+            return Err(AgentError::BadRequest(
+                "the state has BGP settings but this agent has no FRR configured".into(),
+            ));
+        }
+        if let Some(bgp) = &state.bgp {
+            crate::frr::validate_bgp(bgp)?;
+        }
+        let started = Instant::now();
+        let method = self.proxy.apply(&state).await.map_err(|e| match e {
+            ProxyError::Invalid(_) => AgentError::Rejected {
+                version: state.version,
+                running_version,
+                source: e,
+            },
+            ProxyError::Failed(_) => AgentError::Proxy(e),
+        })?;
+        if inner.drained && method != ApplyMethod::Unchanged {
+            // A reload re-opens the frontends: keep a drained VM drained.
+            self.proxy
+                .set_accepting(false)
+                .await
+                .map_err(AgentError::Proxy)?;
+        }
+        if let (Some(frr), Some(bgp)) = (&self.frr, &state.bgp) {
+            let previous = inner.applied.as_ref().and_then(|s| s.bgp.as_ref());
+            if previous != Some(bgp) {
+                frr.apply(bgp, previous, inner.drained).await?;
+            }
+        }
+        tracing::info!(
+            ?method,
+            took_ms = started.elapsed().as_millis() as u64,
+            "state applied"
+        );
+        inner.applied = Some(state);
+        Ok(ApplyReply {
+            version: inner.applied.as_ref().map_or(0, |s| s.version),
+            method,
+        })
+    }
+
+    /// Status for `GET /v1/status`.
+    pub async fn status(&self) -> AgentStatus {
+        let (lb, version, drained) = {
+            let inner = self.inner.lock().await;
+            (
+                inner.applied.as_ref().map(|s| s.load_balancer_id.clone()),
+                inner.applied.as_ref().map(|s| s.version),
+                inner.drained,
+            )
+        };
+        let haproxy_up = self.proxy.is_up().await;
+        let stats = if haproxy_up {
+            self.proxy.stats().await.unwrap_or_default()
+        } else {
+            Stats::default()
+        };
+        let bgp_sessions = match &self.frr {
+            Some(frr) => frr.sessions().await,
+            None => Vec::new(),
+        };
+        AgentStatus {
+            status: StatusReply {
+                load_balancer_id: lb,
+                version,
+                haproxy_up,
+                stats,
+            },
+            drained,
+            bgp_sessions,
+        }
+    }
+
+    /// Statistics for `GET /v1/stats`.
+    pub async fn stats(&self) -> Result<Stats, AgentError> {
+        self.proxy.stats().await.map_err(AgentError::Proxy)
+    }
+
+    /// Drains: withdraw the VIP announcement, wait `drain_wait` so the gateways move traffic
+    /// to the other VMs, then stop accepting new connections in HAProxy.
+    #[tracing::instrument(skip_all)]
+    pub async fn drain(&self) -> Result<DrainReply, AgentError> {
+        let started = Instant::now();
+        let mut inner = self.inner.lock().await;
+        if inner.drained {
+            return Ok(reply(true, false, started));
+        }
+        let bgp = inner.applied.as_ref().and_then(|s| s.bgp.clone());
+        if let (Some(frr), Some(bgp)) = (&self.frr, &bgp) {
+            frr.set_announced(bgp, false).await?;
+            tokio::time::sleep(self.drain_wait).await;
+        }
+        if inner.applied.is_some() {
+            self.proxy
+                .set_accepting(false)
+                .await
+                .map_err(AgentError::Proxy)?;
+        }
+        inner.drained = true;
+        tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained");
+        Ok(reply(true, true, started))
+    }
+
+    /// Undrains: HAProxy accepts again first, then the VIP is announced.
+    #[tracing::instrument(skip_all)]
+    pub async fn undrain(&self) -> Result<DrainReply, AgentError> {
+        let started = Instant::now();
+        let mut inner = self.inner.lock().await;
+        if !inner.drained {
+            return Ok(reply(false, false, started));
+        }
+        if inner.applied.is_some() {
+            self.proxy
+                .set_accepting(true)
+                .await
+                .map_err(AgentError::Proxy)?;
+        }
+        let bgp = inner.applied.as_ref().and_then(|s| s.bgp.clone());
+        if let (Some(frr), Some(bgp)) = (&self.frr, &bgp) {
+            frr.set_announced(bgp, true).await?;
+        }
+        inner.drained = false;
+        tracing::info!("undrained");
+        Ok(reply(false, true, started))
+    }
+}
+
+fn reply(drained: bool, changed: bool, started: Instant) -> DrainReply {
+    DrainReply {
+        drained,
+        changed,
+        took_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+#[async_trait::async_trait]
+impl HeartbeatSource for Agent {
+    async fn heartbeat(&self) -> Option<Heartbeat> {
+        let (lb, vm, version) = {
+            let inner = self.inner.lock().await;
+            let s = inner.applied.as_ref()?;
+            (s.load_balancer_id.clone(), s.vm.id.clone(), s.version)
+        };
+        let haproxy_up = self.proxy.is_up().await;
+        let stats = if haproxy_up {
+            self.proxy.stats().await.unwrap_or_default()
+        } else {
+            Stats::default()
+        };
+        Some(Heartbeat {
+            load_balancer_id: lb,
+            vm_id: vm,
+            seq: 0,
+            sent_at: 0,
+            version: Some(version),
+            haproxy_up,
+            stats,
+        })
+    }
+}
+
+/// The API router (no TLS; [`serve`] wraps it). `auth` adds HTTP basic auth.
+pub fn router(agent: Arc<Agent>, auth: Option<BasicAuth>) -> Router {
+    let api = Router::new()
+        .route("/v1/state", put(put_state))
+        .route("/v1/status", get(status))
+        .route("/v1/stats", get(stats))
+        .route("/v1/drain", post(drain))
+        .route("/v1/undrain", post(undrain))
+        .with_state(agent)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    match auth {
+        Some(auth) => api.layer(middleware::from_fn_with_state(
+            Arc::new(auth),
+            require_basic_auth,
+        )),
+        None => api,
+    }
+}
+
+async fn put_state(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
+    let state: DesiredState = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return AgentError::BadRequest(format!("invalid desired state: {e}")).into_response();
+        }
+    };
+    match agent.put_state(state).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn status(State(agent): State<Arc<Agent>>) -> Json<AgentStatus> {
+    Json(agent.status().await)
+}
+
+async fn stats(State(agent): State<Arc<Agent>>) -> Result<Json<Stats>, AgentError> {
+    agent.stats().await.map(Json)
+}
+
+async fn drain(State(agent): State<Arc<Agent>>) -> Result<Json<DrainReply>, AgentError> {
+    agent.drain().await.map(Json)
+}
+
+async fn undrain(State(agent): State<Arc<Agent>>) -> Result<Json<DrainReply>, AgentError> {
+    agent.undrain().await.map(Json)
+}
+
+async fn require_basic_auth(
+    State(auth): State<Arc<BasicAuth>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if basic_auth_ok(&auth, &headers) {
+        return next.run(request).await;
+    }
+    // Never log what was sent: it may be a mistyped password.
+    tracing::warn!("basic auth failed");
+    let body = ErrorBody {
+        message: "authentication required".into(),
+        version: None,
+        running_version: None,
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"klb-agent\"")],
+        Json(body),
+    )
+        .into_response()
+}
+
+fn basic_auth_ok(auth: &BasicAuth, headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+    // Evaluate both comparisons always, so timing says nothing about which one failed.
+    let user_ok = constant_time_eq(user, auth.user.as_bytes());
+    let password_ok = constant_time_eq(password, auth.password.expose().as_bytes());
+    user_ok & password_ok
+}
+
+/// Compares SHA-256 digests byte by byte without early exit: the time depends on neither the
+/// lengths nor the position of the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
+    let diff = da
+        .iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Serves the API over mutual TLS on `listener` until `shutdown` turns true (then finishes
+/// in-flight requests for up to 5 s).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    agent: Arc<Agent>,
+    auth: Option<BasicAuth>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let app = router(agent, auth);
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .map_err(AgentError::Serve)?
+    .handle(handle.clone());
+    tokio::spawn(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    server
+        .serve(app.into_make_service())
+        .await
+        .map_err(AgentError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Password;
+    use crate::dataplane::fake::FakeProxy;
+
+    fn state(version: u64) -> DesiredState {
+        serde_json::from_value(serde_json::json!({
+            "version": version, "load_balancer_id": "lb1", "vip": "198.19.0.10",
+            "vm": {"id": "vm1", "index": 1, "name": "lb1-1"},
+            "listeners": [{"id": "l1", "protocol": "HTTP", "protocol_port": 80,
+                           "default_pool_id": "p1"}],
+            "pools": [{"id": "p1", "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN",
+                       "members": [{"id": "m1", "address": "198.18.3.2", "protocol_port": 8080}]}]
+        }))
+        .unwrap()
+    }
+
+    fn agent() -> (Arc<FakeProxy>, Arc<Agent>) {
+        let proxy = Arc::new(FakeProxy::default());
+        let agent = Arc::new(Agent::new(proxy.clone(), None, Duration::ZERO));
+        (proxy, agent)
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        body: Option<String>,
+        auth: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(a) = auth {
+            let enc = base64::engine::general_purpose::STANDARD.encode(a);
+            req = req.header(header::AUTHORIZATION, format!("Basic {enc}"));
+        }
+        let req = req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    fn put(v: &DesiredState) -> Option<String> {
+        Some(serde_json::to_string(v).unwrap())
+    }
+
+    #[tokio::test]
+    async fn state_versions_newer_same_older() {
+        let (proxy, agent) = agent();
+        let app = router(agent, None);
+        let (st, body) = call(&app, "PUT", "/v1/state", put(&state(2)), None).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        assert_eq!(body["method"], "start");
+        // Same version again: no-op, HAProxy is not touched.
+        let (st, body) = call(&app, "PUT", "/v1/state", put(&state(2)), None).await;
+        assert_eq!(
+            (st, body["method"].as_str()),
+            (StatusCode::OK, Some("unchanged"))
+        );
+        // Older: 409 with the running version.
+        let (st, body) = call(&app, "PUT", "/v1/state", put(&state(1)), None).await;
+        assert_eq!(st, StatusCode::CONFLICT);
+        assert_eq!(body["running_version"], 2);
+        // Same version, different content: 409.
+        let mut changed = state(2);
+        changed.pools[0].members[0].weight = 5;
+        let (st, _) = call(&app, "PUT", "/v1/state", put(&changed), None).await;
+        assert_eq!(st, StatusCode::CONFLICT);
+        // Newer: applied.
+        changed.version = 3;
+        let (st, body) = call(&app, "PUT", "/v1/state", put(&changed), None).await;
+        assert_eq!(
+            (st, body["method"].as_str()),
+            (StatusCode::OK, Some("reload"))
+        );
+        assert_eq!(proxy.applied_versions(), vec![2, 3]);
+        let (_, status) = call(&app, "GET", "/v1/status", None, None).await;
+        assert_eq!(status["version"], 3);
+        assert_eq!(status["load_balancer_id"], "lb1");
+        assert_eq!(status["drained"], false);
+    }
+
+    #[tokio::test]
+    async fn rejected_state_keeps_the_old_version() {
+        let (proxy, agent) = agent();
+        let app = router(agent, None);
+        call(&app, "PUT", "/v1/state", put(&state(1)), None).await;
+        proxy.fail_next_apply(ProxyError::Invalid("haproxy -c: parsing error".into()));
+        let (st, body) = call(&app, "PUT", "/v1/state", put(&state(2)), None).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            body["message"].as_str().unwrap().contains("parsing error"),
+            "{body}"
+        );
+        assert_eq!(body["running_version"], 1);
+        proxy.fail_next_apply(ProxyError::Failed("socket gone".into()));
+        let (st, _) = call(&app, "PUT", "/v1/state", put(&state(2)), None).await;
+        assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
+        let (_, status) = call(&app, "GET", "/v1/status", None, None).await;
+        assert_eq!(status["version"], 1);
+        // The retry succeeds.
+        let (st, _) = call(&app, "PUT", "/v1/state", put(&state(2)), None).await;
+        assert_eq!(st, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bad_requests() {
+        let (_, agent) = agent();
+        let app = router(agent, None);
+        let (st, body) = call(&app, "PUT", "/v1/state", Some("{not json".into()), None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid desired state")
+        );
+        let mut s = state(1);
+        s.protocol = 99;
+        let (st, _) = call(&app, "PUT", "/v1/state", put(&s), None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        // BGP without FRR configured.
+        let mut s = state(1);
+        s.bgp = Some(
+            serde_json::from_value(serde_json::json!({
+            "local_as": 10001, "router_id": "198.18.1.2",
+            "neighbors": [{"address": "198.18.1.1", "remote_as": 60201}],
+            "announce": ["198.19.0.10/32"]}))
+            .unwrap(),
+        );
+        let (st, _) = call(&app, "PUT", "/v1/state", put(&s), None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        // Another load balancer's state once one is running.
+        call(&app, "PUT", "/v1/state", put(&state(1)), None).await;
+        let mut other = state(5);
+        other.load_balancer_id = "lb2".into();
+        let (st, _) = call(&app, "PUT", "/v1/state", put(&other), None).await;
+        assert_eq!(st, StatusCode::CONFLICT);
+    }
+
+    #[tokio::test]
+    async fn drain_and_undrain_toggle_haproxy_and_survive_applies() {
+        let (proxy, agent) = agent();
+        let app = router(agent, None);
+        call(&app, "PUT", "/v1/state", put(&state(1)), None).await;
+        let (st, body) = call(&app, "POST", "/v1/drain", None, None).await;
+        assert_eq!(
+            (st, body["changed"].as_bool()),
+            (StatusCode::OK, Some(true))
+        );
+        assert_eq!(proxy.accepting(), Some(false));
+        let (_, body) = call(&app, "POST", "/v1/drain", None, None).await;
+        assert_eq!(body["changed"], false);
+        // A new state while drained keeps the frontends closed.
+        let mut s = state(2);
+        s.pools[0].members[0].weight = 3;
+        call(&app, "PUT", "/v1/state", put(&s), None).await;
+        assert_eq!(proxy.accepting(), Some(false));
+        let (_, status) = call(&app, "GET", "/v1/status", None, None).await;
+        assert_eq!(status["drained"], true);
+        let (_, body) = call(&app, "POST", "/v1/undrain", None, None).await;
+        assert_eq!(
+            (body["drained"].as_bool(), body["changed"].as_bool()),
+            (Some(false), Some(true))
+        );
+        assert_eq!(proxy.accepting(), Some(true));
+    }
+
+    #[tokio::test]
+    async fn basic_auth() {
+        let (_, agent) = agent();
+        let auth = BasicAuth {
+            user: "admin".into(),
+            password: Password::new("s3cret"),
+        };
+        let app = router(agent, Some(auth));
+        let (st, _) = call(&app, "GET", "/v1/status", None, None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        let (st, _) = call(&app, "GET", "/v1/status", None, Some("admin:wrong")).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        let (st, _) = call(&app, "GET", "/v1/status", None, Some("root:s3cret")).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        let (st, _) = call(&app, "GET", "/v1/status", None, Some("admin:s3cret")).await;
+        assert_eq!(st, StatusCode::OK);
+        // A password containing ':' splits at the first colon only.
+        let (_, agent) = self::agent();
+        let app = router(
+            agent,
+            Some(BasicAuth {
+                user: "u".into(),
+                password: Password::new("a:b"),
+            }),
+        );
+        let (st, _) = call(&app, "GET", "/v1/status", None, Some("u:a:b")).await;
+        assert_eq!(st, StatusCode::OK);
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
