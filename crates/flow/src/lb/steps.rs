@@ -492,9 +492,46 @@ impl Step<LbEnv> for WaitVmsActive {
 }
 
 /// The PPS alarm over the LB's VMs (recreated when the VM set changed).
-/// `owned`: revert deletes it (create); otherwise revert leaves it.
+/// `owned` (create): revert deletes it. Otherwise (failover, scale) revert restores an alarm
+/// over the VMs that remain once this run's own VMs are reverted.
 pub struct EnsureAlarm {
     pub owned: bool,
+}
+
+async fn ensure_alarm(ctx: &mut Ctx<'_>, lb_id: &str, skip: &[u32]) -> Result<(), StepError> {
+    let alarms = ctx.env.cloud.alarms.clone();
+    let cfg = &ctx.env.config;
+    let mut server_ids: Vec<String> = lb_vms(ctx, lb_id)
+        .await?
+        .into_iter()
+        .filter(|v| !skip.contains(&v.index))
+        .map(|v| v.server_id)
+        .collect();
+    server_ids.sort();
+    let name = names::alarm(lb_id);
+    if let Some(existing) = alarms.find_alarm(&name).await? {
+        let mut have = existing.server_ids.clone();
+        have.sort();
+        if have == server_ids {
+            ctx.set_var("alarm_id", &existing.id);
+            return Ok(());
+        }
+        // No update call in the trait (Aodh has one, the local evaluator need not): replace.
+        alarms.delete_alarm(&existing.id).await?;
+    }
+    let alarm = alarms
+        .create_pps_alarm(&PpsAlarmSpec {
+            name,
+            lb_id: lb_id.to_string(),
+            server_ids,
+            threshold_pps: cfg.pps_threshold,
+            period_secs: cfg.alarm_period_secs,
+            evaluation_periods: cfg.alarm_evaluation_periods,
+            webhook_url: cfg.alarm_webhook_url.clone(),
+        })
+        .await?;
+    ctx.set_var("alarm_id", &alarm.id);
+    Ok(())
 }
 
 #[async_trait]
@@ -505,45 +542,16 @@ impl Step<LbEnv> for EnsureAlarm {
 
     async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
         let input = input(ctx)?;
-        let alarms = ctx.env.cloud.alarms.clone();
-        let cfg = &ctx.env.config;
-        let mut server_ids: Vec<String> = lb_vms(ctx, &input.lb_id)
-            .await?
-            .into_iter()
-            .map(|v| v.server_id)
-            .collect();
-        server_ids.sort();
-        let name = names::alarm(&input.lb_id);
-        if let Some(existing) = alarms.find_alarm(&name).await? {
-            let mut have = existing.server_ids.clone();
-            have.sort();
-            if have == server_ids {
-                ctx.set_var("alarm_id", &existing.id);
-                return Ok(());
-            }
-            alarms.delete_alarm(&existing.id).await?;
-        }
-        let alarm = alarms
-            .create_pps_alarm(&PpsAlarmSpec {
-                name,
-                lb_id: input.lb_id.clone(),
-                server_ids,
-                threshold_pps: cfg.pps_threshold,
-                period_secs: cfg.alarm_period_secs,
-                evaluation_periods: cfg.alarm_evaluation_periods,
-                webhook_url: cfg.alarm_webhook_url.clone(),
-            })
-            .await?;
-        ctx.set_var("alarm_id", &alarm.id);
-        Ok(())
+        ensure_alarm(ctx, &input.lb_id, &[]).await
     }
 
     async fn revert(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
-        if !self.owned {
-            return Ok(());
-        }
         let input = input(ctx)?;
-        delete_alarm(ctx, &input.lb_id).await
+        if self.owned {
+            delete_alarm(ctx, &input.lb_id).await
+        } else {
+            ensure_alarm(ctx, &input.lb_id, &input.vm_indices).await
+        }
     }
 }
 
