@@ -1,1 +1,275 @@
-//! The OpenStack Load Balancer v2 (Octavia-compatible) HTTP API.
+//! The OpenStack Load Balancer v2 (Octavia-compatible) HTTP API: axum routes for load
+//! balancers, listeners, pools, members, health monitors, L7 policies and rules, with
+//! Octavia's envelopes, defaults, status codes, fault bodies and list queries. Each change is
+//! written to the store together with a job (see `klb-store`) in one transaction; a provider
+//! (the [`provider::NoopProvider`] or the flow engine) settles the job.
+//!
+//! [`router`] builds the whole service (tests drive it with `tower::ServiceExt::oneshot`);
+//! [`serve`] runs it on a listener until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use klb_store::Store;
+use serde_json::json;
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod context;
+pub mod error;
+pub mod list;
+pub mod provider;
+mod v2;
+
+pub use context::{
+    Action, AuthError, Authenticator, Denied, NoAuth, Op, Policy, RequestContext, Resource,
+    ScopePolicy,
+};
+pub use error::{ApiError, ApiResult};
+
+/// API settings, lifted from the raw config by the binary.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Provider recorded on load balancers created without one.
+    pub default_provider: String,
+    /// Providers accepted in `provider`.
+    pub enabled_providers: Vec<String>,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Listener `timeout_client_data` default (ms).
+    pub timeout_client_data: i64,
+    /// Listener `timeout_member_connect` default (ms).
+    pub timeout_member_connect: i64,
+    /// Listener `timeout_member_data` default (ms).
+    pub timeout_member_data: i64,
+    /// Listener `timeout_tcp_inspect` default (ms).
+    pub timeout_tcp_inspect: i64,
+    /// Default cipher string for TLS-terminating listeners and TLS pools.
+    pub default_tls_ciphers: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            default_provider: "klb".to_owned(),
+            enabled_providers: vec!["klb".to_owned(), "amphora".to_owned(), "octavia".to_owned()],
+            max_body_bytes: 4 * 1024 * 1024,
+            timeout_client_data: 50_000,
+            timeout_member_connect: 5_000,
+            timeout_member_data: 50_000,
+            timeout_tcp_inspect: 0,
+            default_tls_ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256".to_owned(),
+        }
+    }
+}
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// Authentication.
+    pub auth: Arc<dyn Authenticator>,
+    /// Authorization.
+    pub policy: Arc<dyn Policy>,
+    /// VIP allocation.
+    pub network: Arc<dyn provider::VipNetwork>,
+    /// TLS container checks.
+    pub certs: Arc<dyn provider::CertManager>,
+    /// Settings.
+    pub config: Arc<ApiConfig>,
+}
+
+impl AppState {
+    /// State with the stock seams: the given authenticator, [`ScopePolicy`], the noop network
+    /// and certificate manager, default settings.
+    pub fn new(store: Store, auth: Arc<dyn Authenticator>) -> AppState {
+        AppState {
+            store,
+            auth,
+            policy: Arc::new(ScopePolicy),
+            network: Arc::new(provider::NoopNetwork),
+            certs: Arc::new(provider::NoopCertManager),
+            config: Arc::new(ApiConfig::default()),
+        }
+    }
+}
+
+/// The request path as the client sent it (before `/v2.0`, `/lbaas` and `.json` are
+/// normalized); used for pagination links.
+#[derive(Debug, Clone)]
+pub struct RequestPath(pub String);
+
+/// The whole HTTP service.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    let inner = Router::new()
+        .route("/", get(versions))
+        .route("/v2", get(v2_root))
+        .merge(v2::routes())
+        .merge(admin::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |mut req: Request, next: axum::middleware::Next| async move {
+            req.extensions_mut().insert(body::BodyLimit(limit));
+            if !accepts_json(&req) {
+                return ApiError::NotAcceptable.into_response();
+            }
+            let request_id = format!("req-{}", uuid::Uuid::new_v4());
+            let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id);
+            let _enter = span.enter();
+            drop(_enter);
+            let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert("x-openstack-request-id", v);
+            }
+            resp
+        }))
+        .with_state(state);
+    let rewritten = tower::ServiceBuilder::new()
+        .map_request(normalize)
+        .service(inner);
+    Router::new().fallback_service(rewritten)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves (in-flight requests finish).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `/v2.0/...`, `/v2/lbaas/...`, `/v2.0/lbaas/...` → `/v2/...`; a `.json` suffix and a
+/// trailing slash are dropped.
+fn normalize(mut req: Request) -> Request {
+    let original = req.uri().path().to_owned();
+    let mut path = original.as_str();
+    if let Some(p) = path.strip_suffix(".json") {
+        path = p;
+    }
+    if path.len() > 1 {
+        path = path.trim_end_matches('/');
+    }
+    let mut canonical = String::with_capacity(path.len());
+    let rest = if let Some(r) = path.strip_prefix("/v2.0") {
+        canonical.push_str("/v2");
+        Some(r)
+    } else if let Some(r) = path.strip_prefix("/v2") {
+        canonical.push_str("/v2");
+        Some(r)
+    } else {
+        None
+    };
+    match rest {
+        Some(r) if r.is_empty() || r.starts_with('/') => {
+            let r = match r.strip_prefix("/lbaas") {
+                Some(after) if after.is_empty() || after.starts_with('/') => after,
+                _ => r,
+            };
+            canonical.push_str(r);
+        }
+        _ => canonical = path.to_owned(),
+    }
+    if canonical != original {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{canonical}?{q}"),
+            None => canonical,
+        };
+        if let Ok(uri) = pq.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req.extensions_mut().insert(RequestPath(original));
+    req
+}
+
+fn accepts_json(req: &Request) -> bool {
+    let Some(accept) = req.headers().get("accept").and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    accept.split(',').any(|item| {
+        let mime = item
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        mime.is_empty() || mime == "*/*" || mime == "application/*" || mime == "application/json"
+    })
+}
+
+async fn versions(req: Request) -> Response {
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let base = format!("http://{host}/v2");
+    let updated = [
+        ("v2.0", "2016-12-11T00:00:00Z"),
+        ("v2.1", "2018-04-20T00:00:00Z"),
+        ("v2.2", "2018-07-31T00:00:00Z"),
+        ("v2.3", "2018-12-18T00:00:00Z"),
+        ("v2.4", "2018-12-19T00:00:00Z"),
+        ("v2.5", "2019-01-21T00:00:00Z"),
+        ("v2.6", "2019-01-25T00:00:00Z"),
+        ("v2.7", "2018-01-25T12:00:00Z"),
+        ("v2.8", "2019-02-12T00:00:00Z"),
+        ("v2.9", "2019-03-04T00:00:00Z"),
+        ("v2.10", "2019-03-05T00:00:00Z"),
+        ("v2.11", "2019-06-24T00:00:00Z"),
+        ("v2.12", "2019-09-11T00:00:00Z"),
+        ("v2.13", "2019-09-13T00:00:00Z"),
+        ("v2.14", "2019-09-19T00:00:00Z"),
+        ("v2.15", "2020-03-10T00:00:00Z"),
+        ("v2.16", "2020-03-15T00:00:00Z"),
+        ("v2.17", "2020-04-29T00:00:00Z"),
+        ("v2.18", "2020-04-29T01:00:00Z"),
+        ("v2.19", "2020-05-12T00:00:00Z"),
+        ("v2.20", "2020-08-24T00:00:00Z"),
+        ("v2.21", "2020-09-03T00:00:00Z"),
+        ("v2.22", "2021-04-19T00:00:00Z"),
+        ("v2.23", "2021-05-19T00:00:00Z"),
+        ("v2.24", "2021-07-24T00:00:00Z"),
+        ("v2.25", "2022-01-12T00:00:00Z"),
+        ("v2.26", "2022-08-29T00:00:00Z"),
+        ("v2.27", "2023-05-05T00:00:00Z"),
+        ("v2.28", "2023-11-08T00:00:00Z"),
+        ("v2.29", "2024-03-04T00:00:00Z"),
+        ("v2.30", "2024-06-27T00:00:00Z"),
+    ];
+    let versions: Vec<_> = updated
+        .iter()
+        .map(|(id, ts)| {
+            let status = if *id == "v2.30" { "CURRENT" } else { "SUPPORTED" };
+            json!({"id": id, "status": status, "updated": ts, "links": [{"href": base, "rel": "self"}]})
+        })
+        .collect();
+    axum::Json(json!({ "versions": versions })).into_response()
+}
+
+async fn v2_root() -> Response {
+    axum::Json(json!("v2")).into_response()
+}
+
+async fn not_found(method: Method) -> Response {
+    let _ = method;
+    ApiError::NotFound("The resource could not be found.".to_owned()).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let mut resp = ApiError::MethodNotAllowed.into_response();
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}

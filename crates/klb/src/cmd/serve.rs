@@ -1,13 +1,171 @@
-//! `klb serve`.
+//! `klb serve`: the control plane. Lifts the raw config into typed settings, opens the store
+//! (migrations run at open), starts the provider worker and serves the API until SIGTERM or
+//! Ctrl-C, then drains in-flight requests and stops the worker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::{ConfigError, RawConfig};
 
 /// Arguments of `klb serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Path to klb.toml (optional).
+    /// Path to klb.toml (optional; without it every setting has its default).
     #[arg(long, short)]
-    pub config: Option<std::path::PathBuf>,
+    pub config: Option<PathBuf>,
+    /// Directory of the default SQLite database `klb.db` (default: the current directory).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("klb serve is not built yet")
+/// Default listen address.
+const DEFAULT_BIND: &str = "127.0.0.1:9876";
+/// Project used by noauth requests without `X-Project-Id` when none is configured.
+const DEFAULT_NOAUTH_PROJECT: &str = "default";
+
+/// The serve settings, validated.
+#[derive(Debug)]
+struct ServeConfig {
+    /// Listen address.
+    bind: SocketAddr,
+    /// Store URL (`sqlite://...` or `postgres://...`).
+    database_url: String,
+    /// Default project of noauth requests.
+    default_project_id: String,
+}
+
+impl ServeConfig {
+    fn lift(
+        raw: &RawConfig,
+        state_dir: Option<&std::path::Path>,
+    ) -> Result<ServeConfig, ConfigError> {
+        let bind_text = raw.api.bind.as_deref().unwrap_or(DEFAULT_BIND);
+        let bind = bind_text.parse().map_err(|e| ConfigError::Invalid {
+            key: "api.bind".to_owned(),
+            message: format!("{bind_text:?}: {e}"),
+        })?;
+        match raw.api.auth_strategy.as_deref().unwrap_or("noauth") {
+            "noauth" => {}
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "api.auth_strategy".to_owned(),
+                    message: format!("{other:?} is not supported by this build (use noauth)"),
+                });
+            }
+        }
+        let database_url = match &raw.database.url {
+            Some(url) => url.clone(),
+            None => {
+                let dir = state_dir
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("."));
+                format!("sqlite://{}", dir.join("klb.db").display())
+            }
+        };
+        Ok(ServeConfig {
+            bind,
+            database_url,
+            default_project_id: raw
+                .api
+                .default_project_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NOAUTH_PROJECT.to_owned()),
+        })
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let raw = RawConfig::load(args.config.as_deref())?;
+    if let Some(dir) = &args.state_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+    }
+    let config = ServeConfig::lift(&raw, args.state_dir.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let store = klb_store::Store::open(&config.database_url)
+        .await
+        .context("cannot open the store")?;
+    let auth = Arc::new(klb_api::NoAuth {
+        default_project_id: Some(config.default_project_id.clone()),
+    });
+    let state = klb_api::AppState::new(store.clone(), auth);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let worker = tokio::spawn(
+        klb_api::provider::NoopProvider::new(store.clone()).run(wait_stop(stop_rx.clone())),
+    );
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    tracing::info!(bind = %config.bind, backend = ?store.backend(), "klb serve: API listening");
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    klb_api::serve(listener, state, wait_stop(stop_rx))
+        .await
+        .context("API server failed")?;
+    let _ = worker.await;
+    store.close().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_config() {
+        let c = ServeConfig::lift(&RawConfig::default(), None).unwrap();
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.database_url, "sqlite://./klb.db");
+        let c = ServeConfig::lift(
+            &RawConfig::default(),
+            Some(std::path::Path::new("/var/lib/klb")),
+        )
+        .unwrap();
+        assert_eq!(c.database_url, "sqlite:///var/lib/klb/klb.db");
+    }
+
+    #[test]
+    fn bad_bind_is_a_config_error() {
+        let mut raw = RawConfig::default();
+        raw.api.bind = Some("nowhere".into());
+        assert!(ServeConfig::lift(&raw, None).is_err());
+    }
 }

@@ -1,0 +1,275 @@
+//! Who is calling and what they may do: [`RequestContext`] (built by an [`Authenticator`] from
+//! the request headers) and the one policy hook every handler calls, [`RequestContext::authorize`].
+//!
+//! Design: authentication and authorization are separate seams. The stock [`NoAuth`]
+//! authenticator trusts `X-Project-Id`/`X-Roles` headers (local use only); Keystone validation
+//! lives in `crate::auth`. The stock [`ScopePolicy`] allows every action but keeps projects
+//! apart: a non-admin context never sees or changes another project's objects, and handlers
+//! turn [`Denied::NotVisible`] into the object's 404, as Octavia does. Octavia's RBAC plugs in
+//! as another [`Policy`].
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The caller, as established by the authenticator.
+#[derive(Clone)]
+pub struct RequestContext {
+    /// The project the token is scoped to (`None`: unscoped or noauth without default).
+    pub project_id: Option<String>,
+    /// The user, when known.
+    pub user_id: Option<String>,
+    /// Role names (lower-case as Keystone returns them).
+    pub roles: Vec<String>,
+    /// Admin contexts see and change every project.
+    pub is_admin: bool,
+    /// Request id (`req-<uuid>`), echoed in `x-openstack-request-id`.
+    pub request_id: String,
+    policy: Arc<dyn Policy>,
+}
+
+impl std::fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("project_id", &self.project_id)
+            .field("user_id", &self.user_id)
+            .field("roles", &self.roles)
+            .field("is_admin", &self.is_admin)
+            .finish()
+    }
+}
+
+impl RequestContext {
+    /// A context with the default [`ScopePolicy`] (the router replaces it with the configured
+    /// policy).
+    pub fn new(project_id: Option<String>, roles: Vec<String>, is_admin: bool) -> RequestContext {
+        RequestContext {
+            project_id,
+            user_id: None,
+            roles,
+            is_admin,
+            request_id: format!("req-{}", uuid::Uuid::new_v4()),
+            policy: Arc::new(ScopePolicy),
+        }
+    }
+
+    /// Replaces the policy.
+    pub fn with_policy(mut self, policy: Arc<dyn Policy>) -> RequestContext {
+        self.policy = policy;
+        self
+    }
+
+    /// The policy hook: may this context perform `action` on an object owned by
+    /// `target_project` (`None` for objects without a project, e.g. a global list)?
+    pub fn authorize(&self, action: Action, target_project: Option<&str>) -> Result<(), Denied> {
+        self.policy.check(self, action, target_project)
+    }
+
+    /// True if the context may see objects of `project_id` at all.
+    pub fn can_see(&self, project_id: &str) -> bool {
+        self.is_admin || self.project_id.as_deref() == Some(project_id)
+    }
+}
+
+/// Why the policy refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// The object belongs to a project the caller cannot see: answer 404 for it.
+    NotVisible,
+    /// The caller sees it but may not do this: 403.
+    Forbidden,
+}
+
+/// The resource an action is about (Octavia's RBAC resource names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    LoadBalancer,
+    Listener,
+    Pool,
+    Member,
+    HealthMonitor,
+    L7Policy,
+    L7Rule,
+    Quota,
+    Provider,
+    Flavor,
+    FlavorProfile,
+    AvailabilityZone,
+    AvailabilityZoneProfile,
+    Amphora,
+}
+
+/// What is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    GetOne,
+    GetAll,
+    GetAllGlobal,
+    Post,
+    Put,
+    Delete,
+    GetStats,
+    GetStatus,
+    Failover,
+}
+
+/// An action checked by the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Action {
+    /// Resource.
+    pub resource: Resource,
+    /// Operation.
+    pub op: Op,
+}
+
+impl Action {
+    /// Shorthand.
+    pub const fn new(resource: Resource, op: Op) -> Action {
+        Action { resource, op }
+    }
+
+    /// Octavia's policy rule name, e.g. `os_load-balancer_api:loadbalancer:get_one`.
+    pub fn rule(&self) -> String {
+        let r = match self.resource {
+            Resource::LoadBalancer => "loadbalancer",
+            Resource::Listener => "listener",
+            Resource::Pool => "pool",
+            Resource::Member => "member",
+            Resource::HealthMonitor => "healthmonitor",
+            Resource::L7Policy => "l7policy",
+            Resource::L7Rule => "l7rule",
+            Resource::Quota => "quota",
+            Resource::Provider => "provider",
+            Resource::Flavor => "flavor",
+            Resource::FlavorProfile => "flavor-profile",
+            Resource::AvailabilityZone => "availability-zone",
+            Resource::AvailabilityZoneProfile => "availability-zone-profile",
+            Resource::Amphora => "amphora",
+        };
+        let o = match self.op {
+            Op::GetOne => "get_one",
+            Op::GetAll => "get_all",
+            Op::GetAllGlobal => "get_all-global",
+            Op::Post => "post",
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::GetStats => "get_stats",
+            Op::GetStatus => "get_status",
+            Op::Failover => "failover",
+        };
+        format!("os_load-balancer_api:{r}:{o}")
+    }
+}
+
+/// An authorization policy.
+pub trait Policy: Send + Sync + 'static {
+    /// Decides one action.
+    fn check(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        target_project: Option<&str>,
+    ) -> Result<(), Denied>;
+}
+
+/// Allows everything except crossing projects (non-admin contexts only see their project).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScopePolicy;
+
+impl Policy for ScopePolicy {
+    fn check(
+        &self,
+        ctx: &RequestContext,
+        _action: Action,
+        target_project: Option<&str>,
+    ) -> Result<(), Denied> {
+        match target_project {
+            Some(p) if !ctx.can_see(p) => Err(Denied::NotVisible),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Failed authentication (401).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthError(pub String);
+
+/// Turns request headers into a [`RequestContext`].
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Authenticates one request.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<RequestContext, AuthError>;
+}
+
+/// `noauth`: trusts the caller. The project comes from `X-Project-Id` (or `X-Tenant-Id`),
+/// else the configured default project. Like Octavia's noauth it is admin-capable: a request
+/// without a project header is admin; with one, it is scoped to that project and is admin only
+/// if `X-Roles` contains `admin`. For local use and tests only.
+#[derive(Debug, Clone, Default)]
+pub struct NoAuth {
+    /// Project for requests without a project header.
+    pub default_project_id: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Authenticator for NoAuth {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<RequestContext, AuthError> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let project = header("x-project-id").or_else(|| header("x-tenant-id"));
+        let roles: Vec<String> = header("x-roles")
+            .map(|r| {
+                r.split(',')
+                    .map(|s| s.trim().to_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (project_id, is_admin) = match project {
+            Some(p) => {
+                if p.len() > 36 || klb_model::validate::has_control(&p) {
+                    return Err(AuthError("Invalid X-Project-Id header".to_owned()));
+                }
+                let admin = roles.iter().any(|r| r == "admin");
+                (Some(p), admin)
+            }
+            None => (self.default_project_id.clone(), true),
+        };
+        let mut ctx = RequestContext::new(project_id, roles, is_admin);
+        ctx.user_id = header("x-user-id");
+        Ok(ctx)
+    }
+}
+
+impl FromRequestParts<AppState> for RequestContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(ctx) = parts.extensions.get::<RequestContext>() {
+            return Ok(ctx.clone());
+        }
+        let ctx = state
+            .auth
+            .authenticate(&parts.headers)
+            .await
+            .map_err(|e| ApiError::Unauthorized(e.0))?
+            .with_policy(state.policy.clone());
+        parts.extensions.insert(ctx.clone());
+        Ok(ctx)
+    }
+}

@@ -1,0 +1,133 @@
+//! The stock provider pieces used when no real flow engine runs: the VIP network seam with
+//! its noop implementation, the certificate-manager seam with its noop implementation, and
+//! [`NoopProvider`], a worker that settles every job as a success.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use klb_store::{Outcome, Store};
+use uuid::Uuid;
+
+/// What the caller asked for the VIP.
+#[derive(Debug, Clone, Default)]
+pub struct VipRequest {
+    /// Requested address.
+    pub address: Option<IpAddr>,
+    /// Requested port.
+    pub port_id: Option<Uuid>,
+    /// Requested subnet.
+    pub subnet_id: Option<Uuid>,
+    /// Requested network.
+    pub network_id: Option<Uuid>,
+}
+
+/// The VIP as allocated.
+#[derive(Debug, Clone)]
+pub struct Vip {
+    /// Address.
+    pub address: IpAddr,
+    /// Port holding it.
+    pub port_id: Uuid,
+    /// Subnet.
+    pub subnet_id: Uuid,
+    /// Network.
+    pub network_id: Uuid,
+}
+
+/// Allocates VIPs (Neutron ports in OpenStack). Errors are client-facing reasons
+/// (e.g. `Subnet <id> not found.`).
+pub trait VipNetwork: Send + Sync + 'static {
+    /// Allocates the VIP for a new load balancer.
+    fn allocate_vip(&self, lb_id: Uuid, request: &VipRequest) -> Result<Vip, String>;
+}
+
+/// Accepts any well-formed ids, like Octavia's noop network driver, and picks an address in
+/// 198.18.0.0/15 when none is given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopNetwork;
+
+impl VipNetwork for NoopNetwork {
+    fn allocate_vip(&self, lb_id: Uuid, request: &VipRequest) -> Result<Vip, String> {
+        let address = request.address.unwrap_or_else(|| {
+            // 198.18.0.0/15 has 131072 addresses; skip .0 and .255 style edges loosely.
+            let n = (lb_id.as_u128() % 131_000) as u32 + 10;
+            IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + n))
+        });
+        Ok(Vip {
+            address,
+            port_id: request.port_id.unwrap_or_else(Uuid::new_v4),
+            subnet_id: request.subnet_id.unwrap_or_else(Uuid::new_v4),
+            network_id: request.network_id.unwrap_or_else(Uuid::new_v4),
+        })
+    }
+}
+
+/// Checks TLS container references (Barbican in OpenStack). Errors are the refs that could not
+/// be retrieved.
+pub trait CertManager: Send + Sync + 'static {
+    /// Verifies that every ref can be retrieved by the caller's project.
+    fn check_refs(&self, project_id: &str, refs: &[&str]) -> Result<(), Vec<String>>;
+}
+
+/// Accepts every reference as-is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopCertManager;
+
+impl CertManager for NoopCertManager {
+    fn check_refs(&self, _project_id: &str, _refs: &[&str]) -> Result<(), Vec<String>> {
+        Ok(())
+    }
+}
+
+/// A provider worker that settles every job as a success right away, so `PENDING_*` becomes
+/// `ACTIVE` (or the object disappears on delete). Operating statuses are left as created
+/// (`OFFLINE`, members `NO_MONITOR`): nothing is measured.
+pub struct NoopProvider {
+    store: Store,
+    owner: String,
+    poll: Duration,
+}
+
+impl NoopProvider {
+    /// A worker on `store`.
+    pub fn new(store: Store) -> NoopProvider {
+        NoopProvider {
+            store,
+            owner: format!("noop-{}", Uuid::new_v4()),
+            poll: Duration::from_millis(500),
+        }
+    }
+
+    /// Runs until `shutdown` resolves. Woken by the store after each commit that enqueued a
+    /// job, with a poll fallback (jobs written by another node, or a missed wake-up).
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let notify = self.store.jobs_ready();
+        tokio::pin!(shutdown);
+        loop {
+            loop {
+                match self
+                    .store
+                    .claim_job(&self.owner, Duration::from_secs(30))
+                    .await
+                {
+                    Ok(Some(job)) => {
+                        if let Err(e) = self.store.settle_job(&job, Outcome::Success).await {
+                            tracing::warn!(job = %job.id, error = %e, "noop provider could not settle job");
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "noop provider could not claim a job");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! `/v2/loadbalancers` (octavia-api.md §1).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use klb_model::*;
+use klb_store::{Document, JobOp, ListQuery};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::common::*;
+use crate::AppState;
+use crate::body::{Field, JsonBody, Obj, required};
+use crate::context::{Action, Op, RequestContext, Resource as R};
+use crate::error::{ApiError, ApiResult};
+use crate::list::{self, Column, ListParams, Listing, RelIndex};
+use crate::provider::VipRequest;
+
+const POST_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "admin_state_up",
+    "project_id",
+    "tenant_id",
+    "vip_address",
+    "vip_port_id",
+    "vip_subnet_id",
+    "vip_network_id",
+    "vip_qos_policy_id",
+    "vip_sg_ids",
+    "additional_vips",
+    "listeners",
+    "pools",
+    "provider",
+    "flavor_id",
+    "availability_zone",
+    "tags",
+];
+const PUT_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "admin_state_up",
+    "vip_qos_policy_id",
+    "vip_sg_ids",
+    "tags",
+];
+
+/// Renders a load balancer without relation lists.
+pub fn render(lb: &LoadBalancer) -> Map<String, Value> {
+    let mut m = head(
+        lb.id,
+        &lb.project_id,
+        lb.provisioning_status,
+        lb.operating_status,
+        lb.created_at,
+        lb.updated_at,
+        &lb.tags,
+    );
+    m.insert("name".into(), json!(lb.name));
+    m.insert("description".into(), json!(lb.description));
+    m.insert("admin_state_up".into(), json!(lb.admin_state_up));
+    m.insert("vip_address".into(), opt(&lb.vip_address));
+    m.insert("vip_port_id".into(), opt(&lb.vip_port_id));
+    m.insert("vip_subnet_id".into(), opt(&lb.vip_subnet_id));
+    m.insert("vip_network_id".into(), opt(&lb.vip_network_id));
+    m.insert("vip_qos_policy_id".into(), opt(&lb.vip_qos_policy_id));
+    m.insert("vip_sg_ids".into(), json!(lb.vip_sg_ids));
+    m.insert("vip_vnic_type".into(), json!(lb.vip_vnic_type));
+    m.insert(
+        "additional_vips".into(),
+        Value::Array(
+            lb.additional_vips
+                .iter()
+                .map(|v| json!({"subnet_id": v.subnet_id, "ip_address": opt(&v.ip_address), "port_id": opt(&v.port_id)}))
+                .collect(),
+        ),
+    );
+    m.insert("listeners".into(), json!([]));
+    m.insert("pools".into(), json!([]));
+    m.insert("provider".into(), json!(lb.provider));
+    m.insert("flavor_id".into(), opt(&lb.flavor_id));
+    m.insert("availability_zone".into(), json!(lb.availability_zone));
+    m
+}
+
+fn render_doc(d: &Document) -> ApiResult<Map<String, Value>> {
+    Ok(render(&d.decode::<LoadBalancer>()?))
+}
+
+fn relate(m: &mut Map<String, Value>, rels: &RelIndex) {
+    let id = m.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+    m.insert("listeners".into(), rels.child_refs(&id, Kind::Listener));
+    m.insert("pools".into(), rels.child_refs(&id, Kind::Pool));
+}
+
+async fn full(state: &AppState, lb: &LoadBalancer) -> ApiResult<Map<String, Value>> {
+    let mut m = render(lb);
+    let rels = RelIndex::load(state, &[lb.id.to_string()]).await?;
+    relate(&mut m, &rels);
+    Ok(m)
+}
+
+/// GET /v2/loadbalancers
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    q: QueryPairs,
+    OrigPath(path): OrigPath,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(&q.0)?;
+    let project = scope_project(&ctx, R::LoadBalancer)?;
+    let listing = Listing {
+        base: ListQuery {
+            kind: Kind::LoadBalancer.as_str().into(),
+            project_id: project,
+            ..Default::default()
+        },
+        column_filters: &[
+            ("project_id", Column::Project),
+            ("id", Column::LoadBalancer),
+        ],
+        with_relations: true,
+    };
+    let (items, links) = list::run(&state, &path, &params, listing, render_doc, relate).await?;
+    Ok(reply_list("loadbalancers", items, links))
+}
+
+/// The project a list is limited to: `None` for admins (all projects), the caller's project
+/// otherwise.
+pub fn scope_project(ctx: &RequestContext, resource: R) -> ApiResult<Option<String>> {
+    if ctx.is_admin
+        && ctx
+            .authorize(Action::new(resource, Op::GetAllGlobal), None)
+            .is_ok()
+    {
+        return Ok(None);
+    }
+    let own = ctx.project_id.clone().ok_or(ApiError::Forbidden)?;
+    ctx.authorize(Action::new(resource, Op::GetAll), Some(&own))
+        .map_err(|_| ApiError::Forbidden)?;
+    Ok(Some(own))
+}
+
+/// GET /v2/loadbalancers/{id}
+pub async fn get_one(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<Response> {
+    let lb: LoadBalancer =
+        load(&state, &ctx, &id, Action::new(R::LoadBalancer, Op::GetOne)).await?;
+    let m = full(&state, &lb).await?;
+    Ok(reply(
+        StatusCode::OK,
+        "loadbalancer",
+        list::select_fields(m, &q.fields()),
+    ))
+}
+
+/// POST /v2/loadbalancers
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let obj = Obj::envelope(&body, "loadbalancer", "load_balancer", POST_KEYS)?;
+    let project_id = project_for_create(&ctx, &obj)?;
+    ctx.authorize(Action::new(R::LoadBalancer, Op::Post), Some(&project_id))
+        .map_err(|_| ApiError::Forbidden)?;
+    let request = VipRequest {
+        address: obj.ip("vip_address")?.opt(),
+        port_id: obj.uuid("vip_port_id")?.opt(),
+        subnet_id: obj.uuid("vip_subnet_id")?.opt(),
+        network_id: obj.uuid("vip_network_id")?.opt(),
+    };
+    if request.port_id.is_none() && request.subnet_id.is_none() && request.network_id.is_none() {
+        return Err(ApiError::validation(
+            "VIP must contain one of: vip_port_id, vip_network_id, vip_subnet_id.",
+        ));
+    }
+    let provider = match obj.string("provider", 64)? {
+        Field::Set(p) => {
+            if !state.config.enabled_providers.contains(&p) {
+                return Err(ApiError::BadRequest(format!(
+                    "Provider '{}' is not enabled.",
+                    validate::printable(&p)
+                )));
+            }
+            p
+        }
+        _ => state.config.default_provider.clone(),
+    };
+    let flavor_id = obj.uuid("flavor_id")?.opt();
+    if let Some(f) = flavor_id {
+        let enabled = state
+            .store
+            .get("flavor", &f.to_string())
+            .await?
+            .and_then(|d| serde_json::from_str::<Value>(&d.body).ok())
+            .map(|v| v.get("enabled").and_then(Value::as_bool).unwrap_or(true));
+        if enabled != Some(true) {
+            return Err(ApiError::validation(format!("Invalid flavor_id {f}.")));
+        }
+    }
+    let availability_zone = text(&obj, "availability_zone")?.opt();
+    if let Some(az) = &availability_zone {
+        let enabled = state
+            .store
+            .get("availability_zone", az)
+            .await?
+            .and_then(|d| serde_json::from_str::<Value>(&d.body).ok())
+            .map(|v| v.get("enabled").and_then(Value::as_bool).unwrap_or(true));
+        if enabled != Some(true) {
+            return Err(ApiError::validation(format!(
+                "Invalid availability zone {}.",
+                validate::printable(az)
+            )));
+        }
+    }
+    let mut additional_vips = Vec::new();
+    if let Field::Set(items) = obj.objects("additional_vips")? {
+        for item in items {
+            item.only("additional_vips", &["subnet_id", "ip_address", "port_id"])?;
+            let subnet_id = required("subnet_id", item.uuid("subnet_id")?)?;
+            if additional_vips
+                .iter()
+                .any(|v: &AdditionalVip| v.subnet_id == subnet_id)
+            {
+                return Err(ApiError::validation(
+                    "Duplicate VIP subnet(s) specified. Only one IP can be bound per subnet.",
+                ));
+            }
+            additional_vips.push(AdditionalVip {
+                subnet_id,
+                ip_address: item.ip("ip_address")?.opt(),
+                port_id: item.uuid("port_id")?.opt(),
+            });
+        }
+    }
+    let listeners = obj.objects("listeners")?.opt().unwrap_or_default();
+    let pools = obj.objects("pools")?.opt().unwrap_or_default();
+    let id = Uuid::new_v4();
+    let vip = state
+        .network
+        .allocate_vip(id, &request)
+        .map_err(ApiError::BadRequest)?;
+    let lb = LoadBalancer {
+        id,
+        project_id,
+        name: text(&obj, "name")?.opt(),
+        description: text(&obj, "description")?.opt(),
+        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        provisioning_status: ProvisioningStatus::PendingCreate,
+        operating_status: OperatingStatus::Offline,
+        created_at: now(),
+        updated_at: None,
+        tags: tags(&obj)?.or(Vec::new()),
+        vip_address: Some(vip.address),
+        vip_port_id: Some(vip.port_id),
+        vip_subnet_id: Some(vip.subnet_id),
+        vip_network_id: Some(vip.network_id),
+        vip_qos_policy_id: obj.uuid("vip_qos_policy_id")?.opt(),
+        vip_sg_ids: obj.uuid_list("vip_sg_ids")?.or(Vec::new()),
+        vip_vnic_type: "normal".to_owned(),
+        additional_vips,
+        provider,
+        flavor_id,
+        availability_zone,
+    };
+    let graph = super::graph::build(&state, &lb, &listeners, &pools)?;
+    let mut tx = state.store.begin().await?;
+    tx.insert_resource(&lb).await?;
+    graph.insert(&mut tx).await?;
+    enqueue(&mut tx, lb.id, JobOp::Create, Kind::LoadBalancer, lb.id).await?;
+    tx.commit().await?;
+    let mut m = render(&lb);
+    if !graph.is_empty() {
+        m.insert("listeners".into(), Value::Array(graph.render_listeners()));
+        m.insert("pools".into(), Value::Array(graph.render_pools()));
+    }
+    Ok(reply(StatusCode::CREATED, "loadbalancer", Value::Object(m)))
+}
+
+/// PUT /v2/loadbalancers/{id}
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let obj = Obj::envelope(&body, "loadbalancer", "load_balancer", PUT_KEYS)?;
+    let name = text(&obj, "name")?;
+    let description = text(&obj, "description")?;
+    let admin = obj.bool_null_false("admin_state_up")?;
+    let qos = obj.uuid("vip_qos_policy_id")?;
+    let sgs = obj.uuid_list("vip_sg_ids")?;
+    let new_tags = tags(&obj)?;
+    let first: LoadBalancer =
+        load(&state, &ctx, &id, Action::new(R::LoadBalancer, Op::Put)).await?;
+    let mut tx = state.store.begin().await?;
+    let mut lb: LoadBalancer = tx
+        .get_resource(first.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &id))?;
+    status::check_lb_updatable(lb.id, lb.provisioning_status)?;
+    if let Some(v) = name.update() {
+        lb.name = v;
+    }
+    if let Some(v) = description.update() {
+        lb.description = v;
+    }
+    if let Field::Set(v) = admin {
+        lb.admin_state_up = v;
+    }
+    if let Some(v) = qos.update() {
+        lb.vip_qos_policy_id = v;
+    }
+    if let Some(v) = sgs.update() {
+        lb.vip_sg_ids = v.unwrap_or_default();
+    }
+    if let Some(v) = new_tags.update() {
+        lb.tags = v.unwrap_or_default();
+    }
+    lb.provisioning_status = ProvisioningStatus::PendingUpdate;
+    lb.updated_at = Some(now());
+    tx.put_resource(&lb).await?;
+    enqueue(&mut tx, lb.id, JobOp::Update, Kind::LoadBalancer, lb.id).await?;
+    tx.commit().await?;
+    let m = full(&state, &lb).await?;
+    Ok(reply(StatusCode::OK, "loadbalancer", Value::Object(m)))
+}
+
+/// DELETE /v2/loadbalancers/{id}[?cascade=true]
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<Response> {
+    let cascade = q.get("cascade").is_some_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "true" | "1" | "yes" | "on" | "y" | "t"
+        )
+    });
+    let first: LoadBalancer =
+        load(&state, &ctx, &id, Action::new(R::LoadBalancer, Op::Delete)).await?;
+    let mut tx = state.store.begin().await?;
+    let mut lb: LoadBalancer = tx
+        .get_resource(first.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &id))?;
+    status::check_lb_deletable(lb.id, lb.provisioning_status)?;
+    if !cascade {
+        let rels = RelIndex::new(tx.relations(&[lb.id.to_string()]).await?);
+        if !rels.children(&id, Kind::Listener).is_empty()
+            || !rels.children(&id, Kind::Pool).is_empty()
+        {
+            return Err(ApiError::validation(format!(
+                "Cannot delete Load Balancer {id} - it has children"
+            )));
+        }
+    }
+    lb.provisioning_status = ProvisioningStatus::PendingDelete;
+    tx.put_resource(&lb).await?;
+    enqueue(&mut tx, lb.id, JobOp::Delete, Kind::LoadBalancer, lb.id).await?;
+    tx.commit().await?;
+    Ok(no_content())
+}
+
+/// PUT /v2/loadbalancers/{id}/failover
+pub async fn failover(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let first: LoadBalancer = load(
+        &state,
+        &ctx,
+        &id,
+        Action::new(R::LoadBalancer, Op::Failover),
+    )
+    .await?;
+    let mut tx = state.store.begin().await?;
+    let mut lb: LoadBalancer = tx
+        .get_resource(first.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &id))?;
+    status::check_lb_deletable(lb.id, lb.provisioning_status)?;
+    lb.provisioning_status = ProvisioningStatus::PendingUpdate;
+    tx.put_resource(&lb).await?;
+    enqueue(&mut tx, lb.id, JobOp::Failover, Kind::LoadBalancer, lb.id).await?;
+    tx.commit().await?;
+    Ok(accepted())
+}
+
+/// Zeroed statistics (the noop provider measures nothing; the flow engine's agents will
+/// report real counters).
+pub fn zero_stats() -> Value {
+    json!({"bytes_in": 0, "bytes_out": 0, "active_connections": 0, "total_connections": 0, "request_errors": 0})
+}
+
+/// GET /v2/loadbalancers/{id}/stats
+pub async fn stats(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let _lb: LoadBalancer = load(
+        &state,
+        &ctx,
+        &id,
+        Action::new(R::LoadBalancer, Op::GetStats),
+    )
+    .await?;
+    Ok(reply(StatusCode::OK, "stats", zero_stats()))
+}
+
+/// GET /v2/loadbalancers/{id}/status (and /statuses)
+pub async fn status_tree(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let lb: LoadBalancer = load(
+        &state,
+        &ctx,
+        &id,
+        Action::new(R::LoadBalancer, Op::GetStatus),
+    )
+    .await?;
+    let docs = state.store.graph(&lb.id.to_string()).await?;
+    let mut listeners = Vec::new();
+    let mut pools = std::collections::HashMap::new();
+    let mut members: std::collections::HashMap<Uuid, Vec<Member>> = Default::default();
+    let mut monitors = std::collections::HashMap::new();
+    let mut policies: Vec<L7Policy> = Vec::new();
+    for d in &docs {
+        match Kind::parse(&d.kind) {
+            Some(Kind::Listener) => listeners.push(d.decode::<Listener>()?),
+            Some(Kind::Pool) => {
+                let p: Pool = d.decode()?;
+                pools.insert(p.id, p);
+            }
+            Some(Kind::Member) => {
+                let m: Member = d.decode()?;
+                members.entry(m.pool_id).or_default().push(m);
+            }
+            Some(Kind::HealthMonitor) => {
+                let h: HealthMonitor = d.decode()?;
+                monitors.insert(h.pool_id, h);
+            }
+            Some(Kind::L7Policy) => policies.push(d.decode()?),
+            _ => {}
+        }
+    }
+    let name = |n: &Option<String>| Value::String(n.clone().unwrap_or_default());
+    let pool_status = |p: &Pool| {
+        let mut o = json!({"id": p.id, "name": name(&p.name), "provisioning_status": p.provisioning_status,
+            "operating_status": p.operating_status,
+            "members": members.get(&p.id).map(|ms| ms.iter().map(|m| json!({"id": m.id, "name": name(&m.name),
+                "provisioning_status": m.provisioning_status, "operating_status": m.operating_status,
+                "address": m.address.to_string(), "protocol_port": m.protocol_port})).collect::<Vec<_>>()).unwrap_or_default()});
+        if let Some(h) = monitors.get(&p.id) {
+            o["health_monitor"] = json!({"id": h.id, "name": name(&h.name), "type": h.kind,
+                "provisioning_status": h.provisioning_status, "operating_status": h.operating_status});
+        }
+        o
+    };
+    let listeners: Vec<Value> = listeners
+        .iter()
+        .map(|l| {
+            let mut ids: Vec<Uuid> = l.default_pool_id.into_iter().collect();
+            for p in policies.iter().filter(|p| p.listener_id == l.id) {
+                if let Some(pid) = p.redirect_pool_id
+                    && !ids.contains(&pid)
+                {
+                    ids.push(pid);
+                }
+            }
+            let ps: Vec<Value> = ids
+                .iter()
+                .filter_map(|pid| pools.get(pid))
+                .map(pool_status)
+                .collect();
+            json!({"id": l.id, "name": name(&l.name), "provisioning_status": l.provisioning_status,
+                "operating_status": l.operating_status, "pools": ps})
+        })
+        .collect();
+    let tree = json!({"loadbalancer": {"id": lb.id, "name": name(&lb.name), "provisioning_status": lb.provisioning_status,
+        "operating_status": lb.operating_status, "listeners": listeners}});
+    Ok(reply(StatusCode::OK, "statuses", tree))
+}

@@ -1,0 +1,384 @@
+//! `/v2/pools/{pool_id}/members` (octavia-api.md §4), including the batch update.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use klb_model::*;
+use klb_store::{Document, JobOp, ListQuery};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::common::*;
+use super::loadbalancers::scope_project;
+use crate::AppState;
+use crate::body::{Field, JsonBody, Obj, required};
+use crate::context::{Action, Op, RequestContext, Resource as R};
+use crate::error::{ApiError, ApiResult};
+use crate::list::{self, Column, ListParams, Listing, RelIndex};
+
+/// Attributes accepted on POST and in batch items.
+pub const POST_KEYS: &[&str] = &[
+    "name",
+    "admin_state_up",
+    "address",
+    "protocol_port",
+    "weight",
+    "backup",
+    "subnet_id",
+    "monitor_address",
+    "monitor_port",
+    "request_sriov",
+    "project_id",
+    "tenant_id",
+    "tags",
+];
+const PUT_KEYS: &[&str] = &[
+    "name",
+    "admin_state_up",
+    "weight",
+    "backup",
+    "monitor_address",
+    "monitor_port",
+    "tags",
+];
+const RESERVED_IPS: &[&str] = &["169.254.169.254"];
+
+/// Renders a member.
+pub fn render(m: &Member) -> Map<String, Value> {
+    let mut o = head(
+        m.id,
+        &m.project_id,
+        m.provisioning_status,
+        m.operating_status,
+        m.created_at,
+        m.updated_at,
+        &m.tags,
+    );
+    o.insert("name".into(), json!(m.name));
+    o.insert("admin_state_up".into(), json!(m.admin_state_up));
+    o.insert("address".into(), json!(m.address.to_string()));
+    o.insert("protocol_port".into(), json!(m.protocol_port));
+    o.insert("weight".into(), json!(m.weight));
+    o.insert("backup".into(), json!(m.backup));
+    o.insert("subnet_id".into(), opt(&m.subnet_id));
+    o.insert("monitor_address".into(), opt(&m.monitor_address));
+    o.insert("monitor_port".into(), json!(m.monitor_port));
+    o.insert("vnic_type".into(), json!(m.vnic_type));
+    o
+}
+
+fn render_doc(d: &Document) -> ApiResult<Map<String, Value>> {
+    Ok(render(&d.decode::<Member>()?))
+}
+
+fn no_relations(_: &mut Map<String, Value>, _: &RelIndex) {}
+
+/// Reads a new member of `pool` (POST, batch and single-create).
+pub fn parse_new(obj: &Obj<'_>, pool: &Pool, has_monitor: bool) -> ApiResult<Member> {
+    let address: IpAddr = required("address", obj.ip("address")?)?;
+    if RESERVED_IPS.contains(&address.to_string().as_str()) {
+        return Err(ApiError::validation(format!(
+            "The IP Address {address} is reserved."
+        )));
+    }
+    if obj.bool("request_sriov")?.or(false) {
+        return Err(ApiError::BadRequest("Validation failure: SR-IOV members are not enabled by the flavor of this load balancer.".to_owned()));
+    }
+    Ok(Member {
+        id: Uuid::new_v4(),
+        project_id: pool.project_id.clone(),
+        loadbalancer_id: pool.loadbalancer_id,
+        pool_id: pool.id,
+        name: text(obj, "name")?.opt(),
+        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        provisioning_status: ProvisioningStatus::PendingCreate,
+        operating_status: if has_monitor {
+            OperatingStatus::Offline
+        } else {
+            OperatingStatus::NoMonitor
+        },
+        created_at: now(),
+        updated_at: None,
+        tags: tags(obj)?.or(Vec::new()),
+        address,
+        protocol_port: required("protocol_port", obj.int("protocol_port", 1, 65535)?)? as u16,
+        weight: obj.int("weight", 0, 256)?.or(1) as u16,
+        backup: obj.bool("backup")?.or(false),
+        subnet_id: obj.uuid("subnet_id")?.opt(),
+        monitor_address: obj.ip("monitor_address")?.opt(),
+        monitor_port: obj.int("monitor_port", 1, 65535)?.opt().map(|p| p as u16),
+        request_sriov: false,
+        vnic_type: "normal".to_owned(),
+    })
+}
+
+/// Applies the updatable attributes; returns whether anything changed.
+fn apply_update(m: &mut Member, obj: &Obj<'_>) -> ApiResult<bool> {
+    let before = m.clone();
+    if let Some(v) = text(obj, "name")?.update() {
+        m.name = v;
+    }
+    if let Field::Set(v) = obj.bool_null_false("admin_state_up")? {
+        m.admin_state_up = v;
+    }
+    if let Some(v) = obj.int("weight", 0, 256)?.update() {
+        m.weight = v.unwrap_or(1) as u16;
+    }
+    if let Some(v) = obj.bool("backup")?.update() {
+        m.backup = v.unwrap_or(false);
+    }
+    if let Some(v) = obj.ip("monitor_address")?.update() {
+        m.monitor_address = v;
+    }
+    if let Some(v) = obj.int("monitor_port", 1, 65535)?.update() {
+        m.monitor_port = v.map(|p| p as u16);
+    }
+    if let Some(v) = tags(obj)?.update() {
+        m.tags = v.unwrap_or_default();
+    }
+    Ok(*m != before)
+}
+
+async fn pool_for_write(
+    state: &AppState,
+    ctx: &RequestContext,
+    pool_id: &str,
+    op: Op,
+) -> ApiResult<(klb_store::WriteTx, Pool, LoadBalancer)> {
+    let (tx, pool, lb) =
+        begin_write::<Pool>(state, ctx, pool_id, Action::new(R::Member, op)).await?;
+    status::check_parent_mutable(Kind::Pool, pool.id, pool.provisioning_status)?;
+    Ok((tx, pool, lb))
+}
+
+/// GET /v2/pools/{pool_id}/members
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(pool_id): Path<String>,
+    q: QueryPairs,
+    OrigPath(path): OrigPath,
+) -> ApiResult<Response> {
+    let pool: Pool = load(&state, &ctx, &pool_id, Action::new(R::Member, Op::GetAll)).await?;
+    let params = ListParams::parse(&q.0)?;
+    let listing = Listing {
+        base: ListQuery {
+            kind: Kind::Member.as_str().into(),
+            parent_id: Some(pool.id.to_string()),
+            project_id: scope_project(&ctx, R::Member)?,
+            ..Default::default()
+        },
+        column_filters: &[("project_id", Column::Project)],
+        with_relations: false,
+    };
+    let (items, links) =
+        list::run(&state, &path, &params, listing, render_doc, no_relations).await?;
+    Ok(reply_list("members", items, links))
+}
+
+async fn load_member(
+    state: &AppState,
+    ctx: &RequestContext,
+    pool_id: &str,
+    id: &str,
+    op: Op,
+) -> ApiResult<Member> {
+    let _pool: Pool = load(state, ctx, pool_id, Action::new(R::Member, op)).await?;
+    let m: Member = load(state, ctx, id, Action::new(R::Member, op)).await?;
+    if m.pool_id.to_string() != pool_id.to_ascii_lowercase() {
+        return Err(ApiError::not_found(Kind::Member, id));
+    }
+    Ok(m)
+}
+
+/// GET /v2/pools/{pool_id}/members/{id}
+pub async fn get_one(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path((pool_id, id)): Path<(String, String)>,
+    q: QueryPairs,
+) -> ApiResult<Response> {
+    let m = load_member(&state, &ctx, &pool_id, &id, Op::GetOne).await?;
+    Ok(reply(
+        StatusCode::OK,
+        "member",
+        list::select_fields(render(&m), &q.fields()),
+    ))
+}
+
+/// POST /v2/pools/{pool_id}/members
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(pool_id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let obj = Obj::envelope(&body, "member", "member_", POST_KEYS)?;
+    let (mut tx, pool, mut lb) = pool_for_write(&state, &ctx, &pool_id, Op::Post).await?;
+    let rels = RelIndex::new(tx.relations(&[pool.id.to_string()]).await?);
+    let has_monitor = !rels
+        .children(&pool.id.to_string(), Kind::HealthMonitor)
+        .is_empty();
+    let m = parse_new(&obj, &pool, has_monitor)?;
+    let existing: Vec<Member> = tx
+        .list_resources(ListQuery {
+            parent_id: Some(pool.id.to_string()),
+            ..Default::default()
+        })
+        .await?;
+    if existing
+        .iter()
+        .any(|o| o.address == m.address && o.protocol_port == m.protocol_port)
+    {
+        return Err(ApiError::Conflict(format!(
+            "Another member on this pool is already using ip {} on protocol_port {}",
+            m.address, m.protocol_port
+        )));
+    }
+    let listeners = listeners_of_pool(&mut tx, pool.id).await?;
+    mark_pending(&mut tx, &mut lb, &listeners).await?;
+    tx.insert_resource(&m).await?;
+    enqueue(&mut tx, lb.id, JobOp::Create, Kind::Member, m.id).await?;
+    tx.commit().await?;
+    Ok(reply(
+        StatusCode::CREATED,
+        "member",
+        Value::Object(render(&m)),
+    ))
+}
+
+/// PUT /v2/pools/{pool_id}/members/{id}
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path((pool_id, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let obj = Obj::envelope(&body, "member", "member_", PUT_KEYS)?;
+    load_member(&state, &ctx, &pool_id, &id, Op::Put).await?;
+    let (mut tx, pool, mut lb) = pool_for_write(&state, &ctx, &pool_id, Op::Put).await?;
+    let mut m: Member = tx
+        .get_resource(path_id(Kind::Member, &id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Kind::Member, &id))?;
+    apply_update(&mut m, &obj)?;
+    m.provisioning_status = ProvisioningStatus::PendingUpdate;
+    m.updated_at = Some(now());
+    let listeners = listeners_of_pool(&mut tx, pool.id).await?;
+    mark_pending(&mut tx, &mut lb, &listeners).await?;
+    tx.put_resource(&m).await?;
+    enqueue(&mut tx, lb.id, JobOp::Update, Kind::Member, m.id).await?;
+    tx.commit().await?;
+    Ok(reply(StatusCode::OK, "member", Value::Object(render(&m))))
+}
+
+/// DELETE /v2/pools/{pool_id}/members/{id}
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path((pool_id, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    load_member(&state, &ctx, &pool_id, &id, Op::Delete).await?;
+    let (mut tx, pool, mut lb) = pool_for_write(&state, &ctx, &pool_id, Op::Delete).await?;
+    let mut m: Member = tx
+        .get_resource(path_id(Kind::Member, &id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Kind::Member, &id))?;
+    let listeners = listeners_of_pool(&mut tx, pool.id).await?;
+    mark_pending(&mut tx, &mut lb, &listeners).await?;
+    m.provisioning_status = ProvisioningStatus::PendingDelete;
+    tx.put_resource(&m).await?;
+    enqueue(&mut tx, lb.id, JobOp::Delete, Kind::Member, m.id).await?;
+    tx.commit().await?;
+    Ok(no_content())
+}
+
+/// PUT /v2/pools/{pool_id}/members — batch update (202, no body).
+pub async fn batch(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(pool_id): Path<String>,
+    q: QueryPairs,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let additive_only = q
+        .get("additive_only")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"));
+    let Value::Object(outer) = &body else {
+        return Err(ApiError::invalid(
+            "members",
+            &body,
+            "Mandatory field missing.",
+        ));
+    };
+    Obj::new(outer).only("members_", &["members"])?;
+    let items = required("members", Obj::new(outer).objects("members")?)?;
+    let (mut tx, pool, mut lb) = pool_for_write(&state, &ctx, &pool_id, Op::Put).await?;
+    let rels = RelIndex::new(tx.relations(&[pool.id.to_string()]).await?);
+    let has_monitor = !rels
+        .children(&pool.id.to_string(), Kind::HealthMonitor)
+        .is_empty();
+    let mut existing: Vec<Member> = tx
+        .list_resources(ListQuery {
+            parent_id: Some(pool.id.to_string()),
+            ..Default::default()
+        })
+        .await?;
+    let mut seen = HashSet::new();
+    let mut creates = Vec::new();
+    let mut updates = Vec::new();
+    for item in &items {
+        item.only("members_", POST_KEYS)?;
+        let address = required("address", item.ip("address")?)?;
+        let port = required("protocol_port", item.int("protocol_port", 1, 65535)?)? as u16;
+        if !seen.insert((address, port)) {
+            return Err(ApiError::BadRequest(
+                "Member must be updated only once in the same request.".to_owned(),
+            ));
+        }
+        match existing
+            .iter_mut()
+            .find(|m| m.address == address && m.protocol_port == port)
+        {
+            Some(m) => {
+                let mut changed = m.clone();
+                if apply_update(&mut changed, item)? {
+                    updates.push(changed);
+                }
+            }
+            None => creates.push(parse_new(item, &pool, has_monitor)?),
+        }
+    }
+    let deletes: Vec<Member> = if additive_only {
+        Vec::new()
+    } else {
+        existing
+            .into_iter()
+            .filter(|m| !seen.contains(&(m.address, m.protocol_port)))
+            .collect()
+    };
+    if creates.is_empty() && updates.is_empty() && deletes.is_empty() {
+        return Ok(accepted());
+    }
+    let listeners = listeners_of_pool(&mut tx, pool.id).await?;
+    mark_pending(&mut tx, &mut lb, &listeners).await?;
+    let stamp = now();
+    for m in &creates {
+        tx.insert_resource(m).await?;
+    }
+    for mut m in updates {
+        m.provisioning_status = ProvisioningStatus::PendingUpdate;
+        m.updated_at = Some(stamp);
+        tx.put_resource(&m).await?;
+    }
+    for mut m in deletes {
+        m.provisioning_status = ProvisioningStatus::PendingDelete;
+        tx.put_resource(&m).await?;
+    }
+    enqueue(&mut tx, lb.id, JobOp::BatchMembers, Kind::Pool, pool.id).await?;
+    tx.commit().await?;
+    Ok(accepted())
+}

@@ -1,0 +1,515 @@
+//! `/v2/pools` (octavia-api.md §3).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use klb_model::*;
+use klb_store::{Document, JobOp, ListQuery};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::common::*;
+use super::loadbalancers::scope_project;
+use crate::AppState;
+use crate::body::{Field, JsonBody, Obj, required};
+use crate::context::{Action, Op, RequestContext, Resource as R};
+use crate::error::{ApiError, ApiResult};
+use crate::list::{self, Column, ListParams, Listing, RelIndex};
+
+/// Attributes accepted on POST.
+pub const POST_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "admin_state_up",
+    "project_id",
+    "tenant_id",
+    "listener_id",
+    "loadbalancer_id",
+    "protocol",
+    "lb_algorithm",
+    "session_persistence",
+    "tls_enabled",
+    "tls_container_ref",
+    "ca_tls_container_ref",
+    "crl_container_ref",
+    "tls_ciphers",
+    "tls_versions",
+    "alpn_protocols",
+    "tags",
+];
+const PUT_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "admin_state_up",
+    "lb_algorithm",
+    "session_persistence",
+    "tls_enabled",
+    "tls_container_ref",
+    "ca_tls_container_ref",
+    "crl_container_ref",
+    "tls_ciphers",
+    "tls_versions",
+    "alpn_protocols",
+    "tags",
+];
+
+/// Renders a pool without relation lists.
+pub fn render(p: &Pool) -> Map<String, Value> {
+    let mut m = head(
+        p.id,
+        &p.project_id,
+        p.provisioning_status,
+        p.operating_status,
+        p.created_at,
+        p.updated_at,
+        &p.tags,
+    );
+    m.insert("name".into(), json!(p.name));
+    m.insert("description".into(), json!(p.description));
+    m.insert("admin_state_up".into(), json!(p.admin_state_up));
+    m.insert("protocol".into(), json!(p.protocol.as_str()));
+    m.insert("lb_algorithm".into(), json!(p.lb_algorithm.as_str()));
+    m.insert(
+        "session_persistence".into(),
+        match &p.session_persistence {
+            Some(sp) => json!({"type": sp.kind.as_str(), "cookie_name": sp.cookie_name,
+                "persistence_timeout": sp.persistence_timeout, "persistence_granularity": sp.persistence_granularity}),
+            None => Value::Null,
+        },
+    );
+    m.insert("loadbalancers".into(), json!([{"id": p.loadbalancer_id}]));
+    m.insert("listeners".into(), json!([]));
+    m.insert("members".into(), json!([]));
+    m.insert("healthmonitor_id".into(), Value::Null);
+    m.insert("tls_enabled".into(), json!(p.tls_enabled));
+    m.insert("tls_container_ref".into(), json!(p.tls_container_ref));
+    m.insert("ca_tls_container_ref".into(), json!(p.ca_tls_container_ref));
+    m.insert("crl_container_ref".into(), json!(p.crl_container_ref));
+    m.insert("tls_ciphers".into(), json!(p.tls_ciphers));
+    m.insert(
+        "tls_versions".into(),
+        json!(
+            p.tls_versions
+                .as_ref()
+                .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
+        ),
+    );
+    m.insert(
+        "alpn_protocols".into(),
+        json!(
+            p.alpn_protocols
+                .as_ref()
+                .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
+        ),
+    );
+    m
+}
+
+fn render_doc(d: &Document) -> ApiResult<Map<String, Value>> {
+    Ok(render(&d.decode::<Pool>()?))
+}
+
+/// Adds `listeners`, `members`, `healthmonitor_id`.
+pub fn relate(m: &mut Map<String, Value>, rels: &RelIndex) {
+    let id = m.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+    let mut listeners: Vec<&str> = rels
+        .referrers(&id, Kind::Listener)
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    for p in rels.referrers(&id, Kind::L7Policy) {
+        if let Some(l) = p.parent_id.as_deref()
+            && !listeners.contains(&l)
+        {
+            listeners.push(l);
+        }
+    }
+    m.insert("listeners".into(), id_refs(listeners));
+    m.insert("members".into(), rels.child_refs(&id, Kind::Member));
+    m.insert(
+        "healthmonitor_id".into(),
+        rels.children(&id, Kind::HealthMonitor)
+            .first()
+            .map(|r| Value::String(r.id.clone()))
+            .unwrap_or(Value::Null),
+    );
+}
+
+fn session_persistence(obj: &Obj<'_>) -> ApiResult<Field<SessionPersistence>> {
+    Ok(match obj.object("session_persistence")? {
+        Field::Set(sp) => {
+            sp.only(
+                "session_persistence",
+                &[
+                    "type",
+                    "cookie_name",
+                    "persistence_timeout",
+                    "persistence_granularity",
+                ],
+            )?;
+            Field::Set(SessionPersistence {
+                kind: required("type", sp.enumerated("type", SessionPersistenceType::ALL)?)?,
+                cookie_name: sp
+                    .checked("cookie_name", validate::MAX_STR, validate::cookie_name)?
+                    .opt(),
+                persistence_timeout: sp.int("persistence_timeout", 0, i64::from(i32::MAX))?.opt(),
+                persistence_granularity: sp
+                    .checked("persistence_granularity", 64, |s| {
+                        s.parse::<std::net::IpAddr>()
+                            .map(|_| ())
+                            .map_err(|_| "Value should be IPv4 or IPv6 format".to_owned())
+                    })?
+                    .opt(),
+            })
+        }
+        Field::Null => Field::Null,
+        Field::Absent => Field::Absent,
+    })
+}
+
+/// Reads a new pool (POST and single-create).
+pub fn parse_new(state: &AppState, obj: &Obj<'_>, lb: &LoadBalancer) -> ApiResult<Pool> {
+    let mut p = Pool {
+        id: Uuid::new_v4(),
+        project_id: lb.project_id.clone(),
+        loadbalancer_id: lb.id,
+        name: text(obj, "name")?.opt(),
+        description: text(obj, "description")?.opt(),
+        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        provisioning_status: ProvisioningStatus::PendingCreate,
+        operating_status: OperatingStatus::Offline,
+        created_at: now(),
+        updated_at: None,
+        tags: tags(obj)?.or(Vec::new()),
+        protocol: required("protocol", obj.enumerated("protocol", PoolProtocol::ALL)?)?,
+        lb_algorithm: required(
+            "lb_algorithm",
+            obj.enumerated("lb_algorithm", LbAlgorithm::ALL)?,
+        )?,
+        session_persistence: session_persistence(obj)?.opt(),
+        tls_enabled: obj.bool("tls_enabled")?.or(false),
+        tls_container_ref: obj
+            .checked(
+                "tls_container_ref",
+                validate::MAX_STR,
+                validate::container_ref,
+            )?
+            .opt(),
+        ca_tls_container_ref: obj
+            .checked(
+                "ca_tls_container_ref",
+                validate::MAX_STR,
+                validate::container_ref,
+            )?
+            .opt(),
+        crl_container_ref: obj
+            .checked(
+                "crl_container_ref",
+                validate::MAX_STR,
+                validate::container_ref,
+            )?
+            .opt(),
+        tls_ciphers: obj
+            .checked("tls_ciphers", validate::MAX_CIPHERS, validate::tls_ciphers)?
+            .opt(),
+        tls_versions: obj.enum_list("tls_versions", TlsVersion::ALL)?.opt(),
+        alpn_protocols: obj.enum_list("alpn_protocols", AlpnProtocol::ALL)?.opt(),
+    };
+    apply_tls_defaults(state, &mut p);
+    check(state, &p)?;
+    Ok(p)
+}
+
+fn apply_tls_defaults(state: &AppState, p: &mut Pool) {
+    if p.tls_enabled {
+        p.tls_ciphers
+            .get_or_insert_with(|| state.config.default_tls_ciphers.clone());
+        p.tls_versions
+            .get_or_insert_with(|| vec![TlsVersion::TlsV1_2, TlsVersion::TlsV1_3]);
+        p.alpn_protocols
+            .get_or_insert_with(|| AlpnProtocol::ALL.to_vec());
+    }
+}
+
+/// Cross-field rules on the final pool.
+pub fn check(state: &AppState, p: &Pool) -> ApiResult<()> {
+    if let Some(sp) = &p.session_persistence {
+        if p.protocol.is_datagram() {
+            if sp.kind != SessionPersistenceType::SourceIp {
+                return Err(ApiError::validation(format!(
+                    "Session persistence of type {} is not supported for {} protocol pools.",
+                    sp.kind, p.protocol
+                )));
+            }
+        } else if sp.persistence_timeout.is_some() || sp.persistence_granularity.is_some() {
+            return Err(ApiError::validation(format!(
+                "persistence_timeout and persistence_granularity is only for UDP and SCTP protocol pools."
+            )));
+        }
+        match (sp.kind, &sp.cookie_name) {
+            (SessionPersistenceType::AppCookie, None) => {
+                return Err(ApiError::validation(
+                    "Cookie names are required for APP_COOKIE session persistence type.",
+                ));
+            }
+            (SessionPersistenceType::AppCookie, Some(_)) | (_, None) => {}
+            (kind, Some(_)) => {
+                return Err(ApiError::validation(format!(
+                    "Cookie names are not supported for {kind} persistence."
+                )));
+            }
+        }
+    }
+    if p.crl_container_ref.is_some() && p.ca_tls_container_ref.is_none() {
+        return Err(ApiError::validation(
+            "A CA reference is required to specify a certificate revocation list.",
+        ));
+    }
+    if p.tls_versions.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::invalid(
+            "tls_versions",
+            &json!([]),
+            "Value should not be an empty list",
+        ));
+    }
+    if p.alpn_protocols.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::invalid(
+            "alpn_protocols",
+            &json!([]),
+            "Value should not be an empty list",
+        ));
+    }
+    let refs: Vec<&str> = [
+        &p.tls_container_ref,
+        &p.ca_tls_container_ref,
+        &p.crl_container_ref,
+    ]
+    .into_iter()
+    .flatten()
+    .map(String::as_str)
+    .collect();
+    check_certs(state, &p.project_id, &refs)
+}
+
+async fn full(state: &AppState, p: &Pool) -> ApiResult<Map<String, Value>> {
+    let mut m = render(p);
+    relate(&mut m, &RelIndex::load(state, &[p.id.to_string()]).await?);
+    Ok(m)
+}
+
+/// GET /v2/pools
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    q: QueryPairs,
+    OrigPath(path): OrigPath,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(&q.0)?;
+    let listing = Listing {
+        base: ListQuery {
+            kind: Kind::Pool.as_str().into(),
+            project_id: scope_project(&ctx, R::Pool)?,
+            ..Default::default()
+        },
+        column_filters: &[
+            ("loadbalancer_id", Column::LoadBalancer),
+            ("project_id", Column::Project),
+        ],
+        with_relations: true,
+    };
+    let (items, links) = list::run(&state, &path, &params, listing, render_doc, relate).await?;
+    Ok(reply_list("pools", items, links))
+}
+
+/// GET /v2/pools/{id}
+pub async fn get_one(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<Response> {
+    let p: Pool = load(&state, &ctx, &id, Action::new(R::Pool, Op::GetOne)).await?;
+    Ok(reply(
+        StatusCode::OK,
+        "pool",
+        list::select_fields(full(&state, &p).await?, &q.fields()),
+    ))
+}
+
+/// POST /v2/pools
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let obj = Obj::envelope(&body, "pool", "pool_", POST_KEYS)?;
+    let listener_id = obj.uuid("listener_id")?.opt();
+    let lb_id = obj.uuid("loadbalancer_id")?.opt();
+    project_for_create(&ctx, &obj).ok();
+    let action = Action::new(R::Pool, Op::Post);
+    let (mut tx, mut lb, listener) = match (listener_id, lb_id) {
+        (Some(lid), _) => {
+            let (tx, l, lb) =
+                begin_write::<Listener>(&state, &ctx, &lid.to_string(), action).await?;
+            if lb_id.is_some_and(|id| id != lb.id) {
+                return Err(ApiError::validation(
+                    "The listener does not belong to the given load balancer.",
+                ));
+            }
+            (tx, lb, Some(l))
+        }
+        (None, Some(id)) => {
+            let (tx, _, lb) =
+                begin_write::<LoadBalancer>(&state, &ctx, &id.to_string(), action).await?;
+            (tx, lb, None)
+        }
+        (None, None) => {
+            return Err(ApiError::validation(
+                "Must provide at least one of: loadbalancer_id, listener_id",
+            ));
+        }
+    };
+    let p = parse_new(&state, &obj, &lb)?;
+    let mut listener_ids = Vec::new();
+    if let Some(mut l) = listener {
+        if l.default_pool_id.is_some() {
+            return Err(ApiError::Conflict(
+                "This listener already has a default pool".to_owned(),
+            ));
+        }
+        super::listeners::check_protocols(l.protocol, p.protocol)?;
+        l.default_pool_id = Some(p.id);
+        tx.put_resource(&l).await?;
+        listener_ids.push(l.id);
+    }
+    tx.insert_resource(&p).await?;
+    mark_pending(&mut tx, &mut lb, &listener_ids).await?;
+    enqueue(&mut tx, lb.id, JobOp::Create, Kind::Pool, p.id).await?;
+    tx.commit().await?;
+    let mut m = render(&p);
+    m.insert(
+        "listeners".into(),
+        id_refs(
+            listener_ids
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        ),
+    );
+    Ok(reply(StatusCode::CREATED, "pool", Value::Object(m)))
+}
+
+/// PUT /v2/pools/{id}
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let obj = Obj::envelope(&body, "pool", "pool_", PUT_KEYS)?;
+    let (mut tx, mut p, mut lb) =
+        begin_write::<Pool>(&state, &ctx, &id, Action::new(R::Pool, Op::Put)).await?;
+    if let Some(v) = text(&obj, "name")?.update() {
+        p.name = v;
+    }
+    if let Some(v) = text(&obj, "description")?.update() {
+        p.description = v;
+    }
+    if let Field::Set(v) = obj.bool_null_false("admin_state_up")? {
+        p.admin_state_up = v;
+    }
+    if let Field::Set(v) = obj.enumerated("lb_algorithm", LbAlgorithm::ALL)? {
+        p.lb_algorithm = v;
+    }
+    if let Some(v) = session_persistence(&obj)?.update() {
+        p.session_persistence = v;
+    }
+    if let Some(v) = obj.bool("tls_enabled")?.update() {
+        p.tls_enabled = v.unwrap_or(false);
+    }
+    if let Some(v) = obj
+        .checked(
+            "tls_container_ref",
+            validate::MAX_STR,
+            validate::container_ref,
+        )?
+        .update()
+    {
+        p.tls_container_ref = v;
+    }
+    if let Some(v) = obj
+        .checked(
+            "ca_tls_container_ref",
+            validate::MAX_STR,
+            validate::container_ref,
+        )?
+        .update()
+    {
+        p.ca_tls_container_ref = v;
+    }
+    if let Some(v) = obj
+        .checked(
+            "crl_container_ref",
+            validate::MAX_STR,
+            validate::container_ref,
+        )?
+        .update()
+    {
+        p.crl_container_ref = v;
+    }
+    if let Some(v) = obj
+        .checked("tls_ciphers", validate::MAX_CIPHERS, validate::tls_ciphers)?
+        .update()
+    {
+        p.tls_ciphers = v;
+    }
+    if let Some(v) = obj.enum_list("tls_versions", TlsVersion::ALL)?.update() {
+        p.tls_versions = v;
+    }
+    if let Some(v) = obj.enum_list("alpn_protocols", AlpnProtocol::ALL)?.update() {
+        p.alpn_protocols = v;
+    }
+    if let Some(v) = tags(&obj)?.update() {
+        p.tags = v.unwrap_or_default();
+    }
+    apply_tls_defaults(&state, &mut p);
+    check(&state, &p)?;
+    p.provisioning_status = ProvisioningStatus::PendingUpdate;
+    p.updated_at = Some(now());
+    let listeners = listeners_of_pool(&mut tx, p.id).await?;
+    mark_pending(&mut tx, &mut lb, &listeners).await?;
+    tx.put_resource(&p).await?;
+    enqueue(&mut tx, lb.id, JobOp::Update, Kind::Pool, p.id).await?;
+    tx.commit().await?;
+    Ok(reply(
+        StatusCode::OK,
+        "pool",
+        Value::Object(full(&state, &p).await?),
+    ))
+}
+
+/// DELETE /v2/pools/{id}
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (mut tx, mut p, mut lb) =
+        begin_write::<Pool>(&state, &ctx, &id, Action::new(R::Pool, Op::Delete)).await?;
+    let rels = RelIndex::new(tx.relations(&[p.id.to_string()]).await?);
+    if let Some(policy) = rels.referrers(&id, Kind::L7Policy).first() {
+        return Err(ApiError::Conflict(format!(
+            "Pool {id} is in use by L7 policy {}",
+            policy.id
+        )));
+    }
+    let listeners = listeners_of_pool(&mut tx, p.id).await?;
+    mark_pending(&mut tx, &mut lb, &listeners).await?;
+    p.provisioning_status = ProvisioningStatus::PendingDelete;
+    tx.put_resource(&p).await?;
+    enqueue(&mut tx, lb.id, JobOp::Delete, Kind::Pool, p.id).await?;
+    tx.commit().await?;
+    Ok(no_content())
+}
