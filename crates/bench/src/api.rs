@@ -161,13 +161,19 @@ impl ApiBenchReport {
         );
         for run in &self.runs {
             let mut line = |name: &str, s: &OpStats, rel: Option<f64>| {
+                // A *_to_active row is a latency distribution, not a throughput.
+                let rate = if name.ends_with("_to_active") {
+                    "-".to_string()
+                } else {
+                    format!("{:.1}", s.ops_per_s)
+                };
                 out.push_str(&format!(
-                    "{:>5}  {:<26} {:>9} {:>6} {:>10.1} {:>10.2} {:>10.2} {:>9}\n",
+                    "{:>5}  {:<26} {:>9} {:>6} {:>10} {:>10.2} {:>10.2} {:>9}\n",
                     run.concurrency,
                     name,
                     s.ok,
                     s.errors,
-                    s.ops_per_s,
+                    rate,
                     s.p50_ms,
                     s.p99_ms,
                     rel.map(|r| format!("{r:.4}")).unwrap_or_default()
