@@ -8,6 +8,8 @@
 
 use klb_proto::{ApplyMethod, DesiredState, Stats};
 
+use crate::haproxy::{ApplyError, Haproxy, runtime};
+
 /// Why HAProxy did not take a state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
@@ -30,6 +32,90 @@ pub trait Proxy: Send + Sync {
     async fn is_up(&self) -> bool;
     /// `false` stops accepting new connections on every frontend (drain); `true` resumes.
     async fn set_accepting(&self, accepting: bool) -> Result<(), ProxyError>;
+}
+
+/// The real HAProxy supervisor behind the [`Proxy`] seam. Draining pauses every frontend
+/// through the runtime API (`disable frontend`), which a reload would undo, so the agent
+/// re-applies it after reloads while drained.
+pub struct HaproxyProxy {
+    inner: tokio::sync::Mutex<Haproxy>,
+    admin_socket: std::path::PathBuf,
+}
+
+impl HaproxyProxy {
+    /// Wraps a supervisor.
+    pub fn new(haproxy: Haproxy) -> Self {
+        let admin_socket = haproxy.paths().admin_socket();
+        HaproxyProxy {
+            inner: tokio::sync::Mutex::new(haproxy),
+            admin_socket,
+        }
+    }
+
+    /// Stops HAProxy (agent shutdown).
+    pub async fn stop(&self) -> Result<(), ProxyError> {
+        self.inner
+            .lock()
+            .await
+            .stop()
+            .await
+            .map_err(map_apply_error)
+    }
+
+    /// The master PID, if running.
+    pub async fn master_pid(&self) -> Option<u32> {
+        self.inner.lock().await.master_pid()
+    }
+}
+
+fn map_apply_error(e: ApplyError) -> ProxyError {
+    match e {
+        ApplyError::Render(_) | ApplyError::Check { .. } | ApplyError::Stale { .. } => {
+            ProxyError::Invalid(e.to_string())
+        }
+        other => ProxyError::Failed(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Proxy for HaproxyProxy {
+    async fn apply(&self, state: &DesiredState) -> Result<ApplyMethod, ProxyError> {
+        let mut h = self.inner.lock().await;
+        h.apply(state)
+            .await
+            .map(|r| r.method)
+            .map_err(map_apply_error)
+    }
+
+    async fn stats(&self) -> Result<Stats, ProxyError> {
+        self.inner
+            .lock()
+            .await
+            .stats()
+            .await
+            .map_err(map_apply_error)
+    }
+
+    async fn is_up(&self) -> bool {
+        self.inner.lock().await.is_up().await
+    }
+
+    async fn set_accepting(&self, accepting: bool) -> Result<(), ProxyError> {
+        let _guard = self.inner.lock().await;
+        let rows = runtime::show_stat(&self.admin_socket)
+            .await
+            .map_err(|e| ProxyError::Failed(e.to_string()))?;
+        let verb = if accepting { "enable" } else { "disable" };
+        for row in rows.iter().filter(|r| r.svname == "FRONTEND") {
+            runtime::command(
+                &self.admin_socket,
+                &format!("{verb} frontend {}", row.pxname),
+            )
+            .await
+            .map_err(|e| ProxyError::Failed(e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 pub mod fake {

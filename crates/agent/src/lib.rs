@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod dataplane;
 pub mod frr;
+pub mod haproxy;
 pub mod heartbeat;
 pub mod server;
 pub mod tls;
