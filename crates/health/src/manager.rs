@@ -1,0 +1,269 @@
+//! The health manager loop: every tick, judges each reporting load balancer from its LB VMs'
+//! latest heartbeats, stores changed operating statuses and the summed statistics, and asks
+//! for a failover of an LB VM that went silent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use klb_model::{
+    HealthMonitor, Kind, LbVm, Listener, LoadBalancer, Member, OperatingStatus, Pool,
+    ProvisioningStatus,
+};
+use klb_store::{Document, JobOp, ListQuery, NewJob, Store, StoreError};
+use tokio::sync::watch;
+
+use crate::HealthConfig;
+use crate::receiver::{Received, Reports};
+use crate::status::{self, GraphRef, VmReport};
+
+/// Kind of the stored statistics document (id = load balancer id).
+pub const STATS_KIND: &str = "lbstats";
+
+/// The health manager. Spawn [`HealthManager::run`] once per control-plane node.
+pub struct HealthManager {
+    store: Store,
+    reports: Reports,
+    config: Arc<HealthConfig>,
+    /// When this manager started: a VM that has not reported since is judged from then.
+    started: Instant,
+}
+
+impl HealthManager {
+    /// A manager over `store` fed by `reports` (shared with the receiver).
+    pub fn new(store: Store, reports: Reports, config: Arc<HealthConfig>) -> Self {
+        HealthManager {
+            store,
+            reports,
+            config,
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(err) = self.tick().await {
+                tracing::warn!(error = %err, "health tick failed");
+            }
+        }
+    }
+
+    /// One pass over every load balancer that has reports.
+    pub async fn tick(&self) -> Result<(), StoreError> {
+        for (lb_id, vms) in self.reports.snapshot().await {
+            self.judge(&lb_id, &vms).await?;
+        }
+        Ok(())
+    }
+
+    async fn judge(
+        &self,
+        lb_id: &str,
+        received: &HashMap<String, Received>,
+    ) -> Result<(), StoreError> {
+        let graph = self.store.graph(lb_id).await?;
+        let Some(lb_doc) = graph.iter().find(|d| d.kind == Kind::LoadBalancer.as_str()) else {
+            // Deleted: nothing to judge any more.
+            self.reports.forget_lb(lb_id).await;
+            return Ok(());
+        };
+        let lb: LoadBalancer = lb_doc.decode()?;
+        let vms: Vec<LbVm> = self
+            .store
+            .list(&ListQuery {
+                kind: Kind::LbVm.as_str().to_owned(),
+                loadbalancer_id: Some(lb_id.to_owned()),
+                ..Default::default()
+            })
+            .await?
+            .iter()
+            .map(Document::decode)
+            .collect::<Result<_, _>>()?;
+        let vm_ids: Vec<String> = if vms.is_empty() {
+            // No LB VM records (e.g. a provider that keeps none): judge by who reports.
+            received.keys().cloned().collect()
+        } else {
+            vms.iter().map(|vm| vm.id.to_string()).collect()
+        };
+        let now = Instant::now();
+        let fresh = |r: &Received| now.duration_since(r.at) <= self.config.silent_after;
+        let reports: Vec<VmReport<'_>> = vm_ids
+            .iter()
+            .map(|id| VmReport {
+                vm_id: id,
+                heartbeat: received.get(id).filter(|r| fresh(r)).map(|r| &r.heartbeat),
+            })
+            .collect();
+
+        let listeners = decode_kind::<Listener>(&graph, Kind::Listener)?;
+        let pools = decode_kind::<Pool>(&graph, Kind::Pool)?;
+        let members = decode_kind::<Member>(&graph, Kind::Member)?;
+        let health_monitors = decode_kind::<HealthMonitor>(&graph, Kind::HealthMonitor)?;
+        let derived = status::derive(
+            GraphRef {
+                load_balancer: &lb,
+                listeners: &listeners,
+                pools: &pools,
+                members: &members,
+                health_monitors: &health_monitors,
+            },
+            &reports,
+        );
+        self.store_statuses(&graph, &derived).await?;
+        self.store_stats(lb_id, &status::sum_stats(&reports))
+            .await?;
+
+        if self.config.failover && lb.provisioning_status == ProvisioningStatus::Active {
+            let silent = vm_ids.iter().find(|id| match received.get(*id) {
+                Some(r) => now.duration_since(r.at) > self.config.silent_after,
+                None => now.duration_since(self.started) > self.config.silent_after,
+            });
+            if let Some(vm_id) = silent {
+                self.request_failover(&lb, vm_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the statuses that changed, in one transaction.
+    async fn store_statuses(
+        &self,
+        graph: &[Document],
+        derived: &status::Statuses,
+    ) -> Result<(), StoreError> {
+        let changed: Vec<(&Document, OperatingStatus)> = graph
+            .iter()
+            .filter_map(|doc| {
+                let kind = Kind::parse(&doc.kind)?;
+                let id = doc.id.parse().ok()?;
+                let new = *derived.get(&(kind, id))?;
+                (current_operating_status(doc) != Some(new)).then_some((doc, new))
+            })
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.begin().await?;
+        for (doc, new) in changed {
+            // Re-read under the write lock: the API may have changed the object meanwhile.
+            let Some(mut current) = tx.get_for_update(&doc.kind, &doc.id).await? else {
+                continue;
+            };
+            let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&current.body) else {
+                continue;
+            };
+            body["operating_status"] = serde_json::Value::from(new.as_str());
+            current.body = body.to_string();
+            tx.update(&mut current).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn store_stats(
+        &self,
+        lb_id: &str,
+        stats: &status::StatsSnapshot,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::json!({
+            "loadbalancer": counters_json(&stats.load_balancer),
+            "listeners": stats
+                .listeners
+                .iter()
+                .map(|(id, c)| (id.clone(), counters_json(c)))
+                .collect::<serde_json::Map<_, _>>(),
+        })
+        .to_string();
+        let mut tx = self.store.begin().await?;
+        match tx.get_for_update(STATS_KIND, lb_id).await? {
+            Some(mut doc) if doc.body != body => {
+                doc.body = body;
+                tx.update(&mut doc).await?;
+            }
+            Some(_) => return Ok(()),
+            None => {
+                tx.insert(&Document {
+                    kind: STATS_KIND.to_owned(),
+                    id: lb_id.to_owned(),
+                    project_id: None,
+                    loadbalancer_id: None,
+                    parent_id: None,
+                    ref_id: None,
+                    position: 0,
+                    provisioning_status: None,
+                    created_at: klb_store::timestamp(chrono::Utc::now()),
+                    version: 1,
+                    body,
+                })
+                .await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Moves the LB to PENDING_UPDATE and enqueues a failover job for `vm_id`, unless the LB
+    /// changed meanwhile (then the next tick judges again).
+    async fn request_failover(&self, lb: &LoadBalancer, vm_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.store.begin().await?;
+        let Some(mut current) = tx.get_resource::<LoadBalancer>(lb.id).await? else {
+            return Ok(());
+        };
+        if current.provisioning_status != ProvisioningStatus::Active {
+            return Ok(());
+        }
+        current.provisioning_status = ProvisioningStatus::PendingUpdate;
+        current.updated_at = Some(chrono::Utc::now());
+        tx.put_resource(&current).await?;
+        tx.enqueue_job(NewJob {
+            loadbalancer_id: lb.id.to_string(),
+            op: JobOp::Failover,
+            target_kind: Kind::LbVm.as_str().to_owned(),
+            target_id: vm_id.to_owned(),
+            payload: Some(serde_json::json!({ "reason": "heartbeat missed" }).to_string()),
+        })
+        .await?;
+        tx.commit().await?;
+        tracing::warn!(lb_id = %lb.id, vm_id, "LB VM silent: failover requested");
+        self.reports.forget_vm(&lb.id.to_string(), vm_id).await;
+        Ok(())
+    }
+}
+
+fn decode_kind<T: klb_model::Resource>(
+    graph: &[Document],
+    kind: Kind,
+) -> Result<Vec<T>, StoreError> {
+    graph
+        .iter()
+        .filter(|d| d.kind == kind.as_str())
+        .map(Document::decode)
+        .collect()
+}
+
+fn current_operating_status(doc: &Document) -> Option<OperatingStatus> {
+    let body: serde_json::Value = serde_json::from_str(&doc.body).ok()?;
+    body.get("operating_status")?.as_str()?.parse().ok()
+}
+
+fn counters_json(c: &klb_proto::Counters) -> serde_json::Value {
+    serde_json::json!({
+        "active_connections": c.active_connections,
+        "total_connections": c.total_connections,
+        "bytes_in": c.bytes_in,
+        "bytes_out": c.bytes_out,
+        "request_errors": c.request_errors,
+        "requests": c.requests,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! Receiver + manager against a real SQLite store.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use klb_agent::heartbeat::{HmacKey, SIGNATURE_HEADER, sign, unix_ms};
+use klb_model::{
+    Kind, LbVm, LbVmStatus, LoadBalancer, Member, OperatingStatus, ProvisioningStatus,
+};
+use klb_proto::{Heartbeat, MemberStatus};
+use klb_store::{JobOp, Store};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use super::*;
+use crate::router;
+use crate::testutil::{Lab, lab};
+
+fn config(failover: bool) -> Arc<HealthConfig> {
+    Arc::new(HealthConfig {
+        hmac_key: HmacKey::new(b"test-key-0123456789"),
+        max_age: Duration::from_secs(10),
+        silent_after: Duration::from_millis(300),
+        tick: Duration::from_millis(100),
+        failover,
+    })
+}
+
+async fn store_with(lab: &Lab, vm_ids: &[Uuid]) -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("klb.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_resource(&lab.lb).await.unwrap();
+    tx.insert_resource(&lab.listener).await.unwrap();
+    tx.insert_resource(&lab.pool).await.unwrap();
+    for m in &lab.members {
+        tx.insert_resource(m).await.unwrap();
+    }
+    for hm in &lab.hm {
+        tx.insert_resource(hm).await.unwrap();
+    }
+    for id in vm_ids {
+        tx.insert_resource(&vm(*id, lab.lb.id)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    (store, dir)
+}
+
+fn vm(id: Uuid, lb_id: Uuid) -> LbVm {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "loadbalancer_id": lb_id, "compute_id": null, "lb_network_ip": null,
+        "vrrp_ip": null, "ha_ip": null, "vrrp_port_id": null, "ha_port_id": null,
+        "cert_expiration": null, "cert_busy": false, "role": null,
+        "status": LbVmStatus::Allocated.as_str(), "vrrp_interface": null, "vrrp_id": null,
+        "vrrp_priority": null, "cached_zone": null, "created_at": chrono::Utc::now(),
+        "updated_at": null, "image_id": null, "compute_flavor": null
+    }))
+    .unwrap()
+}
+
+async fn post(app: &axum::Router, key: &HmacKey, mut hb: Heartbeat, seq: u64) -> StatusCode {
+    hb.seq = seq;
+    hb.sent_at = unix_ms(SystemTime::now());
+    let body = serde_json::to_vec(&hb).unwrap();
+    let signature = sign(key, &body);
+    let req = Request::post("/v1/heartbeat")
+        .header(SIGNATURE_HEADER, signature)
+        .body(Body::from(body))
+        .unwrap();
+    app.clone().oneshot(req).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn receiver_rejects_forged_replayed_and_stale_reports() {
+    let lab = lab(1, true);
+    let cfg = config(false);
+    let app = router(Reports::default(), cfg.clone());
+    let hb = lab.heartbeat("vm-a", &[MemberStatus::Up], 1);
+
+    assert_eq!(
+        post(&app, &cfg.hmac_key, hb.clone(), 10).await,
+        StatusCode::NO_CONTENT
+    );
+    // Same sequence number again: replay.
+    assert_eq!(
+        post(&app, &cfg.hmac_key, hb.clone(), 10).await,
+        StatusCode::CONFLICT
+    );
+    // Signed with another key.
+    let other = HmacKey::new(b"not-the-key");
+    assert_eq!(
+        post(&app, &other, hb.clone(), 11).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Stale: sent a minute ago.
+    let mut old = hb.clone();
+    old.seq = 12;
+    old.sent_at = unix_ms(SystemTime::now()) - 60_000;
+    let body = serde_json::to_vec(&old).unwrap();
+    let req = Request::post("/v1/heartbeat")
+        .header(SIGNATURE_HEADER, sign(&cfg.hmac_key, &body))
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::CONFLICT
+    );
+    // No signature at all.
+    let req = Request::post("/v1/heartbeat")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn status_of<T: klb_model::Resource>(store: &Store, id: Uuid) -> String {
+    let doc = store
+        .get(T::KIND.as_str(), &id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+    body["operating_status"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn manager_stores_statuses_and_stats_from_heartbeats() {
+    let lab = lab(2, true);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (store, _dir) = store_with(&lab, &[a, b]).await;
+    let cfg = config(false);
+    let reports = Reports::default();
+    let app = router(reports.clone(), cfg.clone());
+    let manager = HealthManager::new(store.clone(), reports.clone(), cfg.clone());
+
+    let up_down = [MemberStatus::Up, MemberStatus::Down];
+    let hb_a = lab.heartbeat(&a.to_string(), &up_down, 30);
+    let hb_b = lab.heartbeat(&b.to_string(), &up_down, 12);
+    assert_eq!(
+        post(&app, &cfg.hmac_key, hb_a, 1).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        post(&app, &cfg.hmac_key, hb_b, 1).await,
+        StatusCode::NO_CONTENT
+    );
+    manager.tick().await.unwrap();
+
+    assert_eq!(
+        status_of::<LoadBalancer>(&store, lab.lb.id).await,
+        "DEGRADED"
+    );
+    assert_eq!(
+        status_of::<Member>(&store, lab.members[0].id).await,
+        "ONLINE"
+    );
+    assert_eq!(
+        status_of::<Member>(&store, lab.members[1].id).await,
+        "ERROR"
+    );
+    let stats = store
+        .get(STATS_KIND, &lab.lb.id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+    assert_eq!(stats["loadbalancer"]["requests"], 42);
+
+    // The member recovers on both VMs: everything ONLINE.
+    let up_up = [MemberStatus::Up, MemberStatus::Up];
+    let hb_a = lab.heartbeat(&a.to_string(), &up_up, 31);
+    let hb_b = lab.heartbeat(&b.to_string(), &up_up, 13);
+    assert_eq!(
+        post(&app, &cfg.hmac_key, hb_a, 2).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        post(&app, &cfg.hmac_key, hb_b, 2).await,
+        StatusCode::NO_CONTENT
+    );
+    manager.tick().await.unwrap();
+    assert_eq!(status_of::<LoadBalancer>(&store, lab.lb.id).await, "ONLINE");
+    assert_eq!(
+        status_of::<Member>(&store, lab.members[1].id).await,
+        "ONLINE"
+    );
+    let _ = OperatingStatus::Online;
+}
+
+#[tokio::test]
+async fn silent_vm_gets_a_failover_job_once() {
+    let lab = lab(1, true);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (store, _dir) = store_with(&lab, &[a, b]).await;
+    let cfg = config(true);
+    let reports = Reports::default();
+    let app = router(reports.clone(), cfg.clone());
+    let manager = HealthManager::new(store.clone(), reports.clone(), cfg.clone());
+    let up = [MemberStatus::Up];
+    for seq in 1..=2 {
+        let hb_a = lab.heartbeat(&a.to_string(), &up, 0);
+        let hb_b = lab.heartbeat(&b.to_string(), &up, 0);
+        assert_eq!(
+            post(&app, &cfg.hmac_key, hb_a, seq).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            post(&app, &cfg.hmac_key, hb_b, seq).await,
+            StatusCode::NO_CONTENT
+        );
+        manager.tick().await.unwrap();
+    }
+    assert!(
+        store
+            .jobs_of(&lab.lb.id.to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // VM b goes silent; a keeps reporting.
+    tokio::time::sleep(cfg.silent_after + Duration::from_millis(100)).await;
+    let hb_a = lab.heartbeat(&a.to_string(), &up, 0);
+    assert_eq!(
+        post(&app, &cfg.hmac_key, hb_a, 3).await,
+        StatusCode::NO_CONTENT
+    );
+    manager.tick().await.unwrap();
+    manager.tick().await.unwrap();
+
+    let jobs = store.jobs_of(&lab.lb.id.to_string()).await.unwrap();
+    assert_eq!(jobs.len(), 1, "exactly one failover job: {jobs:?}");
+    assert_eq!(jobs[0].op, JobOp::Failover);
+    assert_eq!(jobs[0].target_kind, Kind::LbVm.as_str());
+    assert_eq!(jobs[0].target_id, b.to_string());
+    let lb: LoadBalancer = store.get_resource(lab.lb.id).await.unwrap().unwrap();
+    assert_eq!(lb.provisioning_status, ProvisioningStatus::PendingUpdate);
+}
