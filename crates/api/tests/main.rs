@@ -1,0 +1,11 @@
+//! klb-api integration tests: one binary, a module per area. Runs on SQLite always and on
+//! PostgreSQL when `KLB_TEST_POSTGRES_URL` is set.
+
+mod util;
+
+mod errors;
+mod l7;
+mod lists;
+mod loadbalancers;
+mod members;
+mod pools_listeners;
