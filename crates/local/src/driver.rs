@@ -1,7 +1,8 @@
 //! klb-cloud's [`Compute`], [`Network`] and [`Alarms`] over the [`Lab`]: the local cloud.
 //!
 //! - **Servers** are LB VM namespaces. `create_server` creates `{prefix}vm-<8 hex of the id>`
-//!   with its L3 and management links and starts the agent inside it (see [`AgentLaunch`]);
+//!   with its L3 and management links, writes the files a [`VmBootstrap`] hook returns (the
+//!   local cloud-init) and starts the agent inside it (see [`AgentLaunch`]);
 //!   `delete_server` stops the VM's processes by PID and deletes the namespace. A server is
 //!   `ACTIVE` while all its processes run and `ERROR` (with a fault) once one exited.
 //! - **Server groups** are records: every "VM" shares this host, so anti-affinity is recorded,
@@ -80,20 +81,56 @@ pub struct AgentLaunch {
 }
 
 impl AgentLaunch {
-    /// `<this executable> agent --config {user_data}`: the agent reads the bootstrap the flow put
-    /// into `user_data`, as it would from cloud-init on OpenStack.
+    /// `<this executable> agent --config {dir}/agent.toml`: the agent reads the config file a
+    /// [`VmBootstrap`] hook wrote into the VM directory (with the certificate and key it
+    /// names), as cloud-init would write it on OpenStack.
     pub fn klb_agent() -> Result<Self> {
         let program = std::env::current_exe().map_err(|e| LocalError::io("current_exe", e))?;
         Ok(AgentLaunch {
             program,
-            args: vec!["agent".into(), "--config".into(), "{user_data}".into()],
+            args: vec!["agent".into(), "--config".into(), "{dir}/agent.toml".into()],
             env: Vec::new(),
         })
     }
 }
 
+/// Everything known about a new LB VM when its agent is about to start.
+#[derive(Debug, Clone)]
+pub struct BootInfo {
+    /// Server id.
+    pub server_id: String,
+    /// Server name (deterministic, e.g. `klb-<lb>-vm-0`).
+    pub server_name: String,
+    /// Server metadata (`klb_lb_id`, `klb_vm_index`).
+    pub metadata: BTreeMap<String, String>,
+    /// Namespace of the VM.
+    pub ns: String,
+    /// The VM's private directory (files go here).
+    pub dir: PathBuf,
+    /// Management address (agent API; put it in the agent certificate's SAN).
+    pub mgmt_addr: Ipv4Addr,
+    /// L3 address (BGP source).
+    pub l3_addr: Ipv4Addr,
+    /// The control plane's address on the management network (heartbeat receiver host).
+    pub host_mgmt_addr: Ipv4Addr,
+    /// The two gateways' L3 addresses (`primary_l3_gateway_addr`, `secondary_l3_gateway_addr`).
+    pub gateways: [Ipv4Addr; 2],
+    /// `ServerSpec::user_data` as the flow sent it (may hold secrets).
+    pub user_data: Option<String>,
+}
+
+/// Produces the files a new LB VM needs before its agent starts (the local equivalent of
+/// cloud-init `write_files`): typically `agent.toml` and the VM's certificate and key, issued
+/// for [`BootInfo::mgmt_addr`]. Returned paths are relative to [`BootInfo::dir`]; files are
+/// written with mode 0600.
+#[async_trait]
+pub trait VmBootstrap: Send + Sync {
+    /// The files to write; an `Err` fails `create_server` (and the VM is removed).
+    async fn files(&self, boot: &BootInfo) -> std::result::Result<Vec<(String, Vec<u8>)>, String>;
+}
+
 /// How to run the local cloud.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct LocalCloudConfig {
     /// The lab (prefix, runtime dir, addresses, gateway AS).
     pub lab: LabConfig,
@@ -103,6 +140,9 @@ pub struct LocalCloudConfig {
     /// How to start the agent in a new VM; `None` = namespaces and links only (tests, or
     /// before an agent exists).
     pub agent: Option<AgentLaunch>,
+    /// Writes per-VM files (agent.toml, TLS material) before the agent starts; the local
+    /// stand-in for cloud-init. `None` = only `user-data` is written.
+    pub bootstrap: Option<Arc<dyn VmBootstrap>>,
     /// Evaluate alarms every this long instead of `period_secs` (tests run in seconds).
     pub alarm_period_override: Option<Duration>,
     /// What dropping the last [`LocalCloud`] handle does without [`LocalCloud::shutdown`] or
@@ -110,6 +150,19 @@ pub struct LocalCloudConfig {
     /// for the next start to adopt, as a crash would; `true` (`klb demo`, tests) removes
     /// everything synchronously, also on panic.
     pub teardown_on_drop: bool,
+}
+
+impl std::fmt::Debug for LocalCloudConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCloudConfig")
+            .field("lab", &self.lab)
+            .field("state_file", &self.state_file)
+            .field("agent", &self.agent)
+            .field("bootstrap", &self.bootstrap.as_ref().map(|_| "<hook>"))
+            .field("alarm_period_override", &self.alarm_period_override)
+            .field("teardown_on_drop", &self.teardown_on_drop)
+            .finish()
+    }
 }
 
 /// Where the local PPS evaluator reads an LB's packet rate (klb's heartbeat stats in
@@ -745,6 +798,41 @@ impl LocalCloud {
             None => String::new(),
         };
         let p = self.plan();
+        if let Some(hook) = &self.inner.cfg.bootstrap {
+            let boot = BootInfo {
+                server_id: id.to_string(),
+                server_name: spec.name.clone(),
+                metadata: spec.metadata.clone(),
+                ns: vm.ns.clone(),
+                dir: vm.dir.clone(),
+                mgmt_addr: vm.mgmt_addr,
+                l3_addr: vm.l3_addr,
+                host_mgmt_addr: p.host_mgmt_addr(),
+                gateways: [p.gw_l3_addr(1), p.gw_l3_addr(2)],
+                user_data: spec.user_data.clone(),
+            };
+            let files = hook
+                .files(&boot)
+                .await
+                .map_err(|e| LocalError::Invalid(format!("VM bootstrap: {e}")))?;
+            for (rel, body) in files {
+                let rel_path = Path::new(&rel);
+                let safe = !rel.is_empty()
+                    && rel_path
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !safe {
+                    return Err(LocalError::Invalid(format!(
+                        "VM bootstrap file {rel:?} must be a relative path without `..`"
+                    )));
+                }
+                let path = vm.dir.join(rel_path);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| LocalError::io(parent, e))?;
+                }
+                write_private(&path, &body)?;
+            }
+        }
         let vars: Vec<(&str, String)> = vec![
             ("server_id", id.to_string()),
             ("server_name", spec.name.clone()),

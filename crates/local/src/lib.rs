@@ -18,7 +18,7 @@ pub mod lab;
 pub mod netns;
 pub mod plan;
 
-pub use driver::{AgentLaunch, LocalCloud, LocalCloudConfig, PpsSource};
+pub use driver::{AgentLaunch, BootInfo, LocalCloud, LocalCloudConfig, PpsSource, VmBootstrap};
 pub use error::LocalError;
 pub use lab::{Lab, LabConfig, MemberNet, VmNet};
 pub use plan::AddressPlan;

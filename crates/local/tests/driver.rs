@@ -12,7 +12,9 @@ use klb_cloud::{
     Alarms, CloudErrorKind, Compute, Network, NicSpec, PortSpec, PpsAlarmSpec, RuleSpec,
     SecurityGroupSpec, ServerFilter, ServerGroupPolicy, ServerGroupSpec, ServerSpec, ServerStatus,
 };
-use klb_local::driver::{AgentLaunch, LocalCloud, LocalCloudConfig, PpsSource};
+use klb_local::driver::{
+    AgentLaunch, BootInfo, LocalCloud, LocalCloudConfig, PpsSource, VmBootstrap,
+};
 use klb_local::lab::LabConfig;
 use klb_local::{frr, netns, plan};
 
@@ -63,6 +65,22 @@ impl Drop for PrefixGuard {
             .args(["link", "del", &format!("{}mgmt", self.0)])
             .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+/// Writes an `agent.toml` naming the VM's management address; refuses a server named `bad`
+/// by returning a path that escapes the VM directory (which the driver must reject).
+struct Bootstrap;
+#[async_trait]
+impl VmBootstrap for Bootstrap {
+    async fn files(&self, boot: &BootInfo) -> Result<Vec<(String, Vec<u8>)>, String> {
+        if boot.server_name == "bad" {
+            return Ok(vec![("../escape".into(), b"x".to_vec())]);
+        }
+        Ok(vec![(
+            "agent.toml".into(),
+            format!("listen={}", boot.mgmt_addr).into_bytes(),
+        )])
     }
 }
 
@@ -118,10 +136,11 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
             program: "/bin/sh".into(),
             args: vec![
                 "-c".into(),
-                "echo {server_id} {mgmt_addr} {l3_addr} $KLB_LOCAL_GATEWAYS $KLB_LOCAL_HOST_MGMT_ADDR $(cat {user_data}) > {dir}/launched; exec sleep 600".into(),
+                "echo {server_id} {mgmt_addr} {l3_addr} $KLB_LOCAL_GATEWAYS $KLB_LOCAL_HOST_MGMT_ADDR $(cat {user_data}) $(cat {dir}/agent.toml) > {dir}/launched; exec sleep 600".into(),
             ],
             env: vec![],
         }),
+        bootstrap: Some(Arc::new(Bootstrap)),
         alarm_period_override: Some(Duration::from_millis(100)),
         teardown_on_drop: true,
     };
@@ -263,14 +282,38 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
     assert_eq!(
         line.trim(),
         format!(
-            "{} {} {} {},{} {} secret-bootstrap",
+            "{} {} {} {},{} {} secret-bootstrap listen={}",
             s1.id,
             plan_.vm_mgmt_addr(1).unwrap(),
             plan_.vm_l3_addr(1).unwrap(),
             plan_.gw_l3_addr(1),
             plan_.gw_l3_addr(2),
-            plan_.host_mgmt_addr()
+            plan_.host_mgmt_addr(),
+            plan_.vm_mgmt_addr(1).unwrap(),
         )
+    );
+    // A bootstrap file escaping the VM directory fails the create and leaves no namespace.
+    let ours = || async {
+        netns::list_ns()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .count()
+    };
+    let before = ours().await;
+    let bad = cloud
+        .create_server(&server_spec("bad", "lb1", nics(), &sg.id, &group.id))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind, CloudErrorKind::Invalid, "{bad}");
+    assert_eq!(ours().await, before);
+    assert!(
+        cloud
+            .find_servers(&ServerFilter::name("bad"))
+            .await
+            .unwrap()
+            .is_empty()
     );
     // The control plane reaches the VM over the management network.
     let host_ping = netns::exec_in(
