@@ -122,7 +122,11 @@ const LOG_LINES: usize = 20;
 impl Haproxy {
     /// A supervisor that has not started anything yet.
     pub fn new(config: HaproxyConfig) -> Self {
-        Haproxy { config, running: None, log: Arc::new(Mutex::new(VecDeque::new())) }
+        Haproxy {
+            config,
+            running: None,
+            log: Arc::new(Mutex::new(VecDeque::new())),
+        }
     }
 
     /// The paths used.
@@ -153,14 +157,20 @@ impl Haproxy {
         if let Some(r) = &self.running
             && state.version < r.version
         {
-            return Err(ApplyError::Stale { version: state.version, running: r.version });
+            return Err(ApplyError::Stale {
+                version: state.version,
+                running: r.version,
+            });
         }
         let plan = render::plan(state, &self.config.paths)?;
         if let Some(r) = &mut self.running
             && r.plan.config == plan.config
         {
             r.version = state.version;
-            return Ok(ApplyReply { version: state.version, method: ApplyMethod::Unchanged });
+            return Ok(ApplyReply {
+                version: state.version,
+                method: ApplyMethod::Unchanged,
+            });
         }
         self.prepare_dirs().await?;
         write_aux_files(&plan.files).await?;
@@ -174,7 +184,10 @@ impl Haproxy {
         let Some(running) = &self.running else {
             rename(&candidate, &live).await?;
             self.spawn(state, plan).await?;
-            return Ok(ApplyReply { version: state.version, method: ApplyMethod::Start });
+            return Ok(ApplyReply {
+                version: state.version,
+                method: ApplyMethod::Start,
+            });
         };
         if running.plan.skeleton == plan.skeleton && running.peer_name == state.vm.name {
             match self.apply_members(&running.plan, &plan).await {
@@ -184,13 +197,19 @@ impl Haproxy {
                     let r = self.running.as_mut().expect("running");
                     r.plan = plan;
                     r.version = state.version;
-                    return Ok(ApplyReply { version: state.version, method: ApplyMethod::Runtime });
+                    return Ok(ApplyReply {
+                        version: state.version,
+                        method: ApplyMethod::Runtime,
+                    });
                 }
                 Err(e) => warn!(error = %e, "runtime member update failed, reloading instead"),
             }
         }
         self.reload(&candidate, state, plan).await?;
-        Ok(ApplyReply { version: state.version, method: ApplyMethod::Reload })
+        Ok(ApplyReply {
+            version: state.version,
+            method: ApplyMethod::Reload,
+        })
     }
 
     /// Current statistics from `show stat`.
@@ -205,16 +224,23 @@ impl Haproxy {
     /// Whether the admin socket answers.
     pub async fn is_up(&self) -> bool {
         self.running.is_some()
-            && runtime::command(&self.config.paths.admin_socket(), "show info").await.is_ok()
+            && runtime::command(&self.config.paths.admin_socket(), "show info")
+                .await
+                .is_ok()
     }
 
     /// Stops HAProxy: SIGTERM to the master (by PID), SIGKILL after `start_timeout`; reaps it.
     pub async fn stop(&mut self) -> Result<(), ApplyError> {
-        let Some(mut r) = self.running.take() else { return Ok(()) };
+        let Some(mut r) = self.running.take() else {
+            return Ok(());
+        };
         if let Some(pid) = r.child.id() {
             info!(pid, "stopping haproxy");
             signal(pid, "TERM").await;
-            if tokio::time::timeout(self.config.start_timeout, r.child.wait()).await.is_ok() {
+            if tokio::time::timeout(self.config.start_timeout, r.child.wait())
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             warn!(pid, "haproxy ignored SIGTERM, killing");
@@ -239,10 +265,17 @@ impl Haproxy {
     }
 
     async fn prepare_dirs(&self) -> Result<(), ApplyError> {
-        for (dir, mode) in [(&self.config.paths.run_dir, 0o700), (&self.config.paths.cert_dir, 0o700)] {
+        for (dir, mode) in [
+            (&self.config.paths.run_dir, 0o700),
+            (&self.config.paths.cert_dir, 0o700),
+        ] {
             tokio::fs::create_dir_all(dir)
                 .await
-                .map_err(|source| ApplyError::Io { operation: "create", path: dir.clone(), source })?;
+                .map_err(|source| ApplyError::Io {
+                    operation: "create",
+                    path: dir.clone(),
+                    source,
+                })?;
             set_mode(dir, mode).await?;
         }
         Ok(())
@@ -251,20 +284,26 @@ impl Haproxy {
     async fn check(&self, cfg: &Path, version: u64) -> Result<(), ApplyError> {
         let out = Command::new(&self.config.binary)
             .arg("-c")
-            .arg("-q")
             .arg("-f")
             .arg(cfg)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|source| ApplyError::Io { operation: "run", path: self.config.binary.clone(), source })?;
+            .map_err(|source| ApplyError::Io {
+                operation: "run",
+                path: self.config.binary.clone(),
+                source,
+            })?;
         if out.status.success() {
             return Ok(());
         }
         let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
         output.push_str(&String::from_utf8_lossy(&out.stderr));
-        Err(ApplyError::Check { version, output: output.trim().to_owned() })
+        Err(ApplyError::Check {
+            version,
+            output: output.trim().to_owned(),
+        })
     }
 
     async fn spawn(&mut self, state: &DesiredState, plan: Plan) -> Result<(), ApplyError> {
@@ -286,9 +325,11 @@ impl Haproxy {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|source| ApplyError::Io { operation: "spawn", path: PathBuf::from(&words[0]), source })?;
+        let mut child = cmd.spawn().map_err(|source| ApplyError::Io {
+            operation: "spawn",
+            path: PathBuf::from(&words[0]),
+            source,
+        })?;
         let pid = child.id();
         info!(?pid, "started haproxy master");
         if let Some(stderr) = child.stderr.take() {
@@ -305,29 +346,49 @@ impl Haproxy {
                 }
             });
         }
-        self.running = Some(Running { child, version: state.version, plan, peer_name: state.vm.name.clone() });
+        self.running = Some(Running {
+            child,
+            version: state.version,
+            plan,
+            peer_name: state.vm.name.clone(),
+        });
         let deadline = Instant::now() + self.config.start_timeout;
         loop {
             self.reap();
             if self.running.is_none() {
-                return Err(ApplyError::Start { reason: format!("master exited; log: {}", self.log_tail().await) });
+                return Err(ApplyError::Start {
+                    reason: format!("master exited; log: {}", self.log_tail().await),
+                });
             }
             if let Ok(p) = runtime::show_proc(&self.config.paths.master_socket()).await
                 && !p.workers.is_empty()
-                && runtime::command(&self.config.paths.admin_socket(), "show info").await.is_ok()
+                && runtime::command(&self.config.paths.admin_socket(), "show info")
+                    .await
+                    .is_ok()
             {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 let _ = self.stop().await;
-                return Err(ApplyError::Start { reason: format!("no worker within {:?}; log: {}", self.config.start_timeout, self.log_tail().await) });
+                return Err(ApplyError::Start {
+                    reason: format!(
+                        "no worker within {:?}; log: {}",
+                        self.config.start_timeout,
+                        self.log_tail().await
+                    ),
+                });
             }
             sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Swaps the config and reloads through the master CLI; on failure restores the old file.
-    async fn reload(&mut self, candidate: &Path, state: &DesiredState, plan: Plan) -> Result<(), ApplyError> {
+    async fn reload(
+        &mut self,
+        candidate: &Path,
+        state: &DesiredState,
+        plan: Plan,
+    ) -> Result<(), ApplyError> {
         let live = self.config.paths.config();
         let previous = self.config.paths.run_dir.join("haproxy.cfg.prev");
         copy(&live, &previous).await?;
@@ -365,19 +426,38 @@ impl Haproxy {
         loop {
             self.reap();
             if self.running.is_none() {
-                return Err(ApplyError::Reload { version, reason: format!("master exited; log: {}", self.log_tail().await) });
+                return Err(ApplyError::Reload {
+                    version,
+                    reason: format!("master exited; log: {}", self.log_tail().await),
+                });
             }
             if let Ok(p) = runtime::show_proc(master).await {
                 if p.failed_reloads > before.failed_reloads {
-                    return Err(ApplyError::Reload { version, reason: format!("haproxy refused the new configuration; log: {}", self.log_tail().await) });
+                    return Err(ApplyError::Reload {
+                        version,
+                        reason: format!(
+                            "haproxy refused the new configuration; log: {}",
+                            self.log_tail().await
+                        ),
+                    });
                 }
-                if p.reloads > before.reloads && !p.workers.is_empty() && p.workers.iter().all(|w| !before.workers.contains(w)) {
+                if p.reloads > before.reloads
+                    && !p.workers.is_empty()
+                    && p.workers.iter().all(|w| !before.workers.contains(w))
+                {
                     info!(workers = ?p.workers, "reloaded");
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                return Err(ApplyError::Reload { version, reason: format!("no new worker within {:?}; log: {}", self.config.start_timeout, self.log_tail().await) });
+                return Err(ApplyError::Reload {
+                    version,
+                    reason: format!(
+                        "no new worker within {:?}; log: {}",
+                        self.config.start_timeout,
+                        self.log_tail().await
+                    ),
+                });
             }
             sleep(Duration::from_millis(20)).await;
         }
@@ -394,13 +474,27 @@ impl Haproxy {
             debug!(?op, "runtime");
             match op {
                 MemberOp::Add { backend, server } => {
-                    let cmd = format!("add server {backend}/{} {}", server.name, server_add_tail(&server));
+                    let cmd = format!(
+                        "add server {backend}/{} {}",
+                        server.name,
+                        server_add_tail(&server)
+                    );
                     runtime::expect(&sock, &cmd, &["New server registered"]).await?;
                     if server.checked {
-                        runtime::expect(&sock, &format!("enable health {backend}/{}", server.name), &[]).await?;
+                        runtime::expect(
+                            &sock,
+                            &format!("enable health {backend}/{}", server.name),
+                            &[],
+                        )
+                        .await?;
                     }
                     if server.enabled {
-                        runtime::expect(&sock, &format!("enable server {backend}/{}", server.name), &[]).await?;
+                        runtime::expect(
+                            &sock,
+                            &format!("enable server {backend}/{}", server.name),
+                            &[],
+                        )
+                        .await?;
                     }
                 }
                 MemberOp::Update { backend, old, new } => {
@@ -410,21 +504,34 @@ impl Haproxy {
                         runtime::expect(&sock, &cmd, &["changed", "no need to change"]).await?;
                     }
                     if old.weight != new.weight {
-                        runtime::expect(&sock, &format!("set server {s} weight {}", new.weight), &[]).await?;
+                        runtime::expect(
+                            &sock,
+                            &format!("set server {s} weight {}", new.weight),
+                            &[],
+                        )
+                        .await?;
                     }
                     if old.enabled != new.enabled {
                         let state = if new.enabled { "ready" } else { "maint" };
-                        runtime::expect(&sock, &format!("set server {s} state {state}"), &[]).await?;
+                        runtime::expect(&sock, &format!("set server {s} state {state}"), &[])
+                            .await?;
                     }
                 }
-                MemberOp::Remove { backend, name } => self.remove_server(&sock, &backend, &name).await?,
+                MemberOp::Remove { backend, name } => {
+                    self.remove_server(&sock, &backend, &name).await?
+                }
             }
         }
         Ok(())
     }
 
     /// maint, wait (bounded) until its connections are gone, then `del server`.
-    async fn remove_server(&self, sock: &Path, backend: &str, name: &str) -> Result<(), ApplyError> {
+    async fn remove_server(
+        &self,
+        sock: &Path,
+        backend: &str,
+        name: &str,
+    ) -> Result<(), ApplyError> {
         let s = format!("{backend}/{name}");
         runtime::expect(sock, &format!("set server {s} state maint"), &[]).await?;
         let deadline = Instant::now() + self.config.drain_timeout;
@@ -434,7 +541,11 @@ impl Haproxy {
                 return Ok(());
             }
             if !reply.contains("still has connections") {
-                return Err(RuntimeError::Refused { command: format!("del server {s}"), reply: reply.trim().to_owned() }.into());
+                return Err(RuntimeError::Refused {
+                    command: format!("del server {s}"),
+                    reply: reply.trim().to_owned(),
+                }
+                .into());
             }
             if Instant::now() > deadline {
                 warn!(server = %s, "connections did not drain in time, shutting them down");
@@ -471,7 +582,11 @@ pub(crate) enum MemberOp {
     /// `add server` (+ `enable health`, `enable server`).
     Add { backend: String, server: Server },
     /// `set server ... addr/weight/state`.
-    Update { backend: String, old: Server, new: Server },
+    Update {
+        backend: String,
+        old: Server,
+        new: Server,
+    },
     /// maint, drain, `del server`.
     Remove { backend: String, name: String },
 }
@@ -489,17 +604,27 @@ pub(crate) fn member_ops(old: &Plan, new: &Plan) -> Option<Vec<MemberOp>> {
         let old_servers = &old.servers[backend];
         for n in new_servers {
             match old_servers.iter().find(|o| o.name == n.name) {
-                None => adds.push(MemberOp::Add { backend: backend.clone(), server: n.clone() }),
+                None => adds.push(MemberOp::Add {
+                    backend: backend.clone(),
+                    server: n.clone(),
+                }),
                 Some(o) if o == n => {}
                 Some(o) if o.options == n.options && o.checked == n.checked => {
-                    adds.push(MemberOp::Update { backend: backend.clone(), old: o.clone(), new: n.clone() })
+                    adds.push(MemberOp::Update {
+                        backend: backend.clone(),
+                        old: o.clone(),
+                        new: n.clone(),
+                    })
                 }
                 Some(_) => return None,
             }
         }
         for o in old_servers {
             if !new_servers.iter().any(|n| n.name == o.name) {
-                removes.push(MemberOp::Remove { backend: backend.clone(), name: o.name.clone() });
+                removes.push(MemberOp::Remove {
+                    backend: backend.clone(),
+                    name: o.name.clone(),
+                });
             }
         }
     }
@@ -528,11 +653,17 @@ async fn write_aux_files(files: &[AuxFile]) -> Result<(), ApplyError> {
 }
 
 async fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), ApplyError> {
-    let io = |source| ApplyError::Io { operation: "write", path: path.to_path_buf(), source };
+    let io = |source| ApplyError::Io {
+        operation: "write",
+        path: path.to_path_buf(),
+        source,
+    };
     let mut opts = tokio::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true).mode(mode);
     let mut f = opts.open(path).await.map_err(io)?;
-    tokio::io::AsyncWriteExt::write_all(&mut f, contents.as_bytes()).await.map_err(io)?;
+    tokio::io::AsyncWriteExt::write_all(&mut f, contents.as_bytes())
+        .await
+        .map_err(io)?;
     f.sync_all().await.map_err(io)?;
     drop(f);
     // `mode` only applies to new files.
@@ -543,25 +674,41 @@ async fn set_mode(path: &Path, mode: u32) -> Result<(), ApplyError> {
     use std::os::unix::fs::PermissionsExt;
     tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .await
-        .map_err(|source| ApplyError::Io { operation: "chmod", path: path.to_path_buf(), source })
+        .map_err(|source| ApplyError::Io {
+            operation: "chmod",
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 async fn rename(from: &Path, to: &Path) -> Result<(), ApplyError> {
     tokio::fs::rename(from, to)
         .await
-        .map_err(|source| ApplyError::Io { operation: "rename", path: from.to_path_buf(), source })
+        .map_err(|source| ApplyError::Io {
+            operation: "rename",
+            path: from.to_path_buf(),
+            source,
+        })
 }
 
 async fn copy(from: &Path, to: &Path) -> Result<(), ApplyError> {
     tokio::fs::copy(from, to)
         .await
         .map(|_| ())
-        .map_err(|source| ApplyError::Io { operation: "copy", path: from.to_path_buf(), source })
+        .map_err(|source| ApplyError::Io {
+            operation: "copy",
+            path: from.to_path_buf(),
+            source,
+        })
 }
 
 /// Sends a signal by PID with `kill(1)` (the crate forbids `unsafe`, so no direct syscall).
 async fn signal(pid: u32, sig: &str) {
-    let r = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().await;
+    let r = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .await;
     if let Err(e) = r {
         warn!(pid, error = %e, "kill failed");
     }

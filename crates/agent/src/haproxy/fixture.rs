@@ -16,7 +16,11 @@ pub fn state(vip: IpAddr, listeners: Vec<Listener>, pools: Vec<Pool>) -> Desired
         admin_state_up: true,
         vip,
         additional_vips: Vec::new(),
-        vm: VmIdentity { id: "vm0".into(), index: 0, name: "vm0".into() },
+        vm: VmIdentity {
+            id: "vm0".into(),
+            index: 0,
+            name: "vm0".into(),
+        },
         peers: Vec::new(),
         listeners,
         pools,
@@ -27,7 +31,12 @@ pub fn state(vip: IpAddr, listeners: Vec<Listener>, pools: Vec<Pool>) -> Desired
 }
 
 /// A listener with Octavia's defaults.
-pub fn listener(id: &str, protocol: ListenerProtocol, port: u16, default_pool: Option<&str>) -> Listener {
+pub fn listener(
+    id: &str,
+    protocol: ListenerProtocol,
+    port: u16,
+    default_pool: Option<&str>,
+) -> Listener {
     Listener {
         id: id.into(),
         admin_state_up: true,
@@ -57,7 +66,12 @@ pub fn listener(id: &str, protocol: ListenerProtocol, port: u16, default_pool: O
 }
 
 /// A pool without health monitor or persistence.
-pub fn pool(id: &str, protocol: PoolProtocol, lb_algorithm: LbAlgorithm, members: Vec<Member>) -> Pool {
+pub fn pool(
+    id: &str,
+    protocol: PoolProtocol,
+    lb_algorithm: LbAlgorithm,
+    members: Vec<Member>,
+) -> Pool {
     Pool {
         id: id.into(),
         admin_state_up: true,

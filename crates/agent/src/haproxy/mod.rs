@@ -6,8 +6,8 @@
 //! Invariant: a configuration that fails `haproxy -c` never replaces the running one.
 
 mod apply;
-pub mod fixture;
 pub mod bench;
+pub mod fixture;
 pub mod render;
 pub mod runtime;
 mod text;

@@ -284,7 +284,11 @@ impl<'a> Renderer<'a> {
         }
         // Validate everything first: a bad field anywhere rejects the whole state.
         let listeners: Vec<&Listener> = if state.admin_state_up {
-            state.listeners.iter().filter(|l| l.admin_state_up).collect()
+            state
+                .listeners
+                .iter()
+                .filter(|l| l.admin_state_up)
+                .collect()
         } else {
             Vec::new()
         };
@@ -296,9 +300,9 @@ impl<'a> Renderer<'a> {
         }
         self.ping = state.pools.iter().any(|p| {
             p.admin_state_up
-                && p.health_monitor.as_ref().is_some_and(|h| {
-                    h.admin_state_up && h.monitor_type == HealthMonitorType::Ping
-                })
+                && p.health_monitor
+                    .as_ref()
+                    .is_some_and(|h| h.admin_state_up && h.monitor_type == HealthMonitorType::Ping)
         });
 
         self.global()?;
@@ -330,7 +334,12 @@ impl<'a> Renderer<'a> {
         if g.maxconn == 0 {
             return Err(invalid("global", "maxconn", "must be positive".into()));
         }
-        emit!(self, "# Rendered by klb-agent for load balancer {}, version {}.", self.state.load_balancer_id, self.state.version);
+        emit!(
+            self,
+            "# Rendered by klb-agent for load balancer {}, version {}.",
+            self.state.load_balancer_id,
+            self.state.version
+        );
         emit!(self, "global");
         emit!(self, "    master-worker");
         emit!(self, "    maxconn {}", g.maxconn);
@@ -379,7 +388,11 @@ impl<'a> Renderer<'a> {
         for p in &state.peers {
             text::peer_name(&p.name).map_err(|r| invalid("peer", "name", r))?;
             if !seen.insert(&p.name) {
-                return Err(invalid("peers", "name", format!("duplicate peer {}", p.name)));
+                return Err(invalid(
+                    "peers",
+                    "name",
+                    format!("duplicate peer {}", p.name),
+                ));
             }
             emit!(self, "    peer {} {}", p.name, addr_port(p.address, p.port));
         }
@@ -416,7 +429,10 @@ impl<'a> Renderer<'a> {
         if matches!(l.protocol, ListenerProtocol::Udp | ListenerProtocol::Sctp) {
             return Err(RenderError::Unsupported {
                 object: obj,
-                what: format!("protocol {} (planned: IPVS, see klb-agent render docs)", l.protocol),
+                what: format!(
+                    "protocol {} (planned: IPVS, see klb-agent render docs)",
+                    l.protocol
+                ),
             });
         }
         if l.protocol_port == 0 {
@@ -426,10 +442,19 @@ impl<'a> Renderer<'a> {
             self.pool_ref(&obj, "default_pool_id", p)?;
         }
         for (key, value) in &l.insert_headers {
-            insert_header(l.protocol, key)
-                .ok_or_else(|| invalid(&obj, "insert_headers", format!("unknown or not allowed header {}", shown(key))))?;
+            insert_header(l.protocol, key).ok_or_else(|| {
+                invalid(
+                    &obj,
+                    "insert_headers",
+                    format!("unknown or not allowed header {}", shown(key)),
+                )
+            })?;
             if value.len() > 255 || text::has_control(value) {
-                return Err(invalid(&obj, "insert_headers", format!("bad value for {key}")));
+                return Err(invalid(
+                    &obj,
+                    "insert_headers",
+                    format!("bad value for {key}"),
+                ));
             }
         }
         if let Some(c) = &l.tls_ciphers {
@@ -438,25 +463,51 @@ impl<'a> Renderer<'a> {
         let tls_refs = l.default_tls_certificate_id.is_some() || !l.sni_certificate_ids.is_empty();
         if l.protocol == ListenerProtocol::TerminatedHttps {
             if !tls_refs {
-                return Err(invalid(&obj, "default_tls_container_ref", "TERMINATED_HTTPS needs a certificate".into()));
+                return Err(invalid(
+                    &obj,
+                    "default_tls_container_ref",
+                    "TERMINATED_HTTPS needs a certificate".into(),
+                ));
             }
         } else if tls_refs || l.client_ca_certificate_id.is_some() {
-            return Err(invalid(&obj, "default_tls_container_ref", format!("certificates are not allowed on {} listeners", l.protocol)));
+            return Err(invalid(
+                &obj,
+                "default_tls_container_ref",
+                format!("certificates are not allowed on {} listeners", l.protocol),
+            ));
         }
         for (field, c) in [
-            ("default_tls_container_ref", l.default_tls_certificate_id.as_ref()),
-            ("client_ca_tls_container_ref", l.client_ca_certificate_id.as_ref()),
-            ("client_crl_container_ref", l.client_crl_certificate_id.as_ref()),
+            (
+                "default_tls_container_ref",
+                l.default_tls_certificate_id.as_ref(),
+            ),
+            (
+                "client_ca_tls_container_ref",
+                l.client_ca_certificate_id.as_ref(),
+            ),
+            (
+                "client_crl_container_ref",
+                l.client_crl_certificate_id.as_ref(),
+            ),
         ]
         .into_iter()
-        .chain(l.sni_certificate_ids.iter().map(|c| ("sni_container_refs", Some(c))))
-        {
+        .chain(
+            l.sni_certificate_ids
+                .iter()
+                .map(|c| ("sni_container_refs", Some(c))),
+        ) {
             if let Some(c) = c {
                 self.cert_ref(&obj, field, c)?;
             }
         }
-        if l.client_authentication != ClientAuthentication::None && l.client_ca_certificate_id.is_none() {
-            return Err(invalid(&obj, "client_authentication", "requires client_ca_tls_container_ref".into()));
+        if l.client_authentication != ClientAuthentication::None
+            && l.client_ca_certificate_id.is_none()
+        {
+            return Err(invalid(
+                &obj,
+                "client_authentication",
+                "requires client_ca_tls_container_ref".into(),
+            ));
         }
         let policies: Vec<_> = l.l7_policies.iter().collect();
         if !policies.is_empty() && !listener_http(l.protocol) {
@@ -471,22 +522,35 @@ impl<'a> Renderer<'a> {
             match p.action {
                 L7PolicyAction::Reject => {}
                 L7PolicyAction::RedirectToPool => {
-                    let id = p.redirect_pool_id.as_deref().ok_or_else(|| invalid(&pobj, "redirect_pool_id", "required".into()))?;
+                    let id = p
+                        .redirect_pool_id
+                        .as_deref()
+                        .ok_or_else(|| invalid(&pobj, "redirect_pool_id", "required".into()))?;
                     self.pool_ref(&pobj, "redirect_pool_id", id)?;
                 }
                 L7PolicyAction::RedirectToUrl => {
-                    let u = p.redirect_url.as_deref().ok_or_else(|| invalid(&pobj, "redirect_url", "required".into()))?;
+                    let u = p
+                        .redirect_url
+                        .as_deref()
+                        .ok_or_else(|| invalid(&pobj, "redirect_url", "required".into()))?;
                     text::redirect_url(u).map_err(|r| invalid(&pobj, "redirect_url", r))?;
                 }
                 L7PolicyAction::RedirectPrefix => {
-                    let u = p.redirect_prefix.as_deref().ok_or_else(|| invalid(&pobj, "redirect_prefix", "required".into()))?;
+                    let u = p
+                        .redirect_prefix
+                        .as_deref()
+                        .ok_or_else(|| invalid(&pobj, "redirect_prefix", "required".into()))?;
                     text::redirect_url(u).map_err(|r| invalid(&pobj, "redirect_prefix", r))?;
                 }
             }
             if let Some(code) = p.redirect_http_code
                 && ![301, 302, 303, 307, 308].contains(&code)
             {
-                return Err(invalid(&pobj, "redirect_http_code", format!("{code} is not 301, 302, 303, 307 or 308")));
+                return Err(invalid(
+                    &pobj,
+                    "redirect_http_code",
+                    format!("{code} is not 301, 302, 303, 307 or 308"),
+                ));
             }
             if p.rules.len() > 50 {
                 return Err(invalid(&pobj, "rules", "at most 50 rules".into()));
@@ -502,16 +566,30 @@ impl<'a> Renderer<'a> {
         let obj = format!("pool {}", shown(&p.id));
         text::id(&p.id).map_err(|r| invalid(&obj, "id", r))?;
         if matches!(p.protocol, PoolProtocol::Udp | PoolProtocol::Sctp) {
-            return Err(RenderError::Unsupported { object: obj, what: format!("protocol {}", p.protocol) });
+            return Err(RenderError::Unsupported {
+                object: obj,
+                what: format!("protocol {}", p.protocol),
+            });
         }
         if let Some(sp) = &p.session_persistence {
             match sp.persistence_type {
                 SessionPersistenceType::AppCookie => {
-                    let name = sp.cookie_name.as_deref().ok_or_else(|| invalid(&obj, "session_persistence.cookie_name", "required for APP_COOKIE".into()))?;
-                    text::fetch_key(name).map_err(|r| invalid(&obj, "session_persistence.cookie_name", r))?;
+                    let name = sp.cookie_name.as_deref().ok_or_else(|| {
+                        invalid(
+                            &obj,
+                            "session_persistence.cookie_name",
+                            "required for APP_COOKIE".into(),
+                        )
+                    })?;
+                    text::fetch_key(name)
+                        .map_err(|r| invalid(&obj, "session_persistence.cookie_name", r))?;
                 }
                 _ if sp.cookie_name.is_some() => {
-                    return Err(invalid(&obj, "session_persistence.cookie_name", "only allowed with APP_COOKIE".into()));
+                    return Err(invalid(
+                        &obj,
+                        "session_persistence.cookie_name",
+                        "only allowed with APP_COOKIE".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -536,7 +614,11 @@ impl<'a> Renderer<'a> {
             let mobj = format!("member {}", shown(&m.id));
             text::id(&m.id).map_err(|r| invalid(&mobj, "id", r))?;
             if !seen.insert(&m.id) {
-                return Err(invalid(&obj, "members", format!("duplicate member id {}", m.id)));
+                return Err(invalid(
+                    &obj,
+                    "members",
+                    format!("duplicate member id {}", m.id),
+                ));
             }
             if m.protocol_port == 0 || m.monitor_port == Some(0) {
                 return Err(invalid(&mobj, "protocol_port", "must be 1-65535".into()));
@@ -552,7 +634,12 @@ impl<'a> Renderer<'a> {
         text::id(id).map_err(|r| invalid(obj, field, r))?;
         match self.state.pool(id) {
             Some(_) => Ok(()),
-            None => Err(RenderError::Missing { object: obj.to_owned(), field, target: "pool", id: id.to_owned() }),
+            None => Err(RenderError::Missing {
+                object: obj.to_owned(),
+                field,
+                target: "pool",
+                id: id.to_owned(),
+            }),
         }
     }
 
@@ -560,7 +647,12 @@ impl<'a> Renderer<'a> {
         text::id(id).map_err(|r| invalid(obj, field, r))?;
         match self.state.certificate(id) {
             Some(_) => Ok(()),
-            None => Err(RenderError::Missing { object: obj.to_owned(), field, target: "certificate", id: id.to_owned() }),
+            None => Err(RenderError::Missing {
+                object: obj.to_owned(),
+                field,
+                target: "certificate",
+                id: id.to_owned(),
+            }),
         }
     }
 
@@ -569,7 +661,11 @@ impl<'a> Renderer<'a> {
         let path = self.paths.certificate(id);
         if self.written_certs.insert(id.to_owned()) {
             let cert = self.state.certificate(id).expect("validated reference");
-            self.files.push(AuxFile { path: path.clone(), contents: cert.pem.expose().to_owned(), mode: 0o600 });
+            self.files.push(AuxFile {
+                path: path.clone(),
+                contents: cert.pem.expose().to_owned(),
+                mode: 0o600,
+            });
         }
         path
     }
@@ -578,7 +674,11 @@ impl<'a> Renderer<'a> {
         let http = listener_http(l.protocol);
         emit!(self, "frontend {}", l.id);
         emit!(self, "    mode {}", if http { "http" } else { "tcp" });
-        emit!(self, "    maxconn {}", l.connection_limit.unwrap_or(self.state.global.maxconn));
+        emit!(
+            self,
+            "    maxconn {}",
+            l.connection_limit.unwrap_or(self.state.global.maxconn)
+        );
         let tls = self.bind_tls(l)?;
         let mut vips = vec![self.state.vip];
         vips.extend(self.state.additional_vips.iter().copied());
@@ -587,16 +687,31 @@ impl<'a> Renderer<'a> {
         }
         emit!(self, "    timeout client {}ms", l.timeout_client_data);
         if l.timeout_tcp_inspect > 0 {
-            emit!(self, "    tcp-request inspect-delay {}ms", l.timeout_tcp_inspect);
+            emit!(
+                self,
+                "    tcp-request inspect-delay {}ms",
+                l.timeout_tcp_inspect
+            );
         }
         if !l.allowed_cidrs.is_empty() {
             let cidrs: Vec<String> = l.allowed_cidrs.iter().map(|c| c.to_string()).collect();
-            emit!(self, "    tcp-request connection reject unless {{ src {} }}", cidrs.join(" "));
+            emit!(
+                self,
+                "    tcp-request connection reject unless {{ src {} }}",
+                cidrs.join(" ")
+            );
         }
         if l.protocol == ListenerProtocol::Prometheus {
-            emit!(self, "    http-request use-service prometheus-exporter if {{ path /metrics }}");
+            emit!(
+                self,
+                "    http-request use-service prometheus-exporter if {{ path /metrics }}"
+            );
         }
-        if self.pools_of(l).iter().any(|p| p.lb_algorithm == LbAlgorithm::SourceIpPort) {
+        if self
+            .pools_of(l)
+            .iter()
+            .any(|p| p.lb_algorithm == LbAlgorithm::SourceIpPort)
+        {
             // The hash key needs the client port; `concat()` only takes variables.
             if http {
                 emit!(self, "    http-request set-var(txn.sport) src_port");
@@ -614,13 +729,24 @@ impl<'a> Renderer<'a> {
             if l.hsts_preload {
                 v.push_str(" preload;");
             }
-            emit!(self, "    http-response set-header Strict-Transport-Security {}", arg(&v));
+            emit!(
+                self,
+                "    http-response set-header Strict-Transport-Security {}",
+                arg(&v)
+            );
         }
         self.l7(l)?;
-        if let Some(pool) = l.default_pool_id.as_deref().and_then(|id| self.state.pool(id))
+        if let Some(pool) = l
+            .default_pool_id
+            .as_deref()
+            .and_then(|id| self.state.pool(id))
             && pool.admin_state_up
         {
-            emit!(self, "    default_backend {}", backend_name(&pool.id, &l.id));
+            emit!(
+                self,
+                "    default_backend {}",
+                backend_name(&pool.id, &l.id)
+            );
         }
         emit!(self, "");
         Ok(())
@@ -646,7 +772,11 @@ impl<'a> Renderer<'a> {
             writeln!(list, "{}", path_arg(&path)).expect("write to String");
         }
         let crt_list = self.paths.crt_list(&l.id);
-        self.files.push(AuxFile { path: crt_list.clone(), contents: list, mode: 0o600 });
+        self.files.push(AuxFile {
+            path: crt_list.clone(),
+            contents: list,
+            mode: 0o600,
+        });
         let mut s = format!(" ssl crt-list {}", path_arg(&crt_list));
         if let Some(ca) = l.client_ca_certificate_id.as_deref() {
             let p = self.cert_file(ca);
@@ -661,7 +791,11 @@ impl<'a> Renderer<'a> {
                 write!(s, " crl-file {}", path_arg(&p)).expect("write to String");
             }
         }
-        s.push_str(&tls_options(l.tls_ciphers.as_deref(), &l.tls_versions, &l.alpn_protocols));
+        s.push_str(&tls_options(
+            l.tls_ciphers.as_deref(),
+            &l.tls_versions,
+            &l.alpn_protocols,
+        ));
         Ok(s)
     }
 
@@ -674,7 +808,11 @@ impl<'a> Renderer<'a> {
             let mut cond = Vec::new();
             for r in &rules {
                 emit!(self, "    acl {} {}", r.id, acl_body(r));
-                cond.push(if r.invert { format!("!{}", r.id) } else { r.id.clone() });
+                cond.push(if r.invert {
+                    format!("!{}", r.id)
+                } else {
+                    r.id.clone()
+                });
             }
             let cond = cond.join(" ");
             let code = p.redirect_http_code.unwrap_or(302);
@@ -682,16 +820,28 @@ impl<'a> Renderer<'a> {
                 L7PolicyAction::Reject => emit!(self, "    http-request deny if {cond}"),
                 L7PolicyAction::RedirectToUrl => {
                     let url = p.redirect_url.as_deref().expect("validated");
-                    emit!(self, "    http-request redirect code {code} location {} if {cond}", log_format_arg(url));
+                    emit!(
+                        self,
+                        "    http-request redirect code {code} location {} if {cond}",
+                        log_format_arg(url)
+                    );
                 }
                 L7PolicyAction::RedirectPrefix => {
                     let url = p.redirect_prefix.as_deref().expect("validated");
-                    emit!(self, "    http-request redirect code {code} prefix {} if {cond}", log_format_arg(url));
+                    emit!(
+                        self,
+                        "    http-request redirect code {code} prefix {} if {cond}",
+                        log_format_arg(url)
+                    );
                 }
                 L7PolicyAction::RedirectToPool => {
                     let id = p.redirect_pool_id.as_deref().expect("validated");
                     if self.state.pool(id).is_some_and(|pool| pool.admin_state_up) {
-                        emit!(self, "    use_backend {} if {cond}", backend_name(id, &l.id));
+                        emit!(
+                            self,
+                            "    use_backend {} if {cond}",
+                            backend_name(id, &l.id)
+                        );
                     }
                 }
             }
@@ -719,12 +869,20 @@ impl<'a> Renderer<'a> {
             }
             LbAlgorithm::SourceIpPort => {
                 // The variable is set by the frontend in its own mode's scope.
-                let var = if listener_mode_http { "txn.sport" } else { "sess.sport" };
+                let var = if listener_mode_http {
+                    "txn.sport"
+                } else {
+                    "sess.sport"
+                };
                 emit!(self, "    balance hash src,concat(:,{var})");
                 emit!(self, "    hash-type consistent");
             }
         }
-        let peers = if self.has_peers() { format!(" peers {PEERS_SECTION}") } else { String::new() };
+        let peers = if self.has_peers() {
+            format!(" peers {PEERS_SECTION}")
+        } else {
+            String::new()
+        };
         let mut cookie = false;
         if let Some(sp) = &pool.session_persistence {
             match sp.persistence_type {
@@ -759,19 +917,31 @@ impl<'a> Renderer<'a> {
                     let path = hm.url_path.as_deref().unwrap_or("/");
                     let mut send = format!("    http-check send meth {method} uri {}", arg(path));
                     match (hm.http_version, hm.domain_name.as_deref()) {
-                        (Some(HttpVersion::Http11), Some(d)) => write!(send, " ver HTTP/1.1 hdr Host {d}").expect("write to String"),
-                        (Some(v), _) => write!(send, " ver HTTP/{}", v.as_str()).expect("write to String"),
+                        (Some(HttpVersion::Http11), Some(d)) => {
+                            write!(send, " ver HTTP/1.1 hdr Host {d}").expect("write to String")
+                        }
+                        (Some(v), _) => {
+                            write!(send, " ver HTTP/{}", v.as_str()).expect("write to String")
+                        }
                         (None, _) => {}
                     }
                     self.push_line(&send);
-                    let codes = text::expected_codes(hm.expected_codes.as_deref().unwrap_or("200")).expect("validated");
+                    let codes = text::expected_codes(hm.expected_codes.as_deref().unwrap_or("200"))
+                        .expect("validated");
                     emit!(self, "    http-check expect rstatus {}", arg(&codes));
                 }
                 HealthMonitorType::TlsHello => emit!(self, "    option ssl-hello-chk"),
                 HealthMonitorType::Ping => {
                     emit!(self, "    option external-check");
-                    emit!(self, "    external-check path \"/usr/bin:/bin:/usr/sbin:/sbin\"");
-                    emit!(self, "    external-check command {}", path_arg(&self.paths.ping_script()));
+                    emit!(
+                        self,
+                        "    external-check path \"/usr/bin:/bin:/usr/sbin:/sbin\""
+                    );
+                    emit!(
+                        self,
+                        "    external-check command {}",
+                        path_arg(&self.paths.ping_script())
+                    );
                 }
                 _ => {}
             }
@@ -804,9 +974,18 @@ impl<'a> Renderer<'a> {
             }
             match insert_header(l.protocol, key).expect("validated") {
                 InsertHeader::ForwardedFor => emit!(self, "    option forwardfor"),
-                InsertHeader::ForwardedPort => emit!(self, "    http-request set-header X-Forwarded-Port %[dst_port]"),
-                InsertHeader::ForwardedProto => emit!(self, "    http-request set-header X-Forwarded-Proto {}", if https { "https" } else { "http" }),
-                InsertHeader::Fixed(name, value) => emit!(self, "    http-request set-header {name} {value}"),
+                InsertHeader::ForwardedPort => emit!(
+                    self,
+                    "    http-request set-header X-Forwarded-Port %[dst_port]"
+                ),
+                InsertHeader::ForwardedProto => emit!(
+                    self,
+                    "    http-request set-header X-Forwarded-Proto {}",
+                    if https { "https" } else { "http" }
+                ),
+                InsertHeader::Fixed(name, value) => {
+                    emit!(self, "    http-request set-header {name} {value}")
+                }
             }
         }
     }
@@ -817,7 +996,13 @@ impl<'a> Renderer<'a> {
         let mut o = String::new();
         if let Some(hm) = hm {
             let inter_ms = (u64::from(hm.delay) * 1000).max(100);
-            write!(o, " check inter {inter_ms}ms fall {} rise {}", hm.max_retries_down.clamp(1, 10), hm.max_retries.clamp(1, 10)).expect("write to String");
+            write!(
+                o,
+                " check inter {inter_ms}ms fall {} rise {}",
+                hm.max_retries_down.clamp(1, 10),
+                hm.max_retries.clamp(1, 10)
+            )
+            .expect("write to String");
             if hm.monitor_type == HealthMonitorType::Https {
                 o.push_str(" check-ssl verify none");
             }
@@ -836,7 +1021,8 @@ impl<'a> Renderer<'a> {
             match pool.ca_tls_certificate_id.as_deref() {
                 Some(ca) => {
                     let p = self.cert_file(ca);
-                    write!(o, " ca-file {} verify required", path_arg(&p)).expect("write to String");
+                    write!(o, " ca-file {} verify required", path_arg(&p))
+                        .expect("write to String");
                     if let Some(crl) = pool.crl_certificate_id.as_deref() {
                         let p = self.cert_file(crl);
                         write!(o, " crl-file {}", path_arg(&p)).expect("write to String");
@@ -844,7 +1030,11 @@ impl<'a> Renderer<'a> {
                 }
                 None => o.push_str(" verify none"),
             }
-            o.push_str(&tls_options(pool.tls_ciphers.as_deref(), &pool.tls_versions, &pool.alpn_protocols));
+            o.push_str(&tls_options(
+                pool.tls_ciphers.as_deref(),
+                &pool.tls_versions,
+                &pool.alpn_protocols,
+            ));
         }
         o.trim_start().to_owned()
     }
@@ -924,19 +1114,47 @@ fn validate_rule(r: &L7Rule) -> Result<(), RenderError> {
             let k = key.ok_or_else(|| invalid(&obj, "key", "required".into()))?;
             text::dn_field(k).map_err(|e| invalid(&obj, "key", e))?;
         }
-        _ if key.is_some() => return Err(invalid(&obj, "key", format!("not allowed for {}", r.rule_type))),
+        _ if key.is_some() => {
+            return Err(invalid(
+                &obj,
+                "key",
+                format!("not allowed for {}", r.rule_type),
+            ));
+        }
         _ => {}
     }
     text::l7_value(&r.value).map_err(|e| invalid(&obj, "value", e))?;
     match r.rule_type {
-        L7RuleType::FileType if !matches!(r.compare_type, L7CompareType::Regex | L7CompareType::EqualTo) => {
-            Err(invalid(&obj, "compare_type", "FILE_TYPE allows only REGEX or EQUAL_TO".into()))
+        L7RuleType::FileType
+            if !matches!(
+                r.compare_type,
+                L7CompareType::Regex | L7CompareType::EqualTo
+            ) =>
+        {
+            Err(invalid(
+                &obj,
+                "compare_type",
+                "FILE_TYPE allows only REGEX or EQUAL_TO".into(),
+            ))
         }
-        L7RuleType::SslConnHasCert if !r.value.eq_ignore_ascii_case("true") || r.compare_type != L7CompareType::EqualTo => {
-            Err(invalid(&obj, "value", "SSL_CONN_HAS_CERT needs EQUAL_TO \"true\"".into()))
+        L7RuleType::SslConnHasCert
+            if !r.value.eq_ignore_ascii_case("true")
+                || r.compare_type != L7CompareType::EqualTo =>
+        {
+            Err(invalid(
+                &obj,
+                "value",
+                "SSL_CONN_HAS_CERT needs EQUAL_TO \"true\"".into(),
+            ))
         }
-        L7RuleType::SslVerifyResult if r.value.parse::<u32>().is_err() || r.compare_type != L7CompareType::EqualTo => {
-            Err(invalid(&obj, "value", "SSL_VERIFY_RESULT needs EQUAL_TO a non-negative integer".into()))
+        L7RuleType::SslVerifyResult
+            if r.value.parse::<u32>().is_err() || r.compare_type != L7CompareType::EqualTo =>
+        {
+            Err(invalid(
+                &obj,
+                "value",
+                "SSL_VERIFY_RESULT needs EQUAL_TO a non-negative integer".into(),
+            ))
         }
         _ => Ok(()),
     }
@@ -957,12 +1175,16 @@ fn acl_body(r: &L7Rule) -> String {
     match r.rule_type {
         L7RuleType::HostName => format!("req.hdr(host) -i {m} -- {v}"),
         L7RuleType::Path => format!("path {m} -- {v}"),
-        L7RuleType::FileType if r.compare_type == L7CompareType::EqualTo => format!("path_end -- .{v}"),
+        L7RuleType::FileType if r.compare_type == L7CompareType::EqualTo => {
+            format!("path_end -- .{v}")
+        }
         L7RuleType::FileType => format!("path_end {m} -- {v}"),
         L7RuleType::Header => format!("req.hdr({key}) {m} -- {v}"),
         L7RuleType::Cookie => format!("req.cook({key}) {m} -- {v}"),
         L7RuleType::SslConnHasCert => "ssl_c_used".to_owned(),
-        L7RuleType::SslVerifyResult => format!("ssl_c_verify eq {}", r.value.parse::<u32>().unwrap_or(0)),
+        L7RuleType::SslVerifyResult => {
+            format!("ssl_c_verify eq {}", r.value.parse::<u32>().unwrap_or(0))
+        }
         L7RuleType::SslDnField => format!("ssl_c_s_dn({key}) {m} -- {v}"),
     }
 }
@@ -970,18 +1192,33 @@ fn acl_body(r: &L7Rule) -> String {
 fn validate_monitor(obj: &str, hm: &HealthMonitor) -> Result<(), RenderError> {
     let obj = format!("{obj} health monitor {}", shown(&hm.id));
     text::id(&hm.id).map_err(|e| invalid(&obj, "id", e))?;
-    let http = matches!(hm.monitor_type, HealthMonitorType::Http | HealthMonitorType::Https);
+    let http = matches!(
+        hm.monitor_type,
+        HealthMonitorType::Http | HealthMonitorType::Https
+    );
     match hm.monitor_type {
         HealthMonitorType::UdpConnect | HealthMonitorType::Sctp => {
-            return Err(RenderError::Unsupported { object: obj, what: format!("health monitor type {}", hm.monitor_type) });
+            return Err(RenderError::Unsupported {
+                object: obj,
+                what: format!("health monitor type {}", hm.monitor_type),
+            });
         }
         _ => {}
     }
     if !(1..=10).contains(&hm.max_retries) || !(1..=10).contains(&hm.max_retries_down) {
         return Err(invalid(&obj, "max_retries", "must be 1-10".into()));
     }
-    if !http && (hm.http_method.is_some() || hm.url_path.is_some() || hm.expected_codes.is_some() || hm.domain_name.is_some()) {
-        return Err(invalid(&obj, "http_method", format!("HTTP fields are not valid for {} monitors", hm.monitor_type)));
+    if !http
+        && (hm.http_method.is_some()
+            || hm.url_path.is_some()
+            || hm.expected_codes.is_some()
+            || hm.domain_name.is_some())
+    {
+        return Err(invalid(
+            &obj,
+            "http_method",
+            format!("HTTP fields are not valid for {} monitors", hm.monitor_type),
+        ));
     }
     if let Some(p) = &hm.url_path {
         text::url_path(p).map_err(|e| invalid(&obj, "url_path", e))?;
@@ -992,7 +1229,11 @@ fn validate_monitor(obj: &str, hm: &HealthMonitor) -> Result<(), RenderError> {
     if let Some(d) = &hm.domain_name {
         text::domain_name(d).map_err(|e| invalid(&obj, "domain_name", e))?;
         if hm.http_version != Some(HttpVersion::Http11) {
-            return Err(invalid(&obj, "domain_name", "requires http_version 1.1".into()));
+            return Err(invalid(
+                &obj,
+                "domain_name",
+                "requires http_version 1.1".into(),
+            ));
         }
     }
     Ok(())
@@ -1009,7 +1250,10 @@ enum InsertHeader {
 /// Maps an allowed `insert_headers` key to what it renders; `None` for unknown keys or keys
 /// not allowed on this listener protocol.
 fn insert_header(protocol: ListenerProtocol, key: &str) -> Option<InsertHeader> {
-    let http = matches!(protocol, ListenerProtocol::Http | ListenerProtocol::TerminatedHttps);
+    let http = matches!(
+        protocol,
+        ListenerProtocol::Http | ListenerProtocol::TerminatedHttps
+    );
     let https = protocol == ListenerProtocol::TerminatedHttps;
     let k = key.to_ascii_lowercase();
     let h = match k.as_str() {
@@ -1019,21 +1263,37 @@ fn insert_header(protocol: ListenerProtocol, key: &str) -> Option<InsertHeader> 
         "x-forwarded-ip" if http => InsertHeader::Fixed("X-Forwarded-IP", "%[src]"),
         "x-client-ip" if http => InsertHeader::Fixed("X-Client-IP", "%[src]"),
         "x-real-ip" if http => InsertHeader::Fixed("X-Real-IP", "%[src]"),
-        "x-ssl-client-verify" if https => InsertHeader::Fixed("X-SSL-Client-Verify", "%[ssl_c_verify]"),
-        "x-ssl-client-has-cert" if https => InsertHeader::Fixed("X-SSL-Client-Has-Cert", "%[ssl_c_used]"),
+        "x-ssl-client-verify" if https => {
+            InsertHeader::Fixed("X-SSL-Client-Verify", "%[ssl_c_verify]")
+        }
+        "x-ssl-client-has-cert" if https => {
+            InsertHeader::Fixed("X-SSL-Client-Has-Cert", "%[ssl_c_used]")
+        }
         "x-ssl-client-dn" if https => InsertHeader::Fixed("X-SSL-Client-DN", "%{+Q}[ssl_c_s_dn]"),
-        "x-ssl-client-cn" if https => InsertHeader::Fixed("X-SSL-Client-CN", "%{+Q}[ssl_c_s_dn(cn)]"),
+        "x-ssl-client-cn" if https => {
+            InsertHeader::Fixed("X-SSL-Client-CN", "%{+Q}[ssl_c_s_dn(cn)]")
+        }
         "x-ssl-issuer" if https => InsertHeader::Fixed("X-SSL-Issuer", "%{+Q}[ssl_c_i_dn]"),
-        "x-ssl-client-sha1" if https => InsertHeader::Fixed("X-SSL-Client-SHA1", "%{+Q}[ssl_c_sha1,hex]"),
-        "x-ssl-client-not-before" if https => InsertHeader::Fixed("X-SSL-Client-Not-Before", "%{+Q}[ssl_c_notbefore]"),
-        "x-ssl-client-not-after" if https => InsertHeader::Fixed("X-SSL-Client-Not-After", "%{+Q}[ssl_c_notafter]"),
+        "x-ssl-client-sha1" if https => {
+            InsertHeader::Fixed("X-SSL-Client-SHA1", "%{+Q}[ssl_c_sha1,hex]")
+        }
+        "x-ssl-client-not-before" if https => {
+            InsertHeader::Fixed("X-SSL-Client-Not-Before", "%{+Q}[ssl_c_notbefore]")
+        }
+        "x-ssl-client-not-after" if https => {
+            InsertHeader::Fixed("X-SSL-Client-Not-After", "%{+Q}[ssl_c_notafter]")
+        }
         _ => return None,
     };
     Some(h)
 }
 
 fn invalid(object: &str, field: &'static str, reason: String) -> RenderError {
-    RenderError::Invalid { object: object.to_owned(), field, reason }
+    RenderError::Invalid {
+        object: object.to_owned(),
+        field,
+        reason,
+    }
 }
 
 /// PING check: HAProxy runs it as `<script> <proxy_addr> <proxy_port> <server_addr>

@@ -59,17 +59,25 @@ pub enum RuntimeError {
 /// Sends one command and returns the whole reply.
 pub async fn command(socket: &Path, cmd: &str) -> Result<String, RuntimeError> {
     debug_assert!(!cmd.contains('\n'));
-    let io = |source| RuntimeError::Io { socket: socket.to_path_buf(), source };
+    let io = |source| RuntimeError::Io {
+        socket: socket.to_path_buf(),
+        source,
+    };
     let run = async {
         let mut s = UnixStream::connect(socket).await.map_err(io)?;
-        s.write_all(format!("{cmd}\n").as_bytes()).await.map_err(io)?;
+        s.write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .map_err(io)?;
         let mut reply = String::new();
         s.read_to_string(&mut reply).await.map_err(io)?;
         Ok(reply)
     };
     match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
         Ok(r) => r,
-        Err(_) => Err(RuntimeError::Timeout { socket: socket.to_path_buf(), command: cmd.to_owned() }),
+        Err(_) => Err(RuntimeError::Timeout {
+            socket: socket.to_path_buf(),
+            command: cmd.to_owned(),
+        }),
     }
 }
 
@@ -80,7 +88,10 @@ pub async fn expect(socket: &Path, cmd: &str, ok: &[&str]) -> Result<String, Run
     if t.is_empty() || ok.iter().any(|o| t.contains(o)) {
         Ok(reply)
     } else {
-        Err(RuntimeError::Refused { command: cmd.to_owned(), reply: t.to_owned() })
+        Err(RuntimeError::Refused {
+            command: cmd.to_owned(),
+            reply: t.to_owned(),
+        })
     }
 }
 
@@ -101,7 +112,10 @@ pub struct ProcInfo {
 
 /// Parses `show proc`.
 pub fn parse_show_proc(reply: &str) -> Result<ProcInfo, RuntimeError> {
-    let err = |reason: String| RuntimeError::Parse { command: "show proc".into(), reason };
+    let err = |reason: String| RuntimeError::Parse {
+        command: "show proc".into(),
+        reason,
+    };
     let mut master = None;
     let mut reloads = 0;
     let mut failed = 0;
@@ -123,8 +137,12 @@ pub fn parse_show_proc(reply: &str) -> Result<ProcInfo, RuntimeError> {
             continue;
         }
         let cols: Vec<&str> = line.split_whitespace().collect();
-        let (Some(pid), Some(kind)) = (cols.first(), cols.get(1)) else { continue };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let (Some(pid), Some(kind)) = (cols.first(), cols.get(1)) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
         match (*kind, section) {
             ("master", _) => {
                 master = Some(pid);
@@ -143,8 +161,19 @@ pub fn parse_show_proc(reply: &str) -> Result<ProcInfo, RuntimeError> {
             _ => {}
         }
     }
-    let master_pid = master.ok_or_else(|| err(format!("no master line in {:?}", reply.chars().take(200).collect::<String>())))?;
-    Ok(ProcInfo { master_pid, reloads, failed_reloads: failed, workers, old_workers: old })
+    let master_pid = master.ok_or_else(|| {
+        err(format!(
+            "no master line in {:?}",
+            reply.chars().take(200).collect::<String>()
+        ))
+    })?;
+    Ok(ProcInfo {
+        master_pid,
+        reloads,
+        failed_reloads: failed,
+        workers,
+        old_workers: old,
+    })
 }
 
 /// Reads `show proc` from the master CLI.
@@ -187,15 +216,25 @@ impl StatRow {
 
 /// Parses `show stat` CSV (header line `# pxname,svname,...`).
 pub fn parse_show_stat(csv: &str) -> Result<Vec<StatRow>, RuntimeError> {
-    let err = |reason: &str| RuntimeError::Parse { command: "show stat".into(), reason: reason.into() };
+    let err = |reason: &str| RuntimeError::Parse {
+        command: "show stat".into(),
+        reason: reason.into(),
+    };
     let mut lines = csv.lines();
-    let header = lines.next().and_then(|h| h.strip_prefix("# ")).ok_or_else(|| err("missing '# pxname,...' header"))?;
+    let header = lines
+        .next()
+        .and_then(|h| h.strip_prefix("# "))
+        .ok_or_else(|| err("missing '# pxname,...' header"))?;
     let names: Vec<&str> = header.split(',').collect();
     let mut rows = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let values: Vec<&str> = line.split(',').collect();
-        let fields: HashMap<String, String> =
-            names.iter().zip(values.iter()).filter(|(n, _)| !n.is_empty()).map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+        let fields: HashMap<String, String> = names
+            .iter()
+            .zip(values.iter())
+            .filter(|(n, _)| !n.is_empty())
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
         rows.push(StatRow {
             pxname: fields.get("pxname").cloned().unwrap_or_default(),
             svname: fields.get("svname").cloned().unwrap_or_default(),
@@ -244,20 +283,32 @@ pub fn stats_from_rows(rows: &[StatRow]) -> Stats {
                 counters: r.counters(),
             }),
             "BACKEND" => {
-                let Some((pool, listener)) = r.pxname.split_once(':') else { continue };
+                let Some((pool, listener)) = r.pxname.split_once(':') else {
+                    continue;
+                };
                 let entry = pool_entry(&mut pools, pool, listener);
-                entry.status = if r.get("status").starts_with("UP") { PoolStatus::Up } else { PoolStatus::Down };
+                entry.status = if r.get("status").starts_with("UP") {
+                    PoolStatus::Up
+                } else {
+                    PoolStatus::Down
+                };
                 entry.counters = r.counters();
             }
             server => {
-                let Some((pool, listener)) = r.pxname.split_once(':') else { continue };
+                let Some((pool, listener)) = r.pxname.split_once(':') else {
+                    continue;
+                };
                 let entry = pool_entry(&mut pools, pool, listener);
                 let mut status = member_status(r.get("status"));
                 // Weight 0 is Octavia's "drain": HAProxy still says UP.
                 if status == MemberStatus::Up && r.get("weight") == "0" {
                     status = MemberStatus::Drain;
                 }
-                entry.members.push(MemberStats { id: server.to_owned(), status, counters: r.counters() });
+                entry.members.push(MemberStats {
+                    id: server.to_owned(),
+                    status,
+                    counters: r.counters(),
+                });
             }
         }
     }
@@ -266,7 +317,10 @@ pub fn stats_from_rows(rows: &[StatRow]) -> Stats {
 }
 
 fn pool_entry<'p>(pools: &'p mut Vec<PoolStats>, pool: &str, listener: &str) -> &'p mut PoolStats {
-    let i = match pools.iter().position(|p| p.id == pool && p.listener_id == listener) {
+    let i = match pools
+        .iter()
+        .position(|p| p.id == pool && p.listener_id == listener)
+    {
         Some(i) => i,
         None => {
             pools.push(PoolStats {
@@ -319,9 +373,20 @@ mod tests {
         assert_eq!(stats.listeners[0].counters.requests, 9);
         assert_eq!(stats.listeners[0].counters.request_errors, 1);
         let p = &stats.pools[0];
-        assert_eq!((p.id.as_str(), p.listener_id.as_str(), p.status), ("p1", "l1", PoolStatus::Up));
+        assert_eq!(
+            (p.id.as_str(), p.listener_id.as_str(), p.status),
+            ("p1", "l1", PoolStatus::Up)
+        );
         let st: Vec<_> = p.members.iter().map(|m| m.status).collect();
-        assert_eq!(st, vec![MemberStatus::Up, MemberStatus::Maint, MemberStatus::Drain, MemberStatus::Down]);
+        assert_eq!(
+            st,
+            vec![
+                MemberStatus::Up,
+                MemberStatus::Maint,
+                MemberStatus::Drain,
+                MemberStatus::Down
+            ]
+        );
         assert_eq!(p.members[0].counters.bytes_out, 60);
     }
 }

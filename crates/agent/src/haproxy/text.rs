@@ -77,7 +77,10 @@ pub(crate) fn fetch_key(s: &str) -> Result<(), Refusal> {
     check(
         s.chars().all(|c| {
             c.is_ascii_alphanumeric()
-                || matches!(c, '!' | '%' | '&' | '*' | '+' | '-' | '.' | '^' | '_' | '|' | '~')
+                || matches!(
+                    c,
+                    '!' | '%' | '&' | '*' | '+' | '-' | '.' | '^' | '_' | '|' | '~'
+                )
         }),
         "must contain only A-Z a-z 0-9 ! % & * + - . ^ _ | ~",
     )
@@ -110,8 +113,25 @@ pub(crate) fn url_path(s: &str) -> Result<(), Refusal> {
             c.is_ascii_alphanumeric()
                 || matches!(
                     c,
-                    '-' | '.' | '_' | '~' | '%' | '!' | '$' | '&' | '\'' | '(' | ')' | '*'
-                        | '+' | ',' | ';' | '=' | ':' | '@' | '/' | '?'
+                    '-' | '.'
+                        | '_'
+                        | '~'
+                        | '%'
+                        | '!'
+                        | '$'
+                        | '&'
+                        | '\''
+                        | '('
+                        | ')'
+                        | '*'
+                        | '+'
+                        | ','
+                        | ';'
+                        | '='
+                        | ':'
+                        | '@'
+                        | '/'
+                        | '?'
                 )
         }),
         "must be an RFC 3986 path (no spaces, no '#')",
@@ -180,8 +200,9 @@ pub(crate) fn redirect_url(s: &str) -> Result<(), Refusal> {
 pub(crate) fn ciphers(s: &str) -> Result<(), Refusal> {
     len_between(s, 1, 2048)?;
     check(
-        s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '!' | ':' | '@' | '=' | '_' | '.')),
+        s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '!' | ':' | '@' | '=' | '_' | '.')
+        }),
         "cipher strings may contain only A-Z a-z 0-9 - + ! : @ = _ .",
     )
 }

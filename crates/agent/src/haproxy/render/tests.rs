@@ -26,14 +26,21 @@ fn base() -> DesiredState {
             "p1",
             PoolProtocol::Http,
             LbAlgorithm::RoundRobin,
-            vec![member("m1", ip("10.0.0.1"), 80), member("m2", ip("10.0.0.2"), 80)],
+            vec![
+                member("m1", ip("10.0.0.1"), 80),
+                member("m2", ip("10.0.0.2"), 80),
+            ],
         )],
     )
 }
 
 fn pem_cert() -> SecretPem {
     let ck = rcgen::generate_simple_self_signed(vec!["kh.example".into()]).unwrap();
-    SecretPem::new(format!("{}{}", ck.cert.pem(), ck.signing_key.serialize_pem()))
+    SecretPem::new(format!(
+        "{}{}",
+        ck.cert.pem(),
+        ck.signing_key.serialize_pem()
+    ))
 }
 
 /// Renders, writes the referenced files into a temp dir and runs `haproxy -c`; returns the
@@ -49,7 +56,12 @@ pub(crate) fn render_and_check(s: &DesiredState) -> Result<String, String> {
         }
         let cfg = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg, &plan.config).unwrap();
-        let out = Command::new(HAPROXY).arg("-c").arg("-q").arg("-f").arg(&cfg).output().unwrap();
+        let out = Command::new(HAPROXY)
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg)
+            .output()
+            .unwrap();
         if !out.status.success() {
             return Err(format!(
                 "haproxy -c failed:\n{}{}\n--- config ---\n{}",
@@ -59,7 +71,9 @@ pub(crate) fn render_and_check(s: &DesiredState) -> Result<String, String> {
             ));
         }
     }
-    Ok(plan.config.replace(&dir.path().display().to_string(), "$DIR"))
+    Ok(plan
+        .config
+        .replace(&dir.path().display().to_string(), "$DIR"))
 }
 
 /// Asserts that the lines of `expect` (indentation-insensitive) appear contiguously in the
@@ -67,10 +81,22 @@ pub(crate) fn render_and_check(s: &DesiredState) -> Result<String, String> {
 #[track_caller]
 fn check(s: &DesiredState, expect: &str) {
     let config = render_and_check(s).unwrap_or_else(|e| panic!("{e}"));
-    let want: Vec<&str> = expect.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let got: Vec<&str> = config.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let want: Vec<&str> = expect
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let got: Vec<&str> = config
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let found = got.windows(want.len()).any(|w| w == want.as_slice());
-    assert!(found, "expected block:\n{}\n--- not found in ---\n{config}", want.join("\n"));
+    assert!(
+        found,
+        "expected block:\n{}\n--- not found in ---\n{config}",
+        want.join("\n")
+    );
 }
 
 /// Asserts that rendering fails with a message containing `expect`.
@@ -78,7 +104,10 @@ fn check(s: &DesiredState, expect: &str) {
 fn check_err(s: &DesiredState, expect: &str) {
     match plan(s, &Paths::under(Path::new("/run/kh"))) {
         Ok(p) => panic!("expected error {expect:?}, rendered:\n{}", p.config),
-        Err(e) => assert!(e.to_string().contains(expect), "{e} does not contain {expect:?}"),
+        Err(e) => assert!(
+            e.to_string().contains(expect),
+            "{e} does not contain {expect:?}"
+        ),
     }
 }
 
@@ -161,8 +190,14 @@ fn proxy_pools_follow_listener_mode_and_send_proxy() {
 #[test]
 fn allowed_cidrs_reject_other_sources() {
     let mut s = base();
-    s.listeners[0].allowed_cidrs = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
-    check(&s, "tcp-request connection reject unless { src 10.0.0.0/8 2001:db8::/32 }");
+    s.listeners[0].allowed_cidrs = vec![
+        "10.0.0.0/8".parse().unwrap(),
+        "2001:db8::/32".parse().unwrap(),
+    ];
+    check(
+        &s,
+        "tcp-request connection reject unless { src 10.0.0.0/8 2001:db8::/32 }",
+    );
 }
 
 #[test]
@@ -182,9 +217,11 @@ fn insert_headers_only_true_values_act() {
     );
     let cfg = render_and_check(&s).unwrap();
     assert!(!cfg.contains("X-Real-IP"));
-    s.listeners[0].insert_headers = BTreeMap::from([("X-SSL-Client-DN".to_owned(), "true".to_owned())]);
+    s.listeners[0].insert_headers =
+        BTreeMap::from([("X-SSL-Client-DN".to_owned(), "true".to_owned())]);
     check_err(&s, "unknown or not allowed header \"X-SSL-Client-DN\"");
-    s.listeners[0].insert_headers = BTreeMap::from([("Evil\nheader".to_owned(), "true".to_owned())]);
+    s.listeners[0].insert_headers =
+        BTreeMap::from([("Evil\nheader".to_owned(), "true".to_owned())]);
     check_err(&s, "unknown or not allowed header");
 }
 
@@ -196,8 +233,14 @@ fn algorithms_use_consistent_hashing_for_source() {
     s.pools[0].lb_algorithm = LbAlgorithm::SourceIp;
     check(&s, "balance source\nhash-type consistent");
     s.pools[0].lb_algorithm = LbAlgorithm::SourceIpPort;
-    check(&s, "http-request set-var(txn.sport) src_port\ndefault_backend p1:l1");
-    check(&s, "balance hash src,concat(:,txn.sport)\nhash-type consistent");
+    check(
+        &s,
+        "http-request set-var(txn.sport) src_port\ndefault_backend p1:l1",
+    );
+    check(
+        &s,
+        "balance hash src,concat(:,txn.sport)\nhash-type consistent",
+    );
     s.listeners[0].protocol = ListenerProtocol::Tcp;
     s.pools[0].protocol = PoolProtocol::Tcp;
     check(&s, "tcp-request content set-var(sess.sport) src_port");
@@ -208,8 +251,16 @@ fn algorithms_use_consistent_hashing_for_source() {
 fn session_persistence_with_peers() {
     let mut s = base();
     s.peers = vec![
-        Peer { name: "vm0".into(), address: ip("127.0.0.1"), port: 17001 },
-        Peer { name: "vm1".into(), address: ip("127.0.0.2"), port: 17001 },
+        Peer {
+            name: "vm0".into(),
+            address: ip("127.0.0.1"),
+            port: 17001,
+        },
+        Peer {
+            name: "vm1".into(),
+            address: ip("127.0.0.2"),
+            port: 17001,
+        },
     ];
     s.pools[0].session_persistence = Some(SessionPersistence {
         persistence_type: SessionPersistenceType::SourceIp,
@@ -217,8 +268,14 @@ fn session_persistence_with_peers() {
         persistence_timeout: None,
         persistence_granularity: None,
     });
-    check(&s, "peers klb_peers\npeer vm0 127.0.0.1:17001\npeer vm1 127.0.0.2:17001");
-    check(&s, "stick-table type ipv6 size 10k peers klb_peers\nstick on src");
+    check(
+        &s,
+        "peers klb_peers\npeer vm0 127.0.0.1:17001\npeer vm1 127.0.0.2:17001",
+    );
+    check(
+        &s,
+        "stick-table type ipv6 size 10k peers klb_peers\nstick on src",
+    );
     let sp = s.pools[0].session_persistence.as_mut().unwrap();
     sp.persistence_type = SessionPersistenceType::AppCookie;
     sp.cookie_name = Some("JSESSIONID".into());
@@ -273,19 +330,31 @@ fn health_monitors() {
          http-check send meth HEAD uri /health?full=1 ver HTTP/1.1 hdr Host app.example
          http-check expect rstatus ^(200|201|202)$",
     );
-    check(&s, "server m1 10.0.0.1:80 weight 1 check inter 5000ms fall 4 rise 2 addr 10.0.1.1 port 8081");
+    check(
+        &s,
+        "server m1 10.0.0.1:80 weight 1 check inter 5000ms fall 4 rise 2 addr 10.0.1.1 port 8081",
+    );
     s.pools[0].health_monitor = Some(monitor(HealthMonitorType::Https));
-    check(&s, "server m2 10.0.0.2:80 weight 1 check inter 5000ms fall 4 rise 2 check-ssl verify none");
+    check(
+        &s,
+        "server m2 10.0.0.2:80 weight 1 check inter 5000ms fall 4 rise 2 check-ssl verify none",
+    );
     s.pools[0].health_monitor = Some(monitor(HealthMonitorType::TlsHello));
     check(&s, "option ssl-hello-chk");
     s.pools[0].health_monitor = Some(monitor(HealthMonitorType::Tcp));
     check(&s, "timeout check 3s\noption allbackups");
     s.pools[0].health_monitor = Some(monitor(HealthMonitorType::Ping));
     check(&s, "external-check\ninsecure-fork-wanted");
-    check(&s, "option external-check\nexternal-check path \"/usr/bin:/bin:/usr/sbin:/sbin\"\nexternal-check command $DIR/ping-check.sh");
+    check(
+        &s,
+        "option external-check\nexternal-check path \"/usr/bin:/bin:/usr/sbin:/sbin\"\nexternal-check command $DIR/ping-check.sh",
+    );
     // A disabled monitor renders no checks at all.
     s.pools[0].health_monitor.as_mut().unwrap().admin_state_up = false;
-    check(&s, "server m1 10.0.0.1:80 weight 1\nserver m2 10.0.0.2:80 weight 1");
+    check(
+        &s,
+        "server m1 10.0.0.1:80 weight 1\nserver m2 10.0.0.2:80 weight 1",
+    );
 }
 
 #[test]
@@ -304,8 +373,23 @@ fn members_weight_backup_disabled_ipv6() {
     );
 }
 
-fn rule(id: &str, t: L7RuleType, c: L7CompareType, key: Option<&str>, value: &str, invert: bool) -> L7Rule {
-    L7Rule { id: id.into(), admin_state_up: true, rule_type: t, compare_type: c, key: key.map(Into::into), value: value.into(), invert }
+fn rule(
+    id: &str,
+    t: L7RuleType,
+    c: L7CompareType,
+    key: Option<&str>,
+    value: &str,
+    invert: bool,
+) -> L7Rule {
+    L7Rule {
+        id: id.into(),
+        admin_state_up: true,
+        rule_type: t,
+        compare_type: c,
+        key: key.map(Into::into),
+        value: value.into(),
+        invert,
+    }
 }
 
 fn policy(id: &str, position: u32, action: L7PolicyAction, rules: Vec<L7Rule>) -> L7Policy {
@@ -327,21 +411,46 @@ fn l7_policies_and_rules() {
     use L7CompareType::*;
     use L7RuleType::*;
     let mut s = base();
-    s.pools.push(pool("p2", PoolProtocol::Http, LbAlgorithm::RoundRobin, vec![member("m9", ip("10.0.0.9"), 80)]));
-    let mut to_pool = policy("pol2", 2, L7PolicyAction::RedirectToPool, vec![
-        rule("r3", Header, Contains, Some("X-Env"), "st\\ag e", false),
-        rule("r4", Cookie, EqualTo, Some("sess"), "-i", true),
-    ]);
+    s.pools.push(pool(
+        "p2",
+        PoolProtocol::Http,
+        LbAlgorithm::RoundRobin,
+        vec![member("m9", ip("10.0.0.9"), 80)],
+    ));
+    let mut to_pool = policy(
+        "pol2",
+        2,
+        L7PolicyAction::RedirectToPool,
+        vec![
+            rule("r3", Header, Contains, Some("X-Env"), "st\\ag e", false),
+            rule("r4", Cookie, EqualTo, Some("sess"), "-i", true),
+        ],
+    );
     to_pool.redirect_pool_id = Some("p2".into());
-    let mut to_url = policy("pol3", 3, L7PolicyAction::RedirectToUrl, vec![rule("r5", FileType, EqualTo, None, "jpg", false)]);
+    let mut to_url = policy(
+        "pol3",
+        3,
+        L7PolicyAction::RedirectToUrl,
+        vec![rule("r5", FileType, EqualTo, None, "jpg", false)],
+    );
     to_url.redirect_url = Some("https://img.example/%[src]#x".into());
     to_url.redirect_http_code = Some(301);
-    let mut prefix = policy("pol4", 4, L7PolicyAction::RedirectPrefix, vec![rule("r6", FileType, Regex, None, "\\.(png|gif)$", false)]);
+    let mut prefix = policy(
+        "pol4",
+        4,
+        L7PolicyAction::RedirectPrefix,
+        vec![rule("r6", FileType, Regex, None, "\\.(png|gif)$", false)],
+    );
     prefix.redirect_prefix = Some("https://new.example".into());
-    let reject = policy("pol1", 1, L7PolicyAction::Reject, vec![
-        rule("r1", HostName, EqualTo, None, "bad.example", false),
-        rule("r2", Path, StartsWith, None, "/admin", true),
-    ]);
+    let reject = policy(
+        "pol1",
+        1,
+        L7PolicyAction::Reject,
+        vec![
+            rule("r1", HostName, EqualTo, None, "bad.example", false),
+            rule("r2", Path, StartsWith, None, "/admin", true),
+        ],
+    );
     let empty = policy("pol5", 5, L7PolicyAction::Reject, vec![]);
     s.listeners[0].l7_policies = vec![prefix, to_url, empty, to_pool, reject];
     check(
@@ -367,11 +476,16 @@ fn l7_ssl_rules() {
     use L7CompareType::*;
     use L7RuleType::*;
     let mut s = tls_state();
-    s.listeners[0].l7_policies = vec![policy("pol1", 1, L7PolicyAction::Reject, vec![
-        rule("r1", SslConnHasCert, EqualTo, None, "TRUE", true),
-        rule("r2", SslVerifyResult, EqualTo, None, "0", true),
-        rule("r3", SslDnField, EndsWith, Some("CN"), ".example", true),
-    ])];
+    s.listeners[0].l7_policies = vec![policy(
+        "pol1",
+        1,
+        L7PolicyAction::Reject,
+        vec![
+            rule("r1", SslConnHasCert, EqualTo, None, "TRUE", true),
+            rule("r2", SslVerifyResult, EqualTo, None, "0", true),
+            rule("r3", SslDnField, EndsWith, Some("CN"), ".example", true),
+        ],
+    )];
     check(
         &s,
         "acl r1 ssl_c_used
@@ -380,15 +494,32 @@ fn l7_ssl_rules() {
          http-request deny if !r1 !r2 !r3",
     );
     s.listeners[0].l7_policies[0].rules[1].value = "-1".into();
-    check_err(&s, "SSL_VERIFY_RESULT needs EQUAL_TO a non-negative integer");
+    check_err(
+        &s,
+        "SSL_VERIFY_RESULT needs EQUAL_TO a non-negative integer",
+    );
 }
 
 fn tls_state() -> DesiredState {
     let mut s = base();
     s.certificates = vec![
-        Certificate { id: "c1".into(), pem: pem_cert() },
-        Certificate { id: "c2".into(), pem: pem_cert() },
-        Certificate { id: "ca".into(), pem: SecretPem::new(rcgen::generate_simple_self_signed(vec!["ca.example".into()]).unwrap().cert.pem()) },
+        Certificate {
+            id: "c1".into(),
+            pem: pem_cert(),
+        },
+        Certificate {
+            id: "c2".into(),
+            pem: pem_cert(),
+        },
+        Certificate {
+            id: "ca".into(),
+            pem: SecretPem::new(
+                rcgen::generate_simple_self_signed(vec!["ca.example".into()])
+                    .unwrap()
+                    .cert
+                    .pem(),
+            ),
+        },
     ];
     let l = &mut s.listeners[0];
     l.protocol = ListenerProtocol::TerminatedHttps;
@@ -414,16 +545,38 @@ fn terminated_https_with_sni_client_auth_hsts() {
         &s,
         "bind 127.0.0.1:8443 ssl crt-list $DIR/certs/l1.crtlist ca-file $DIR/certs/ca.pem verify optional ciphers ECDHE-RSA-AES128-GCM-SHA256:!aNULL ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 alpn h2,http/1.1",
     );
-    check(&s, r"http-response set-header Strict-Transport-Security max-age=31536000;\ includeSubDomains;");
-    check(&s, "http-request set-header X-SSL-Client-CN %{+Q}[ssl_c_s_dn(cn)]");
+    check(
+        &s,
+        r"http-response set-header Strict-Transport-Security max-age=31536000;\ includeSubDomains;",
+    );
+    check(
+        &s,
+        "http-request set-header X-SSL-Client-CN %{+Q}[ssl_c_s_dn(cn)]",
+    );
     let dir = Paths::under(Path::new("/kh"));
     let plan = plan(&s, &dir).unwrap();
-    let list = plan.files.iter().find(|f| f.path.ends_with("l1.crtlist")).unwrap();
+    let list = plan
+        .files
+        .iter()
+        .find(|f| f.path.ends_with("l1.crtlist"))
+        .unwrap();
     assert_eq!(list.contents, "/kh/certs/c1.pem\n/kh/certs/c2.pem\n");
-    assert_eq!(plan.files.iter().filter(|f| f.path.ends_with("c1.pem")).count(), 1);
-    assert!(!format!("{plan:?}").contains("PRIVATE KEY"), "plan Debug leaks key material");
+    assert_eq!(
+        plan.files
+            .iter()
+            .filter(|f| f.path.ends_with("c1.pem"))
+            .count(),
+        1
+    );
+    assert!(
+        !format!("{plan:?}").contains("PRIVATE KEY"),
+        "plan Debug leaks key material"
+    );
     s.listeners[0].default_tls_certificate_id = Some("nope".into());
-    check_err(&s, "default_tls_container_ref refers to unknown certificate nope");
+    check_err(
+        &s,
+        "default_tls_container_ref refers to unknown certificate nope",
+    );
 }
 
 #[test]
@@ -434,9 +587,15 @@ fn pool_reencryption() {
     p.tls_certificate_id = Some("c2".into());
     p.ca_tls_certificate_id = Some("ca".into());
     p.alpn_protocols = vec![AlpnProtocol::Http11];
-    check(&s, "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem ca-file $DIR/certs/ca.pem verify required alpn http/1.1");
+    check(
+        &s,
+        "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem ca-file $DIR/certs/ca.pem verify required alpn http/1.1",
+    );
     s.pools[0].ca_tls_certificate_id = None;
-    check(&s, "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem verify none alpn http/1.1");
+    check(
+        &s,
+        "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem verify none alpn http/1.1",
+    );
 }
 
 #[test]
@@ -444,7 +603,10 @@ fn disabled_objects_are_not_rendered() {
     let mut s = base();
     s.pools[0].admin_state_up = false;
     let cfg = render_and_check(&s).unwrap();
-    assert!(!cfg.contains("backend") && !cfg.contains("default_backend"), "{cfg}");
+    assert!(
+        !cfg.contains("backend") && !cfg.contains("default_backend"),
+        "{cfg}"
+    );
     s.listeners[0].admin_state_up = false;
     assert!(!render_and_check(&s).unwrap().contains("frontend"));
     let mut s = base();
@@ -457,7 +619,10 @@ fn prometheus_listener() {
     let mut s = base();
     s.listeners[0].protocol = ListenerProtocol::Prometheus;
     s.listeners[0].default_pool_id = None;
-    check(&s, "http-request use-service prometheus-exporter if { path /metrics }");
+    check(
+        &s,
+        "http-request use-service prometheus-exporter if { path /metrics }",
+    );
 }
 
 #[test]
@@ -495,12 +660,249 @@ fn refusals() {
 fn regex_that_pcre_rejects_fails_haproxy_check() {
     // Render-time validation does not compile regexes; `haproxy -c` is the backstop.
     let mut s = base();
-    s.listeners[0].l7_policies =
-        vec![policy("pol", 1, L7PolicyAction::Reject, vec![rule("r", L7RuleType::Path, L7CompareType::Regex, None, "(", false)])];
+    s.listeners[0].l7_policies = vec![policy(
+        "pol",
+        1,
+        L7PolicyAction::Reject,
+        vec![rule(
+            "r",
+            L7RuleType::Path,
+            L7CompareType::Regex,
+            None,
+            "(",
+            false,
+        )],
+    )];
     if Path::new(HAPROXY).exists() {
         let err = render_and_check(&s).unwrap_err();
         assert!(err.contains("haproxy -c failed"), "{err}");
     } else {
         eprintln!("skipping haproxy -c part: {HAPROXY} missing");
+    }
+}
+
+mod injection {
+    //! Property: for arbitrary text in any user-controlled field, rendering either refuses the
+    //! state or produces a config with exactly the structure of a benign value (same lines,
+    //! same directive on each line, same number of tokens per line), which `haproxy -c`
+    //! accepts (checked on the first cases to stay fast).
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every field below gets its benign value here.
+    fn full() -> DesiredState {
+        use L7CompareType::*;
+        use L7RuleType::*;
+        let mut s = tls_state();
+        s.peers = vec![Peer { name: "vm0".into(), address: ip("127.0.0.1"), port: 17001 }];
+        let l = &mut s.listeners[0];
+        l.tls_ciphers = Some("ECDHE-RSA-AES128-GCM-SHA256".into());
+        l.insert_headers = BTreeMap::from([("X-Forwarded-For".to_owned(), "true".to_owned())]);
+        let mut to_url = policy("pol1", 1, L7PolicyAction::RedirectToUrl, vec![
+            rule("r1", Header, Contains, Some("X-Env"), "stage", false),
+            rule("r2", Cookie, Contains, Some("sess"), "abc", false),
+            rule("r3", Path, Contains, None, "/api", false),
+            rule("r4", HostName, Contains, None, "www.example", false),
+            rule("r5", SslDnField, Contains, Some("CN"), "client", false),
+        ]);
+        to_url.redirect_url = Some("https://example.com/x".into());
+        let mut prefix = policy("pol2", 2, L7PolicyAction::RedirectPrefix, vec![rule("r6", Path, StartsWith, None, "/old", false)]);
+        prefix.redirect_prefix = Some("https://new.example".into());
+        l.l7_policies = vec![to_url, prefix];
+        let p = &mut s.pools[0];
+        p.session_persistence = Some(SessionPersistence {
+            persistence_type: SessionPersistenceType::AppCookie,
+            cookie_name: Some("JSESSIONID".into()),
+            persistence_timeout: None,
+            persistence_granularity: None,
+        });
+        let mut hm = monitor(HealthMonitorType::Http);
+        hm.url_path = Some("/health".into());
+        hm.expected_codes = Some("200".into());
+        hm.http_version = Some(HttpVersion::Http11);
+        hm.domain_name = Some("app.example".into());
+        p.health_monitor = Some(hm);
+        p.tls_enabled = true;
+        p.tls_ciphers = Some("HIGH".into());
+        s
+    }
+
+    const FIELDS: usize = 24;
+
+    /// Puts `v` into field number `field` of `s`.
+    fn set(s: &mut DesiredState, field: usize, v: String) {
+        let l = &mut s.listeners[0];
+        let rules = &mut l.l7_policies[0].rules;
+        match field {
+            0 => {
+                // Ids are cross-referenced: change the id and its reference together.
+                s.pools[0].id = v.clone();
+                s.listeners[0].default_pool_id = Some(v);
+            }
+            1 => l.id = v,
+            2 => s.pools[0].members[0].id = v,
+            3 => s.pools[0].health_monitor.as_mut().unwrap().url_path = Some(v),
+            4 => s.pools[0].health_monitor.as_mut().unwrap().expected_codes = Some(v),
+            5 => s.pools[0].health_monitor.as_mut().unwrap().domain_name = Some(v),
+            6 => s.pools[0].session_persistence.as_mut().unwrap().cookie_name = Some(v),
+            7 => rules[0].key = Some(v),
+            8 => rules[0].value = v,
+            9 => rules[1].key = Some(v),
+            10 => rules[1].value = v,
+            11 => rules[2].value = v,
+            12 => rules[3].value = v,
+            13 => l.l7_policies[0].redirect_url = Some(v),
+            14 => l.l7_policies[1].redirect_prefix = Some(v),
+            15 => l.tls_ciphers = Some(v),
+            16 => l.insert_headers = BTreeMap::from([(v, "true".to_owned())]),
+            17 => l.insert_headers = BTreeMap::from([("X-Forwarded-For".to_owned(), v)]),
+            18 => {
+                s.vm.name = v.clone();
+                s.peers[0].name = v;
+            }
+            19 => rules[4].key = Some(v),
+            20 => rules[0].id = v,
+            21 => s.load_balancer_id = v,
+            22 => s.pools[0].tls_ciphers = Some(v),
+            23 => {
+                s.certificates[0].id = v.clone();
+                s.listeners[0].default_tls_certificate_id = Some(v.clone());
+                s.listeners[0].sni_certificate_ids[1] = v;
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Splits a config line the way HAProxy's tokenizer does outside quotes: backslash escapes
+    /// the next character, unescaped whitespace separates, unescaped `#` starts a comment.
+    fn tokens(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    cur.push(c);
+                    if let Some(n) = chars.next() {
+                        cur.push(n);
+                    }
+                }
+                '#' => break,
+                c if c == ' ' || c == '\t' => {
+                    if !cur.is_empty() {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                }
+                '"' | '\'' => {
+                    // Quotes are only ever rendered by the renderer itself (PING path).
+                    cur.push(c);
+                }
+                c => cur.push(c),
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out
+    }
+
+    fn shape(config: &str) -> Vec<(String, usize)> {
+        config
+            .lines()
+            .filter(|l| !l.starts_with("# Rendered"))
+            .map(|l| {
+                let t = tokens(l);
+                (t.first().cloned().unwrap_or_default(), t.len())
+            })
+            .collect()
+    }
+
+    fn nasty() -> impl Strategy<Value = String> {
+        let chars = prop_oneof![
+            4 => proptest::char::range('a', 'z'),
+            1 => proptest::char::range('0', '9'),
+            6 => proptest::sample::select(vec![
+                '\n', '\r', '#', '"', '\'', '\\', ' ', '\t', '%', '[', ']', '{', '}', '(', ')', ',',
+                ';', ':', '$', '-', '/', '.', '=', '!', '\u{0}', '\u{85}', '\u{2028}', 'é', '€',
+                '😀', '`', '|', '@', '?', '&', '*', '+', '<', '>',
+            ]),
+        ];
+        proptest::collection::vec(chars, 1..24).prop_map(|v| v.into_iter().collect())
+    }
+
+    /// Cases that passed validation (printed every 50 for information).
+    static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
+    static HAPROXY_CHECKS: AtomicUsize = AtomicUsize::new(0);
+    const MAX_HAPROXY_CHECKS: usize = 64;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            // Keep failures in the output only: no regression files in the crate directory.
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn user_text_never_changes_config_structure(
+            field in 0..FIELDS,
+            keep_prefix in any::<bool>(),
+            value in nasty(),
+        ) {
+            let paths = Paths::under(Path::new("/run/kh-prop"));
+            let benign = full();
+            let mut s = benign.clone();
+            // Half the cases keep a valid-looking prefix so more of them get past validation.
+            let prefix = match field {
+                3 => "/",
+                13 | 14 => "https://x.example/",
+                _ => "a",
+            };
+            let v = if keep_prefix { format!("{prefix}{value}") } else { value };
+            set(&mut s, field, v.clone());
+            // An insert_headers value other than "true" legitimately drops its line.
+            let mut reference = benign;
+            if field == 17 && !v.eq_ignore_ascii_case("true") {
+                set(&mut reference, 17, "false".into());
+            }
+            let benign_plan = plan(&reference, &paths).expect("benign state renders");
+            let Ok(p) = plan(&s, &paths) else { return Ok(()) };
+            let n = ACCEPTED.fetch_add(1, Ordering::Relaxed) + 1;
+            if n % 50 == 0 {
+                eprintln!("{n} property cases passed validation");
+            }
+            prop_assert!(!text::has_control(&p.config.replace('\n', "")), "control character rendered for {v:?}");
+            prop_assert_eq!(shape(&p.config), shape(&benign_plan.config), "field {} value {:?}:\n{}", field, v, p.config);
+            if Path::new(HAPROXY).exists() && HAPROXY_CHECKS.fetch_add(1, Ordering::Relaxed) < MAX_HAPROXY_CHECKS {
+                let r = render_and_check(&s);
+                // OpenSSL, not the tokenizer, rejects unknown cipher names: a semantic refusal.
+                let cipher_refused = matches!(field, 15 | 22)
+                    && r.as_ref().is_err_and(|e| e.contains("unable to set SSL cipher list"));
+                prop_assert!(r.is_ok() || cipher_refused, "field {} value {:?}: {}", field, v, r.unwrap_err());
+            }
+        }
+    }
+
+    #[test]
+    fn escaped_values_with_specials_are_accepted_and_valid() {
+        // Deterministic companions of the property: specials that validation lets through
+        // are rendered as single escaped tokens that haproxy accepts.
+        let mut s = full();
+        set(&mut s, 8, "a b#c\"d'e\\f%g$h{i}".into());
+        set(&mut s, 3, "/p'$(x)*;=@".into());
+        set(&mut s, 13, "https://x.example/a'b\"c#d%e".into());
+        let cfg = render_and_check(&s).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.contains(r#"acl r1 req.hdr(X-Env) -m sub -- a\ b\#c\"d\'e\\f%g$h{i}"#), "{cfg}");
+        assert!(cfg.contains(r"uri /p\'$(x)*;=@"), "{cfg}");
+        assert!(cfg.contains(r#"location https://x.example/a\'b\"c\#d%%e"#), "{cfg}");
+    }
+
+    #[test]
+    fn tokenizer_model_matches_escaping() {
+        assert_eq!(tokens(r"acl a path -m sub -- x\ y\#z # c"), ["acl", "a", "path", "-m", "sub", "--", r"x\ y\#z"]);
     }
 }
