@@ -67,9 +67,9 @@ pub fn url_path(s: &str) -> Result<(), String> {
 /// `expected_codes`: `200`, `200,202` or `200-204` (list or one range, never mixed).
 pub fn expected_codes(s: &str) -> Result<(), String> {
     if !EXPECTED_CODES.is_match(s) {
-        return Err(format!(
-            "Value should match the pattern ^(\\d{{3}}(\\s*,\\s*\\d{{3}})*)$|^(\\d{{3}}-\\d{{3}})$"
-        ));
+        return Err(
+            r"Value should match the pattern ^(\d{3}(\s*,\s*\d{3})*)$|^(\d{3}-\d{3})$".to_owned(),
+        );
     }
     Ok(())
 }
