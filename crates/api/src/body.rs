@@ -277,10 +277,11 @@ impl<'a> Obj<'a> {
     }
 
     /// One of an enum's spellings.
-    pub fn enumerated<E: FromStr>(&self, name: &str, all: &[E]) -> ApiResult<Field<E>>
-    where
-        E: std::fmt::Display,
-    {
+    pub fn enumerated<E: FromStr + std::fmt::Display>(
+        &self,
+        name: &str,
+        all: &[E],
+    ) -> ApiResult<Field<E>> {
         self.read(name, |v| {
             v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
                 let values: Vec<String> = all.iter().map(|e| format!("'{e}'")).collect();

@@ -79,7 +79,7 @@ pub fn build(
             ));
         }
         for attr in ["protocol", "lb_algorithm"] {
-            if !def.raw(attr).is_some_and(|v| !v.is_null()) {
+            if def.raw(attr).is_none_or(|v| v.is_null()) {
                 return Err(ApiError::BadRequest(format!(
                     "Pool definition for '{}' missing required attribute: {attr}",
                     validate::printable(&name)

@@ -242,9 +242,9 @@ pub fn check(state: &AppState, p: &Pool) -> ApiResult<()> {
                 )));
             }
         } else if sp.persistence_timeout.is_some() || sp.persistence_granularity.is_some() {
-            return Err(ApiError::validation(format!(
-                "persistence_timeout and persistence_granularity is only for UDP and SCTP protocol pools."
-            )));
+            return Err(ApiError::validation(
+                "persistence_timeout and persistence_granularity is only for UDP and SCTP protocol pools.",
+            ));
         }
         match (sp.kind, &sp.cookie_name) {
             (SessionPersistenceType::AppCookie, None) => {
