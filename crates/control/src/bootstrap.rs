@@ -1,0 +1,143 @@
+//! What a new LB VM gets before its agent starts (cloud-init's `write_files` on OpenStack, the
+//! local cloud's [`VmBootstrap`] hook here): an agent certificate issued by klb's CA for the
+//! VM's management address, the CA certificate, and `agent.toml` pointing the heartbeat at
+//! the control plane. Keys are secrets: written 0600 by the local cloud, never logged.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use klb_agent::tls::{Ca, CertKind};
+use klb_local::{BootInfo, VmBootstrap};
+
+/// Issues per-VM agent credentials and config.
+pub struct AgentBootstrap {
+    ca: Arc<Ca>,
+    /// The agent API port (`agent_port`).
+    agent_port: u16,
+    /// Port of the heartbeat receiver on the control plane (`lb_api_agent_port`).
+    heartbeat_port: u16,
+    /// Heartbeat HMAC key (a secret, at least 16 bytes).
+    hmac_key: String,
+    /// Heartbeat period.
+    heartbeat_interval_ms: u64,
+}
+
+impl std::fmt::Debug for AgentBootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentBootstrap")
+            .field("agent_port", &self.agent_port)
+            .field("heartbeat_port", &self.heartbeat_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentBootstrap {
+    /// A bootstrap hook issuing from `ca`.
+    pub fn new(
+        ca: Arc<Ca>,
+        agent_port: u16,
+        heartbeat_port: u16,
+        hmac_key: String,
+        heartbeat_interval_ms: u64,
+    ) -> Self {
+        AgentBootstrap {
+            ca,
+            agent_port,
+            heartbeat_port,
+            hmac_key,
+            heartbeat_interval_ms,
+        }
+    }
+
+    /// The `agent.toml` for one VM (pure; paths are relative to the agent's directory).
+    pub fn agent_toml(&self, boot: &BootInfo) -> String {
+        let dir = boot.dir.display();
+        let doc = toml::toml! {
+            listen_addr = (boot.mgmt_addr.to_string())
+            port = (i64::from(self.agent_port))
+            runtime_dir = (format!("{dir}/run"))
+            [tls]
+            ca_cert = (format!("{dir}/ca.crt"))
+            cert = (format!("{dir}/agent.crt"))
+            key = (format!("{dir}/agent.key"))
+            [heartbeat]
+            url = (format!("http://{}:{}/v1/heartbeat", boot.host_mgmt_addr, self.heartbeat_port))
+            hmac_key = (self.hmac_key.clone())
+            interval_ms = (self.heartbeat_interval_ms as i64)
+        };
+        doc.to_string()
+    }
+}
+
+#[async_trait]
+impl VmBootstrap for AgentBootstrap {
+    async fn files(&self, boot: &BootInfo) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let issued = self
+            .ca
+            .issue(
+                &boot.server_name,
+                CertKind::Server,
+                &[IpAddr::V4(boot.mgmt_addr)],
+            )
+            .map_err(|e| format!("issuing the agent certificate: {e}"))?;
+        Ok(vec![
+            ("ca.crt".to_owned(), self.ca.cert_pem().as_bytes().to_vec()),
+            ("agent.crt".to_owned(), issued.cert_pem.into_bytes()),
+            (
+                "agent.key".to_owned(),
+                issued.key_pem.expose().as_bytes().to_vec(),
+            ),
+            ("agent.toml".to_owned(), self.agent_toml(boot).into_bytes()),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use klb_agent::config::AgentConfig;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn written_files_make_a_valid_agent_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(Ca::generate("klb test CA").unwrap());
+        let hook = AgentBootstrap::new(ca, 62000, 6543, "0123456789abcdef0123".into(), 1000);
+        let boot = BootInfo {
+            server_id: "s-1".into(),
+            server_name: "klb-lb-vm-0".into(),
+            metadata: BTreeMap::new(),
+            ns: "klb-vm-1".into(),
+            dir: dir.path().to_owned(),
+            mgmt_addr: "198.18.128.2".parse().unwrap(),
+            l3_addr: "198.18.64.2".parse().unwrap(),
+            host_mgmt_addr: "198.18.128.1".parse().unwrap(),
+            gateways: [
+                "198.18.64.252".parse().unwrap(),
+                "198.18.64.253".parse().unwrap(),
+            ],
+            user_data: None,
+        };
+        let files = hook.files(&boot).await.unwrap();
+        for (name, bytes) in &files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ca.crt", "agent.crt", "agent.key", "agent.toml"]);
+        let config = AgentConfig::load(&dir.path().join("agent.toml")).unwrap();
+        let debug = format!("{config:?}");
+        assert!(debug.contains("198.18.128.2"), "{debug}");
+        assert!(
+            !debug.contains("0123456789abcdef0123"),
+            "the HMAC key must not show in Debug output"
+        );
+        let toml = hook.agent_toml(&boot);
+        assert!(
+            toml.contains("url = \"http://198.18.128.1:6543/v1/heartbeat\""),
+            "{toml}"
+        );
+    }
+}

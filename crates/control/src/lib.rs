@@ -1,0 +1,7 @@
+//! The control plane assembled: the store, the Octavia API, the provider that turns jobs into
+//! flows, the health manager and the cloud drivers, wired for `klb serve` and `klb demo`.
+//! Everything here is glue between crates that do not know each other (the API does not know
+//! the flows; the agent does not know the store).
+
+pub mod agents;
+pub mod bootstrap;
