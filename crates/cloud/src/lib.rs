@@ -512,11 +512,8 @@ pub struct AgentStatus {
     pub haproxy_up: bool,
 }
 
-/// The desired state pushed to agents.
-///
-/// FIXME: becomes `klb_proto::DesiredState` as soon as `klb-proto` defines it; until then the
-/// serialized form stands in so the trait and the flows can be built and tested.
-pub type DesiredState = serde_json::Value;
+/// The desired state pushed to one LB VM's agent (the protocol type of `klb-proto`).
+pub use klb_proto::DesiredState;
 
 /// The agent API of LB VMs (the real implementation wraps `klb_agent::client::AgentClient`).
 #[async_trait]

@@ -1093,7 +1093,7 @@ impl Agents for FakeCloud {
     async fn push(&self, target: &AgentTarget, state: &DesiredState) -> CloudResult<AgentStatus> {
         let op = Op::AgentPush;
         let after = self.enter(op, &target.server_id).await?;
-        let version = state.get("version").and_then(|v| v.as_u64());
+        let version = Some(state.version);
         let result = self
             .agent_mut(op, target, |a| {
                 a.0 = version;

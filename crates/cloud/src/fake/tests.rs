@@ -3,6 +3,28 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::{ServerGroupPolicy, names};
 
+fn state(version: u64) -> DesiredState {
+    DesiredState {
+        protocol: klb_proto::PROTOCOL_VERSION,
+        version,
+        load_balancer_id: "lb".into(),
+        admin_state_up: true,
+        vip: "198.18.1.1".parse().unwrap(),
+        additional_vips: vec![],
+        vm: klb_proto::VmIdentity {
+            id: "vm".into(),
+            index: 0,
+            name: "vm".into(),
+        },
+        peers: vec![],
+        listeners: vec![],
+        pools: vec![],
+        bgp: None,
+        global: Default::default(),
+        certificates: vec![],
+    }
+}
+
 async fn net(fake: &FakeCloud) -> (String, String) {
     fake.add_network("lb-mgmt-net", "198.18.0.0/24".parse().unwrap())
         .await
@@ -164,13 +186,13 @@ async fn boot_error_and_agent_push() {
     let target = agent_target(&good, 62000).unwrap();
     // Still building: the agent is not reachable yet.
     assert!(
-        fake.push(&target, &serde_json::json!({"version": 3}))
+        fake.push(&target, &state(3))
             .await
             .is_err()
     );
     fake.get_server(&good.id).await.unwrap();
     let st = fake
-        .push(&target, &serde_json::json!({"version": 3}))
+        .push(&target, &state(3))
         .await
         .unwrap();
     assert_eq!(st.applied_version, Some(3));

@@ -1,5 +1,5 @@
-//! An in-memory [`LbBackend`] for tests and the bench: desired states are small JSON documents
-//! with a version that grows on every build, records live in a map.
+//! An in-memory [`LbBackend`] for tests and the bench: desired states carry the VM identity,
+//! peers and a version that grows on every build (no listeners), records live in a map.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,8 @@ use tokio::sync::Mutex;
 use super::{LbBackend, LbResources, Vm};
 use crate::StepError;
 use klb_cloud::DesiredState;
+use klb_proto::{Global, Peer, VmIdentity};
+use std::net::IpAddr;
 
 /// The in-memory backend.
 #[derive(Debug, Default)]
@@ -31,17 +33,42 @@ impl FakeBackend {
 
 #[async_trait]
 impl LbBackend for FakeBackend {
-    async fn desired_state(&self, lb_id: &str, vms: &[Vm]) -> Result<DesiredState, StepError> {
+    async fn desired_state(
+        &self,
+        lb_id: &str,
+        vip: IpAddr,
+        vm: &Vm,
+        vms: &[Vm],
+    ) -> Result<DesiredState, StepError> {
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(serde_json::json!({
-            "version": version,
-            "lb_id": lb_id,
-            "peers": vms.iter().map(|v| serde_json::json!({
-                "index": v.index,
-                "name": v.name,
-                "address": v.l3_ip,
-            })).collect::<Vec<_>>(),
-        }))
+        Ok(DesiredState {
+            protocol: klb_proto::PROTOCOL_VERSION,
+            version,
+            load_balancer_id: lb_id.to_string(),
+            admin_state_up: true,
+            vip,
+            additional_vips: Vec::new(),
+            vm: VmIdentity {
+                id: vm.server_id.clone(),
+                index: vm.index,
+                name: vm.name.clone(),
+            },
+            peers: vms
+                .iter()
+                .filter_map(|v| {
+                    v.l3_ip.map(|address| Peer {
+                        name: v.name.clone(),
+                        address,
+                        port: 1024,
+                    })
+                })
+                .collect(),
+            listeners: Vec::new(),
+            pools: Vec::new(),
+            bgp: None,
+            global: Global::default(),
+            certificates: Vec::new(),
+        })
     }
 
     async fn record(&self, lb_id: &str, resources: &LbResources) -> Result<(), StepError> {

@@ -120,9 +120,16 @@ pub struct LbResources {
 /// in memory.
 #[async_trait]
 pub trait LbBackend: Send + Sync {
-    /// The whole desired state of `lb_id` for agents, given its current VMs (peers, BGP AS
-    /// numbers derive from their indices).
-    async fn desired_state(&self, lb_id: &str, vms: &[Vm]) -> Result<DesiredState, StepError>;
+    /// The whole desired state of `lb_id` for the agent of `vm`, given the VIP and all current
+    /// VMs of the LB (peers; BGP AS numbers derive from the indices). All VMs of one push get
+    /// the same `version`.
+    async fn desired_state(
+        &self,
+        lb_id: &str,
+        vip: IpAddr,
+        vm: &Vm,
+        vms: &[Vm],
+    ) -> Result<DesiredState, StepError>;
     /// Record the LB's VMs and alarm (idempotent, last write wins).
     async fn record(&self, lb_id: &str, resources: &LbResources) -> Result<(), StepError>;
     /// Drop what was recorded (the LB is gone).

@@ -563,6 +563,28 @@ async fn delete_alarm(ctx: &Ctx<'_>, lb_id: &str) -> Result<(), StepError> {
     Ok(())
 }
 
+/// The VIP address: recorded by this run, else read from the VIP port.
+async fn vip_address(ctx: &mut Ctx<'_>, lb_id: &str) -> Result<IpAddr, StepError> {
+    if let Some(ip) = ctx.var::<IpAddr>("vip_ip") {
+        return Ok(ip);
+    }
+    let port = ctx
+        .env
+        .cloud
+        .network
+        .find_ports(&names::vip_port(lb_id))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StepError::fatal("the LB's VIP port is missing"))?;
+    let ip = *port
+        .fixed_ips
+        .first()
+        .ok_or_else(|| StepError::fatal("VIP port has no address"))?;
+    ctx.set_var("vip_ip", ip);
+    Ok(ip)
+}
+
 /// Let every VM's L3 port carry the VIP (allowed-address pair).
 pub struct SetVipAddressPairs;
 
@@ -575,23 +597,7 @@ impl Step<LbEnv> for SetVipAddressPairs {
     async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
         let input = input(ctx)?;
         let net = ctx.env.cloud.network.clone();
-        let vip: IpAddr = match ctx.var("vip_ip") {
-            Some(ip) => ip,
-            None => {
-                let port = net
-                    .find_ports(&names::vip_port(&input.lb_id))
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| StepError::fatal("the LB's VIP port is missing"))?;
-                let ip = *port
-                    .fixed_ips
-                    .first()
-                    .ok_or_else(|| StepError::fatal("VIP port has no address"))?;
-                ctx.set_var("vip_ip", ip);
-                ip
-            }
-        };
+        let vip = vip_address(ctx, &input.lb_id).await?;
         for vm in lb_vms(ctx, &input.lb_id).await? {
             let Some(port_id) = vm.l3_port_id else {
                 return Err(StepError::retry(format!(
@@ -622,17 +628,21 @@ impl Step<LbEnv> for PushDesiredState {
             .into_iter()
             .filter(|v| v.active)
             .collect();
-        let state = ctx.env.backend.desired_state(&input.lb_id, &vms).await?;
-        let want = state.get("version").and_then(|v| v.as_u64());
+        let vip = vip_address(ctx, &input.lb_id).await?;
         for vm in &vms {
             let target = agent_target(ctx, vm).ok_or_else(|| {
                 StepError::retry(format!("VM {} has no management address", vm.name))
             })?;
+            let state = ctx
+                .env
+                .backend
+                .desired_state(&input.lb_id, vip, vm, &vms)
+                .await?;
             let status = ctx.env.cloud.agents.push(&target, &state).await?;
-            if want.is_some() && status.applied_version != want {
+            if status.applied_version != Some(state.version) {
                 return Err(StepError::retry(format!(
-                    "VM {} applied version {:?}, wanted {want:?}",
-                    vm.name, status.applied_version
+                    "VM {} applied version {:?}, wanted {}",
+                    vm.name, status.applied_version, state.version
                 )));
             }
         }

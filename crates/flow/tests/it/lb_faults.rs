@@ -186,10 +186,10 @@ async fn check(case: Case) -> Result<(), String> {
             }
         }
         End::Failed => {
-            if let Some(want) = s.reverted() {
-                if let Some(d) = diff(&ledger, &want) {
-                    return Err(format!("failed ({:?}) but not reverted: {d}", run.reason));
-                }
+            if let Some(want) = s.reverted()
+                && let Some(d) = diff(&ledger, &want)
+            {
+                return Err(format!("failed ({:?}) but not reverted: {d}", run.reason));
             }
             if s != Scenario::Create {
                 // The operator (or the health manager) retries; it must finish the job.

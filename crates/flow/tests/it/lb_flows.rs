@@ -61,11 +61,7 @@ async fn create_builds_everything_and_configures_every_vm() {
             .pushed_state(&s.id)
             .await
             .expect("state pushed to every VM");
-        assert_eq!(
-            state["peers"].as_array().unwrap().len(),
-            2,
-            "peers list all VMs"
-        );
+        assert_eq!(state.peers.len(), 2, "peers list all VMs");
         // The L3 port carries the VIP.
         let l3 = &s.addresses[1];
         let port = h.fake.get_port(&l3.port_id).await.unwrap().unwrap();
@@ -82,7 +78,7 @@ async fn update_opens_and_closes_listener_ports_and_pushes() {
     let h = Harness::new().await;
     create(&h, LB, &[80], 2).await;
     let servers = h.fake.find_servers(&ServerFilter::lb(LB)).await.unwrap();
-    let before = h.fake.pushed_state(&servers[0].id).await.unwrap()["version"].as_u64();
+    let before = h.fake.pushed_state(&servers[0].id).await.unwrap().version;
     let run = h
         .run(
             LbInput::update(LB, vec![ListenerPort::tcp(443), ListenerPort::tcp(8080)])
@@ -92,7 +88,7 @@ async fn update_opens_and_closes_listener_ports_and_pushes() {
     assert_eq!(run.state, RunState::Completed);
     assert_eq!(listener_ports(&h, LB).await, vec![443, 8080]);
     for s in &servers {
-        let after = h.fake.pushed_state(&s.id).await.unwrap()["version"].as_u64();
+        let after = h.fake.pushed_state(&s.id).await.unwrap().version;
         assert!(after > before, "every VM got a newer state");
     }
 }
@@ -170,13 +166,7 @@ async fn scale_out_then_in_changes_the_vm_set_and_peers() {
         .await
         .unwrap()[0]
         .clone();
-    assert_eq!(
-        h.fake.pushed_state(&vm0.id).await.unwrap()["peers"]
-            .as_array()
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(h.fake.pushed_state(&vm0.id).await.unwrap().peers.len(), 4);
     let alarm = h.fake.find_alarm(&names::alarm(LB)).await.unwrap().unwrap();
     assert_eq!(alarm.server_ids.len(), 4, "the alarm covers the new VMs");
 
@@ -195,13 +185,7 @@ async fn scale_out_then_in_changes_the_vm_set_and_peers() {
         ),
         None
     );
-    assert_eq!(
-        h.fake.pushed_state(&vm0.id).await.unwrap()["peers"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(h.fake.pushed_state(&vm0.id).await.unwrap().peers.len(), 2);
 }
 
 #[tokio::test]
