@@ -20,10 +20,13 @@ const PASSWORD: &str = "s3cret-service-password";
 mod fake_keystone {
     use super::*;
 
+    /// A user token: project, roles, expiry.
+    pub type UserToken = (Option<String>, Vec<String>, DateTime<Utc>);
+
     #[derive(Default)]
     pub struct FakeState {
         /// User tokens: token → (project, roles, expires_at).
-        pub tokens: Mutex<HashMap<String, (Option<String>, Vec<String>, DateTime<Utc>)>>,
+        pub tokens: Mutex<HashMap<String, UserToken>>,
         /// Service tokens Keystone currently accepts.
         pub service_tokens: Mutex<HashSet<String>>,
         /// Lifetime of issued service tokens.

@@ -1,0 +1,244 @@
+//! Flavor profiles and availability-zone profiles: the same resource twice (a name, a
+//! provider and a JSON-encoded data string validated by the provider), described by a
+//! [`ProfileSpec`]. Octavia: `controllers/flavor_profiles.py`,
+//! `controllers/availability_zone_profiles.py`.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use klb_store::{ListQuery, WriteTx};
+use serde_json::{Map, Value};
+
+use crate::AppState;
+use crate::admin::providers::require_enabled;
+use crate::admin::{
+    NIL_UUID, authorize_global, body_of, new_doc, no_relations, render_body, reply_list_with,
+    set_body,
+};
+use crate::body::{Field, Obj, required};
+use crate::context::{Action, Op, RequestContext, Resource as R};
+use crate::error::{ApiError, ApiResult};
+use crate::list::{self, ListParams, Listing};
+use crate::v2::common::{no_content, reply};
+
+/// Maximum length of the data string.
+const MAX_DATA: usize = 4096;
+
+/// What differs between the two profile kinds.
+pub(crate) struct ProfileSpec {
+    /// Store kind.
+    pub kind: &'static str,
+    /// Single-object envelope.
+    pub single: &'static str,
+    /// List envelope.
+    pub plural: &'static str,
+    /// List links key.
+    pub links: &'static str,
+    /// WSME argument name in "Unknown attribute" faults.
+    pub arg: &'static str,
+    /// The JSON-string attribute.
+    pub data_field: &'static str,
+    /// Resource name in the controllers' explicit faults (nil id, delete, in use).
+    pub explicit_name: &'static str,
+    /// Resource name of a failed lookup (the model's `_name()`).
+    pub lookup_name: &'static str,
+    /// RBAC resource.
+    pub resource: R,
+    /// Kind of the documents that reference a profile through `ref_id`.
+    pub user_kind: &'static str,
+    /// Provider validation of the parsed data.
+    pub validate: fn(&str, &Value) -> ApiResult<()>,
+}
+
+const KEYS: fn(&ProfileSpec) -> [&'static str; 3] = |s| ["name", "provider_name", s.data_field];
+
+fn not_found(name: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "{name} {} not found.",
+        klb_model::validate::printable(id)
+    ))
+}
+
+fn in_use(spec: &ProfileSpec, id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "{} {} is in use and cannot be modified.",
+        spec.explicit_name,
+        klb_model::validate::printable(id)
+    ))
+}
+
+/// Inside the write transaction, so a concurrent create of a referencing flavor/AZ (which
+/// also writes) is ordered before or after this check, never across it.
+async fn is_used(tx: &mut WriteTx, spec: &ProfileSpec, id: &str) -> ApiResult<bool> {
+    let q = ListQuery {
+        kind: spec.user_kind.into(),
+        ref_id: Some(id.to_owned()),
+        limit: Some(1),
+        ..Default::default()
+    };
+    Ok(!tx.list(&q).await?.is_empty())
+}
+
+/// Parses the data string: 400 `<data> is not a valid option for <field>` unless JSON.
+fn parse_data(spec: &ProfileSpec, data: &str) -> ApiResult<Value> {
+    serde_json::from_str(data).map_err(|_| ApiError::invalid_option(data, spec.data_field))
+}
+
+pub(crate) async fn list(
+    state: &AppState,
+    ctx: &RequestContext,
+    spec: &ProfileSpec,
+    pairs: &[(String, String)],
+    path: &str,
+) -> ApiResult<Response> {
+    authorize_global(ctx, Action::new(spec.resource, Op::GetAll))?;
+    let params = ListParams::parse(pairs)?;
+    let listing = Listing {
+        base: ListQuery::kind(spec.kind),
+        column_filters: &[],
+        with_relations: false,
+    };
+    let (items, links) =
+        list::run(state, path, &params, listing, render_body, no_relations).await?;
+    Ok(reply_list_with(spec.plural, spec.links, items, links))
+}
+
+pub(crate) async fn get_one(
+    state: &AppState,
+    ctx: &RequestContext,
+    spec: &ProfileSpec,
+    id: &str,
+    fields: &[String],
+) -> ApiResult<Response> {
+    authorize_global(ctx, Action::new(spec.resource, Op::GetOne))?;
+    if id == NIL_UUID {
+        return Err(not_found(spec.explicit_name, id));
+    }
+    let doc = state
+        .store
+        .get(spec.kind, id)
+        .await?
+        .ok_or_else(|| not_found(spec.lookup_name, id))?;
+    Ok(reply(
+        StatusCode::OK,
+        spec.single,
+        list::select_fields(body_of(&doc)?, fields),
+    ))
+}
+
+pub(crate) async fn create(
+    state: &AppState,
+    ctx: &RequestContext,
+    spec: &ProfileSpec,
+    body: &Value,
+) -> ApiResult<Response> {
+    authorize_global(ctx, Action::new(spec.resource, Op::Post))?;
+    let obj = Obj::envelope(body, spec.single, spec.arg, &KEYS(spec))?;
+    let name = required("name", obj.string("name", 255)?)?;
+    let provider = required("provider_name", obj.string("provider_name", 255)?)?;
+    let data = required(spec.data_field, obj.string(spec.data_field, MAX_DATA)?)?;
+    let parsed = parse_data(spec, &data)?;
+    require_enabled(state, &provider)?;
+    (spec.validate)(&provider, &parsed)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut m = Map::new();
+    m.insert("id".into(), Value::String(id.clone()));
+    m.insert("name".into(), Value::String(name));
+    m.insert("provider_name".into(), Value::String(provider));
+    m.insert(spec.data_field.into(), Value::String(data));
+    let mut tx = state.store.begin().await?;
+    tx.insert(&new_doc(spec.kind, &id, None, None, &m)).await?;
+    tx.commit().await?;
+    Ok(reply(StatusCode::CREATED, spec.single, Value::Object(m)))
+}
+
+pub(crate) async fn update(
+    state: &AppState,
+    ctx: &RequestContext,
+    spec: &ProfileSpec,
+    id: &str,
+    body: &Value,
+) -> ApiResult<Response> {
+    authorize_global(ctx, Action::new(spec.resource, Op::Put))?;
+    let obj = Obj::envelope(body, spec.single, spec.arg, &KEYS(spec))?;
+    let name = obj.string("name", 255)?;
+    let provider = obj.string("provider_name", 255)?;
+    let data = obj.string(spec.data_field, MAX_DATA)?;
+    // `null` is refused for each attribute (`_validate_update_fp`).
+    for (field, f) in [
+        ("name", &name),
+        ("provider_name", &provider),
+        (spec.data_field, &data),
+    ] {
+        if matches!(f, Field::Null) {
+            return Err(ApiError::invalid_option("None", field));
+        }
+    }
+    let mut tx = state.store.begin().await?;
+    // A profile in use keeps its provider and data.
+    if (data.present() || provider.present()) && is_used(&mut tx, spec, id).await? {
+        return Err(in_use(spec, id));
+    }
+    if id == NIL_UUID {
+        return Err(not_found(spec.explicit_name, id));
+    }
+    let mut doc = tx
+        .get_for_update(spec.kind, id)
+        .await?
+        .ok_or_else(|| not_found(spec.lookup_name, id))?;
+    let mut m = body_of(&doc)?;
+    if let Field::Set(d) = &data {
+        let parsed = parse_data(spec, d)?;
+        let provider_name = match &provider {
+            Field::Set(p) => p.clone(),
+            _ => m
+                .get("provider_name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        require_enabled(state, &provider_name)?;
+        (spec.validate)(&provider_name, &parsed)?;
+    } else if let Field::Set(p) = &provider {
+        // A new provider must accept the stored data too.
+        require_enabled(state, p)?;
+        let stored = m
+            .get(spec.data_field)
+            .and_then(Value::as_str)
+            .unwrap_or("{}");
+        (spec.validate)(p, &parse_data(spec, stored)?)?;
+    }
+    for (field, f) in [
+        ("name", name),
+        ("provider_name", provider),
+        (spec.data_field, data),
+    ] {
+        if let Field::Set(v) = f {
+            m.insert(field.into(), Value::String(v));
+        }
+    }
+    set_body(&mut doc, &m);
+    tx.update(&mut doc).await?;
+    tx.commit().await?;
+    Ok(reply(StatusCode::OK, spec.single, Value::Object(m)))
+}
+
+pub(crate) async fn delete(
+    state: &AppState,
+    ctx: &RequestContext,
+    spec: &ProfileSpec,
+    id: &str,
+) -> ApiResult<Response> {
+    authorize_global(ctx, Action::new(spec.resource, Op::Delete))?;
+    if id == NIL_UUID {
+        return Err(not_found(spec.explicit_name, id));
+    }
+    let mut tx = state.store.begin().await?;
+    if is_used(&mut tx, spec, id).await? {
+        return Err(in_use(spec, id));
+    }
+    if !tx.delete(spec.kind, id).await? {
+        return Err(not_found(spec.explicit_name, id));
+    }
+    tx.commit().await?;
+    Ok(no_content())
+}

@@ -1,0 +1,454 @@
+//! Quotas (`/v2/quotas`, octavia-api.md §8) and their enforcement on create.
+//!
+//! A project's quota document holds only the values an operator set (`null` = use the
+//! configured default), like Octavia's `quotas` row. `DELETE` removes the document, so the
+//! list shows exactly the projects with custom quotas. Enforcement counts the project's live
+//! objects of the kind in the store (Octavia keeps `in_use_*` counters instead; counting
+//! cannot drift), reading at most `limit` rows.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use klb_model::Kind;
+use klb_store::{ListQuery, Store, WriteTx};
+use serde_json::{Map, Value};
+
+use crate::AppState;
+use crate::admin::{body_of, may_list_globally, new_doc, no_relations, set_body};
+use crate::body::{Field, JsonBody, Obj};
+use crate::context::{Action, Op, RequestContext, Resource as R};
+use crate::error::{ApiError, ApiResult};
+use crate::list::{self, Column, ListParams, Listing};
+use crate::v2::common::{OrigPath, QueryPairs, accepted, reply, reply_list};
+
+const KIND: &str = "quota";
+
+/// Octavia's `MIN_QUOTA` / `MAX_QUOTA`.
+const MIN_QUOTA: i64 = -1;
+const MAX_QUOTA: i64 = 2_000_000_000;
+
+/// The quota fields, in Octavia's response order, with the kind each one limits.
+const FIELDS: &[(&str, Kind)] = &[
+    ("loadbalancer", Kind::LoadBalancer),
+    ("listener", Kind::Listener),
+    ("member", Kind::Member),
+    ("pool", Kind::Pool),
+    ("healthmonitor", Kind::HealthMonitor),
+    ("l7policy", Kind::L7Policy),
+    ("l7rule", Kind::L7Rule),
+];
+
+/// Deprecated spellings accepted on PUT and emitted in responses (Rocky).
+const ALIASES: &[(&str, &str)] = &[
+    ("load_balancer", "loadbalancer"),
+    ("health_monitor", "healthmonitor"),
+];
+
+/// Configured defaults (`[quotas] default_*_quota`); -1 = unlimited, Octavia's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaDefaults {
+    /// Load balancers per project.
+    pub loadbalancer: i64,
+    /// Listeners per project.
+    pub listener: i64,
+    /// Members per project.
+    pub member: i64,
+    /// Pools per project.
+    pub pool: i64,
+    /// Health monitors per project.
+    pub healthmonitor: i64,
+    /// L7 policies per project.
+    pub l7policy: i64,
+    /// L7 rules per project.
+    pub l7rule: i64,
+}
+
+impl Default for QuotaDefaults {
+    fn default() -> QuotaDefaults {
+        QuotaDefaults {
+            loadbalancer: -1,
+            listener: -1,
+            member: -1,
+            pool: -1,
+            healthmonitor: -1,
+            l7policy: -1,
+            l7rule: -1,
+        }
+    }
+}
+
+impl QuotaDefaults {
+    /// The default for one quota field.
+    pub fn get(&self, kind: Kind) -> i64 {
+        match kind {
+            Kind::LoadBalancer => self.loadbalancer,
+            Kind::Listener => self.listener,
+            Kind::Member => self.member,
+            Kind::Pool => self.pool,
+            Kind::HealthMonitor => self.healthmonitor,
+            Kind::L7Policy => self.l7policy,
+            Kind::L7Rule => self.l7rule,
+            Kind::LbVm => -1,
+        }
+    }
+}
+
+/// The defaults in force. FIXME: `ApiConfig` has no quota settings yet, so this is Octavia's
+/// default (unlimited) until the binary passes `[quotas]` through (see the admin report).
+fn defaults(_state: &AppState) -> QuotaDefaults {
+    QuotaDefaults::default()
+}
+
+/// `{"quota": {...}}` content: stored values with defaults filled in, aliases included.
+fn render(
+    project_id: &str,
+    stored: Option<&Map<String, Value>>,
+    defaults: &QuotaDefaults,
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("project_id".into(), Value::String(project_id.to_owned()));
+    for (name, kind) in FIELDS {
+        let v = stored
+            .and_then(|s| s.get(*name))
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| defaults.get(*kind));
+        m.insert((*name).into(), Value::from(v));
+    }
+    for (alias, name) in ALIASES {
+        let v = m[*name].clone();
+        m.insert((*alias).into(), v);
+    }
+    m
+}
+
+/// The quota a project has for `kind` (its own value, else the default).
+async fn limit_of(
+    stored: Option<klb_store::Document>,
+    kind: Kind,
+    defaults: &QuotaDefaults,
+) -> ApiResult<i64> {
+    let field = FIELDS.iter().find(|(_, k)| *k == kind).map(|(n, _)| *n);
+    let own = match (stored, field) {
+        (Some(doc), Some(f)) => body_of(&doc)?.get(f).and_then(Value::as_i64),
+        _ => None,
+    };
+    Ok(own.unwrap_or_else(|| defaults.get(kind)))
+}
+
+fn quota_met(kind: Kind) -> ApiError {
+    ApiError::ForbiddenWith(format!(
+        "Quota has been met for resources: {}",
+        kind.display_name()
+    ))
+}
+
+fn count_query(project_id: &str, kind: Kind, limit: i64) -> ListQuery {
+    ListQuery {
+        kind: kind.as_str().to_owned(),
+        project_id: Some(project_id.to_owned()),
+        limit: Some(limit),
+        ..Default::default()
+    }
+}
+
+/// Quota check for creating `count` objects of `kind` in `project_id`: 403
+/// `Quota has been met for resources: <Resource>` when the project would exceed its quota.
+/// Reads committed data; inside a create transaction prefer [`check_quota_tx`], which also
+/// sees the transaction's own writes (and, on SQLite, is serialized with every other writer).
+pub async fn check_quota(
+    state: &AppState,
+    project_id: &str,
+    kind: Kind,
+    count: usize,
+) -> ApiResult<()> {
+    check_with_store(&state.store, &defaults(state), project_id, kind, count).await
+}
+
+async fn check_with_store(
+    store: &Store,
+    defaults: &QuotaDefaults,
+    project_id: &str,
+    kind: Kind,
+    count: usize,
+) -> ApiResult<()> {
+    let limit = limit_of(store.get(KIND, project_id).await?, kind, defaults).await?;
+    if limit < 0 {
+        return Ok(());
+    }
+    let count = count as i64;
+    if count > limit {
+        return Err(quota_met(kind));
+    }
+    let in_use = store
+        .list(&count_query(project_id, kind, limit))
+        .await?
+        .len() as i64;
+    if in_use + count > limit {
+        Err(quota_met(kind))
+    } else {
+        Ok(())
+    }
+}
+
+/// [`check_quota`] inside a write transaction.
+pub async fn check_quota_tx(
+    tx: &mut WriteTx,
+    state: &AppState,
+    project_id: &str,
+    kind: Kind,
+    count: usize,
+) -> ApiResult<()> {
+    let defaults = defaults(state);
+    let limit = limit_of(tx.get_for_update(KIND, project_id).await?, kind, &defaults).await?;
+    if limit < 0 {
+        return Ok(());
+    }
+    let count = count as i64;
+    if count > limit {
+        return Err(quota_met(kind));
+    }
+    let in_use = tx.list(&count_query(project_id, kind, limit)).await?.len() as i64;
+    if in_use + count > limit {
+        Err(quota_met(kind))
+    } else {
+        Ok(())
+    }
+}
+
+/// GET /v2/quotas
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    q: QueryPairs,
+    OrigPath(path): OrigPath,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(&q.0)?;
+    let wanted = q.get("project_id").map(str::to_owned);
+    // Octavia's `_auth_get_all`: global if allowed, else the caller's (or the asked) project
+    // with the per-project rule.
+    let project = if may_list_globally(&ctx, Action::new(R::Quota, Op::GetAllGlobal)) {
+        None
+    } else {
+        let own = wanted
+            .clone()
+            .or_else(|| ctx.project_id.clone())
+            .ok_or(ApiError::Forbidden)?;
+        ctx.authorize(Action::new(R::Quota, Op::GetAll), Some(&own))
+            .map_err(|_| ApiError::Forbidden)?;
+        Some(own)
+    };
+    let listing = Listing {
+        base: ListQuery {
+            kind: KIND.into(),
+            project_id: project,
+            ..Default::default()
+        },
+        column_filters: &[("project_id", Column::Project)],
+        with_relations: false,
+    };
+    let defaults = defaults(&state);
+    let (items, links) =
+        list::run(&state, &path, &params, listing, render_stored, no_relations).await?;
+    // Fill in defaults after paging (the renderer is a plain fn without access to config).
+    let items = items
+        .into_iter()
+        .map(|item| match item {
+            Value::Object(m) => {
+                let project = m
+                    .get("project_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let full = render(&project, Some(&m), &defaults);
+                let keep: Vec<String> = m.keys().cloned().collect();
+                Value::Object(if params.fields.is_empty() {
+                    full
+                } else {
+                    full.into_iter().filter(|(k, _)| keep.contains(k)).collect()
+                })
+            }
+            other => other,
+        })
+        .collect();
+    Ok(reply_list("quotas", items, links))
+}
+
+/// Stored quota bodies carry every field (null = default), so `fields=` selection and
+/// filters see them; [`list`] fills the defaults in.
+fn render_stored(doc: &klb_store::Document) -> ApiResult<Map<String, Value>> {
+    let stored = body_of(doc)?;
+    let mut m = Map::new();
+    m.insert("project_id".into(), Value::String(doc.id.clone()));
+    for (name, _) in FIELDS {
+        m.insert(
+            (*name).into(),
+            stored.get(*name).cloned().unwrap_or(Value::Null),
+        );
+    }
+    for (alias, name) in ALIASES {
+        let v = m[*name].clone();
+        m.insert((*alias).into(), v);
+    }
+    Ok(m)
+}
+
+/// GET /v2/quotas/{project_id} (also `/v2/quotas/defaults`, which is a project without a
+/// quota document and so shows the defaults, as in Octavia).
+pub async fn get_one(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(project_id): Path<String>,
+) -> ApiResult<Response> {
+    ctx.authorize(Action::new(R::Quota, Op::GetOne), Some(&project_id))
+        .map_err(|_| ApiError::Forbidden)?;
+    let stored = match state.store.get(KIND, &project_id).await? {
+        Some(doc) => Some(body_of(&doc)?),
+        None => None,
+    };
+    Ok(reply(
+        StatusCode::OK,
+        "quota",
+        Value::Object(render(&project_id, stored.as_ref(), &defaults(&state))),
+    ))
+}
+
+/// GET /v2/quotas/{project_id}/default
+pub async fn get_defaults(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(project_id): Path<String>,
+) -> ApiResult<Response> {
+    ctx.authorize(Action::new(R::Quota, Op::GetOne), Some(&project_id))
+        .map_err(|_| ApiError::Forbidden)?;
+    Ok(reply(
+        StatusCode::OK,
+        "quota",
+        Value::Object(render(&project_id, None, &defaults(&state))),
+    ))
+}
+
+/// PUT /v2/quotas/{project_id}: 202 with the resulting quota.
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(project_id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    ctx.authorize(Action::new(R::Quota, Op::Put), Some(&project_id))
+        .map_err(|_| ApiError::Forbidden)?;
+    if project_id.chars().count() > 36 || klb_model::validate::has_control(&project_id) {
+        return Err(ApiError::BadRequest(
+            "Missing project ID in request where one is required.".to_owned(),
+        ));
+    }
+    let mut allowed: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
+    allowed.extend(ALIASES.iter().map(|(a, _)| *a));
+    let obj = Obj::envelope(&body, "quota", "quotas", &allowed)?;
+    // New values: `None` = back to the default (explicit null), absent = unchanged. The
+    // current spelling wins over the deprecated alias when both are given.
+    let mut changes: Vec<(&str, Option<i64>)> = Vec::new();
+    for (name, _) in FIELDS {
+        let alias = ALIASES.iter().find(|(_, n)| n == name).map(|(a, _)| *a);
+        let mut field = obj.int(name, MIN_QUOTA, MAX_QUOTA)?;
+        if !field.present()
+            && let Some(a) = alias
+        {
+            field = obj.int(a, MIN_QUOTA, MAX_QUOTA)?;
+        }
+        match field {
+            Field::Absent => {}
+            Field::Null => changes.push((name, None)),
+            Field::Set(v) => changes.push((name, Some(v))),
+        }
+    }
+    let mut tx = state.store.begin().await?;
+    let existing = tx.get_for_update(KIND, &project_id).await?;
+    let mut stored = match &existing {
+        Some(doc) => body_of(doc)?,
+        None => Map::new(),
+    };
+    for (name, v) in changes {
+        stored.insert(name.into(), v.map(Value::from).unwrap_or(Value::Null));
+    }
+    for (name, _) in FIELDS {
+        stored.entry(*name).or_insert(Value::Null);
+    }
+    match existing {
+        Some(mut doc) => {
+            set_body(&mut doc, &stored);
+            tx.update(&mut doc).await?;
+        }
+        None => {
+            tx.insert(&new_doc(
+                KIND,
+                &project_id,
+                Some(&project_id),
+                None,
+                &stored,
+            ))
+            .await?
+        }
+    }
+    tx.commit().await?;
+    Ok(reply(
+        StatusCode::ACCEPTED,
+        "quota",
+        Value::Object(render(&project_id, Some(&stored), &defaults(&state))),
+    ))
+}
+
+/// DELETE /v2/quotas/{project_id}: back to the defaults, 202 with an empty body.
+pub async fn reset(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(project_id): Path<String>,
+) -> ApiResult<Response> {
+    ctx.authorize(Action::new(R::Quota, Op::Delete), Some(&project_id))
+        .map_err(|_| ApiError::Forbidden)?;
+    let mut tx = state.store.begin().await?;
+    tx.delete(KIND, &project_id).await?;
+    tx.commit().await?;
+    Ok(accepted())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_fills_defaults_and_aliases() {
+        let defaults = QuotaDefaults {
+            loadbalancer: 5,
+            healthmonitor: 7,
+            ..QuotaDefaults::default()
+        };
+        let mut stored = Map::new();
+        stored.insert("listener".into(), Value::from(3));
+        stored.insert("loadbalancer".into(), Value::Null);
+        let m = render("p1", Some(&stored), &defaults);
+        assert_eq!(m["project_id"], "p1");
+        assert_eq!(m["loadbalancer"], 5);
+        assert_eq!(m["load_balancer"], 5);
+        assert_eq!(m["listener"], 3);
+        assert_eq!(m["healthmonitor"], 7);
+        assert_eq!(m["health_monitor"], 7);
+        assert_eq!(m["member"], -1);
+        assert_eq!(m.len(), 10);
+    }
+
+    #[test]
+    fn quota_fault_names_the_resource_like_octavia() {
+        for (kind, name) in [
+            (Kind::LoadBalancer, "Load Balancer"),
+            (Kind::HealthMonitor, "Health Monitor"),
+            (Kind::L7Policy, "L7 Policy"),
+            (Kind::L7Rule, "L7 Rule"),
+        ] {
+            assert_eq!(
+                quota_met(kind).to_string(),
+                format!("Quota has been met for resources: {name}")
+            );
+            assert_eq!(quota_met(kind).status(), StatusCode::FORBIDDEN);
+        }
+    }
+}
