@@ -6,3 +6,4 @@
 pub mod agents;
 pub mod bootstrap;
 pub mod desired;
+pub mod octavia_client;
