@@ -7,7 +7,12 @@ RPC endpoint (`octavia.controller.queue.v2.endpoints.Endpoints`) on oslo.messagi
 drivers are Octavia's noop drivers (set in the config file), the database is MariaDB.
 
 Usage: python octavia_inproc.py --config-file octavia.conf
+Env OCTAVIA_DEFAULT_PROJECT: under noauth, requests without X-Project-Id get this project and
+the admin role (so clients that cannot send headers, like `openstack --os-auth-type none`, can
+be pointed at Octavia exactly as at klb; used to check the compat tests against Octavia).
 """
+
+import os
 
 import socketserver
 import sys
@@ -36,8 +41,21 @@ class QuietHandler(simple_server.WSGIRequestHandler):
         pass
 
 
+def with_default_project(app, project):
+    def wrapped(environ, start_response):
+        if not environ.get("HTTP_X_PROJECT_ID"):
+            environ["HTTP_X_PROJECT_ID"] = project
+            environ.setdefault("HTTP_X_ROLES", "admin")
+        return app(environ, start_response)
+
+    return wrapped
+
+
 def main():
     application = api_app.setup_app(argv=sys.argv)  # parses the config, sets up RPC
+    default_project = os.environ.get("OCTAVIA_DEFAULT_PROJECT")
+    if default_project:
+        application = with_default_project(application, default_project)
     if rpc.TRANSPORT is None:
         rpc.init()
     target = messaging.Target(
