@@ -98,6 +98,9 @@ pub enum KeystoneError {
         /// Why.
         reason: String,
     },
+    /// A required setting is empty.
+    #[error("the Keystone setting {0} is required")]
+    MissingSetting(&'static str),
     /// The HTTP client could not be built.
     #[error("cannot build the Keystone HTTP client")]
     Client(#[source] reqwest::Error),
@@ -187,8 +190,10 @@ struct ServiceToken {
     expires_at: DateTime<Utc>,
 }
 
+/// A cached validation: `Some` for a valid token, `None` for one Keystone refused (token ids
+/// are never reused, so "unknown" stays true; keystonemiddleware caches those too).
 struct CacheEntry {
-    token: ValidatedToken,
+    token: Option<ValidatedToken>,
     until: DateTime<Utc>,
 }
 
@@ -225,6 +230,17 @@ impl KeystoneAuth {
     /// Builds the authenticator; no request is sent until the first validation.
     pub fn new(config: KeystoneConfig) -> Result<KeystoneAuth, KeystoneError> {
         let base = v3_url(&config.auth_url)?;
+        for (key, value) in [
+            ("username", config.username.as_str()),
+            ("password", config.password.expose()),
+            ("project_name", config.project_name.as_str()),
+            ("user_domain_name", config.user_domain_name.as_str()),
+            ("project_domain_name", config.project_domain_name.as_str()),
+        ] {
+            if value.trim().is_empty() {
+                return Err(KeystoneError::MissingSetting(key));
+            }
+        }
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout)
@@ -253,24 +269,30 @@ impl KeystoneAuth {
         {
             let mut cache = self.cache.lock().await;
             match cache.get(token) {
-                Some(e) if e.until > now => return Ok(e.token.clone()),
+                Some(e) if e.until > now => {
+                    return e.token.clone().ok_or(KeystoneError::InvalidToken);
+                }
                 Some(_) => {
                     cache.remove(token);
                 }
                 None => {}
             }
         }
-        let validated = self.validate_remote(token).await?;
+        let result = match self.validate_remote(token).await {
+            Ok(v) if v.expires_at > Utc::now() => Ok(v),
+            Ok(_) | Err(KeystoneError::InvalidToken) => Err(KeystoneError::InvalidToken),
+            // Keystone or klb's credentials failed: nothing is known about the token.
+            Err(e) => return Err(e),
+        };
         let now = Utc::now();
-        if validated.expires_at <= now {
-            return Err(KeystoneError::InvalidToken);
-        }
         let ttl =
             chrono::TimeDelta::from_std(self.config.cache_ttl).unwrap_or(chrono::TimeDelta::MAX);
-        let until = now
+        let mut until = now
             .checked_add_signed(ttl)
-            .unwrap_or(validated.expires_at)
-            .min(validated.expires_at);
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if let Ok(v) = &result {
+            until = until.min(v.expires_at);
+        }
         if self.config.cache_max_entries > 0 && ttl > chrono::TimeDelta::zero() {
             let mut cache = self.cache.lock().await;
             if cache.len() >= self.config.cache_max_entries && !cache.contains_key(token) {
@@ -279,12 +301,12 @@ impl KeystoneAuth {
             cache.insert(
                 token.to_owned(),
                 CacheEntry {
-                    token: validated.clone(),
+                    token: result.as_ref().ok().cloned(),
                     until,
                 },
             );
         }
-        Ok(validated)
+        result
     }
 
     /// Number of cached tokens (for metrics and tests).

@@ -262,15 +262,13 @@ async fn missing_or_invalid_token_is_unauthorized() {
         .expect_err("unknown token");
     assert_eq!(err.0, UNAUTHORIZED);
     assert_eq!(ks.validations(), 1);
+    // The refusal is cached: asking again does not reach Keystone.
     assert!(matches!(
         auth.validate("no-such-token").await,
         Err(KeystoneError::InvalidToken)
     ));
-    assert_eq!(
-        auth.cached_tokens().await,
-        0,
-        "invalid tokens are not cached"
-    );
+    assert_eq!(ks.validations(), 1);
+    assert_eq!(auth.cached_tokens().await, 1);
 }
 
 #[tokio::test]
@@ -284,7 +282,12 @@ async fn expired_token_is_unauthorized() {
         .await
         .expect_err("expired");
     assert_eq!(err.0, UNAUTHORIZED);
-    assert_eq!(auth.cached_tokens().await, 0);
+    let err = auth
+        .authenticate(&headers("tok-old"))
+        .await
+        .expect_err("still expired");
+    assert_eq!(err.0, UNAUTHORIZED);
+    assert_eq!(ks.validations(), 1, "the refusal is cached");
 }
 
 #[tokio::test]
@@ -328,6 +331,7 @@ async fn cache_entry_ends_at_the_token_expiry() {
         "bounded by cache_ttl"
     );
     assert!(cache["long"].until <= Utc::now() + TimeDelta::seconds(300));
+    assert_eq!(cache["short"].token.as_ref(), Some(&short));
 }
 
 #[tokio::test]
@@ -455,6 +459,26 @@ async fn scope_enforcement_strips_roles_of_system_tokens() {
     cfg.policy.enforce_scope = false;
     let lax = KeystoneAuth::new(cfg).expect("auth");
     assert!(lax.context(&v).is_admin);
+}
+
+#[test]
+fn empty_settings_are_refused() {
+    let mut cfg = config("http://127.0.0.1:1/v3");
+    cfg.password = Secret::new("");
+    assert!(matches!(
+        KeystoneAuth::new(cfg),
+        Err(KeystoneError::MissingSetting("password"))
+    ));
+    let mut cfg = config("http://127.0.0.1:1/v3");
+    cfg.username = " ".into();
+    assert!(matches!(
+        KeystoneAuth::new(cfg),
+        Err(KeystoneError::MissingSetting("username"))
+    ));
+    assert!(matches!(
+        KeystoneAuth::new(config("")),
+        Err(KeystoneError::InvalidUrl { .. })
+    ));
 }
 
 #[test]
