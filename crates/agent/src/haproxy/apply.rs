@@ -353,6 +353,7 @@ impl Haproxy {
             peer_name: state.vm.name.clone(),
         });
         let deadline = Instant::now() + self.config.start_timeout;
+        let mut last;
         loop {
             self.reap();
             if self.running.is_none() {
@@ -360,19 +361,15 @@ impl Haproxy {
                     reason: format!("master exited; log: {}", self.log_tail().await),
                 });
             }
-            if let Ok(p) = runtime::show_proc(&self.config.paths.master_socket()).await
-                && !p.workers.is_empty()
-                && runtime::command(&self.config.paths.admin_socket(), "show info")
-                    .await
-                    .is_ok()
-            {
-                return Ok(());
+            match self.worker_ready().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
             }
             if Instant::now() > deadline {
                 let _ = self.stop().await;
                 return Err(ApplyError::Start {
                     reason: format!(
-                        "no worker within {:?}; log: {}",
+                        "no worker within {:?} ({last}); log: {}",
                         self.config.start_timeout,
                         self.log_tail().await
                     ),
@@ -380,6 +377,20 @@ impl Haproxy {
             }
             sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Ok when the master lists a worker and the worker's admin socket answers.
+    async fn worker_ready(&self) -> Result<(), String> {
+        let p = runtime::show_proc(&self.config.paths.master_socket())
+            .await
+            .map_err(|e| e.to_string())?;
+        if p.workers.is_empty() {
+            return Err("no worker yet".into());
+        }
+        runtime::command(&self.config.paths.admin_socket(), "show info")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Swaps the config and reloads through the master CLI; on failure restores the old file.

@@ -12,5 +12,8 @@ pub mod render;
 pub mod runtime;
 mod text;
 
+#[cfg(test)]
+mod tests;
+
 pub use apply::{ApplyError, Haproxy, HaproxyConfig};
 pub use render::{Paths, Plan, RenderError, plan, render};

@@ -336,9 +336,9 @@ impl<'a> Renderer<'a> {
         }
         emit!(
             self,
-            "# Rendered by klb-agent for load balancer {}, version {}.",
-            self.state.load_balancer_id,
-            self.state.version
+            // No version here: equal configs must compare equal across versions.
+            "# Rendered by klb-agent for load balancer {}.",
+            self.state.load_balancer_id
         );
         emit!(self, "global");
         emit!(self, "    master-worker");

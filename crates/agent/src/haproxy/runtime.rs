@@ -68,6 +68,8 @@ pub async fn command(socket: &Path, cmd: &str) -> Result<String, RuntimeError> {
         s.write_all(format!("{cmd}\n").as_bytes())
             .await
             .map_err(io)?;
+        // Half-close like `socat`: the master CLI waits for more input otherwise.
+        s.shutdown().await.map_err(io)?;
         let mut reply = String::new();
         s.read_to_string(&mut reply).await.map_err(io)?;
         Ok(reply)

@@ -698,19 +698,33 @@ mod injection {
         use L7CompareType::*;
         use L7RuleType::*;
         let mut s = tls_state();
-        s.peers = vec![Peer { name: "vm0".into(), address: ip("127.0.0.1"), port: 17001 }];
+        s.peers = vec![Peer {
+            name: "vm0".into(),
+            address: ip("127.0.0.1"),
+            port: 17001,
+        }];
         let l = &mut s.listeners[0];
         l.tls_ciphers = Some("ECDHE-RSA-AES128-GCM-SHA256".into());
         l.insert_headers = BTreeMap::from([("X-Forwarded-For".to_owned(), "true".to_owned())]);
-        let mut to_url = policy("pol1", 1, L7PolicyAction::RedirectToUrl, vec![
-            rule("r1", Header, Contains, Some("X-Env"), "stage", false),
-            rule("r2", Cookie, Contains, Some("sess"), "abc", false),
-            rule("r3", Path, Contains, None, "/api", false),
-            rule("r4", HostName, Contains, None, "www.example", false),
-            rule("r5", SslDnField, Contains, Some("CN"), "client", false),
-        ]);
+        let mut to_url = policy(
+            "pol1",
+            1,
+            L7PolicyAction::RedirectToUrl,
+            vec![
+                rule("r1", Header, Contains, Some("X-Env"), "stage", false),
+                rule("r2", Cookie, Contains, Some("sess"), "abc", false),
+                rule("r3", Path, Contains, None, "/api", false),
+                rule("r4", HostName, Contains, None, "www.example", false),
+                rule("r5", SslDnField, Contains, Some("CN"), "client", false),
+            ],
+        );
         to_url.redirect_url = Some("https://example.com/x".into());
-        let mut prefix = policy("pol2", 2, L7PolicyAction::RedirectPrefix, vec![rule("r6", Path, StartsWith, None, "/old", false)]);
+        let mut prefix = policy(
+            "pol2",
+            2,
+            L7PolicyAction::RedirectPrefix,
+            vec![rule("r6", Path, StartsWith, None, "/old", false)],
+        );
         prefix.redirect_prefix = Some("https://new.example".into());
         l.l7_policies = vec![to_url, prefix];
         let p = &mut s.pools[0];
@@ -896,13 +910,22 @@ mod injection {
         set(&mut s, 3, "/p'$(x)*;=@".into());
         set(&mut s, 13, "https://x.example/a'b\"c#d%e".into());
         let cfg = render_and_check(&s).unwrap_or_else(|e| panic!("{e}"));
-        assert!(cfg.contains(r#"acl r1 req.hdr(X-Env) -m sub -- a\ b\#c\"d\'e\\f%g$h{i}"#), "{cfg}");
+        assert!(
+            cfg.contains(r#"acl r1 req.hdr(X-Env) -m sub -- a\ b\#c\"d\'e\\f%g$h{i}"#),
+            "{cfg}"
+        );
         assert!(cfg.contains(r"uri /p\'$(x)*;=@"), "{cfg}");
-        assert!(cfg.contains(r#"location https://x.example/a\'b\"c\#d%%e"#), "{cfg}");
+        assert!(
+            cfg.contains(r#"location https://x.example/a\'b\"c\#d%%e"#),
+            "{cfg}"
+        );
     }
 
     #[test]
     fn tokenizer_model_matches_escaping() {
-        assert_eq!(tokens(r"acl a path -m sub -- x\ y\#z # c"), ["acl", "a", "path", "-m", "sub", "--", r"x\ y\#z"]);
+        assert_eq!(
+            tokens(r"acl a path -m sub -- x\ y\#z # c"),
+            ["acl", "a", "path", "-m", "sub", "--", r"x\ y\#z"]
+        );
     }
 }

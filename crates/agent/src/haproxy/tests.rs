@@ -1,0 +1,334 @@
+//! Integration tests against the real HAProxy on loopback: start/stats/stop, member changes
+//! through the runtime API under load, reloads under load, and refused configurations that
+//! leave the old one serving. Skipped (with a printed reason) when HAProxy is not installed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use klb_proto::{
+    ApplyMethod, L7CompareType, L7PolicyAction, L7Rule, L7RuleType, ListenerProtocol, MemberStatus,
+};
+
+use super::apply::ApplyError;
+use super::bench::{Lab, free_port, run_load, run_load_observed, wait_for_progress};
+use super::fixture;
+
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// Pause between a load worker's requests: 2000 requests then take a few seconds, long enough
+/// for every change to land mid-load.
+const PACE: Duration = Duration::from_millis(4);
+
+fn have_haproxy() -> bool {
+    if Path::new(HAPROXY).exists() {
+        true
+    } else {
+        eprintln!("skipping: {HAPROXY} is not installed");
+        false
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_start_stats_and_stop_by_pid() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 2).await.unwrap();
+    let load = run_load(lab.frontend, 200, 4, Duration::from_secs(30)).await;
+    assert_eq!(load.failed, 0, "{load:?}");
+    assert_eq!(
+        load.per_backend.len(),
+        2,
+        "round robin over both members: {load:?}"
+    );
+    let stats = lab.haproxy.stats().await.unwrap();
+    let l1 = stats.listeners.iter().find(|l| l.id == "l1").unwrap();
+    assert!(l1.counters.requests >= 200, "{l1:?}");
+    let p1 = stats
+        .pools
+        .iter()
+        .find(|p| p.id == "p1" && p.listener_id == "l1")
+        .unwrap();
+    assert_eq!(p1.members.len(), 2);
+    assert!(
+        p1.members
+            .iter()
+            .all(|m| m.status == MemberStatus::NoCheck && m.counters.total_connections > 0),
+        "{p1:?}"
+    );
+    assert!(lab.haproxy.is_up().await);
+
+    let master = lab.haproxy.master_pid().unwrap();
+    let workers = super::runtime::show_proc(&lab.haproxy.paths().master_socket())
+        .await
+        .unwrap()
+        .workers;
+    assert!(!workers.is_empty());
+    lab.haproxy.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pid_alive(master), "master {master} still running");
+    for w in workers {
+        assert!(!pid_alive(w), "worker {w} still running");
+    }
+    assert!(!lab.haproxy.is_up().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_member_changes_use_runtime_api_under_load_without_failures() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 2).await.unwrap();
+    let b2 = lab.add_backend().await.unwrap().addr.port();
+    let b3 = lab.add_backend().await.unwrap().addr.port();
+    let lo = "127.0.0.1".parse().unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn(run_load_observed(
+        lab.frontend,
+        2000,
+        4,
+        Duration::from_secs(60),
+        PACE,
+        done.clone(),
+    ));
+    type Change = Box<dyn FnOnce(&mut klb_proto::DesiredState)>;
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "add m2",
+            Box::new(move |s| s.pools[0].members.push(fixture::member("m2", lo, b2))),
+        ),
+        ("weight m0", Box::new(|s| s.pools[0].members[0].weight = 5)),
+        (
+            "disable m1",
+            Box::new(|s| s.pools[0].members[1].admin_state_up = false),
+        ),
+        (
+            "enable m1",
+            Box::new(|s| s.pools[0].members[1].admin_state_up = true),
+        ),
+        (
+            "move m1 to backend 3",
+            Box::new(move |s| s.pools[0].members[1].protocol_port = b3),
+        ),
+        (
+            "remove m2",
+            Box::new(|s| {
+                s.pools[0].members.retain(|m| m.id != "m2");
+            }),
+        ),
+    ];
+    for (i, (what, change)) in changes.into_iter().enumerate() {
+        // Every change lands while requests are flowing.
+        wait_for_progress(&done, 200 + 250 * i).await;
+        let method = lab
+            .change(change)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(method, ApplyMethod::Runtime, "{what}");
+    }
+    let load = load.await.unwrap();
+    assert_eq!(load.failed, 0, "{load:?}");
+    assert_eq!(load.ok, 2000);
+    // m2 served while it was a member.
+    assert!(
+        load.per_backend.get("m2").copied().unwrap_or(0) > 0,
+        "{load:?}"
+    );
+    // Now m0 (weight 5) and m1 at backend "m3"'s address serve; m2 is gone.
+    let after = run_load(lab.frontend, 120, 4, Duration::from_secs(30)).await;
+    assert_eq!(after.failed, 0, "{after:?}");
+    let served: Vec<&str> = after.per_backend.keys().map(String::as_str).collect();
+    assert_eq!(served, ["m0", "m3"], "{after:?}");
+    assert_eq!(
+        after.per_backend["m0"], 100,
+        "weights 5:1 over 120 requests: {after:?}"
+    );
+
+    // The config file carries the runtime changes: after a full reload they are still there.
+    let method = lab
+        .change(|s| s.listeners[0].timeout_client_data = 40_000)
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Reload);
+    let rows = super::runtime::show_stat(&lab.haproxy.paths().admin_socket())
+        .await
+        .unwrap();
+    let servers: Vec<(&str, &str, String)> = rows
+        .iter()
+        .filter(|r| r.pxname == "p1:l1" && r.svname != "BACKEND")
+        .map(|r| (r.svname.as_str(), r.get("weight"), r.get("addr").to_owned()))
+        .collect();
+    assert_eq!(
+        servers,
+        vec![
+            (
+                "m0",
+                "5",
+                format!("127.0.0.1:{}", lab.backends[0].addr.port())
+            ),
+            ("m1", "1", format!("127.0.0.1:{b3}"))
+        ],
+    );
+    lab.haproxy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_reloads_under_load_without_failures() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 2).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn(run_load_observed(
+        lab.frontend,
+        2000,
+        4,
+        Duration::from_secs(60),
+        PACE,
+        done.clone(),
+    ));
+    let mut reloads = 0;
+    for i in 0..5u32 {
+        wait_for_progress(&done, 200 + 350 * i as usize).await;
+        assert!(
+            !load.is_finished(),
+            "reload {i} would not happen under load"
+        );
+        let method = lab
+            .change(|s| s.listeners[0].timeout_client_data = 30_000 + i)
+            .await
+            .unwrap();
+        assert_eq!(method, ApplyMethod::Reload);
+        reloads += 1;
+    }
+    let load = load.await.unwrap();
+    assert_eq!(reloads, 5);
+    assert_eq!(load.failed, 0, "{load:?}");
+    assert_eq!(load.ok, 2000);
+    let proc_info = super::runtime::show_proc(&lab.haproxy.paths().master_socket())
+        .await
+        .unwrap();
+    assert_eq!((proc_info.reloads, proc_info.failed_reloads), (5, 0));
+    lab.haproxy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_config_failing_check_never_replaces_the_running_one() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 2).await.unwrap();
+    let before = std::fs::read_to_string(lab.haproxy.paths().config()).unwrap();
+    // Passes render-time validation, but PCRE refuses the regex: only `haproxy -c` knows.
+    let mut bad = lab.state.clone();
+    bad.version += 1;
+    bad.listeners[0].l7_policies = vec![klb_proto::L7Policy {
+        id: "pol1".into(),
+        admin_state_up: true,
+        action: L7PolicyAction::Reject,
+        position: 1,
+        redirect_pool_id: None,
+        redirect_url: None,
+        redirect_prefix: None,
+        redirect_http_code: None,
+        rules: vec![L7Rule {
+            id: "r1".into(),
+            admin_state_up: true,
+            rule_type: L7RuleType::Path,
+            compare_type: L7CompareType::Regex,
+            key: None,
+            value: "(unclosed".into(),
+            invert: false,
+        }],
+    }];
+    match lab.haproxy.apply(&bad).await {
+        Err(ApplyError::Check { version, output }) => {
+            assert_eq!(version, bad.version);
+            assert!(
+                output.contains("regex") || output.contains("missing closing parenthesis"),
+                "{output}"
+            );
+        }
+        other => panic!("expected a check failure, got {other:?}"),
+    }
+    assert_eq!(lab.haproxy.running_version(), Some(lab.state.version));
+    assert_eq!(
+        std::fs::read_to_string(lab.haproxy.paths().config()).unwrap(),
+        before
+    );
+    assert!(!lab.haproxy.paths().run_dir.join("haproxy.cfg.new").exists());
+    let load = run_load(lab.frontend, 100, 4, Duration::from_secs(30)).await;
+    assert_eq!(load.failed, 0, "old config still serves: {load:?}");
+    lab.haproxy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_reload_that_cannot_bind_keeps_the_old_worker() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 2).await.unwrap();
+    let before = std::fs::read_to_string(lab.haproxy.paths().config()).unwrap();
+    // `haproxy -c` does not bind, so a port held by someone else only fails at reload.
+    let port = free_port().unwrap();
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut s = lab.state.clone();
+    s.version += 1;
+    s.listeners.push(fixture::listener(
+        "l2",
+        ListenerProtocol::Http,
+        port,
+        Some("p1"),
+    ));
+    match lab.haproxy.apply(&s).await {
+        Err(ApplyError::Reload { version, reason }) => {
+            assert_eq!(version, s.version);
+            eprintln!("reload refused as expected: {reason}");
+        }
+        other => panic!("expected a reload failure, got {other:?}"),
+    }
+    assert_eq!(lab.haproxy.running_version(), Some(lab.state.version));
+    assert_eq!(
+        std::fs::read_to_string(lab.haproxy.paths().config()).unwrap(),
+        before
+    );
+    let load = run_load(lab.frontend, 100, 4, Duration::from_secs(30)).await;
+    assert_eq!(load.failed, 0, "old worker still serves: {load:?}");
+    // A good state afterwards applies normally.
+    let method = lab
+        .change(|s| s.listeners[0].timeout_client_data = 20_000)
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Reload);
+    let load = run_load(lab.frontend, 100, 4, Duration::from_secs(30)).await;
+    assert_eq!(load.failed, 0, "{load:?}");
+    lab.haproxy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_stale_and_unchanged_versions() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 1).await.unwrap();
+    let mut old = lab.state.clone();
+    old.version = 0;
+    assert!(matches!(
+        lab.haproxy.apply(&old).await,
+        Err(ApplyError::Stale {
+            version: 0,
+            running: 1
+        })
+    ));
+    let method = lab.change(|_| {}).await.unwrap();
+    assert_eq!(method, ApplyMethod::Unchanged);
+    assert_eq!(lab.haproxy.running_version(), Some(2));
+    lab.haproxy.stop().await.unwrap();
+}
