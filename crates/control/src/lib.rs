@@ -7,3 +7,4 @@ pub mod agents;
 pub mod bootstrap;
 pub mod desired;
 pub mod octavia_client;
+pub mod provider;
