@@ -563,6 +563,20 @@ impl Db {
         rows.iter().map(decode_run).collect()
     }
 
+    /// Runs submitted for an external reference (a store job id), oldest first.
+    pub async fn runs_by_external_ref(
+        &self,
+        external_ref: &str,
+    ) -> Result<Vec<RunRecord>, FlowError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM flow_runs WHERE external_ref = $1 ORDER BY seq"
+        ))
+        .bind(external_ref)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(decode_run).collect()
+    }
+
     /// Number of runs that are not settled yet.
     pub async fn count_active(&self) -> Result<i64, FlowError> {
         let row = sqlx::query(&format!(

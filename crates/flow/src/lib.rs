@@ -45,6 +45,7 @@
 pub mod bench;
 pub mod db;
 mod engine;
+pub mod jobs;
 pub mod lb;
 
 pub use db::{Backend, Db, RunRecord, RunState, StepRecord};

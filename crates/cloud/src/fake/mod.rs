@@ -195,9 +195,10 @@ struct State {
 }
 
 impl State {
-    fn id(&mut self, prefix: &str) -> String {
+    /// A fresh UUID, like OpenStack ids (so they fit `klb-model`'s `Uuid` fields).
+    fn id(&mut self, _kind: &str) -> String {
         self.next_id += 1;
-        format!("{prefix}-{:06}", self.next_id)
+        uuid::Uuid::new_v4().to_string()
     }
 
     /// Next free address of a subnet.

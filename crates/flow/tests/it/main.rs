@@ -3,6 +3,7 @@
 //! every cloud call, and crashes at every call.
 
 mod engine;
+mod jobs;
 mod lb_faults;
 mod lb_flows;
 mod postgres;

@@ -152,6 +152,11 @@ impl Harness {
     }
 }
 
+/// The ledger of a fake cloud as (kind, name) counts.
+pub async fn count_ledger(fake: &FakeCloud) -> BTreeMap<(Kind, String), usize> {
+    count(fake.ledger().await)
+}
+
 fn count(entries: Vec<LedgerEntry>) -> BTreeMap<(Kind, String), usize> {
     let mut m = BTreeMap::new();
     for e in entries {

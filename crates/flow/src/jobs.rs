@@ -1,0 +1,212 @@
+//! The provider side of the store's `jobs` table: [`JobPump`] claims jobs and submits the
+//! matching LB flow run (keyed by the load balancer, `external_ref` = job id); [`SettleJobs`]
+//! is the engine's finish hook that settles the job with the run's outcome
+//! ([`klb_store::Store::settle_job`]), which moves the graph out of `PENDING_*`.
+//!
+//! Crash rules: a job whose run was submitted is never submitted twice (the pump looks the run
+//! up by `external_ref` first), so the job lease only guards the short claim-to-submit window;
+//! a pump that dies there leaves the job to be claimed again when its lease expires. The run's
+//! own lease protects the flow; the finish hook is idempotent (a job already settled is gone or
+//! `failed`).
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use klb_model::{Kind, Listener, ListenerProtocol, LoadBalancer, ProvisioningStatus};
+use klb_store::{Job, JobOp, JobState, Outcome, Store};
+use tracing::{info, warn};
+
+use crate::lb::{LbEnv, LbInput, ListenerPort, VipSpec, kind};
+use crate::{Engine, FinishHook, FlowError, RunRecord, RunRequest, RunState};
+
+fn store_err(e: klb_store::StoreError) -> FlowError {
+    FlowError::Hook(e.to_string())
+}
+
+/// The run that carries out `job`, from the load balancer graph as stored now.
+pub async fn request_for_job(
+    store: &Store,
+    job: &Job,
+    vm_count: u32,
+) -> Result<RunRequest, FlowError> {
+    let lb_id = job.loadbalancer_id.as_str();
+    let lb: Option<LoadBalancer> = match store
+        .get(Kind::LoadBalancer.as_str(), lb_id)
+        .await
+        .map_err(store_err)?
+    {
+        Some(doc) => Some(doc.decode().map_err(store_err)?),
+        None => None,
+    };
+    let is_lb = job.target_kind == Kind::LoadBalancer.as_str();
+    let mut req = match (job.op, is_lb) {
+        (JobOp::Delete, true) => LbInput::delete(lb_id).request(kind::DELETE_LB),
+        (JobOp::Create, true) => {
+            let lb =
+                lb.ok_or_else(|| FlowError::Input(format!("load balancer {lb_id} not stored")))?;
+            let network_id = lb.vip_network_id.map(|u| u.to_string()).ok_or_else(|| {
+                FlowError::Input(format!("load balancer {lb_id} has no VIP network"))
+            })?;
+            let vip = VipSpec {
+                network_id,
+                subnet_id: lb.vip_subnet_id.map(|u| u.to_string()),
+                address: lb.vip_address,
+            };
+            LbInput::create(lb_id, vip, listener_ports(store, lb_id).await?, vm_count)
+                .request(kind::CREATE_LB)
+        }
+        (JobOp::Failover, true) => {
+            // A payload {"vm_index": n} replaces one VM (health manager); without one every VM
+            // is rebuilt in one run.
+            let index = job
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                .and_then(|v| v.get("vm_index").and_then(|i| i.as_u64()));
+            let mut input = LbInput::failover(lb_id, 0);
+            input.vm_indices = match index {
+                Some(i) => vec![i as u32],
+                None => (0..vm_count).collect(),
+            };
+            input.request(kind::FAILOVER_VM)
+        }
+        // Everything else changes the configuration: open/close listener ports, push the state.
+        _ => LbInput::update(lb_id, listener_ports(store, lb_id).await?).request(kind::UPDATE_LB),
+    };
+    req.external_ref = Some(job.id.clone());
+    Ok(req)
+}
+
+/// Ports of the listeners that stay (pending deletes are already closed).
+async fn listener_ports(store: &Store, lb_id: &str) -> Result<Vec<ListenerPort>, FlowError> {
+    let mut ports = Vec::new();
+    for doc in store.graph(lb_id).await.map_err(store_err)? {
+        if doc.kind != Kind::Listener.as_str() {
+            continue;
+        }
+        let l: Listener = doc.decode().map_err(store_err)?;
+        if matches!(
+            l.provisioning_status,
+            ProvisioningStatus::PendingDelete | ProvisioningStatus::Deleted
+        ) {
+            continue;
+        }
+        ports.push(ListenerPort {
+            udp: l.protocol == ListenerProtocol::Udp,
+            port: l.protocol_port,
+        });
+    }
+    ports.sort_by_key(|p| (p.udp, p.port));
+    ports.dedup();
+    Ok(ports)
+}
+
+/// Claims jobs from the store and submits their flow runs.
+pub struct JobPump {
+    store: Store,
+    engine: Engine<LbEnv>,
+    owner: String,
+    /// VMs per new load balancer (`lb_vm_count`).
+    vm_count: u32,
+    /// Job lease; only covers claim-to-submit.
+    lease: Duration,
+    poll: Duration,
+}
+
+impl JobPump {
+    pub fn new(store: Store, engine: Engine<LbEnv>, vm_count: u32) -> Self {
+        Self {
+            store,
+            engine,
+            owner: format!("pump-{}", uuid::Uuid::new_v4()),
+            vm_count,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_millis(500),
+        }
+    }
+
+    /// Claim one job and submit its run. Returns whether a job was claimed.
+    pub async fn pump_once(&self) -> Result<bool, FlowError> {
+        let Some(job) = self
+            .store
+            .claim_job(&self.owner, self.lease)
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(false);
+        };
+        if !self
+            .engine
+            .db()
+            .runs_by_external_ref(&job.id)
+            .await?
+            .is_empty()
+        {
+            // Submitted before (this job's lease expired while its run goes on).
+            return Ok(true);
+        }
+        match request_for_job(&self.store, &job, self.vm_count).await {
+            Ok(req) => {
+                let run = self.engine.submit(req).await?;
+                info!(job = %job.id, run = %run, lb = %job.loadbalancer_id, "job submitted as flow run");
+            }
+            Err(e) => {
+                // The job cannot become a flow (e.g. no VIP network): fail it visibly.
+                warn!(job = %job.id, error = %e, "job cannot be run");
+                self.store
+                    .settle_job(&job, Outcome::Failed(e.to_string()))
+                    .await
+                    .map_err(store_err)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Pump until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), FlowError> {
+        let ready = self.store.jobs_ready();
+        tokio::pin!(shutdown);
+        loop {
+            match self.pump_once().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "job pump"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = ready.notified() => {}
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+}
+
+/// The engine's finish hook: settle the run's job (if it came from one).
+pub struct SettleJobs {
+    pub store: Store,
+}
+
+#[async_trait]
+impl FinishHook<LbEnv> for SettleJobs {
+    async fn finished(&self, _env: &LbEnv, run: &RunRecord) -> Result<(), FlowError> {
+        let Some(job_id) = run.external_ref.as_deref() else {
+            return Ok(());
+        };
+        let jobs = self.store.jobs_of(&run.key).await.map_err(store_err)?;
+        let Some(job) = jobs.into_iter().find(|j| j.id == job_id) else {
+            return Ok(()); // Settled as success before (the row is gone).
+        };
+        if job.state == JobState::Failed {
+            return Ok(());
+        }
+        let outcome = match run.state {
+            RunState::Completed => Outcome::Success,
+            _ => Outcome::Failed(run.reason.clone().unwrap_or_else(|| "flow failed".into())),
+        };
+        self.store
+            .settle_job(&job, outcome)
+            .await
+            .map_err(store_err)
+    }
+}
