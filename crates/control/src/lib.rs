@@ -7,4 +7,6 @@ pub mod agents;
 pub mod bootstrap;
 pub mod desired;
 pub mod octavia_client;
+pub mod plane;
 pub mod provider;
+pub mod webhook;

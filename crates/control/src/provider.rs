@@ -79,7 +79,11 @@ impl FlowProvider {
         let wake = self.store.jobs_ready();
         loop {
             loop {
-                match self.store.claim_job(&self.owner, self.config.job_lease).await {
+                match self
+                    .store
+                    .claim_job(&self.owner, self.config.job_lease)
+                    .await
+                {
                     Ok(Some(job)) => {
                         if let Err(err) = self.dispatch(&job).await {
                             tracing::warn!(job_id = %job.id, error = %err, "job dispatch failed");
@@ -141,7 +145,8 @@ impl FlowProvider {
                     subnet_id: lb.vip_subnet_id.map(|id| id.to_string()),
                     address: lb.vip_address,
                 };
-                LbInput::create(lb_id, vip, listeners, self.config.vm_count).request(kind::CREATE_LB)
+                LbInput::create(lb_id, vip, listeners, self.config.vm_count)
+                    .request(kind::CREATE_LB)
             }
             JobOp::Delete if is_lb => LbInput::delete(lb_id).request(kind::DELETE_LB),
             JobOp::Failover if is_lb => {
@@ -159,7 +164,9 @@ impl FlowProvider {
                             .find(|vm| vm_record_id(&vm.server_id).to_string() == job.target_id)
                     })
                     .map(|vm| vm.index)
-                    .ok_or_else(|| DispatchError::Invalid(format!("LB VM {} is not recorded", job.target_id)))?;
+                    .ok_or_else(|| {
+                        DispatchError::Invalid(format!("LB VM {} is not recorded", job.target_id))
+                    })?;
                 LbInput::failover(lb_id, index).request(kind::FAILOVER_VM)
             }
             JobOp::Update if is_lb && payload_action(job) == Some(SCALE_OUT) => {
@@ -187,7 +194,10 @@ fn listener_ports(docs: &[Document]) -> Result<Vec<ListenerPort>, StoreError> {
             continue;
         }
         let listener: klb_model::Listener = doc.decode()?;
-        let udp = matches!(listener.protocol, ListenerProtocol::Udp | ListenerProtocol::Sctp);
+        let udp = matches!(
+            listener.protocol,
+            ListenerProtocol::Udp | ListenerProtocol::Sctp
+        );
         ports.push(ListenerPort {
             udp,
             port: listener.protocol_port,
@@ -310,7 +320,11 @@ impl LbBackend for StoreBackend {
         let lb_uuid = Uuid::parse_str(lb_id).map_err(step_error)?;
         let body = serde_json::to_string(resources).map_err(step_error)?;
         let mut tx = self.store.begin().await.map_err(step_error)?;
-        match tx.get_for_update(RESOURCES_KIND, lb_id).await.map_err(step_error)? {
+        match tx
+            .get_for_update(RESOURCES_KIND, lb_id)
+            .await
+            .map_err(step_error)?
+        {
             Some(mut doc) => {
                 doc.body = body;
                 tx.update(&mut doc).await.map_err(step_error)?;
@@ -329,7 +343,11 @@ impl LbBackend for StoreBackend {
             })
             .await
             .map_err(step_error)?;
-        let wanted: Vec<Uuid> = resources.vms.iter().map(|vm| vm_record_id(&vm.server_id)).collect();
+        let wanted: Vec<Uuid> = resources
+            .vms
+            .iter()
+            .map(|vm| vm_record_id(&vm.server_id))
+            .collect();
         for doc in &existing {
             if !wanted.iter().any(|id| id.to_string() == doc.id) {
                 tx.delete(&doc.kind, &doc.id).await.map_err(step_error)?;

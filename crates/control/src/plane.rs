@@ -1,0 +1,488 @@
+//! The control plane as one value: store, API, provider (noop or flows on a cloud), health
+//! manager and heartbeat receiver, all spawned from here and stopped together. `klb serve`
+//! runs it until a signal; `klb demo` and the end-to-end tests run it in-process.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use klb_agent::client::{AgentClient, AgentClientConfig};
+use klb_agent::heartbeat::HmacKey;
+use klb_agent::tls::{Ca, CertKind};
+use klb_api::provider::{Vip, VipNetwork, VipRequest};
+use klb_api::{AppState, Authenticator};
+use klb_flow::lb::{self, LbConfig, LbEnv};
+use klb_flow::{Db, Engine, EngineConfig};
+use klb_health::{HealthConfig, HealthManager, Reports};
+use klb_local::{AgentLaunch, LabConfig, LocalCloud, LocalCloudConfig, plan};
+use klb_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::agents::HttpAgents;
+use crate::bootstrap::AgentBootstrap;
+use crate::desired::DataPlane;
+use crate::provider::{FlowProvider, ProviderConfig, SettleHook, StoreBackend};
+use crate::webhook;
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaneError {
+    #[error("store: {0}")]
+    Store(#[from] klb_store::StoreError),
+    #[error("flow engine: {0}")]
+    Flow(#[from] klb_flow::FlowError),
+    #[error("local cloud: {0}")]
+    Local(#[from] klb_local::LocalError),
+    #[error("TLS: {0}")]
+    Tls(#[from] klb_agent::tls::TlsError),
+    #[error("agent client: {0}")]
+    AgentClient(#[from] klb_agent::client::ClientError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} in {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which provider settles the API's jobs.
+#[derive(Debug, Clone)]
+pub enum CloudChoice {
+    /// Octavia's noop drivers: every job succeeds at once; nothing runs.
+    Noop,
+    /// The local cloud of network namespaces with real agents, HAProxy and FRR.
+    Local(LocalSettings),
+}
+
+/// Settings of the local cloud provider (the seed's options where they apply).
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// The lab (prefix, runtime dir, addresses, gateway AS).
+    pub lab: LabConfig,
+    /// Remove the whole lab when the plane stops (`klb demo`, tests) or leave it for the next
+    /// start to adopt (`klb serve`).
+    pub teardown_on_stop: bool,
+    /// `lb_vm_count`.
+    pub vm_count: u32,
+    /// `max_lb_vms`.
+    pub max_vms: u32,
+    /// `agent_port`.
+    pub agent_port: u16,
+    /// `lb_api_agent_port`: the heartbeat receiver's port on the management network.
+    pub heartbeat_port: u16,
+    /// Agent heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// A VM silent this long is failed over.
+    pub silent_after: Duration,
+    /// `base_as_number`.
+    pub base_as_number: u32,
+    /// `default_maxconn`.
+    pub default_maxconn: u32,
+    /// `ceilometer_pps_threshold`.
+    pub pps_threshold: u64,
+    /// `ceilometer_period` (seconds).
+    pub alarm_period_secs: u32,
+    /// `ceilometer_evaluation_periods`.
+    pub alarm_evaluation_periods: u32,
+    /// Evaluate alarms this often instead of every `alarm_period_secs` (demo, tests).
+    pub alarm_period_override: Option<Duration>,
+    /// `kinx_office_ip`.
+    pub office_cidr: Option<ipnet::IpNet>,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            lab: LabConfig::default(),
+            teardown_on_stop: false,
+            vm_count: 2,
+            max_vms: 4,
+            agent_port: 62000,
+            heartbeat_port: 6543,
+            heartbeat_interval: Duration::from_secs(1),
+            silent_after: Duration::from_secs(3),
+            base_as_number: 10000,
+            default_maxconn: klb_proto::DEFAULT_MAXCONN,
+            pps_threshold: 20000,
+            alarm_period_secs: 60,
+            alarm_evaluation_periods: 3,
+            alarm_period_override: None,
+            office_cidr: None,
+        }
+    }
+}
+
+/// Everything the plane needs.
+pub struct PlaneConfig {
+    /// API listen address (port 0 picks a free one).
+    pub api_bind: SocketAddr,
+    /// Store URL.
+    pub database_url: String,
+    /// Directory for klb's CA, keys and the flow database.
+    pub state_dir: PathBuf,
+    /// API authentication.
+    pub auth: Arc<dyn Authenticator>,
+    /// The provider.
+    pub cloud: CloudChoice,
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    api_addr: SocketAddr,
+    store: Store,
+    local: Option<(LocalCloud, bool)>,
+    reports: Option<Reports>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    /// Opens the store, builds the provider and starts every loop.
+    pub async fn start(config: PlaneConfig) -> Result<ControlPlane, PlaneError> {
+        let store = Store::open(&config.database_url).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut state = AppState::new(store.clone(), config.auth.clone());
+        let extra = axum::Router::new();
+        let mut local = None;
+        let mut reports = None;
+
+        match &config.cloud {
+            CloudChoice::Noop => {
+                let worker = klb_api::provider::NoopProvider::new(store.clone());
+                tasks.push(tokio::spawn(worker.run(wait_stop(stop_rx.clone()))));
+            }
+            CloudChoice::Local(settings) => {
+                let started = start_local(&config, settings, &store, &stop_rx, &mut tasks).await?;
+                state.network = Arc::new(LocalVipNetwork {
+                    plan: settings.lab.plan.clone(),
+                });
+                reports = Some(started.reports);
+                local = Some((started.cloud, settings.teardown_on_stop));
+            }
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.api_bind)
+            .await
+            .map_err(|source| PlaneError::Listen {
+                addr: config.api_bind,
+                source,
+            })?;
+        let api_addr = listener.local_addr().map_err(|source| PlaneError::Listen {
+            addr: config.api_bind,
+            source,
+        })?;
+        let app = extra.merge(klb_api::router(state));
+        let shutdown = wait_stop(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %err, "API server failed");
+            }
+        }));
+        tracing::info!(%api_addr, backend = ?store.backend(), "control plane started");
+        Ok(ControlPlane {
+            api_addr,
+            store,
+            local,
+            reports,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where the API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The local cloud, when that is the provider.
+    pub fn local_cloud(&self) -> Option<&LocalCloud> {
+        self.local.as_ref().map(|(cloud, _)| cloud)
+    }
+
+    /// The latest heartbeats (local cloud only).
+    pub fn reports(&self) -> Option<&Reports> {
+        self.reports.as_ref()
+    }
+
+    /// Stops every loop; with `teardown_on_stop`, removes the local cloud too.
+    pub async fn stop(self) -> Result<(), PlaneError> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a control-plane task did not stop within 10 s");
+            }
+        }
+        if let Some((cloud, teardown)) = self.local {
+            if teardown {
+                cloud.shutdown().await?;
+            } else {
+                cloud.detach().await;
+            }
+        }
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+fn wait_stop(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+}
+
+struct LocalStarted {
+    cloud: LocalCloud,
+    reports: Reports,
+}
+
+async fn start_local(
+    config: &PlaneConfig,
+    settings: &LocalSettings,
+    store: &Store,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<LocalStarted, PlaneError> {
+    let dir = &config.state_dir;
+    std::fs::create_dir_all(dir).map_err(|source| PlaneError::File {
+        what: "creating the state dir",
+        path: dir.clone(),
+        source,
+    })?;
+    let ca = Arc::new(load_or_create_ca(dir)?);
+    let hmac_secret = load_or_create_secret(dir, "heartbeat.key")?;
+    let webhook_token = load_or_create_secret(dir, "alarm-webhook.token")?;
+    let plane_cert = ca.issue("klb-control-plane", CertKind::Client, &[])?;
+    let client = AgentClient::new(AgentClientConfig {
+        ca_pem: ca.cert_pem().to_owned(),
+        cert_pem: plane_cert.cert_pem,
+        key_pem: plane_cert.key_pem,
+        auth: None,
+        timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(2),
+    })?;
+
+    let plan = settings.lab.plan.clone();
+    let bootstrap = AgentBootstrap::new(
+        ca.clone(),
+        settings.agent_port,
+        settings.heartbeat_port,
+        hmac_secret.clone(),
+        settings.heartbeat_interval.as_millis() as u64,
+    );
+    let (cloud, adopted) = LocalCloud::open(LocalCloudConfig {
+        lab: settings.lab.clone(),
+        state_file: None,
+        agent: Some(AgentLaunch::klb_agent()?),
+        bootstrap: Some(Arc::new(bootstrap)),
+        alarm_period_override: settings.alarm_period_override,
+        teardown_on_drop: settings.teardown_on_stop,
+    })
+    .await?;
+    tracing::info!(?adopted, "local cloud ready");
+
+    // Heartbeats arrive on the host's management address.
+    let health = Arc::new(HealthConfig {
+        hmac_key: HmacKey::new(hmac_secret.as_bytes()),
+        max_age: Duration::from_secs(10),
+        silent_after: settings.silent_after,
+        tick: Duration::from_millis(500),
+        failover: true,
+    });
+    let reports = Reports::default();
+    let hb_addr = SocketAddr::new(IpAddr::V4(plan.host_mgmt_addr()), settings.heartbeat_port);
+    let hb_listener = tokio::net::TcpListener::bind(hb_addr)
+        .await
+        .map_err(|source| PlaneError::Listen {
+            addr: hb_addr,
+            source,
+        })?;
+    // The alarm webhook listens there too: the evaluator (like Aodh) reaches the control plane
+    // on the management network.
+    let hb_app = klb_health::router(reports.clone(), health.clone())
+        .merge(webhook::router(store.clone(), webhook_token.clone()));
+    let shutdown = wait_stop(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = axum::serve(hb_listener, hb_app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %err, "heartbeat receiver failed");
+        }
+    }));
+    let manager = HealthManager::new(store.clone(), reports.clone(), health);
+    tasks.push(tokio::spawn(manager.run(stop_rx.clone())));
+
+    // The flows.
+    let db = Db::connect(&flow_db_url(&config.database_url, dir)).await?;
+    db.migrate().await?;
+    let mut lb_config = LbConfig::example(
+        &plan::MGMT_NETWORK_ID.to_string(),
+        &plan::L3_NETWORK_ID.to_string(),
+    );
+    lb_config.agent_port = settings.agent_port;
+    lb_config.office_cidr = settings.office_cidr;
+    lb_config.pps_threshold = settings.pps_threshold;
+    lb_config.alarm_period_secs = settings.alarm_period_secs;
+    lb_config.alarm_evaluation_periods = settings.alarm_evaluation_periods;
+    lb_config.default_vm_count = settings.vm_count;
+    lb_config.heartbeat_endpoint = hb_addr.to_string();
+    lb_config.alarm_webhook_url = format!(
+        "http://{}:{}{}?token={webhook_token}",
+        plan.host_mgmt_addr(),
+        settings.heartbeat_port,
+        webhook::PATH
+    );
+    let data_plane = DataPlane {
+        base_as_number: settings.base_as_number,
+        l3_router_as_number: settings.lab.l3_router_as,
+        gateways: vec![
+            IpAddr::V4(plan.gw_l3_addr(1)),
+            IpAddr::V4(plan.gw_l3_addr(2)),
+        ],
+        bfd: true,
+        default_maxconn: settings.default_maxconn,
+        peer_port: 1025,
+    };
+    let env = LbEnv {
+        cloud: cloud.cloud(Arc::new(HttpAgents::new(client))),
+        config: lb_config,
+        backend: Arc::new(StoreBackend::new(store.clone(), data_plane)),
+    };
+    let engine = Engine::new(db, Arc::new(env), lb::flows(), EngineConfig::default())
+        .with_finish_hook(Arc::new(SettleHook::new(store.clone())));
+    let worker = engine.worker(4);
+    let shutdown = wait_stop(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = worker.run(shutdown).await {
+            tracing::error!(error = %err, "flow worker failed");
+        }
+    }));
+    let provider = FlowProvider::new(
+        store.clone(),
+        engine,
+        ProviderConfig {
+            vm_count: settings.vm_count,
+            max_vms: settings.max_vms,
+            default_vip_network: plan::VIP_NETWORK_ID.to_string(),
+            job_lease: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(500),
+        },
+    );
+    tasks.push(tokio::spawn(provider.run(stop_rx.clone())));
+
+    Ok(LocalStarted { cloud, reports })
+}
+
+/// The flow engine's tables live beside the store's: the same PostgreSQL database, or a
+/// sibling SQLite file (one writer per file keeps SQLite contention away from the API).
+fn flow_db_url(store_url: &str, state_dir: &std::path::Path) -> String {
+    if store_url.starts_with("postgres") {
+        store_url.to_owned()
+    } else {
+        format!("sqlite://{}?mode=rwc", state_dir.join("flows.db").display())
+    }
+}
+
+fn load_or_create_ca(dir: &std::path::Path) -> Result<Ca, PlaneError> {
+    let ca_dir = dir.join("ca");
+    match Ca::load(&ca_dir) {
+        Ok(ca) => Ok(ca),
+        Err(_) => {
+            let ca = Ca::generate("klb local CA")?;
+            ca.save(&ca_dir)?;
+            Ok(ca)
+        }
+    }
+}
+
+/// A random secret kept in `dir/name` (mode 0600) so restarts keep talking to adopted VMs.
+fn load_or_create_secret(dir: &std::path::Path, name: &str) -> Result<String, PlaneError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && text.trim().len() >= 16
+    {
+        return Ok(text.trim().to_owned());
+    }
+    let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let file_err = |source| PlaneError::File {
+        what: "writing a secret",
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(file_err)?;
+    file.write_all(secret.as_bytes()).map_err(file_err)?;
+    Ok(secret)
+}
+
+/// VIPs on the local cloud's VIP subnet (the stable ids the docs name).
+struct LocalVipNetwork {
+    plan: klb_local::AddressPlan,
+}
+
+impl VipNetwork for LocalVipNetwork {
+    fn allocate_vip(&self, lb_id: Uuid, request: &VipRequest) -> Result<Vip, String> {
+        if let Some(subnet) = request.subnet_id
+            && subnet != plan::VIP_SUBNET_ID
+        {
+            return Err(format!("Subnet {subnet} not found."));
+        }
+        if let Some(network) = request.network_id
+            && network != plan::VIP_NETWORK_ID
+        {
+            return Err(format!("Network {network} not found."));
+        }
+        if request.port_id.is_some() {
+            return Err("Validation failure: vip_port_id is not supported by the local cloud; use vip_subnet_id.".to_owned());
+        }
+        let address = match request.address {
+            Some(IpAddr::V4(a)) if self.plan.vip_subnet.contains(&a) => IpAddr::V4(a),
+            Some(other) => {
+                return Err(format!(
+                    "Validation failure: VIP address {other} is not in subnet {}.",
+                    self.plan.vip_subnet
+                ));
+            }
+            None => {
+                let hosts = (1u32 << (32 - self.plan.vip_subnet.prefix_len())) - 32;
+                let n = 16 + (lb_id.as_u128() % u128::from(hosts)) as u32;
+                IpAddr::V4(self.plan.vip(n).map_err(|e| e.to_string())?)
+            }
+        };
+        Ok(Vip {
+            address,
+            port_id: Uuid::new_v4(),
+            subnet_id: plan::VIP_SUBNET_ID,
+            network_id: plan::VIP_NETWORK_ID,
+        })
+    }
+}
