@@ -73,7 +73,12 @@ pub async fn run_flow_bench(
         poll_interval: Duration::from_millis(50),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(db, Arc::new(env), lb::flows(), config);
+    let engine = Engine::new(
+        db,
+        Arc::new(env),
+        lb::flows_with(lb::FlowTiming::fast()),
+        config,
+    );
     let run_tag = uuid::Uuid::new_v4().simple().to_string();
     let start = Instant::now();
     let mut ids = Vec::with_capacity(bench.flows as usize);

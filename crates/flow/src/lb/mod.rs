@@ -256,8 +256,69 @@ impl LbInput {
     }
 }
 
-/// All LB flows. Each reads like the seed's list.
+/// How a step waits for the cloud (VM boot, VM deletion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Polling {
+    /// Delay between two looks.
+    pub interval: Duration,
+    /// Give up (and revert) after this long.
+    pub timeout: Duration,
+}
+
+impl Polling {
+    pub(crate) fn max_polls(&self) -> u32 {
+        let n = self.timeout.as_millis() / self.interval.as_millis().max(1);
+        n.clamp(1, u32::MAX as u128) as u32
+    }
+}
+
+/// Waiting behaviour of the LB flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowTiming {
+    /// Waiting for new VMs to become `ACTIVE`.
+    pub boot: Polling,
+    /// Waiting for deleted VMs to disappear.
+    pub vm_delete: Polling,
+}
+
+impl FlowTiming {
+    /// For Nova: VMs take tens of seconds to boot; give up after 15 minutes.
+    pub fn cloud() -> Self {
+        Self {
+            boot: Polling {
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(900),
+            },
+            vm_delete: Polling {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(300),
+            },
+        }
+    }
+
+    /// For the fake and the local cloud: look often.
+    pub fn fast() -> Self {
+        Self {
+            boot: Polling {
+                interval: Duration::from_millis(20),
+                timeout: Duration::from_secs(60),
+            },
+            vm_delete: Polling {
+                interval: Duration::from_millis(20),
+                timeout: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+/// All LB flows with [`FlowTiming::cloud`].
 pub fn flows() -> Vec<Flow<LbEnv>> {
+    flows_with(FlowTiming::cloud())
+}
+
+/// All LB flows. Each reads like the seed's list.
+pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
+    let boot = timing.boot;
     vec![
         // The seed's "Create Loadbalancer", in its order.
         Flow::new(kind::CREATE_LB)
@@ -267,7 +328,7 @@ pub fn flows() -> Vec<Flow<LbEnv>> {
             .step(EnsureServerGroup)
             .step(CreateVms)
             .step(RecordLb { name: "record_vms" })
-            .step(WaitVmsActive)
+            .step(WaitVmsActive { poll: boot })
             .step(EnsureAlarm { owned: true })
             .step(RecordLb {
                 name: "record_alarm",
@@ -276,7 +337,9 @@ pub fn flows() -> Vec<Flow<LbEnv>> {
             .step(PushDesiredState),
         Flow::new(kind::DELETE_LB)
             .step(DeleteAlarm)
-            .step(DeleteAllVms)
+            .step(DeleteAllVms {
+                poll: timing.vm_delete,
+            })
             .step(DeleteVip)
             .step(DeleteServerGroup)
             .step(DeleteSecurityGroup)
@@ -295,7 +358,7 @@ pub fn flows() -> Vec<Flow<LbEnv>> {
             .step(DeleteVms)
             .step(CreateVms)
             .step(RecordLb { name: "record_vms" })
-            .step(WaitVmsActive)
+            .step(WaitVmsActive { poll: boot })
             .step(SetVipAddressPairs)
             .step(EnsureAlarm { owned: false })
             .step(PushDesiredState),
@@ -303,7 +366,7 @@ pub fn flows() -> Vec<Flow<LbEnv>> {
             .step(ResolveNetworks)
             .step(CreateVms)
             .step(RecordLb { name: "record_vms" })
-            .step(WaitVmsActive)
+            .step(WaitVmsActive { poll: boot })
             .step(SetVipAddressPairs)
             .step(EnsureAlarm { owned: false })
             .step(PushDesiredState),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
@@ -13,7 +14,7 @@ use klb_cloud::{
     ServerSpec, ServerStatus, names,
 };
 
-use super::{LbEnv, LbInput, LbResources, Vm};
+use super::{LbEnv, LbInput, LbResources, Polling, Vm};
 use crate::{Step, StepCtx, StepError};
 
 type Ctx<'a> = StepCtx<'a, LbEnv>;
@@ -437,7 +438,9 @@ impl Step<LbEnv> for RecordLb {
 }
 
 /// Wait until the VMs of `vm_indices` are `ACTIVE` (a VM in `ERROR` fails the run).
-pub struct WaitVmsActive;
+pub struct WaitVmsActive {
+    pub poll: Polling,
+}
 
 #[async_trait]
 impl Step<LbEnv> for WaitVmsActive {
@@ -445,8 +448,12 @@ impl Step<LbEnv> for WaitVmsActive {
         "wait_vms_active"
     }
 
-    fn poll_interval(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(20)
+    fn poll_interval(&self) -> Duration {
+        self.poll.interval
+    }
+
+    fn max_polls(&self) -> u32 {
+        self.poll.max_polls()
     }
 
     async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
@@ -723,7 +730,9 @@ impl Step<LbEnv> for DeleteAlarm {
 }
 
 /// Delete every VM of the LB (by metadata, so half-created ones go too) and wait until gone.
-pub struct DeleteAllVms;
+pub struct DeleteAllVms {
+    pub poll: Polling,
+}
 
 #[async_trait]
 impl Step<LbEnv> for DeleteAllVms {
@@ -731,8 +740,12 @@ impl Step<LbEnv> for DeleteAllVms {
         "delete_all_vms"
     }
 
-    fn poll_interval(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(20)
+    fn poll_interval(&self) -> Duration {
+        self.poll.interval
+    }
+
+    fn max_polls(&self) -> u32 {
+        self.poll.max_polls()
     }
 
     async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {

@@ -419,3 +419,55 @@ async fn shutdown_releases_leases() {
     w2.abort();
     assert_eq!(r.state, RunState::Completed);
 }
+
+/// A worker whose lease was taken (it stalled past the TTL, another node took over) stops
+/// touching the run: no further step, no write. When the other owner goes away, the run
+/// resumes from the last committed step.
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_stops() {
+    let t = setup().await;
+    t.plan("b", &[Outcome::Sleep(Duration::from_millis(600))])
+        .await;
+    let id = t
+        .engine
+        .submit(RunRequest::new("abc", "k", 0).unwrap())
+        .await
+        .unwrap();
+    let w = tokio::spawn(t.engine.worker(1).run(std::future::pending()));
+    for _ in 0..2000 {
+        if t.log().await.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let far = klb_flow::db::now_ms() + 3_600_000;
+    t.engine
+        .db()
+        .execute_raw(&format!(
+            "UPDATE flow_runs SET lease_owner = 'thief', lease_until = {far} WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = t.engine.db().run(&id).await.unwrap().unwrap();
+    assert_eq!(
+        r.step, 1,
+        "the old owner committed nothing after losing the lease"
+    );
+    assert_eq!(t.log().await, ["k:exec:a", "k:exec:b"]);
+    // The thief dies: its lease expires and the run is resumed at b.
+    t.engine
+        .db()
+        .execute_raw(&format!(
+            "UPDATE flow_runs SET lease_until = 0 WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    let r = t.engine.wait(&id, Duration::from_secs(20)).await.unwrap();
+    w.abort();
+    assert_eq!(r.state, RunState::Completed);
+    assert_eq!(
+        t.log().await,
+        ["k:exec:a", "k:exec:b", "k:exec:b", "k:exec:c"]
+    );
+}

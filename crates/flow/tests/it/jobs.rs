@@ -46,10 +46,15 @@ async fn setup() -> Setup {
         config: LbConfig::example("lb-mgmt-net", "lb-l3-net"),
         backend: Arc::new(FakeBackend::new()),
     };
-    let engine = Engine::new(db, Arc::new(env), lb::flows(), EngineConfig::for_tests())
-        .with_finish_hook(Arc::new(SettleJobs {
-            store: store.clone(),
-        }));
+    let engine = Engine::new(
+        db,
+        Arc::new(env),
+        lb::flows_with(lb::FlowTiming::fast()),
+        EngineConfig::for_tests(),
+    )
+    .with_finish_hook(Arc::new(SettleJobs {
+        store: store.clone(),
+    }));
     Setup {
         _dir: dir,
         store,

@@ -75,7 +75,12 @@ impl Harness {
             config: LbConfig::example("lb-mgmt-net", "lb-l3-net"),
             backend: backend.clone(),
         };
-        let engine = Engine::new(db.clone(), Arc::new(env), lb::flows(), config);
+        let engine = Engine::new(
+            db.clone(),
+            Arc::new(env),
+            lb::flows_with(lb::FlowTiming::fast()),
+            config,
+        );
         Harness {
             _dir: dir,
             db,
