@@ -114,6 +114,8 @@ pub struct Haproxy {
     config: HaproxyConfig,
     running: Option<Running>,
     log: Arc<Mutex<VecDeque<String>>>,
+    /// `false` while draining: frontends are disabled, also after every reload.
+    accepting: bool,
 }
 
 /// Lines of HAProxy's stderr kept for error messages.
@@ -126,6 +128,7 @@ impl Haproxy {
             config,
             running: None,
             log: Arc::new(Mutex::new(VecDeque::new())),
+            accepting: true,
         }
     }
 
@@ -184,6 +187,7 @@ impl Haproxy {
         let Some(running) = &self.running else {
             rename(&candidate, &live).await?;
             self.spawn(state, plan).await?;
+            self.enforce_accepting().await?;
             return Ok(ApplyReply {
                 version: state.version,
                 method: ApplyMethod::Start,
@@ -206,10 +210,44 @@ impl Haproxy {
             }
         }
         self.reload(&candidate, state, plan).await?;
+        // A reload starts a fresh worker with every frontend enabled.
+        self.enforce_accepting().await?;
         Ok(ApplyReply {
             version: state.version,
             method: ApplyMethod::Reload,
         })
+    }
+
+    /// Drain (`false`: every frontend stops accepting new connections; established ones
+    /// finish) or resume (`true`). Remembered across reloads and restarts.
+    pub async fn set_accepting(&mut self, accepting: bool) -> Result<(), ApplyError> {
+        self.accepting = accepting;
+        self.apply_accepting(accepting).await
+    }
+
+    /// Whether frontends accept new connections (see [`Haproxy::set_accepting`]).
+    pub fn accepting(&self) -> bool {
+        self.accepting
+    }
+
+    async fn enforce_accepting(&self) -> Result<(), ApplyError> {
+        if self.accepting {
+            Ok(())
+        } else {
+            self.apply_accepting(false).await
+        }
+    }
+
+    async fn apply_accepting(&self, accepting: bool) -> Result<(), ApplyError> {
+        let Some(r) = &self.running else {
+            return Ok(());
+        };
+        let verb = if accepting { "enable" } else { "disable" };
+        let sock = self.config.paths.admin_socket();
+        for f in &r.plan.frontends {
+            runtime::expect(&sock, &format!("{verb} frontend {f}"), &[]).await?;
+        }
+        Ok(())
     }
 
     /// Current statistics from `show stat`.

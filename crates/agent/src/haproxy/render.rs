@@ -196,6 +196,8 @@ pub struct Plan {
     pub servers: BTreeMap<String, Vec<Server>>,
     /// Certificates, crt-lists and scripts the config refers to.
     pub files: Vec<AuxFile>,
+    /// Frontend names (listener ids), for `disable frontend` when draining.
+    pub frontends: Vec<String>,
 }
 
 /// Renders `haproxy.cfg` for `state`.
@@ -240,6 +242,7 @@ struct Renderer<'a> {
     skeleton: String,
     servers: BTreeMap<String, Vec<Server>>,
     files: Vec<AuxFile>,
+    frontends: Vec<String>,
     written_certs: BTreeSet<String>,
     ping: bool,
 }
@@ -260,6 +263,7 @@ impl<'a> Renderer<'a> {
             skeleton: String::new(),
             servers: BTreeMap::new(),
             files: Vec::new(),
+            frontends: Vec::new(),
             written_certs: BTreeSet::new(),
             ping: false,
         }
@@ -326,6 +330,7 @@ impl<'a> Renderer<'a> {
             skeleton: self.skeleton,
             servers: self.servers,
             files: self.files,
+            frontends: self.frontends,
         })
     }
 
@@ -673,6 +678,7 @@ impl<'a> Renderer<'a> {
     fn frontend(&mut self, l: &'a Listener) -> Result<(), RenderError> {
         let http = listener_http(l.protocol);
         emit!(self, "frontend {}", l.id);
+        self.frontends.push(l.id.clone());
         emit!(self, "    mode {}", if http { "http" } else { "tcp" });
         emit!(
             self,

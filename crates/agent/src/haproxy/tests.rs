@@ -332,3 +332,52 @@ async fn kh_stale_and_unchanged_versions() {
     assert_eq!(lab.haproxy.running_version(), Some(2));
     lab.haproxy.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_benches_run_and_report() {
+    if !have_haproxy() {
+        return;
+    }
+    // No timing assertions (shared machine): only that the benches measure what they claim.
+    let m = super::bench::bench_member_change(Path::new(HAPROXY), 30)
+        .await
+        .unwrap();
+    eprintln!("member change -> visible: {m:?}");
+    assert_eq!(m.changes, 30);
+    assert_eq!(
+        m.runtime_applied, 30,
+        "every member change went through the runtime API"
+    );
+    assert!(m.p50_ms > 0.0 && m.p50_ms <= m.p99_ms && m.p99_ms <= m.max_ms);
+    let r = super::bench::bench_reload_under_load(Path::new(HAPROXY), 5, 2000, PACE)
+        .await
+        .unwrap();
+    eprintln!(
+        "reload under load: {} reloads, {} sent, {} failed, reload p50 {:.1} ms, max {:.1} ms",
+        r.reloads, r.load.sent, r.load.failed, r.reload_p50_ms, r.reload_max_ms
+    );
+    assert_eq!(r.reloads, 5);
+    assert_eq!(r.load.failed, 0, "{:?}", r.load);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_drain_disables_frontends_and_survives_reload() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 1).await.unwrap();
+    lab.haproxy.set_accepting(false).await.unwrap();
+    let load = run_load(lab.frontend, 4, 1, Duration::from_secs(10)).await;
+    assert_eq!(load.failed, 4, "draining refuses new connections: {load:?}");
+    let method = lab
+        .change(|s| s.listeners[0].timeout_client_data = 1234)
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Reload);
+    let load = run_load(lab.frontend, 4, 1, Duration::from_secs(10)).await;
+    assert_eq!(load.failed, 4, "still draining after the reload: {load:?}");
+    lab.haproxy.set_accepting(true).await.unwrap();
+    let load = run_load(lab.frontend, 20, 2, Duration::from_secs(10)).await;
+    assert_eq!(load.failed, 0, "{load:?}");
+    lab.haproxy.stop().await.unwrap();
+}

@@ -886,7 +886,7 @@ mod injection {
             let benign_plan = plan(&reference, &paths).expect("benign state renders");
             let Ok(p) = plan(&s, &paths) else { return Ok(()) };
             let n = ACCEPTED.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % 50 == 0 {
+            if n.is_multiple_of(50) {
                 eprintln!("{n} property cases passed validation");
             }
             prop_assert!(!text::has_control(&p.config.replace('\n', "")), "control character rendered for {v:?}");
