@@ -82,6 +82,8 @@ pub struct AppState {
     pub network: Arc<dyn provider::VipNetwork>,
     /// TLS container checks.
     pub certs: Arc<dyn provider::CertManager>,
+    /// Quota limits.
+    pub quotas: Arc<dyn provider::QuotaLimits>,
     /// Settings.
     pub config: Arc<ApiConfig>,
 }
@@ -96,6 +98,7 @@ impl AppState {
             policy: Arc::new(ScopePolicy),
             network: Arc::new(provider::NoopNetwork),
             certs: Arc::new(provider::NoopCertManager),
+            quotas: Arc::new(provider::Unlimited),
             config: Arc::new(ApiConfig::default()),
         }
     }
@@ -124,8 +127,6 @@ pub fn router(state: AppState) -> Router {
             }
             let request_id = format!("req-{}", uuid::Uuid::new_v4());
             let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id);
-            let _enter = span.enter();
-            drop(_enter);
             let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert("x-openstack-request-id", v);

@@ -79,6 +79,36 @@ impl CertManager for NoopCertManager {
     }
 }
 
+/// Per-project quota limits (Octavia's `/v2/quotas`). The API counts objects inside the
+/// writer's transaction and answers 403 `Quota has been met for resources: <Resource>` when a
+/// create would exceed the limit.
+#[async_trait::async_trait]
+pub trait QuotaLimits: Send + Sync + 'static {
+    /// The limit of `kind` objects for `project_id`: `None` or a negative number = unlimited.
+    async fn limit(
+        &self,
+        store: &Store,
+        project_id: &str,
+        kind: klb_model::Kind,
+    ) -> Result<Option<i64>, crate::ApiError>;
+}
+
+/// No limits (the default until quotas are configured).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unlimited;
+
+#[async_trait::async_trait]
+impl QuotaLimits for Unlimited {
+    async fn limit(
+        &self,
+        _: &Store,
+        _: &str,
+        _: klb_model::Kind,
+    ) -> Result<Option<i64>, crate::ApiError> {
+        Ok(None)
+    }
+}
+
 /// A provider worker that settles every job as a success right away, so `PENDING_*` becomes
 /// `ACTIVE` (or the object disappears on delete). Operating statuses are left as created
 /// (`OFFLINE`, members `NO_MONITOR`): nothing is measured.

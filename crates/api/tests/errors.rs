@@ -340,3 +340,49 @@ async fn projects_are_isolated() {
         .expect(200);
     assert_eq!(list["loadbalancers"].as_array().unwrap().len(), 1);
 }
+
+struct OneOfEach;
+
+#[async_trait::async_trait]
+impl klb_api::provider::QuotaLimits for OneOfEach {
+    async fn limit(
+        &self,
+        _: &klb_store::Store,
+        project: &str,
+        _: klb_model::Kind,
+    ) -> Result<Option<i64>, klb_api::ApiError> {
+        Ok((project == PROJECT).then_some(1))
+    }
+}
+
+#[tokio::test]
+async fn quotas_are_enforced() {
+    let app = App::new_with(|mut s| {
+        s.quotas = std::sync::Arc::new(OneOfEach);
+        s
+    })
+    .await;
+    let lb = app.lb().await;
+    app.post(LBS, json!({"loadbalancer": {"vip_subnet_id": SUBNET}}))
+        .await
+        .fault(403, "Quota has been met for resources: Load Balancer");
+    let pool = app.pool(&lb, None).await;
+    let path = format!("/v2/lbaas/pools/{pool}/members");
+    app.put(&path, json!({"members": [{"address": "192.0.2.1", "protocol_port": 80}, {"address": "192.0.2.2", "protocol_port": 80}]}))
+        .await
+        .fault(403, "Quota has been met for resources: Member");
+    app.put(
+        &path,
+        json!({"members": [{"address": "192.0.2.1", "protocol_port": 80}]}),
+    )
+    .await
+    .expect(202);
+    // Another project is not limited.
+    let body = json!({"loadbalancer": {"vip_subnet_id": SUBNET}}).to_string();
+    app.call("POST", LBS, Some(&body), Some("p-gamma"))
+        .await
+        .expect(201);
+    app.call("POST", LBS, Some(&body), Some("p-gamma"))
+        .await
+        .expect(201);
+}

@@ -65,6 +65,11 @@ impl Resp {
 
 impl App {
     pub async fn new() -> App {
+        App::new_with(|s| s).await
+    }
+
+    /// An app whose state is adjusted by `f` (e.g. to plug another seam in).
+    pub async fn new_with(f: impl FnOnce(AppState) -> AppState) -> App {
         let (store, dir) = if let Ok(base) = std::env::var("KLB_TEST_POSTGRES_URL") {
             sqlx::any::install_default_drivers();
             let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
@@ -93,7 +98,7 @@ impl App {
             }),
         );
         App {
-            router: klb_api::router(state),
+            router: klb_api::router(f(state)),
             store,
             _dir: dir,
         }

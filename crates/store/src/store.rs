@@ -560,6 +560,32 @@ impl WriteTx {
         self.list(&q).await?.iter().map(Document::decode).collect()
     }
 
+    /// Number of documents matching `q` (ignores `after`, `descending` and `limit`); used for
+    /// quota checks inside the writer's transaction.
+    pub async fn count(&mut self, q: &ListQuery) -> Result<i64, StoreError> {
+        let mut sql = String::from("SELECT COUNT(*) FROM resources WHERE kind = $1");
+        let mut binds: Vec<&str> = vec![q.kind.as_str()];
+        for (col, v) in [
+            ("project_id", &q.project_id),
+            ("loadbalancer_id", &q.loadbalancer_id),
+            ("parent_id", &q.parent_id),
+            ("ref_id", &q.ref_id),
+        ] {
+            if let Some(v) = v {
+                binds.push(v.as_str());
+                sql.push_str(&format!(" AND {col} = ${}", binds.len()));
+            }
+        }
+        if !q.include_deleted {
+            sql.push_str(" AND (provisioning_status IS NULL OR provisioning_status <> 'DELETED')");
+        }
+        let mut stmt = sqlx::query_scalar::<_, i64>(&sql);
+        for b in binds {
+            stmt = stmt.bind(b);
+        }
+        stmt.fetch_one(&mut *self.tx).await.map_err(query("count"))
+    }
+
     /// Relation rows inside the transaction.
     pub async fn relations(&mut self, ids: &[String]) -> Result<Vec<Relation>, StoreError> {
         relations_on(&mut *self.tx, ids).await

@@ -299,3 +299,36 @@ pub fn check_certs(state: &AppState, project: &str, refs: &[&str]) -> ApiResult<
         .check_refs(project, refs)
         .map_err(|bad| ApiError::BadRequest(format!("Could not retrieve certificate: {bad:?}")))
 }
+
+/// Refuses a create that would take `project_id` over its quota of `kind` (403).
+pub async fn check_quota(
+    state: &AppState,
+    tx: &mut WriteTx,
+    project_id: &str,
+    kind: Kind,
+    adding: i64,
+) -> ApiResult<()> {
+    if adding <= 0 {
+        return Ok(());
+    }
+    let Some(limit) = state
+        .quotas
+        .limit(&state.store, project_id, kind)
+        .await?
+        .filter(|l| *l >= 0)
+    else {
+        return Ok(());
+    };
+    let q = klb_store::ListQuery {
+        kind: kind.as_str().to_owned(),
+        project_id: Some(project_id.to_owned()),
+        ..Default::default()
+    };
+    if tx.count(&q).await? + adding > limit {
+        return Err(ApiError::ForbiddenWith(format!(
+            "Quota has been met for resources: {}",
+            kind.display_name()
+        )));
+    }
+    Ok(())
+}

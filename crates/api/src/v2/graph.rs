@@ -229,6 +229,50 @@ impl Graph {
         self.listeners.is_empty() && self.pools.is_empty()
     }
 
+    /// Quota checks for every kind in the graph.
+    pub async fn check_quotas(
+        &self,
+        state: &AppState,
+        tx: &mut WriteTx,
+        project_id: &str,
+    ) -> ApiResult<()> {
+        use super::common::check_quota;
+        check_quota(
+            state,
+            tx,
+            project_id,
+            Kind::Listener,
+            self.listeners.len() as i64,
+        )
+        .await?;
+        check_quota(state, tx, project_id, Kind::Pool, self.pools.len() as i64).await?;
+        check_quota(
+            state,
+            tx,
+            project_id,
+            Kind::HealthMonitor,
+            self.monitors.len() as i64,
+        )
+        .await?;
+        check_quota(
+            state,
+            tx,
+            project_id,
+            Kind::Member,
+            self.members.len() as i64,
+        )
+        .await?;
+        check_quota(
+            state,
+            tx,
+            project_id,
+            Kind::L7Policy,
+            self.policies.len() as i64,
+        )
+        .await?;
+        check_quota(state, tx, project_id, Kind::L7Rule, self.rules.len() as i64).await
+    }
+
     /// Inserts everything (inside the LB's creation transaction).
     pub async fn insert(&self, tx: &mut WriteTx) -> ApiResult<()> {
         for p in &self.pools {

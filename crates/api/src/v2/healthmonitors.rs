@@ -277,6 +277,7 @@ pub async fn create(
             "This pool already has a health monitor".to_owned(),
         ));
     }
+    check_quota(&state, &mut tx, &h.project_id, Kind::HealthMonitor, 1).await?;
     let listeners = listeners_of_pool(&mut tx, pool.id).await?;
     mark_pending(&mut tx, &mut lb, &listeners).await?;
     tx.insert_resource(&h).await?;

@@ -320,6 +320,7 @@ pub async fn create(
     };
     apply_redirect(&mut p, redirect)?;
     check_pool(&mut tx, &p, &listener).await?;
+    check_quota(&state, &mut tx, &p.project_id, Kind::L7Policy, 1).await?;
     place(&mut tx, &mut p, position).await?;
     mark_pending(&mut tx, &mut lb, &[listener.id]).await?;
     tx.insert_resource(&p).await?;

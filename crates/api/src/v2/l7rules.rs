@@ -185,6 +185,7 @@ pub async fn create(
             policy.id
         )));
     }
+    check_quota(&state, &mut tx, &r.project_id, Kind::L7Rule, 1).await?;
     mark_pending(&mut tx, &mut lb, &[policy.listener_id]).await?;
     tx.insert_resource(&r).await?;
     enqueue(&mut tx, lb.id, JobOp::Create, Kind::L7Rule, r.id).await?;

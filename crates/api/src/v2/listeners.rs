@@ -479,6 +479,7 @@ pub async fn create(
         })
         .await?;
     check_duplicate(&existing, &l)?;
+    check_quota(&state, &mut tx, &l.project_id, Kind::Listener, 1).await?;
     if let Some(pid) = l.default_pool_id {
         let pool: Option<Pool> = tx.get_resource(pid).await?;
         check_default_pool(&l, pool.as_ref(), pid)?;

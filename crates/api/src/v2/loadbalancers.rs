@@ -270,6 +270,8 @@ pub async fn create(
     };
     let graph = super::graph::build(&state, &lb, &listeners, &pools)?;
     let mut tx = state.store.begin().await?;
+    check_quota(&state, &mut tx, &lb.project_id, Kind::LoadBalancer, 1).await?;
+    graph.check_quotas(&state, &mut tx, &lb.project_id).await?;
     tx.insert_resource(&lb).await?;
     graph.insert(&mut tx).await?;
     enqueue(&mut tx, lb.id, JobOp::Create, Kind::LoadBalancer, lb.id).await?;

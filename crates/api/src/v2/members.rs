@@ -238,6 +238,7 @@ pub async fn create(
             m.address, m.protocol_port
         )));
     }
+    check_quota(&state, &mut tx, &m.project_id, Kind::Member, 1).await?;
     let listeners = listeners_of_pool(&mut tx, pool.id).await?;
     mark_pending(&mut tx, &mut lb, &listeners).await?;
     tx.insert_resource(&m).await?;
@@ -363,6 +364,14 @@ pub async fn batch(
     if creates.is_empty() && updates.is_empty() && deletes.is_empty() {
         return Ok(accepted());
     }
+    check_quota(
+        &state,
+        &mut tx,
+        &pool.project_id,
+        Kind::Member,
+        creates.len() as i64 - deletes.len() as i64,
+    )
+    .await?;
     let listeners = listeners_of_pool(&mut tx, pool.id).await?;
     mark_pending(&mut tx, &mut lb, &listeners).await?;
     let stamp = now();

@@ -370,6 +370,7 @@ pub async fn create(
         }
     };
     let p = parse_new(&state, &obj, &lb)?;
+    check_quota(&state, &mut tx, &p.project_id, Kind::Pool, 1).await?;
     let mut listener_ids = Vec::new();
     if let Some(mut l) = listener {
         if l.default_pool_id.is_some() {
