@@ -653,6 +653,8 @@ pub(crate) fn member_ops(old: &Plan, new: &Plan) -> Option<Vec<MemberOp>> {
         let old_servers = &old.servers[backend];
         for n in new_servers {
             match old_servers.iter().find(|o| o.name == n.name) {
+                // HAProxy 2.6 refuses `cookie` on dynamic servers: such adds need a reload.
+                None if !runtime_addable(n) => return None,
                 None => adds.push(MemberOp::Add {
                     backend: backend.clone(),
                     server: n.clone(),
@@ -679,6 +681,11 @@ pub(crate) fn member_ops(old: &Plan, new: &Plan) -> Option<Vec<MemberOp>> {
     }
     adds.extend(removes);
     Some(adds)
+}
+
+/// Whether `add server` accepts this server's options in HAProxy 2.6 (not `cookie`).
+fn runtime_addable(s: &Server) -> bool {
+    !s.options.split(' ').any(|t| t == "cookie")
 }
 
 /// `add server` arguments: the same options as the config line (no `default-server` applies to

@@ -381,3 +381,233 @@ async fn kh_drain_disables_frontends_and_survives_reload() {
     assert_eq!(load.failed, 0, "{load:?}");
     lab.haproxy.stop().await.unwrap();
 }
+
+fn tcp_monitor() -> klb_proto::HealthMonitor {
+    klb_proto::HealthMonitor {
+        id: "hm1".into(),
+        admin_state_up: true,
+        monitor_type: klb_proto::HealthMonitorType::Tcp,
+        delay: 1,
+        timeout: 1,
+        max_retries: 1,
+        max_retries_down: 1,
+        http_method: None,
+        url_path: None,
+        expected_codes: None,
+        http_version: None,
+        domain_name: None,
+    }
+}
+
+/// Polls `show stat` until member `id` of `p1:l1` has `status` (bounded).
+async fn wait_member_status(
+    lab: &Lab,
+    id: &str,
+    status: MemberStatus,
+) -> Vec<(String, MemberStatus)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = lab.haproxy.stats().await.unwrap();
+        let members: Vec<(String, MemberStatus)> = stats
+            .pools
+            .iter()
+            .flat_map(|p| p.members.iter().map(|m| (m.id.clone(), m.status)))
+            .collect();
+        if members.iter().any(|(m, s)| m == id && *s == status)
+            || tokio::time::Instant::now() > deadline
+        {
+            return members;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_runtime_added_members_get_health_checks_cookie_pools_reload() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 1).await.unwrap();
+    let method = lab
+        .change(|s| s.pools[0].health_monitor = Some(tcp_monitor()))
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Reload);
+    let live = lab.add_backend().await.unwrap().addr.port();
+    let dead = free_port().unwrap(); // nothing listens there
+    let lo = "127.0.0.1".parse().unwrap();
+    let method = lab
+        .change(move |s| {
+            s.pools[0].members.push(fixture::member("m1", lo, live));
+            s.pools[0].members.push(fixture::member("m9", lo, dead));
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        method,
+        ApplyMethod::Runtime,
+        "add server with check options, enable health"
+    );
+    let members = wait_member_status(&lab, "m9", MemberStatus::Down).await;
+    assert!(
+        members.contains(&("m9".into(), MemberStatus::Down)),
+        "{members:?}"
+    );
+    let members = wait_member_status(&lab, "m1", MemberStatus::Up).await;
+    assert!(
+        members.contains(&("m1".into(), MemberStatus::Up)),
+        "{members:?}"
+    );
+    // The dead member is never chosen; both live ones serve.
+    let load = run_load(lab.frontend, 40, 2, Duration::from_secs(20)).await;
+    assert_eq!(load.failed, 0, "{load:?}");
+    assert_eq!(load.per_backend.len(), 2, "{load:?}");
+
+    // HTTP_COOKIE pools: HAProxy 2.6 refuses `cookie` on `add server`, so adding a member
+    // reloads; other member changes stay on the runtime API.
+    let cookie = klb_proto::SessionPersistence {
+        persistence_type: klb_proto::SessionPersistenceType::HttpCookie,
+        cookie_name: None,
+        persistence_timeout: None,
+        persistence_granularity: None,
+    };
+    assert_eq!(
+        lab.change(|s| s.pools[0].session_persistence = Some(cookie))
+            .await
+            .unwrap(),
+        ApplyMethod::Reload
+    );
+    let extra = lab.add_backend().await.unwrap().addr.port();
+    let method = lab
+        .change(move |s| s.pools[0].members.push(fixture::member("m2", lo, extra)))
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Reload);
+    let method = lab
+        .change(|s| s.pools[0].members[0].weight = 3)
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Runtime);
+    let load = run_load(lab.frontend, 40, 2, Duration::from_secs(20)).await;
+    assert_eq!(load.failed, 0, "{load:?}");
+    lab.haproxy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_source_ip_port_hash_spreads_and_accepts_runtime_servers() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 3).await.unwrap();
+    let method = lab
+        .change(|s| s.pools[0].lb_algorithm = klb_proto::LbAlgorithm::SourceIpPort)
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Reload);
+    // All clients share 127.0.0.1: only the port can spread them (`balance source` would not).
+    let load = run_load(lab.frontend, 300, 4, Duration::from_secs(30)).await;
+    assert_eq!(load.failed, 0, "{load:?}");
+    assert_eq!(load.per_backend.len(), 3, "{load:?}");
+    assert!(
+        load.per_backend.values().all(|&n| n >= 30),
+        "roughly even: {load:?}"
+    );
+    // Consistent hashing lets `add server` work on a hash backend.
+    let port = lab.add_backend().await.unwrap().addr.port();
+    let lo = "127.0.0.1".parse().unwrap();
+    let method = lab
+        .change(move |s| s.pools[0].members.push(fixture::member("m3", lo, port)))
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Runtime);
+    let load = run_load(lab.frontend, 300, 4, Duration::from_secs(30)).await;
+    assert_eq!(load.failed, 0, "{load:?}");
+    assert!(load.per_backend.contains_key("m3"), "{load:?}");
+    lab.haproxy.stop().await.unwrap();
+}
+
+/// A network namespace deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn create(name: &str) -> Option<Netns> {
+        let ok = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(&["netns", "add", name]) {
+            return None;
+        }
+        let ns = Netns(name.to_owned());
+        ok(&["-n", name, "link", "set", "lo", "up"]).then_some(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_runs_inside_a_network_namespace_via_command_prefix() {
+    if !have_haproxy() {
+        return;
+    }
+    if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        !s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    }) {
+        eprintln!("skipping: needs root for ip netns");
+        return;
+    }
+    let name = format!("kh-ns-{}", std::process::id());
+    let Some(_ns) = Netns::create(&name) else {
+        panic!("ip netns add {name} failed although running as root");
+    };
+    let dir = super::bench::ScratchDir::new("kh-ns").unwrap();
+    let mut cfg = super::HaproxyConfig::new(dir.path());
+    cfg.command_prefix = vec!["ip".into(), "netns".into(), "exec".into(), name.clone()];
+    let mut h = super::Haproxy::new(cfg);
+    // Inside the namespace 127.0.0.1 is the namespace's own loopback; members need not exist.
+    let lo = "127.0.0.1".parse().unwrap();
+    let mut state = fixture::state(
+        lo,
+        vec![fixture::listener(
+            "l1",
+            ListenerProtocol::Http,
+            18080,
+            Some("p1"),
+        )],
+        vec![fixture::pool(
+            "p1",
+            klb_proto::PoolProtocol::Http,
+            klb_proto::LbAlgorithm::RoundRobin,
+            vec![fixture::member("m0", lo, 18081)],
+        )],
+    );
+    state.global.maxconn = 2000;
+    assert_eq!(h.apply(&state).await.unwrap().method, ApplyMethod::Start);
+    let master = h.master_pid().unwrap();
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let theirs = std::fs::read_link(format!("/proc/{master}/ns/net")).unwrap();
+    assert_ne!(ours, theirs, "haproxy (pid {master}) must run in {name}");
+    state.version += 1;
+    state.listeners[0].timeout_client_data = 1000;
+    assert_eq!(h.apply(&state).await.unwrap().method, ApplyMethod::Reload);
+    assert!(
+        h.stats()
+            .await
+            .unwrap()
+            .listeners
+            .iter()
+            .any(|l| l.id == "l1")
+    );
+    h.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pid_alive(master));
+}
