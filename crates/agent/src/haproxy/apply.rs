@@ -184,6 +184,16 @@ impl Haproxy {
             return Err(e);
         }
         let live = self.config.paths.config();
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.peer_name != state.vm.name)
+        {
+            // The local peer name is a command-line argument (`-L`): only a restart changes
+            // it. VM names are fixed for a VM's life, so this is a repair path, not routine.
+            warn!(name = %state.vm.name, "peer name changed, restarting haproxy");
+            self.stop().await?;
+        }
         let Some(running) = &self.running else {
             rename(&candidate, &live).await?;
             self.spawn(state, plan).await?;
@@ -193,7 +203,7 @@ impl Haproxy {
                 method: ApplyMethod::Start,
             });
         };
-        if running.plan.skeleton == plan.skeleton && running.peer_name == state.vm.name {
+        if running.plan.skeleton == plan.skeleton {
             match self.apply_members(&running.plan, &plan).await {
                 Ok(()) => {
                     // The file must match what runs so a later reload keeps the changes.

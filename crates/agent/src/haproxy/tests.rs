@@ -611,3 +611,98 @@ async fn kh_runs_inside_a_network_namespace_via_command_prefix() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!pid_alive(master));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_peers_share_source_ip_stick_table_between_two_lb_processes() {
+    if !have_haproxy() {
+        return;
+    }
+    let backends = [
+        super::bench::Backend::spawn("m0").await.unwrap(),
+        super::bench::Backend::spawn("m1").await.unwrap(),
+    ];
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let (peer_a, peer_b) = (free_port().unwrap(), free_port().unwrap());
+    let peers = vec![
+        klb_proto::Peer {
+            name: "vmA".into(),
+            address: lo,
+            port: peer_a,
+        },
+        klb_proto::Peer {
+            name: "vmB".into(),
+            address: lo,
+            port: peer_b,
+        },
+    ];
+    let mut lbs = Vec::new();
+    for name in ["vmA", "vmB"] {
+        let dir = super::bench::ScratchDir::new("kh-peer").unwrap();
+        let port = free_port().unwrap();
+        let members = backends
+            .iter()
+            .map(|b| fixture::member(&b.name, lo, b.addr.port()))
+            .collect();
+        let mut pool = fixture::pool(
+            "p1",
+            klb_proto::PoolProtocol::Http,
+            klb_proto::LbAlgorithm::RoundRobin,
+            members,
+        );
+        pool.session_persistence = Some(klb_proto::SessionPersistence {
+            persistence_type: klb_proto::SessionPersistenceType::SourceIp,
+            cookie_name: None,
+            persistence_timeout: None,
+            persistence_granularity: None,
+        });
+        let mut state = fixture::state(
+            lo,
+            vec![fixture::listener(
+                "l1",
+                ListenerProtocol::Http,
+                port,
+                Some("p1"),
+            )],
+            vec![pool],
+        );
+        state.global.maxconn = 2000;
+        state.peers = peers.clone();
+        state.vm.name = name.into();
+        let mut h = super::Haproxy::new(super::HaproxyConfig::new(dir.path()));
+        assert_eq!(h.apply(&state).await.unwrap().method, ApplyMethod::Start);
+        lbs.push((h, port, dir));
+    }
+    let a = std::net::SocketAddr::new(lo, lbs[0].1);
+    let load = run_load(a, 10, 1, Duration::from_secs(10)).await;
+    assert_eq!(load.failed, 0, "{load:?}");
+    assert_eq!(
+        load.per_backend.len(),
+        1,
+        "stick on src keeps one member: {load:?}"
+    );
+    // vmB learns the entry from vmA without having seen any traffic.
+    let sock_b = lbs[1].0.paths().admin_socket();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let table = loop {
+        let t = super::runtime::command(&sock_b, "show table p1:l1")
+            .await
+            .unwrap();
+        if t.contains("127.0.0.1") || tokio::time::Instant::now() > deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        table.contains("127.0.0.1") && table.contains("server_id="),
+        "{table}"
+    );
+    let b = std::net::SocketAddr::new(lo, lbs[1].1);
+    let load_b = run_load(b, 10, 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        load_b.per_backend, load.per_backend,
+        "vmB sends the client to the same member"
+    );
+    for (h, _, _) in &mut lbs {
+        h.stop().await.unwrap();
+    }
+}
