@@ -121,7 +121,7 @@ impl Proxy for HaproxyProxy {
 pub mod fake {
     //! An in-memory [`Proxy`] for unit tests: records what it was asked and fails on demand.
 
-    use std::sync::Mutex;
+    use tokio::sync::Mutex;
 
     use super::*;
 
@@ -141,25 +141,25 @@ pub mod fake {
 
     impl FakeProxy {
         /// Versions applied so far, in order.
-        pub fn applied_versions(&self) -> Vec<u64> {
-            self.inner.lock().unwrap().applied.clone()
+        pub async fn applied_versions(&self) -> Vec<u64> {
+            self.inner.lock().await.applied.clone()
         }
 
         /// Last value given to `set_accepting` (None: never called).
-        pub fn accepting(&self) -> Option<bool> {
-            self.inner.lock().unwrap().accepting
+        pub async fn accepting(&self) -> Option<bool> {
+            self.inner.lock().await.accepting
         }
 
         /// Makes the next `apply` fail with `err`.
-        pub fn fail_next_apply(&self, err: ProxyError) {
-            self.inner.lock().unwrap().fail_next_apply = Some(err);
+        pub async fn fail_next_apply(&self, err: ProxyError) {
+            self.inner.lock().await.fail_next_apply = Some(err);
         }
     }
 
     #[async_trait::async_trait]
     impl Proxy for FakeProxy {
         async fn apply(&self, state: &DesiredState) -> Result<ApplyMethod, ProxyError> {
-            let mut inner = self.inner.lock().unwrap();
+            let mut inner = self.inner.lock().await;
             if let Some(err) = inner.fail_next_apply.take() {
                 return Err(err);
             }
@@ -180,11 +180,11 @@ pub mod fake {
         }
 
         async fn is_up(&self) -> bool {
-            self.inner.lock().unwrap().running.is_some()
+            self.inner.lock().await.running.is_some()
         }
 
         async fn set_accepting(&self, accepting: bool) -> Result<(), ProxyError> {
-            self.inner.lock().unwrap().accepting = Some(accepting);
+            self.inner.lock().await.accepting = Some(accepting);
             Ok(())
         }
     }

@@ -86,16 +86,52 @@ pub fn validate_bgp(bgp: &Bgp) -> Result<(), FrrError> {
     Ok(())
 }
 
+/// Hostname of the FRR daemons (rendered so frr-reload never diffs against vtysh's default).
+pub const HOSTNAME: &str = "klb";
+
+/// The configuration split by daemon: each daemon reads its part at start (`-f`), and the
+/// concatenation is the integrated configuration frr-reload compares against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrrSections {
+    /// zebra: forwarding off, no kernel nexthop groups.
+    pub zebra: String,
+    /// bfdd: the BFD profile.
+    pub bfdd: String,
+    /// bgpd: prefix-lists, route-maps, `router bgp`.
+    pub bgpd: String,
+}
+
+impl FrrSections {
+    /// The whole integrated configuration.
+    pub fn integrated(&self) -> String {
+        format!("{}{}{}", self.zebra, self.bfdd, self.bgpd)
+    }
+}
+
 /// The whole integrated FRR configuration for this VM. `drained` leaves out the `network`
 /// statements so nothing is announced while the prefix-lists and sessions stay.
 pub fn render_frr(bgp: &Bgp, drained: bool) -> String {
-    let mut s = String::new();
+    render_sections(bgp, drained).integrated()
+}
+
+/// [`render_frr`], split by daemon.
+pub fn render_sections(bgp: &Bgp, drained: bool) -> FrrSections {
+    let mut z = String::new();
     // The file replaces the whole running config (frr-reload), so zebra's globals are here:
     // without `no ip forwarding` the diff would turn forwarding on.
-    s.push_str("frr defaults traditional\n");
-    s.push_str("no ip forwarding\nno ipv6 forwarding\n");
+    let _ = writeln!(z, "frr defaults traditional\nhostname {HOSTNAME}");
+    z.push_str("no ip forwarding\nno ipv6 forwarding\n");
     // Kernel nexthop groups misbehave on link flaps in FRR 8.4 (see dataplane notes).
-    s.push_str("no zebra nexthop kernel enable\n!\n");
+    z.push_str("no zebra nexthop kernel enable\n!\n");
+    let mut f = String::new();
+    if bgp.bfd {
+        let _ = write!(
+            f,
+            "bfd\n profile {BFD_PROFILE}\n  detect-multiplier 3\n  receive-interval 100\n  \
+             transmit-interval 100\n exit\nexit\n!\n"
+        );
+    }
+    let mut s = String::new();
     let (v4, v6): (Vec<&IpNet>, Vec<&IpNet>) =
         bgp.announce.iter().partition(|p| matches!(p, IpNet::V4(_)));
     for (i, p) in v4.iter().enumerate() {
@@ -122,18 +158,13 @@ pub fn render_frr(bgp: &Bgp, drained: bool) -> String {
     );
     // Accept nothing: the VM routes by its static default, never by what gateways send.
     s.push_str("!\nroute-map KLB-NOTHING deny 10\nexit\n!\n");
-    if bgp.bfd {
-        let _ = write!(
-            s,
-            "bfd\n profile {BFD_PROFILE}\n  detect-multiplier 3\n  receive-interval 100\n  \
-             transmit-interval 100\n exit\nexit\n!\n"
-        );
-    }
     let _ = writeln!(s, "router bgp {}", bgp.local_as);
     let _ = writeln!(s, " bgp router-id {}", bgp.router_id);
     s.push_str(" no bgp ebgp-requires-policy\n");
     s.push_str(" no bgp default ipv4-unicast\n");
     s.push_str(" no bgp network import-check\n");
+    // Announce to a new session at once instead of after the default 1 s update coalescing.
+    s.push_str(" coalesce-time 100\n");
     let _ = writeln!(s, " timers bgp {} {}", bgp.keepalive_secs, bgp.hold_secs);
     for n in &bgp.neighbors {
         let _ = writeln!(s, " neighbor {} remote-as {}", n.address, n.remote_as);
@@ -171,7 +202,11 @@ pub fn render_frr(bgp: &Bgp, drained: bool) -> String {
         s.push_str(" exit-address-family\n");
     }
     s.push_str("exit\n!\n");
-    s
+    FrrSections {
+        zebra: z,
+        bfdd: f,
+        bgpd: s,
+    }
 }
 
 /// Where FRR lives and how to run it.
@@ -246,29 +281,51 @@ impl Frr {
         self.config.run_dir.join(name)
     }
 
-    /// Renders and applies `bgp` (starting the daemons first if needed), puts the announced
-    /// host prefixes on `lo` with ARP suppressed, and removes host prefixes it added before
-    /// that are no longer announced.
+    /// Renders and applies `bgp`, starting the daemons first if needed. Call
+    /// [`Frr::prepare_host`] before (HAProxy binds the VIPs it puts on `lo`).
     #[tracing::instrument(skip_all, fields(local_as = bgp.local_as, drained))]
-    pub async fn apply(
-        &self,
-        bgp: &Bgp,
-        previous: Option<&Bgp>,
-        drained: bool,
-    ) -> Result<(), FrrError> {
+    pub async fn apply(&self, bgp: &Bgp, drained: bool) -> Result<(), FrrError> {
         validate_bgp(bgp)?;
-        self.prepare_host(bgp, previous).await?;
-        self.ensure_started().await?;
-        let text = render_frr(bgp, drained);
+        self.apply_sections(&render_sections(bgp, drained)).await
+    }
+
+    /// Makes `sections` the running configuration. Daemons that are not running are started
+    /// with their section as startup file: a neighbor configured at runtime through vtysh is
+    /// held by bgpd's "config pending" logic for seconds before its session may start, one read
+    /// from the startup file starts at once. When every daemon was already running (or only
+    /// some were started), `frr-reload.py --reload` brings the running configuration in line.
+    pub async fn apply_sections(&self, sections: &FrrSections) -> Result<(), FrrError> {
+        let started = self.ensure_started(Some(sections)).await?;
+        if started.len() == DAEMONS.len() {
+            write_file(&self.path("klb-frr.conf"), &sections.integrated()).await?;
+            return Ok(());
+        }
+        self.reload(&sections.integrated()).await
+    }
+
+    /// Starts the daemons if needed (with empty startup files) and makes `text` the whole
+    /// running configuration with `frr-reload.py --reload` (lines missing from `text` are
+    /// removed). For configurations other than the VM's, e.g. a gateway router in tests.
+    pub async fn apply_config(&self, text: &str) -> Result<(), FrrError> {
+        self.ensure_started(None).await?;
+        self.reload(text).await
+    }
+
+    async fn reload(&self, text: &str) -> Result<(), FrrError> {
         let file = self.path("klb-frr.conf");
-        write_file(&file, &text).await?;
+        write_file(&file, text).await?;
         let dir = self.config.run_dir.display().to_string();
         let mut cmd = Command::new(&self.config.reload_script);
         cmd.args(["--reload", "--stdout", "--bindir"])
             .arg(self.config.vtysh.parent().unwrap_or(Path::new("/usr/bin")))
             .args(["--confdir", &dir, "--rundir", &dir, "--vty_socket", &dir])
             .arg(&file);
+        let started = Instant::now();
         run(cmd, "frr-reload.py --reload").await?;
+        tracing::debug!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "frr-reload done"
+        );
         Ok(())
     }
 
@@ -312,8 +369,12 @@ impl Frr {
         parse_summary(&out)
     }
 
-    /// Starts the daemons that are not running (by their pid files).
-    pub async fn ensure_started(&self) -> Result<(), FrrError> {
+    /// Starts the daemons that are not running (by their pid files), each with its section of
+    /// `sections` (or an empty file) as startup configuration. Returns the daemons started.
+    pub async fn ensure_started(
+        &self,
+        sections: Option<&FrrSections>,
+    ) -> Result<Vec<&'static str>, FrrError> {
         let dir = &self.config.run_dir;
         tokio::fs::create_dir_all(dir)
             .await
@@ -329,17 +390,22 @@ impl Frr {
             }
         }
         if missing.is_empty() {
-            return Ok(());
+            return Ok(missing);
         }
-        // Minimal per-daemon files: the real configuration arrives through frr-reload.
         write_file(
             &self.path("vtysh.conf"),
             "service integrated-vtysh-config\n",
         )
         .await?;
-        write_file(&self.path("zebra.conf"), "no zebra nexthop kernel enable\n").await?;
-        for d in ["bfdd", "bgpd"] {
-            write_file(&self.path(&format!("{d}.conf")), "").await?;
+        for d in &missing {
+            let text = match (sections, *d) {
+                (Some(s), "zebra") => s.zebra.as_str(),
+                (Some(s), "bfdd") => s.bfdd.as_str(),
+                (Some(s), _) => s.bgpd.as_str(),
+                (None, "zebra") => "no zebra nexthop kernel enable\n",
+                (None, _) => "",
+            };
+            write_file(&self.path(&format!("{d}.conf")), text).await?;
         }
         let mut chown = Command::new("chown");
         chown
@@ -358,7 +424,29 @@ impl Frr {
                     .map_err(|_| FrrError::StartTimeout("zebra", Duration::from_secs(5)))?;
             }
         }
-        Ok(())
+        // A neighbor configured before bgpd has heard from zebra fails to start (the default
+        // VRF is still unknown) and then idles for seconds: wait until both clients are
+        // registered with zebra before any configuration arrives.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let clients = self
+                .vtysh(&["show zebra client summary".into()])
+                .await
+                .unwrap_or_default();
+            if clients.lines().any(|l| l.starts_with("bgp "))
+                && clients.lines().any(|l| l.starts_with("bfd "))
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(FrrError::StartTimeout(
+                    "bgpd/bfdd zebra session",
+                    Duration::from_secs(5),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(missing)
     }
 
     async fn start_daemon(&self, daemon: &'static str) -> Result<(), FrrError> {
@@ -466,9 +554,10 @@ impl Frr {
         tracing::info!(?pids, "FRR stopped");
     }
 
-    /// VIPs on `lo`, ARP suppression (the VIP is on every VM: only the gateways' routes decide
-    /// who gets traffic), and non-local bind so HAProxy can bind VIPs in any order.
-    async fn prepare_host(&self, bgp: &Bgp, previous: Option<&Bgp>) -> Result<(), FrrError> {
+    /// Puts the announced host prefixes on `lo` and removes those of `previous` no longer
+    /// announced; suppresses ARP for them (the VIP is on every VM: only the gateways' routes
+    /// decide who gets traffic); enables non-local bind so HAProxy can bind VIPs in any order.
+    pub async fn prepare_host(&self, bgp: &Bgp, previous: Option<&Bgp>) -> Result<(), FrrError> {
         self.netns_run(&[
             "sysctl",
             "-qw",

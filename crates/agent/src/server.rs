@@ -242,6 +242,11 @@ impl Agent {
             crate::frr::validate_bgp(bgp)?;
         }
         let started = Instant::now();
+        let previous_bgp = inner.applied.as_ref().and_then(|s| s.bgp.clone());
+        if let (Some(frr), Some(bgp)) = (&self.frr, &state.bgp) {
+            // Before HAProxy: its frontends bind the VIP put on `lo` here.
+            frr.prepare_host(bgp, previous_bgp.as_ref()).await?;
+        }
         let method = self.proxy.apply(&state).await.map_err(|e| match e {
             ProxyError::Invalid(_) => AgentError::Rejected {
                 version: state.version,
@@ -258,9 +263,9 @@ impl Agent {
                 .map_err(AgentError::Proxy)?;
         }
         if let (Some(frr), Some(bgp)) = (&self.frr, &state.bgp) {
-            let previous = inner.applied.as_ref().and_then(|s| s.bgp.as_ref());
-            if previous != Some(bgp) {
-                frr.apply(bgp, previous, inner.drained).await?;
+            // Unchanged BGP settings still go through when a daemon is missing (crashed).
+            if previous_bgp.as_ref() != Some(bgp) || frr.pids().await.len() < 3 {
+                frr.apply(bgp, inner.drained).await?;
             }
         }
         tracing::info!(
@@ -621,7 +626,7 @@ mod tests {
             (st, body["method"].as_str()),
             (StatusCode::OK, Some("reload"))
         );
-        assert_eq!(proxy.applied_versions(), vec![2, 3]);
+        assert_eq!(proxy.applied_versions().await, vec![2, 3]);
         let (_, status) = call(&app, "GET", "/v1/status", None, None).await;
         assert_eq!(status["version"], 3);
         assert_eq!(status["load_balancer_id"], "lb1");
@@ -633,7 +638,9 @@ mod tests {
         let (proxy, agent) = agent();
         let app = router(agent, None);
         call(&app, "PUT", "/v1/state", put(&state(1)), None).await;
-        proxy.fail_next_apply(ProxyError::Invalid("haproxy -c: parsing error".into()));
+        proxy
+            .fail_next_apply(ProxyError::Invalid("haproxy -c: parsing error".into()))
+            .await;
         let (st, body) = call(&app, "PUT", "/v1/state", put(&state(2)), None).await;
         assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(
@@ -641,7 +648,9 @@ mod tests {
             "{body}"
         );
         assert_eq!(body["running_version"], 1);
-        proxy.fail_next_apply(ProxyError::Failed("socket gone".into()));
+        proxy
+            .fail_next_apply(ProxyError::Failed("socket gone".into()))
+            .await;
         let (st, _) = call(&app, "PUT", "/v1/state", put(&state(2)), None).await;
         assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
         let (_, status) = call(&app, "GET", "/v1/status", None, None).await;
@@ -696,14 +705,14 @@ mod tests {
             (st, body["changed"].as_bool()),
             (StatusCode::OK, Some(true))
         );
-        assert_eq!(proxy.accepting(), Some(false));
+        assert_eq!(proxy.accepting().await, Some(false));
         let (_, body) = call(&app, "POST", "/v1/drain", None, None).await;
         assert_eq!(body["changed"], false);
         // A new state while drained keeps the frontends closed.
         let mut s = state(2);
         s.pools[0].members[0].weight = 3;
         call(&app, "PUT", "/v1/state", put(&s), None).await;
-        assert_eq!(proxy.accepting(), Some(false));
+        assert_eq!(proxy.accepting().await, Some(false));
         let (_, status) = call(&app, "GET", "/v1/status", None, None).await;
         assert_eq!(status["drained"], true);
         let (_, body) = call(&app, "POST", "/v1/undrain", None, None).await;
@@ -711,7 +720,7 @@ mod tests {
             (body["drained"].as_bool(), body["changed"].as_bool()),
             (Some(false), Some(true))
         );
-        assert_eq!(proxy.accepting(), Some(true));
+        assert_eq!(proxy.accepting().await, Some(true));
     }
 
     #[tokio::test]
