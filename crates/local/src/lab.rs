@@ -132,6 +132,8 @@ pub struct AdoptReport {
     pub lost_vms: Vec<String>,
     /// Namespaces of the prefix that belonged to nothing recorded, removed.
     pub removed_namespaces: Vec<String>,
+    /// Unrecorded processes stopped in infrastructure and member namespaces.
+    pub stray_processes: usize,
 }
 
 /// True if `pid`'s network namespace is namespace `ns` (same nsfs inode): guards against a
@@ -545,11 +547,11 @@ impl Lab {
                 owned.adopt_process(netns::Process::adopted(&p.name, &p.ns, p.pid));
             }
         };
+        let mut report = AdoptReport::default();
         for ns in &infra {
             lab.owned.adopt_ns(ns);
             adopt_procs(&mut lab.owned, ns);
         }
-        let mut report = AdoptReport::default();
         let mut lost_ns = Vec::new();
         for vm in &snap.vms {
             let procs: Vec<&ProcRecord> = snap.processes.iter().filter(|p| p.ns == vm.ns).collect();
@@ -570,6 +572,23 @@ impl Lab {
                 lab.owned.adopt_ns(&m.ns);
                 adopt_procs(&mut lab.owned, &m.ns);
                 lab.members.insert(m.index, m.clone());
+            }
+        }
+        // Processes in infrastructure and member namespaces that nothing recorded (started by a
+        // klb that crashed before persisting them, or by hand) belong to no one: stop them.
+        // VM namespaces are left alone: the agent's HAProxy and FRR are its own children.
+        let recorded: Vec<u32> = lab.owned.processes().iter().map(|p| p.pid()).collect();
+        let member_ns: Vec<String> = lab.members.values().map(|m| m.ns.clone()).collect();
+        for ns in infra.iter().chain(member_ns.iter()) {
+            let strays: Vec<u32> = netns::ns_pids(ns)
+                .await?
+                .into_iter()
+                .filter(|p| !recorded.contains(p))
+                .collect();
+            if !strays.is_empty() {
+                info!(ns, ?strays, "stopping unrecorded processes");
+                netns::stop_pids(&strays, lab.cfg.stop_grace).await;
+                report.stray_processes += strays.len();
             }
         }
         for ns in existing {

@@ -427,11 +427,29 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
     drop(cloud);
     let stray = format!("{prefix}stray");
     netns::add_ns(&stray).await.unwrap();
+    // An unrecorded process in the client namespace (detached: not our child).
+    netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &format!("{prefix}client"),
+            "sh",
+            "-c",
+            "sleep 600 >/dev/null 2>&1 &",
+        ],
+    )
+    .await
+    .unwrap();
+    let stray_pids = netns::ns_pids(&format!("{prefix}client")).await.unwrap();
+    assert_eq!(stray_pids.len(), 1);
     let (cloud, report) = LocalCloud::open(cfg.clone()).await.expect("re-open adopts");
     println!("adoption report: {report:?}");
     assert_eq!(report.adopted_vms, vec![vm2.short_id.clone()]);
     assert_eq!(report.lost_vms, vec![vm1.short_id.clone()]);
     assert_eq!(report.removed_namespaces, vec![stray.clone()]);
+    assert_eq!(report.stray_processes, 1);
+    assert!(!netns::pid_alive(stray_pids[0]));
     let s2b = cloud.get_server(&s2.id).await.unwrap().unwrap();
     assert_eq!(s2b.status, ServerStatus::Active);
     let s1b = cloud.get_server(&s1.id).await.unwrap().unwrap();
