@@ -337,8 +337,11 @@ pub async fn update(
     ctx.authorize(Action::new(R::Quota, Op::Put), Some(&project_id))
         .map_err(|_| ApiError::Forbidden)?;
     if project_id.chars().count() > 36 || klb_model::validate::has_control(&project_id) {
-        return Err(ApiError::BadRequest(
-            "Missing project ID in request where one is required.".to_owned(),
+        // Octavia's `quotas.project_id` column is 36 characters.
+        return Err(ApiError::invalid(
+            "project_id",
+            &Value::String(project_id.clone()),
+            "Value should have a maximum character requirement of 36",
         ));
     }
     let mut allowed: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();

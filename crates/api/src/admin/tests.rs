@@ -294,6 +294,13 @@ async fn quotas_crud_defaults_and_aliases() {
     app.put(ADMIN, "/v2/quotas/p1", json!({"quota": {"pools": 1}}))
         .await
         .fault(400, "Unknown attribute for argument quotas: pools");
+    app.put(
+        ADMIN,
+        &format!("/v2/quotas/{}", "x".repeat(37)),
+        json!({"quota": {"pool": 1}}),
+    )
+    .await
+    .expect(400);
 
     assert_eq!(
         app.delete(ADMIN, "/v2/lbaas/quotas/p1").await.expect(202),
