@@ -1,9 +1,19 @@
-//! HAProxy on the LB VM: pure rendering of `haproxy.cfg` from the desired state
-//! ([`render`]), a supervisor that checks and applies it ([`Haproxy`]: runtime API for
-//! member-only changes, seamless master-worker reload otherwise), the runtime-API client and
-//! `show stat` parser ([`runtime`]), and benchmarks ([`bench`]).
+//! HAProxy on the LB VM.
 //!
-//! Invariant: a configuration that fails `haproxy -c` never replaces the running one.
+//! * [`render`](mod@render): pure rendering of `haproxy.cfg` (and the crt-lists, PEM files and scripts it
+//!   refers to) from a [`klb_proto::DesiredState`], with render-time allow-lists and escaping
+//!   of every user string.
+//! * [`Haproxy`]: the supervisor. Starts HAProxy in master-worker mode (optionally behind a
+//!   command prefix such as `ip netns exec NS`), checks every rendered config with
+//!   `haproxy -c`, applies member-only differences through the runtime API (and rewrites the
+//!   file so a later reload keeps them), otherwise swaps the file and reloads through the
+//!   master CLI, waiting for the new worker. Drain (`set_accepting`) survives reloads.
+//! * [`runtime`]: the admin-socket/master-CLI client and the `show stat`/`show proc` parsers.
+//! * [`bench`](mod@bench): loopback benchmarks and the load tools the integration tests share;
+//!   [`fixture`]: builders for small states.
+//!
+//! Invariant: a configuration that fails `haproxy -c` never replaces the running one, and a
+//! reload HAProxy refuses (e.g. a port it cannot bind) leaves the old worker and file in place.
 
 mod apply;
 pub mod bench;
