@@ -431,53 +431,7 @@ impl LocalCloud {
     // --- networks ---------------------------------------------------------------------------
 
     fn networks(&self) -> Vec<(NetworkInfo, Subnet)> {
-        let p = self.plan();
-        let mk = |id: Uuid, name: &str, sid: Uuid, cidr: Ipv4Net, gw: Option<Ipv4Addr>| {
-            (
-                NetworkInfo {
-                    id: id.to_string(),
-                    name: name.into(),
-                    subnet_ids: vec![sid.to_string()],
-                },
-                Subnet {
-                    id: sid.to_string(),
-                    name: format!("{name}-subnet"),
-                    network_id: id.to_string(),
-                    cidr: IpNet::V4(cidr),
-                    gateway_ip: gw.map(IpAddr::V4),
-                },
-            )
-        };
-        vec![
-            mk(
-                plan::VIP_NETWORK_ID,
-                VIP_NETWORK_NAME,
-                plan::VIP_SUBNET_ID,
-                p.vip_subnet,
-                None,
-            ),
-            mk(
-                plan::MEMBER_NETWORK_ID,
-                MEMBER_NETWORK_NAME,
-                plan::MEMBER_SUBNET_ID,
-                p.member_subnet,
-                Some(p.gw_member_addr(1)),
-            ),
-            mk(
-                plan::L3_NETWORK_ID,
-                L3_NETWORK_NAME,
-                plan::L3_SUBNET_ID,
-                p.l3_subnet,
-                Some(p.gw_l3_addr(1)),
-            ),
-            mk(
-                plan::MGMT_NETWORK_ID,
-                MGMT_NETWORK_NAME,
-                plan::MGMT_SUBNET_ID,
-                p.mgmt_subnet,
-                None,
-            ),
-        ]
+        stable_networks(self.plan())
     }
 
     /// Allocates a logical address on the VIP or member network (lowest free from the pool
@@ -894,8 +848,7 @@ impl LocalCloud {
         let http = self.inner.http.clone();
         let id = a.id.clone();
         let handle = tokio::spawn(async move {
-            let mut over = 0u32;
-            let mut alarmed = false;
+            let mut window = PpsWindow::default();
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await; // the first tick is immediate
@@ -906,17 +859,8 @@ impl LocalCloud {
                     Some(s) => s.pps(&a.lb_id, &a.server_ids).await,
                     None => None,
                 };
-                match value {
-                    Some(v) if v > a.threshold_pps => over += 1,
-                    Some(_) => {
-                        over = 0;
-                        alarmed = false;
-                    }
-                    None => over = 0,
-                }
-                if over >= a.evaluation_periods.max(1) && !alarmed {
-                    alarmed = true;
-                    notify(&http, &a, value.unwrap_or(0), over).await;
+                if window.observe(value, a.threshold_pps, a.evaluation_periods) {
+                    notify(&http, &a, value.unwrap_or(0), window.over).await;
                 }
             }
         });
@@ -924,6 +868,86 @@ impl LocalCloud {
             old.abort();
         }
     }
+}
+
+/// The evaluator's state: Aodh's threshold semantics with `repeat_actions = false`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct PpsWindow {
+    /// Consecutive periods above the threshold.
+    over: u32,
+    /// In state `alarm` (fired, not yet back below the threshold).
+    alarmed: bool,
+}
+
+impl PpsWindow {
+    /// Records one period's sample; true when the alarm must fire now (the
+    /// `evaluation_periods`-th consecutive sample above `threshold`, once per transition).
+    /// A missing sample (no data) breaks the streak but does not clear the alarm state.
+    fn observe(&mut self, value: Option<u64>, threshold: u64, evaluation_periods: u32) -> bool {
+        match value {
+            Some(v) if v > threshold => self.over = self.over.saturating_add(1),
+            Some(_) => {
+                self.over = 0;
+                self.alarmed = false;
+            }
+            None => self.over = 0,
+        }
+        if self.over >= evaluation_periods.max(1) && !self.alarmed {
+            self.alarmed = true;
+            return true;
+        }
+        false
+    }
+}
+
+/// The four networks of the local cloud with their stable ids (see [`crate::plan`]).
+pub fn stable_networks(p: &AddressPlan) -> Vec<(NetworkInfo, Subnet)> {
+    let mk = |id: Uuid, name: &str, sid: Uuid, cidr: Ipv4Net, gw: Option<Ipv4Addr>| {
+        (
+            NetworkInfo {
+                id: id.to_string(),
+                name: name.into(),
+                subnet_ids: vec![sid.to_string()],
+            },
+            Subnet {
+                id: sid.to_string(),
+                name: format!("{name}-subnet"),
+                network_id: id.to_string(),
+                cidr: IpNet::V4(cidr),
+                gateway_ip: gw.map(IpAddr::V4),
+            },
+        )
+    };
+    vec![
+        mk(
+            plan::VIP_NETWORK_ID,
+            VIP_NETWORK_NAME,
+            plan::VIP_SUBNET_ID,
+            p.vip_subnet,
+            None,
+        ),
+        mk(
+            plan::MEMBER_NETWORK_ID,
+            MEMBER_NETWORK_NAME,
+            plan::MEMBER_SUBNET_ID,
+            p.member_subnet,
+            Some(p.gw_member_addr(1)),
+        ),
+        mk(
+            plan::L3_NETWORK_ID,
+            L3_NETWORK_NAME,
+            plan::L3_SUBNET_ID,
+            p.l3_subnet,
+            Some(p.gw_l3_addr(1)),
+        ),
+        mk(
+            plan::MGMT_NETWORK_ID,
+            MGMT_NETWORK_NAME,
+            plan::MGMT_SUBNET_ID,
+            p.mgmt_subnet,
+            None,
+        ),
+    ]
 }
 
 /// POSTs an Aodh-style alarm notification. The URL may carry a token: never logged.
@@ -1464,5 +1488,56 @@ impl Alarms for LocalCloud {
                 .map_err(|e| cloud_err("delete_alarm", id, e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pps_window_fires_once_per_transition_after_n_periods() {
+        let mut w = PpsWindow::default();
+        let t = 1000;
+        let fires: Vec<bool> = [
+            Some(2000), // 1 over
+            Some(2000), // 2 over -> fire
+            Some(3000), // still alarm: no refire
+            Some(500),  // back to ok
+            Some(2000), // 1
+            None,       // no data breaks the streak
+            Some(2000), // 1
+            Some(2000), // 2 -> fire again
+            Some(1000), // equal to the threshold is not above it: ok
+        ]
+        .into_iter()
+        .map(|v| w.observe(v, t, 2))
+        .collect();
+        assert_eq!(
+            fires,
+            [false, true, false, false, false, false, false, true, false]
+        );
+        // evaluation_periods 0 behaves as 1.
+        let mut w = PpsWindow::default();
+        assert!(w.observe(Some(5), 1, 0));
+    }
+
+    #[test]
+    fn stable_networks_have_fixed_ids_names_and_gateways() {
+        let nets = stable_networks(&AddressPlan::default());
+        let by_name = |n: &str| nets.iter().find(|(net, _)| net.name == n).unwrap();
+        let (vip, vip_sub) = by_name(VIP_NETWORK_NAME);
+        assert_eq!(vip.id, "6b6c6200-0000-4000-8000-000000000101");
+        assert_eq!(vip_sub.id, plan::VIP_SUBNET_ID.to_string());
+        assert_eq!(vip_sub.cidr.to_string(), "198.19.0.0/20");
+        assert_eq!(vip.subnet_ids, vec![vip_sub.id.clone()]);
+        let (l3, l3_sub) = by_name(L3_NETWORK_NAME);
+        assert_eq!(l3.id, plan::L3_NETWORK_ID.to_string());
+        assert_eq!(l3_sub.gateway_ip, Some("198.18.64.1".parse().unwrap()));
+        let (_, m_sub) = by_name(MEMBER_NETWORK_NAME);
+        assert_eq!(m_sub.name, "klb-member-net-subnet");
+        let (mgmt, _) = by_name(MGMT_NETWORK_NAME);
+        assert_eq!(mgmt.id, plan::MGMT_NETWORK_ID.to_string());
+        assert_eq!(nets.len(), 4);
     }
 }
