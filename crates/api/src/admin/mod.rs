@@ -36,7 +36,7 @@ pub mod projects;
 pub mod providers;
 pub mod quotas;
 
-pub use quotas::{QuotaDefaults, check_quota, check_quota_tx};
+pub use quotas::{QuotaDefaults, StoredQuotas};
 
 /// The admin routes.
 pub fn routes() -> Router<AppState> {

@@ -1,16 +1,17 @@
-//! Quotas (`/v2/quotas`, octavia-api.md §8) and their enforcement on create.
+//! Quotas (`/v2/quotas`, octavia-api.md §8) and [`StoredQuotas`], the limits the create
+//! handlers enforce.
 //!
 //! A project's quota document holds only the values an operator set (`null` = use the
 //! configured default), like Octavia's `quotas` row. `DELETE` removes the document, so the
-//! list shows exactly the projects with custom quotas. Enforcement counts the project's live
-//! objects of the kind in the store (Octavia keeps `in_use_*` counters instead; counting
-//! cannot drift), reading at most `limit` rows.
+//! list shows exactly the projects with custom quotas. Enforcement (`v2::common::check_quota`)
+//! counts the project's live objects in the writer's transaction; Octavia keeps `in_use_*`
+//! counters instead, which a count cannot let drift.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use klb_model::Kind;
-use klb_store::{ListQuery, Store, WriteTx};
+use klb_store::{ListQuery, Store};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -19,6 +20,7 @@ use crate::body::{Field, JsonBody, Obj};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing};
+use crate::provider::QuotaLimits;
 use crate::v2::common::{OrigPath, QueryPairs, accepted, reply, reply_list};
 
 const KIND: &str = "quota";
@@ -93,10 +95,32 @@ impl QuotaDefaults {
     }
 }
 
-/// The defaults in force. FIXME: `ApiConfig` has no quota settings yet, so this is Octavia's
-/// default (unlimited) until the binary passes `[quotas]` through (see the admin report).
-fn defaults(_state: &AppState) -> QuotaDefaults {
-    QuotaDefaults::default()
+/// A project id no quota document can have (path ids never contain NUL).
+const NO_PROJECT: &str = "\u{0}defaults";
+
+/// The defaults in force: the installed [`QuotaLimits`] asked about a project without its own
+/// quotas, so what GET shows is what the create handlers enforce (`None` = -1, unlimited).
+async fn defaults(state: &AppState) -> ApiResult<QuotaDefaults> {
+    let mut d = QuotaDefaults::default();
+    for (_, kind) in FIELDS {
+        let v = state
+            .quotas
+            .limit(&state.store, NO_PROJECT, *kind)
+            .await?
+            .filter(|v| *v >= 0)
+            .unwrap_or(-1);
+        match kind {
+            Kind::LoadBalancer => d.loadbalancer = v,
+            Kind::Listener => d.listener = v,
+            Kind::Member => d.member = v,
+            Kind::Pool => d.pool = v,
+            Kind::HealthMonitor => d.healthmonitor = v,
+            Kind::L7Policy => d.l7policy = v,
+            Kind::L7Rule => d.l7rule = v,
+            Kind::LbVm => {}
+        }
+    }
+    Ok(d)
 }
 
 /// `{"quota": {...}}` content: stored values with defaults filled in, aliases included.
@@ -122,7 +146,7 @@ fn render(
 }
 
 /// The quota a project has for `kind` (its own value, else the default).
-async fn limit_of(
+fn limit_of(
     stored: Option<klb_store::Document>,
     kind: Kind,
     defaults: &QuotaDefaults,
@@ -135,83 +159,28 @@ async fn limit_of(
     Ok(own.unwrap_or_else(|| defaults.get(kind)))
 }
 
-fn quota_met(kind: Kind) -> ApiError {
-    ApiError::ForbiddenWith(format!(
-        "Quota has been met for resources: {}",
-        kind.display_name()
-    ))
+/// [`QuotaLimits`] backed by the `/v2/quotas` documents: a project's own value, else the
+/// configured default. `klb-api` enforces it inside each create's write transaction
+/// (`v2::common::check_quota`); install it as `AppState::quotas`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoredQuotas {
+    /// Limits of projects without their own value.
+    pub defaults: QuotaDefaults,
 }
 
-fn count_query(project_id: &str, kind: Kind, limit: i64) -> ListQuery {
-    ListQuery {
-        kind: kind.as_str().to_owned(),
-        project_id: Some(project_id.to_owned()),
-        limit: Some(limit),
-        ..Default::default()
-    }
-}
-
-/// Quota check for creating `count` objects of `kind` in `project_id`: 403
-/// `Quota has been met for resources: <Resource>` when the project would exceed its quota.
-/// Reads committed data; inside a create transaction prefer [`check_quota_tx`], which also
-/// sees the transaction's own writes (and, on SQLite, is serialized with every other writer).
-pub async fn check_quota(
-    state: &AppState,
-    project_id: &str,
-    kind: Kind,
-    count: usize,
-) -> ApiResult<()> {
-    check_with_store(&state.store, &defaults(state), project_id, kind, count).await
-}
-
-async fn check_with_store(
-    store: &Store,
-    defaults: &QuotaDefaults,
-    project_id: &str,
-    kind: Kind,
-    count: usize,
-) -> ApiResult<()> {
-    let limit = limit_of(store.get(KIND, project_id).await?, kind, defaults).await?;
-    if limit < 0 {
-        return Ok(());
-    }
-    let count = count as i64;
-    if count > limit {
-        return Err(quota_met(kind));
-    }
-    let in_use = store
-        .list(&count_query(project_id, kind, limit))
-        .await?
-        .len() as i64;
-    if in_use + count > limit {
-        Err(quota_met(kind))
-    } else {
-        Ok(())
-    }
-}
-
-/// [`check_quota`] inside a write transaction.
-pub async fn check_quota_tx(
-    tx: &mut WriteTx,
-    state: &AppState,
-    project_id: &str,
-    kind: Kind,
-    count: usize,
-) -> ApiResult<()> {
-    let defaults = defaults(state);
-    let limit = limit_of(tx.get_for_update(KIND, project_id).await?, kind, &defaults).await?;
-    if limit < 0 {
-        return Ok(());
-    }
-    let count = count as i64;
-    if count > limit {
-        return Err(quota_met(kind));
-    }
-    let in_use = tx.list(&count_query(project_id, kind, limit)).await?.len() as i64;
-    if in_use + count > limit {
-        Err(quota_met(kind))
-    } else {
-        Ok(())
+#[async_trait::async_trait]
+impl QuotaLimits for StoredQuotas {
+    async fn limit(
+        &self,
+        store: &Store,
+        project_id: &str,
+        kind: Kind,
+    ) -> Result<Option<i64>, ApiError> {
+        Ok(Some(limit_of(
+            store.get(KIND, project_id).await?,
+            kind,
+            &self.defaults,
+        )?))
     }
 }
 
@@ -246,7 +215,7 @@ pub async fn list(
         column_filters: &[("project_id", Column::Project)],
         with_relations: false,
     };
-    let defaults = defaults(&state);
+    let defaults = defaults(&state).await?;
     let (items, links) =
         list::run(&state, &path, &params, listing, render_stored, no_relations).await?;
     // Fill in defaults after paging (the renderer is a plain fn without access to config).
@@ -308,7 +277,11 @@ pub async fn get_one(
     Ok(reply(
         StatusCode::OK,
         "quota",
-        Value::Object(render(&project_id, stored.as_ref(), &defaults(&state))),
+        Value::Object(render(
+            &project_id,
+            stored.as_ref(),
+            &defaults(&state).await?,
+        )),
     ))
 }
 
@@ -323,7 +296,7 @@ pub async fn get_defaults(
     Ok(reply(
         StatusCode::OK,
         "quota",
-        Value::Object(render(&project_id, None, &defaults(&state))),
+        Value::Object(render(&project_id, None, &defaults(&state).await?)),
     ))
 }
 
@@ -396,7 +369,7 @@ pub async fn update(
     Ok(reply(
         StatusCode::ACCEPTED,
         "quota",
-        Value::Object(render(&project_id, Some(&stored), &defaults(&state))),
+        Value::Object(render(&project_id, Some(&stored), &defaults(&state).await?)),
     ))
 }
 
@@ -437,21 +410,5 @@ mod tests {
         assert_eq!(m["health_monitor"], 7);
         assert_eq!(m["member"], -1);
         assert_eq!(m.len(), 10);
-    }
-
-    #[test]
-    fn quota_fault_names_the_resource_like_octavia() {
-        for (kind, name) in [
-            (Kind::LoadBalancer, "Load Balancer"),
-            (Kind::HealthMonitor, "Health Monitor"),
-            (Kind::L7Policy, "L7 Policy"),
-            (Kind::L7Rule, "L7 Rule"),
-        ] {
-            assert_eq!(
-                quota_met(kind).to_string(),
-                format!("Quota has been met for resources: {name}")
-            );
-            assert_eq!(quota_met(kind).status(), StatusCode::FORBIDDEN);
-        }
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admin::{QuotaDefaults, StoredQuotas};
 use crate::auth::Secret;
 use crate::auth::keystone::{KeystoneAuth, KeystoneConfig};
 use crate::auth::policy::OctaviaPolicy;
@@ -90,6 +91,7 @@ impl App {
             }),
         );
         state.policy = Arc::new(OctaviaPolicy::default());
+        state.quotas = Arc::new(StoredQuotas::default());
         App {
             router: crate::router(state.clone()),
             state,
@@ -366,11 +368,10 @@ async fn quota_policy() {
 }
 
 #[tokio::test]
-async fn quota_enforcement() {
+async fn quota_enforcement_through_the_create_handlers() {
     let app = App::new().await;
-    crate::admin::check_quota(&app.state, "p1", Kind::LoadBalancer, 1)
-        .await
-        .unwrap();
+    let lbs = "/v2/lbaas/loadbalancers";
+    let new_lb = json!({"loadbalancer": {"vip_subnet_id": SUBNET}});
     app.put(
         ADMIN,
         "/v2/quotas/p1",
@@ -378,50 +379,35 @@ async fn quota_enforcement() {
     )
     .await
     .expect(202);
-    crate::admin::check_quota(&app.state, "p1", Kind::LoadBalancer, 1)
+    let lb = app.post(MEMBER, lbs, new_lb.clone()).await.expect(201)["loadbalancer"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.settle().await;
+    app.post(MEMBER, lbs, new_lb.clone())
         .await
-        .unwrap();
-    let err = crate::admin::check_quota(&app.state, "p1", Kind::LoadBalancer, 2)
+        .fault(403, "Quota has been met for resources: Load Balancer");
+    // Zero means none.
+    app.post(
+        MEMBER,
+        "/v2/lbaas/listeners",
+        json!({"listener": {"loadbalancer_id": lb, "protocol": "HTTP", "protocol_port": 80}}),
+    )
+    .await
+    .fault(403, "Quota has been met for resources: Listener");
+    // Other projects and other kinds are not limited.
+    app.post(OTHER_MEMBER, lbs, new_lb.clone())
         .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "Quota has been met for resources: Load Balancer"
-    );
-    app.lb(json!({})).await;
-    let err = crate::admin::check_quota(&app.state, "p1", Kind::LoadBalancer, 1)
-        .await
-        .unwrap_err();
-    assert_eq!(err.status(), StatusCode::FORBIDDEN);
-    assert_eq!(
-        err.to_string(),
-        "Quota has been met for resources: Load Balancer"
-    );
-    // Zero means none; other projects and unlimited kinds are unaffected.
-    let err = crate::admin::check_quota(&app.state, "p1", Kind::Listener, 1)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "Quota has been met for resources: Listener"
-    );
-    crate::admin::check_quota(&app.state, "p1", Kind::Pool, 1000)
-        .await
-        .unwrap();
-    crate::admin::check_quota(&app.state, "p2", Kind::LoadBalancer, 1)
-        .await
-        .unwrap();
-    // Inside a transaction, as the create handlers will call it.
-    let mut tx = app.store.begin().await.unwrap();
-    let err = crate::admin::check_quota_tx(&mut tx, &app.state, "p1", Kind::LoadBalancer, 1)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "Quota has been met for resources: Load Balancer"
-    );
-    drop(tx);
-    // Raising the quota lets the next one in.
+        .expect(201);
+    app.post(
+        MEMBER,
+        "/v2/lbaas/pools",
+        json!({"pool": {"loadbalancer_id": lb, "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}}),
+    )
+    .await
+    .expect(201);
+    app.settle().await;
+    // Raising the quota lets the next one in; resetting goes back to unlimited defaults.
     app.put(
         ADMIN,
         "/v2/quotas/p1",
@@ -429,9 +415,64 @@ async fn quota_enforcement() {
     )
     .await
     .expect(202);
-    crate::admin::check_quota(&app.state, "p1", Kind::LoadBalancer, 1)
-        .await
-        .unwrap();
+    app.post(MEMBER, lbs, new_lb.clone()).await.expect(201);
+    app.settle().await;
+    app.post(MEMBER, lbs, new_lb.clone()).await.expect(403);
+    app.delete(ADMIN, "/v2/quotas/p1").await.expect(202);
+    app.post(MEMBER, lbs, new_lb).await.expect(201);
+}
+
+#[tokio::test]
+async fn configured_defaults_are_shown_and_enforced() {
+    let mut app = App::new().await;
+    let defaults = QuotaDefaults {
+        loadbalancer: 0,
+        pool: 3,
+        ..QuotaDefaults::default()
+    };
+    app.state.quotas = Arc::new(StoredQuotas { defaults });
+    app.router = crate::router(app.state.clone());
+    let q = app.get(ADMIN, "/v2/quotas/p7").await.expect(200);
+    assert_eq!(
+        (
+            q["quota"]["loadbalancer"].as_i64(),
+            q["quota"]["pool"].as_i64(),
+            q["quota"]["member"].as_i64()
+        ),
+        (Some(0), Some(3), Some(-1))
+    );
+    let d = app.get(ADMIN, "/v2/quotas/p7/default").await.expect(200);
+    assert_eq!(d["quota"]["pool"], 3);
+    app.post(
+        Who::User("p7", "member"),
+        "/v2/lbaas/loadbalancers",
+        json!({"loadbalancer": {"vip_subnet_id": SUBNET}}),
+    )
+    .await
+    .fault(403, "Quota has been met for resources: Load Balancer");
+    // A project's own value overrides the default.
+    app.put(
+        ADMIN,
+        "/v2/quotas/p7",
+        json!({"quota": {"loadbalancer": -1}}),
+    )
+    .await
+    .expect(202);
+    app.post(
+        Who::User("p7", "member"),
+        "/v2/lbaas/loadbalancers",
+        json!({"loadbalancer": {"vip_subnet_id": SUBNET}}),
+    )
+    .await
+    .expect(201);
+    let q = app.get(ADMIN, "/v2/quotas/p7").await.expect(200);
+    assert_eq!(
+        (
+            q["quota"]["loadbalancer"].as_i64(),
+            q["quota"]["pool"].as_i64()
+        ),
+        (Some(-1), Some(3))
+    );
 }
 
 #[tokio::test]
