@@ -2,13 +2,22 @@
 //! host, wired like a small datacenter (ECMP over eBGP with BFD, L4 hashing), so a whole real
 //! load balancer (klb agent, HAProxy, FRR) runs on one Linux box with `klb demo` and in tests.
 //!
-//! Layers: [`netns`] (namespaces, links, addresses, routes, sysctls, processes by PID, an
-//! ownership record for complete teardown) → [`frr`] (FRR per namespace with private paths,
-//! gateway config) → [`lab`] (the topology and its [`plan`] of addresses, all in
-//! 198.18.0.0/15) → [`driver`] (klb-cloud's traits over the lab). [`backend`] is the tiny
-//! HTTP member server behind `klb backend`.
+//! Layers, each usable alone:
+//! - [`netns`]: namespaces, veths, bridges, addresses, routes, sysctls, processes started inside
+//!   a namespace and stopped by PID (TERM, then KILL), and [`netns::Owned`], the record that
+//!   makes teardown complete and idempotent (its drop guard cleans up on panic).
+//! - [`frr`]: zebra + bfdd + bgpd per namespace with private paths; the gateway configuration
+//!   (`bgp listen range` on the L3 subnet, so new LB VMs need no gateway change).
+//! - [`plan`]: the address plan (all in 198.18.0.0/15) and the stable network/subnet ids.
+//! - [`lab`]: the topology: client → edge router → two gateways → L3 bridge → LB VMs, members
+//!   on their own bridge, a management bridge reachable from the host.
+//! - [`driver`]: klb-cloud's `Compute`, `Network` and `Alarms` over the lab ([`LocalCloud`]):
+//!   a server is a VM namespace running `klb agent`; a state file plus adoption on start let the
+//!   data plane survive control-plane restarts.
+//! - [`backend`]: the tiny HTTP member server behind `klb backend`.
 //!
-//! Everything here needs root (network namespaces) and the `ip`, `sysctl` and `kill` commands.
+//! Everything here needs root (network namespaces) and the `ip`, `sysctl` and `kill` commands;
+//! FRR for the gateways. Nothing is sent anywhere but into namespaces this crate created.
 
 pub mod backend;
 pub mod driver;
@@ -18,7 +27,9 @@ pub mod lab;
 pub mod netns;
 pub mod plan;
 
-pub use driver::{AgentLaunch, BootInfo, LocalCloud, LocalCloudConfig, PpsSource, VmBootstrap};
+pub use driver::{
+    AgentLaunch, BootInfo, LocalCloud, LocalCloudConfig, PpsSource, VmBootstrap, stable_networks,
+};
 pub use error::LocalError;
-pub use lab::{Lab, LabConfig, MemberNet, VmNet};
+pub use lab::{AdoptReport, Lab, LabConfig, MemberNet, VmNet};
 pub use plan::AddressPlan;
