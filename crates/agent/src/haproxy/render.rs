@@ -960,8 +960,9 @@ impl<'a> Renderer<'a> {
         emit!(self, "    timeout server {}ms", l.timeout_member_data);
         let options = self.server_options(pool, hm);
         let mut servers = Vec::new();
-        for m in &pool.members {
-            let server = member_server(m, &options, hm.is_some(), cookie);
+        let puids = server_ids(&pool.members);
+        for (m, puid) in pool.members.iter().zip(puids) {
+            let server = member_server(m, puid, &options, hm.is_some(), cookie);
             let l = format!("    server {} {}", server.name, server.config_tail());
             self.out.push_str(&l);
             self.out.push('\n');
@@ -1046,7 +1047,7 @@ impl<'a> Renderer<'a> {
     }
 }
 
-fn member_server(m: &Member, options: &str, checked: bool, cookie: bool) -> Server {
+fn member_server(m: &Member, puid: u32, options: &str, checked: bool, cookie: bool) -> Server {
     let mut o = options.to_owned();
     let mut push = |s: String| {
         if !o.is_empty() {
@@ -1068,6 +1069,7 @@ fn member_server(m: &Member, options: &str, checked: bool, cookie: bool) -> Serv
     if m.backup {
         push("backup".to_owned());
     }
+    push(format!("id {puid}"));
     Server {
         name: m.id.clone(),
         address: m.address,
@@ -1077,6 +1079,30 @@ fn member_server(m: &Member, options: &str, checked: bool, cookie: bool) -> Serv
         checked,
         options: o,
     }
+}
+
+/// Stable numeric server ids (`id`), derived from member ids. Consistent hashing places a
+/// server on the ring by this number, so without it a runtime-added server (next free id) and
+/// the same server after a reload (id by config order) would sit at different ring positions
+/// and remap clients. Collisions are resolved deterministically in member-id order.
+fn server_ids(members: &[Member]) -> Vec<u32> {
+    const RANGE: u32 = 2_000_000_000;
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by(|&a, &b| members[a].id.cmp(&members[b].id));
+    let mut taken = BTreeSet::new();
+    let mut ids = vec![0; members.len()];
+    for i in order {
+        // FNV-1a: tiny, stable across Rust versions (unlike `DefaultHasher`).
+        let h = members[i].id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let mut id = h % RANGE + 1;
+        while !taken.insert(id) {
+            id = id % RANGE + 1;
+        }
+        ids[i] = id;
+    }
+    ids
 }
 
 fn tls_options(ciphers: Option<&str>, versions: &[TlsVersion], alpn: &[AlpnProtocol]) -> String {

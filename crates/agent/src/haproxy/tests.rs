@@ -523,6 +523,30 @@ async fn kh_source_ip_port_hash_spreads_and_accepts_runtime_servers() {
     let load = run_load(lab.frontend, 300, 4, Duration::from_secs(30)).await;
     assert_eq!(load.failed, 0, "{load:?}");
     assert!(load.per_backend.contains_key("m3"), "{load:?}");
+    // Ring positions follow the server ids: the runtime-added server keeps its id on reload.
+    let sids = |rows: Vec<super::runtime::StatRow>| -> Vec<(String, String)> {
+        rows.into_iter()
+            .filter(|r| r.svname.starts_with('m'))
+            .map(|r| (r.svname.clone(), r.get("sid").to_owned()))
+            .collect()
+    };
+    let admin = lab.haproxy.paths().admin_socket();
+    // Removing a member in the middle would renumber the others on reload without fixed ids.
+    let method = lab
+        .change(|s| s.pools[0].members.retain(|m| m.id != "m1"))
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Runtime);
+    let before = sids(super::runtime::show_stat(&admin).await.unwrap());
+    assert_eq!(
+        lab.change(|s| s.listeners[0].timeout_client_data = 1234)
+            .await
+            .unwrap(),
+        ApplyMethod::Reload
+    );
+    let after = sids(super::runtime::show_stat(&admin).await.unwrap());
+    assert_eq!(before.len(), 3);
+    assert_eq!(before, after);
     lab.haproxy.stop().await.unwrap();
 }
 

@@ -136,8 +136,8 @@ fn global_defaults_and_http_listener() {
             option allbackups
             timeout connect 5000ms
             timeout server 50000ms
-            server m1 10.0.0.1:80 weight 1
-            server m2 10.0.0.2:80 weight 1",
+            server m1 10.0.0.1:80 weight 1 id 486071276
+            server m2 10.0.0.2:80 weight 1 id 502848895",
     );
 }
 
@@ -180,11 +180,14 @@ fn proxy_pools_follow_listener_mode_and_send_proxy() {
     let mut s = base();
     s.pools[0].protocol = PoolProtocol::Proxy;
     check(&s, "backend p1:l1\nmode http");
-    check(&s, "server m1 10.0.0.1:80 weight 1 send-proxy");
+    check(&s, "server m1 10.0.0.1:80 weight 1 send-proxy id 486071276");
     s.listeners[0].protocol = ListenerProtocol::Tcp;
     s.pools[0].protocol = PoolProtocol::ProxyV2;
     check(&s, "backend p1:l1\nmode tcp");
-    check(&s, "server m1 10.0.0.1:80 weight 1 send-proxy-v2");
+    check(
+        &s,
+        "server m1 10.0.0.1:80 weight 1 send-proxy-v2 id 486071276",
+    );
 }
 
 #[test]
@@ -289,7 +292,7 @@ fn session_persistence_with_peers() {
     sp.persistence_type = SessionPersistenceType::HttpCookie;
     sp.cookie_name = None;
     check(&s, "cookie SRV insert indirect nocache");
-    check(&s, "server m1 10.0.0.1:80 weight 1 cookie m1");
+    check(&s, "server m1 10.0.0.1:80 weight 1 cookie m1 id 486071276");
     s.vm.name = "vm9".into();
     check_err(&s, "this VM (vm9) is not among the peers");
 }
@@ -332,12 +335,12 @@ fn health_monitors() {
     );
     check(
         &s,
-        "server m1 10.0.0.1:80 weight 1 check inter 5000ms fall 4 rise 2 addr 10.0.1.1 port 8081",
+        "server m1 10.0.0.1:80 weight 1 check inter 5000ms fall 4 rise 2 addr 10.0.1.1 port 8081 id 486071276",
     );
     s.pools[0].health_monitor = Some(monitor(HealthMonitorType::Https));
     check(
         &s,
-        "server m2 10.0.0.2:80 weight 1 check inter 5000ms fall 4 rise 2 check-ssl verify none",
+        "server m2 10.0.0.2:80 weight 1 check inter 5000ms fall 4 rise 2 check-ssl verify none id 502848895",
     );
     s.pools[0].health_monitor = Some(monitor(HealthMonitorType::TlsHello));
     check(&s, "option ssl-hello-chk");
@@ -353,7 +356,7 @@ fn health_monitors() {
     s.pools[0].health_monitor.as_mut().unwrap().admin_state_up = false;
     check(
         &s,
-        "server m1 10.0.0.1:80 weight 1\nserver m2 10.0.0.2:80 weight 1",
+        "server m1 10.0.0.1:80 weight 1 id 486071276\nserver m2 10.0.0.2:80 weight 1 id 502848895",
     );
 }
 
@@ -367,9 +370,9 @@ fn members_weight_backup_disabled_ipv6() {
     m.push(member("m3", ip("2001:db8::3"), 8443));
     check(
         &s,
-        "server m1 10.0.0.1:80 weight 0 backup
-         server m2 10.0.0.2:80 weight 1 disabled
-         server m3 ipv6@2001:db8::3:8443 weight 1",
+        "server m1 10.0.0.1:80 weight 0 backup id 486071276
+         server m2 10.0.0.2:80 weight 1 id 502848895 disabled
+         server m3 ipv6@2001:db8::3:8443 weight 1 id 519626514",
     );
 }
 
@@ -589,12 +592,12 @@ fn pool_reencryption() {
     p.alpn_protocols = vec![AlpnProtocol::Http11];
     check(
         &s,
-        "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem ca-file $DIR/certs/ca.pem verify required alpn http/1.1",
+        "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem ca-file $DIR/certs/ca.pem verify required alpn http/1.1 id 486071276",
     );
     s.pools[0].ca_tls_certificate_id = None;
     check(
         &s,
-        "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem verify none alpn http/1.1",
+        "server m1 10.0.0.1:80 weight 1 ssl crt $DIR/certs/c2.pem verify none alpn http/1.1 id 486071276",
     );
 }
 
@@ -928,4 +931,23 @@ mod injection {
             ["acl", "a", "path", "-m", "sub", "--", r"x\ y\#z"]
         );
     }
+}
+
+#[test]
+fn server_ids_are_stable_whatever_the_member_order() {
+    let a = [
+        member("m1", ip("10.0.0.1"), 80),
+        member("m2", ip("10.0.0.2"), 80),
+    ];
+    let b = [a[1].clone(), a[0].clone()];
+    let (ia, ib) = (server_ids(&a), server_ids(&b));
+    assert_eq!((ia[0], ia[1]), (ib[1], ib[0]));
+    assert_ne!(ia[0], ia[1]);
+    // Same member id twice (validation refuses it, but ids must still be unique).
+    let same = [
+        member("m1", ip("10.0.0.1"), 80),
+        member("m1", ip("10.0.0.2"), 80),
+    ];
+    let ids = server_ids(&same);
+    assert_eq!(ids[1], ids[0] % 2_000_000_000 + 1);
 }
