@@ -15,7 +15,7 @@ use crate::{AppState, NoAuth};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use klb_model::{Kind, LbVm, LbVmRole, LbVmStatus};
+use klb_model::{LbVm, LbVmRole, LbVmStatus};
 use klb_store::{Outcome, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
