@@ -582,6 +582,17 @@ impl Frr {
         Ok(())
     }
 
+    /// Stops announcing altogether (a state without BGP settings): stops the daemons and
+    /// removes the host prefixes `previous` put on `lo`.
+    pub async fn release(&self, previous: &Bgp) {
+        self.stop().await;
+        for p in &previous.announce {
+            let _ = self
+                .netns_run(&["ip", "addr", "del", &p.to_string(), "dev", "lo"])
+                .await;
+        }
+    }
+
     async fn netns_run(&self, argv: &[&str]) -> Result<String, FrrError> {
         let mut full: Vec<String> = self.config.netns_exec.clone();
         full.extend(argv.iter().map(|s| s.to_string()));

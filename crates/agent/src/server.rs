@@ -262,11 +262,16 @@ impl Agent {
                 .await
                 .map_err(AgentError::Proxy)?;
         }
-        if let (Some(frr), Some(bgp)) = (&self.frr, &state.bgp) {
-            // Unchanged BGP settings still go through when a daemon is missing (crashed).
-            if previous_bgp.as_ref() != Some(bgp) || frr.pids().await.len() < 3 {
-                frr.apply(bgp, inner.drained).await?;
+        match (&self.frr, &state.bgp, &previous_bgp) {
+            (Some(frr), Some(bgp), _) => {
+                // Unchanged BGP settings still go through when a daemon is missing (crashed).
+                if previous_bgp.as_ref() != Some(bgp) || frr.pids().await.len() < 3 {
+                    frr.apply(bgp, inner.drained).await?;
+                }
             }
+            // BGP removed from the state: nothing may stay announced.
+            (Some(frr), None, Some(previous)) => frr.release(previous).await,
+            _ => {}
         }
         tracing::info!(
             ?method,

@@ -364,6 +364,26 @@ async fn agent_announces_drains_and_undrains_the_vip() {
         .unwrap();
     assert!(bfd.contains(VM_ADDR) && bfd.contains("up"), "{bfd}");
 
+    // ARP is suppressed in the VM namespace (the VIP sits on every VM's `lo`).
+    let arp = StdCommand::new("ip")
+        .args([
+            "netns",
+            "exec",
+            VM_NS,
+            "sysctl",
+            "-n",
+            "net.ipv4.conf.all.arp_ignore",
+        ])
+        .args(["net.ipv4.conf.all.arp_announce"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&arp.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+
     // Same version again: no-op.
     let again = client
         .put_state(served.addr, &desired_state(1))
@@ -457,6 +477,20 @@ async fn agent_announces_drains_and_undrains_the_vip() {
         router_has_route().await,
         "the first VIP must stay announced"
     );
+
+    // A state without BGP settings stops the announcement altogether.
+    let mut v5 = v4.clone();
+    v5.version = 5;
+    v5.bgp = None;
+    let t5 = Instant::now();
+    client.put_state(served.addr, &v5).await.unwrap();
+    assert!(
+        wait_route(false, t5, Duration::from_secs(30))
+            .await
+            .is_some(),
+        "VIP still announced after BGP was removed from the state"
+    );
+    assert!(served.agent.frr().unwrap().pids().await.is_empty());
 
     // Stop HAProxy and FRR of the VM like the agent does at shutdown.
     if let Some(frr) = served.agent.frr() {
