@@ -262,16 +262,18 @@ impl Agent {
                 .await
                 .map_err(AgentError::Proxy)?;
         }
-        match (&self.frr, &state.bgp, &previous_bgp) {
-            (Some(frr), Some(bgp), _) => {
+        if let Some(frr) = &self.frr {
+            match (&state.bgp, &previous_bgp) {
                 // Unchanged BGP settings still go through when a daemon is missing (crashed).
-                if previous_bgp.as_ref() != Some(bgp) || frr.pids().await.len() < 3 {
+                (Some(bgp), previous)
+                    if previous.as_ref() != Some(bgp) || frr.pids().await.len() < 3 =>
+                {
                     frr.apply(bgp, inner.drained).await?;
                 }
+                // BGP removed from the state: nothing may stay announced.
+                (None, Some(previous)) => frr.release(previous).await,
+                _ => {}
             }
-            // BGP removed from the state: nothing may stay announced.
-            (Some(frr), None, Some(previous)) => frr.release(previous).await,
-            _ => {}
         }
         tracing::info!(
             ?method,
