@@ -4,6 +4,35 @@
 //! validates `X-Auth-Token` against Keystone v3 the way keystonemiddleware does and caches the
 //! result. [`policy::OctaviaPolicy`] is the [`crate::Policy`] that answers with Octavia's
 //! default rules (`octavia/policies/*.py`). Noauth stays in `crate::context`.
+//!
+//! Wiring (what `klb serve` does for `auth_strategy = "keystone"`): Keystone contexts carry
+//! Keystone's roles, so they go with [`policy::OctaviaPolicy`]; noauth contexts have no roles
+//! and keep the scope-only policy.
+//!
+//! ```no_run
+//! # async fn wire(store: klb_store::Store) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use klb_api::auth::keystone::{KeystoneAuth, KeystoneConfig};
+//! use klb_api::auth::policy::{OctaviaPolicy, PolicyOptions};
+//! use klb_api::auth::Secret;
+//!
+//! let mut cfg = KeystoneConfig::new(
+//!     "http://keystone:5000/v3",
+//!     "klb",
+//!     Secret::new("service-password"),
+//!     "service",
+//! );
+//! cfg.user_domain_name = "Default".into();
+//! cfg.project_domain_name = "Default".into();
+//! cfg.cache_ttl = Duration::from_secs(300);
+//! let options = PolicyOptions::default();
+//! cfg.policy = options;
+//! let mut state = klb_api::AppState::new(store, Arc::new(KeystoneAuth::new(cfg)?));
+//! state.policy = Arc::new(OctaviaPolicy::new(options));
+//! state.quotas = Arc::new(klb_api::admin::StoredQuotas::default());
+//! # Ok(()) }
+//! ```
 
 pub mod keystone;
 pub mod policy;
