@@ -37,8 +37,9 @@ const SERVICE_TOKEN_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// Longest `X-Auth-Token` accepted; real tokens (fernet, JWS) are a few hundred bytes.
 const MAX_TOKEN_LEN: usize = 8192;
 
-/// Settings of the Keystone authenticator (`[keystone]` in `klb.toml`).
-#[derive(Debug, Clone)]
+/// Settings of the Keystone authenticator (`[keystone]` in `klb.toml`). `Debug` redacts the
+/// password (a [`Secret`]) and any credentials in `auth_url`.
+#[derive(Clone)]
 pub struct KeystoneConfig {
     /// Identity endpoint, e.g. `https://keystone.example:5000/v3`. An unversioned URL gets
     /// `/v3` appended; a legacy `/v2.0` URL is mapped to `/v3` (with one warning).
@@ -61,6 +62,23 @@ pub struct KeystoneConfig {
     pub request_timeout: Duration,
     /// Policy knobs that shape the context (`is_admin`, scope enforcement).
     pub policy: PolicyOptions,
+}
+
+impl std::fmt::Debug for KeystoneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystoneConfig")
+            .field("auth_url", &redact_userinfo(&self.auth_url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("project_name", &self.project_name)
+            .field("user_domain_name", &self.user_domain_name)
+            .field("project_domain_name", &self.project_domain_name)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_max_entries", &self.cache_max_entries)
+            .field("request_timeout", &self.request_timeout)
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
 impl KeystoneConfig {
@@ -203,12 +221,16 @@ static V2_WARNING: Once = Once::new();
 /// process), anything else gets `/v3` appended.
 pub fn v3_url(auth_url: &str) -> Result<String, KeystoneError> {
     let invalid = |reason: &str| KeystoneError::InvalidUrl {
-        url: auth_url.to_owned(),
+        url: redact_userinfo(auth_url),
         reason: reason.to_owned(),
     };
     let parsed = reqwest::Url::parse(auth_url.trim()).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid("the scheme must be http or https"));
+    }
+    // Credentials belong in username/password: a URL is logged and shown in errors.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid("credentials in the URL are not allowed"));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(invalid("a query or fragment is not allowed"));
@@ -223,6 +245,16 @@ pub fn v3_url(auth_url: &str) -> Result<String, KeystoneError> {
         Ok(format!("{root}/v3"))
     } else {
         Ok(format!("{trimmed}/v3"))
+    }
+}
+
+/// `scheme://user:pass@host/...` → `scheme://***@host/...` (for messages about a bad URL).
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start + 3 => {
+            format!("{}***{}", &url[..start + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 

@@ -462,6 +462,18 @@ async fn scope_enforcement_strips_roles_of_system_tokens() {
 }
 
 #[test]
+fn credentials_in_the_url_are_refused_and_never_shown() {
+    let cfg = config("http://admin:hunter2@keystone:5000/v3");
+    assert!(!format!("{cfg:?}").contains("hunter2"));
+    let err = KeystoneAuth::new(cfg).expect_err("userinfo");
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("credentials in the URL"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let err = KeystoneAuth::new(config("gopher://u:hunter2@x/")).expect_err("scheme");
+    assert!(!format!("{err}").contains("hunter2"));
+}
+
+#[test]
 fn empty_settings_are_refused() {
     let mut cfg = config("http://127.0.0.1:1/v3");
     cfg.password = Secret::new("");
