@@ -409,6 +409,22 @@ impl Lab {
         netns::add_veth(End::ns(&vm.ns, "mgmt"), End::ns(&mgmt, &port)).await?;
         netns::set_master(&mgmt, &port, BRIDGE).await?;
         addr(&vm.ns, "mgmt", net(vm.mgmt_addr, p.mgmt_subnet)).await?;
+        // A slot's addresses are reused by the next VM in that slot (failover); with a MAC
+        // derived from the slot too, neighbours' ARP caches stay right across the swap (else
+        // the host and the gateways keep sending to the dead VM's MAC until their entries age).
+        for (dev, kind) in [("l3", 1u32), ("mgmt", 2u32)] {
+            let mac = format!(
+                "02:6b:{kind:02x}:{:02x}:{:02x}:{:02x}",
+                (vm.slot >> 16) & 0xff,
+                (vm.slot >> 8) & 0xff,
+                vm.slot & 0xff
+            );
+            netns::run(
+                "ip",
+                &["-n", &vm.ns, "link", "set", "dev", dev, "address", &mac],
+            )
+            .await?;
+        }
         netns::route_multipath(
             &vm.ns,
             "default",

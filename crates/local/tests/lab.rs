@@ -57,8 +57,17 @@ fn klb_binary() -> Option<PathBuf> {
 }
 
 fn haproxy_vm_cfg(vip: Ipv4Addr, name: &str, members: &[Ipv4Addr]) -> String {
+    haproxy_vm_cfg_timeout(vip, name, members, 5)
+}
+
+fn haproxy_vm_cfg_timeout(
+    vip: Ipv4Addr,
+    name: &str,
+    members: &[Ipv4Addr],
+    client_timeout_s: u32,
+) -> String {
     let mut s = format!(
-        "global\n  maxconn 2000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+        "global\n  maxconn 2000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client {client_timeout_s}s\n  timeout server 5s\n\
          frontend vip\n  bind {vip}:80\n  http-response set-header X-LB {name}\n  default_backend members\n\
          backend members\n  balance roundrobin\n  option httpchk GET /health\n"
     );
@@ -392,4 +401,159 @@ async fn netns_primitives_create_spawn_stop_and_teardown_idempotently() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Starts HAProxy (and FRR announcing `vip`, unless `announce` is false) in a new VM.
+async fn start_vm(
+    lab: &mut Lab,
+    short: &str,
+    index: u32,
+    vip: Ipv4Addr,
+    members: &[Ipv4Addr],
+    announce: bool,
+) -> FrrInstance {
+    let vm = lab.add_vm(short).await.unwrap();
+    lab.add_vip(short, vip).await.unwrap();
+    let name = format!("vm{index}");
+    let hcfg = vm.dir.join("haproxy.cfg");
+    std::fs::write(&hcfg, haproxy_vm_cfg_timeout(vip, &name, members, 60)).unwrap();
+    let args = vec!["-db".to_string(), "-f".into(), hcfg.display().to_string()];
+    lab.spawn_in_vm(short, "haproxy", Path::new(HAPROXY), &args, &[])
+        .await
+        .unwrap();
+    let inst = FrrInstance {
+        ns: vm.ns.clone(),
+        dir: vm.dir.join("frr"),
+        bin_dir: frr::FRR_BIN_DIR.into(),
+    };
+    if announce {
+        start_speaker(lab, &inst, index, vm.l3_addr, vip).await;
+    }
+    inst
+}
+
+async fn start_speaker(lab: &mut Lab, inst: &FrrInstance, index: u32, l3: Ipv4Addr, vip: Ipv4Addr) {
+    let plan = lab.config().plan.clone();
+    let name = format!("vm{index}");
+    let gws = [plan.gw_l3_addr(1), plan.gw_l3_addr(2)];
+    inst.start(
+        lab.owned_mut(),
+        &frr::render_zebra(&name),
+        &frr::render_bfdd(&name),
+        &frr::render_speaker_bgpd(&name, 10000 + index, l3, 60201, &gws, vip),
+    )
+    .await
+    .unwrap();
+}
+
+/// Probe of an open point in the data-plane notes: when a third LB VM joins (scale-out), Linux
+/// ECMP re-hashes part of the existing flows onto it; that VM has no state for them, so those
+/// keep-alive connections break. Measures the broken fraction (printed); asserts that the
+/// connections all worked before, that some survive, and that new connections work on 3 VMs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_rehash_of_long_lived_connections_is_measured() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = test_config(6, tmp.path());
+    let plan = cfg.plan.clone();
+    let mut lab = Lab::build(cfg).await.expect("lab builds");
+    let mut members = Vec::new();
+    for i in 1..=2 {
+        let m = lab.add_member(i).await.unwrap();
+        let ns = m.ns.clone();
+        start_backend(&mut lab, &ns, m.addr, &format!("m{i}"), tmp.path()).await;
+        members.push(m.addr);
+    }
+    let vip = plan.vip(20).unwrap();
+    start_vm(&mut lab, "cccc0001", 1, vip, &members, true).await;
+    start_vm(&mut lab, "cccc0002", 2, vip, &members, true).await;
+    let vm3 = start_vm(&mut lab, "cccc0003", 3, vip, &members, false).await;
+    lab.wait_paths(vip, 2, Duration::from_secs(30))
+        .await
+        .expect("ECMP over 2 VMs");
+
+    // 40 keep-alive connections from the client: one request each now, one after scale-out.
+    const N: u32 = 40;
+    let go = tmp.path().join("go");
+    let script = format!(
+        r#"trap '' PIPE
+req() {{ printf 'GET / HTTP/1.1\r\nHost: v\r\n\r\n' >&$1 2>/dev/null || {{ echo "$2 $1 broken"; return; }}
+  local line; IFS= read -t 2 -r line <&$1 || {{ echo "$2 $1 broken"; return; }}
+  case "$line" in "HTTP/1.1 200"*) ;; *) echo "$2 $1 broken"; return;; esac
+  # drain headers and the body (Content-Length) so the next request starts clean
+  local len=0; while IFS= read -t 2 -r line <&$1; do line=${{line%$'\r'}}; [ -z "$line" ] && break
+    case "${{line,,}}" in content-length:*) len=${{line#*: }};; esac; done
+  [ "$len" -gt 0 ] && head -c "$len" <&$1 >/dev/null; echo "$2 $1 ok"; }}
+for i in $(seq 3 {last}); do eval "exec $i<>/dev/tcp/{vip}/80" || {{ echo "open $i failed"; exit 1; }}; done
+for i in $(seq 3 {last}); do req $i before; done
+echo opened
+for _ in $(seq 300); do [ -e {go} ] && break; sleep 0.1; done
+for i in $(seq 3 {last}); do req $i after; done
+echo done
+"#,
+        last = N + 2,
+        go = go.display()
+    );
+    let client = lab.client_ns();
+    lab.spawn_in(
+        &client,
+        "probe",
+        Path::new("/bin/bash"),
+        &["-c".into(), script],
+    )
+    .await
+    .unwrap();
+    let log = lab.config().runtime_dir.join(format!("{client}-probe.log"));
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let waited = Instant::now();
+    while !read_log().contains("opened") && waited.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(read_log().contains("opened"), "probe log: {}", read_log());
+    assert_eq!(
+        read_log()
+            .lines()
+            .filter(|l| l.starts_with("before") && l.ends_with(" ok"))
+            .count() as u32,
+        N,
+        "all connections work before scale-out: {}",
+        read_log()
+    );
+
+    // Scale-out: vm3 starts announcing the VIP.
+    let vm3_l3 = lab.vms()["cccc0003"].l3_addr;
+    start_speaker(&mut lab, &vm3, 3, vm3_l3, vip).await;
+    lab.wait_paths(vip, 3, Duration::from_secs(30))
+        .await
+        .expect("ECMP over 3 VMs");
+    std::fs::write(&go, b"").unwrap();
+    while !read_log().contains("done") && waited.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = read_log();
+    let after_ok = out
+        .lines()
+        .filter(|l| l.starts_with("after") && l.ends_with(" ok"))
+        .count();
+    let broken = out
+        .lines()
+        .filter(|l| l.starts_with("after") && l.ends_with(" broken"))
+        .count();
+    println!(
+        "scale-out 2 -> 3 LB VMs: {broken}/{N} existing keep-alive connections broken, {after_ok} survived"
+    );
+    assert_eq!(after_ok + broken, N as usize, "{out}");
+    assert!(after_ok > 0, "some connections must survive: {out}");
+    // New connections now reach all three VMs.
+    let lines = requests(&lab, vip, 60).await;
+    for vm in ["vm1 ", "vm2 ", "vm3 "] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(vm)),
+            "{vm}missing: {lines:?}"
+        );
+    }
+    lab.teardown().await.unwrap();
 }
