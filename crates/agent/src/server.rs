@@ -166,7 +166,19 @@ pub struct Agent {
     proxy: Arc<dyn Proxy>,
     frr: Option<Frr>,
     drain_wait: Duration,
+    /// Serializes applies, drains and undrains (held across the drain wait).
     inner: Mutex<Inner>,
+    /// What status and heartbeats report, readable while `inner` is held.
+    snapshot: watch::Sender<Snapshot>,
+}
+
+/// The identity and flags reported by status and heartbeats.
+#[derive(Debug, Clone, Default)]
+struct Snapshot {
+    load_balancer_id: Option<String>,
+    vm_id: Option<String>,
+    version: Option<u64>,
+    drained: bool,
 }
 
 #[derive(Default)]
@@ -183,6 +195,7 @@ impl Agent {
             frr,
             drain_wait,
             inner: Mutex::new(Inner::default()),
+            snapshot: watch::Sender::new(Snapshot::default()),
         }
     }
 
@@ -280,6 +293,11 @@ impl Agent {
             took_ms = started.elapsed().as_millis() as u64,
             "state applied"
         );
+        self.snapshot.send_modify(|s| {
+            s.load_balancer_id = Some(state.load_balancer_id.clone());
+            s.vm_id = Some(state.vm.id.clone());
+            s.version = Some(state.version);
+        });
         inner.applied = Some(state);
         Ok(ApplyReply {
             version: inner.applied.as_ref().map_or(0, |s| s.version),
@@ -289,14 +307,12 @@ impl Agent {
 
     /// Status for `GET /v1/status`.
     pub async fn status(&self) -> AgentStatus {
-        let (lb, version, drained) = {
-            let inner = self.inner.lock().await;
-            (
-                inner.applied.as_ref().map(|s| s.load_balancer_id.clone()),
-                inner.applied.as_ref().map(|s| s.version),
-                inner.drained,
-            )
-        };
+        let Snapshot {
+            load_balancer_id: lb,
+            version,
+            drained,
+            ..
+        } = self.snapshot.borrow().clone();
         let haproxy_up = self.proxy.is_up().await;
         let stats = if haproxy_up {
             self.proxy.stats().await.unwrap_or_default()
@@ -345,6 +361,7 @@ impl Agent {
                 .map_err(AgentError::Proxy)?;
         }
         inner.drained = true;
+        self.snapshot.send_modify(|s| s.drained = true);
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained");
         Ok(reply(true, true, started))
     }
@@ -368,6 +385,7 @@ impl Agent {
             frr.set_announced(bgp, true).await?;
         }
         inner.drained = false;
+        self.snapshot.send_modify(|s| s.drained = false);
         tracing::info!("undrained");
         Ok(reply(false, true, started))
     }
@@ -384,11 +402,8 @@ fn reply(drained: bool, changed: bool, started: Instant) -> DrainReply {
 #[async_trait::async_trait]
 impl HeartbeatSource for Agent {
     async fn heartbeat(&self) -> Option<Heartbeat> {
-        let (lb, vm, version) = {
-            let inner = self.inner.lock().await;
-            let s = inner.applied.as_ref()?;
-            (s.load_balancer_id.clone(), s.vm.id.clone(), s.version)
-        };
+        let snap = self.snapshot.borrow().clone();
+        let (lb, vm, version) = (snap.load_balancer_id?, snap.vm_id?, snap.version?);
         let haproxy_up = self.proxy.is_up().await;
         let stats = if haproxy_up {
             self.proxy.stats().await.unwrap_or_default()

@@ -78,7 +78,8 @@ pub enum TlsError {
 /// What a leaf certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertKind {
-    /// TLS server (the agent): extended key usage serverAuth, SANs from the IPs and the name.
+    /// TLS server (the agent): extended key usages serverAuth and clientAuth (for heartbeats
+    /// over https), SANs from the IPs and the name.
     Server,
     /// TLS client (the control plane): extended key usage clientAuth.
     Client,
@@ -239,7 +240,12 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         match kind {
             CertKind::Server => {
-                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                // clientAuth too: the agent presents this certificate when it posts
+                // heartbeats to an https receiver.
+                params.extended_key_usages = vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ];
                 params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
                 if let Ok(dns) = rcgen::string::Ia5String::try_from(name)
                     && name.contains(|c: char| c.is_ascii_alphabetic())
