@@ -185,16 +185,9 @@ async fn boot_error_and_agent_push() {
         .unwrap();
     let target = agent_target(&good, 62000).unwrap();
     // Still building: the agent is not reachable yet.
-    assert!(
-        fake.push(&target, &state(3))
-            .await
-            .is_err()
-    );
+    assert!(fake.push(&target, &state(3)).await.is_err());
     fake.get_server(&good.id).await.unwrap();
-    let st = fake
-        .push(&target, &state(3))
-        .await
-        .unwrap();
+    let st = fake.push(&target, &state(3)).await.unwrap();
     assert_eq!(st.applied_version, Some(3));
     assert!(fake.drain(&target).await.unwrap().drained);
 }

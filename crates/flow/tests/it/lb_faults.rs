@@ -15,7 +15,7 @@ use crate::support::{End, Harness, LB, LiveLb, diff, expected};
 
 /// A flow under test with the state it starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scenario {
+pub enum Scenario {
     Create,
     Delete,
     Update,
@@ -129,7 +129,7 @@ async fn census(s: Scenario) -> (BTreeMap<Op, u32>, BTreeMap<Op, u32>) {
 
 /// One case: what is injected, and whether it is a crash.
 #[derive(Debug, Clone, Copy)]
-struct Case {
+pub struct Case {
     scenario: Scenario,
     op: Op,
     nth: u32,
@@ -138,12 +138,22 @@ struct Case {
 }
 
 /// Run one case; `Err` describes what went wrong.
-async fn check(case: Case) -> Result<(), String> {
-    let h = Harness::new().await;
+async fn check(case: Case, pg: bool) -> Result<(), String> {
+    if pg {
+        let (h, schema) = Harness::new_pg().await.ok_or("no PostgreSQL")?;
+        let r = check_on(&h, case).await;
+        drop(h);
+        schema.drop().await;
+        return r;
+    }
+    check_on(&Harness::new().await, case).await
+}
+
+async fn check_on(h: &Harness, case: Case) -> Result<(), String> {
     let s = case.scenario;
-    s.prepare(&h).await;
+    s.prepare(h).await;
     h.fake.inject(case.op, case.nth, case.fault).await;
-    let id = h.submit(s.request(&h)).await;
+    let id = h.submit(s.request(h)).await;
     let mut worker = h.start_worker(2);
     if case.crash {
         if !h.wait_calls(case.op, case.nth).await {
@@ -194,7 +204,7 @@ async fn check(case: Case) -> Result<(), String> {
             if s != Scenario::Create {
                 // The operator (or the health manager) retries; it must finish the job.
                 h.fake.clear_faults().await;
-                let rerun = h.run(s.request(&h)).await;
+                let rerun = h.run(s.request(h)).await;
                 if rerun.state != RunState::Completed {
                     return Err(format!(
                         "rerun after failure did not complete: {:?}",
@@ -212,6 +222,11 @@ async fn check(case: Case) -> Result<(), String> {
 
 /// Run cases a few at a time; collect every failure so one test run shows them all.
 async fn run_all(cases: Vec<Case>) {
+    run_all_on(cases, false).await
+}
+
+/// [`run_all`] on SQLite (`pg` false) or PostgreSQL.
+pub async fn run_all_on(cases: Vec<Case>, pg: bool) {
     let total = cases.len();
     let sem = Arc::new(Semaphore::new(6));
     let mut set = tokio::task::JoinSet::new();
@@ -219,7 +234,7 @@ async fn run_all(cases: Vec<Case>) {
         let sem = sem.clone();
         set.spawn(async move {
             let _permit = sem.acquire().await;
-            (case, check(case).await)
+            (case, check(case, pg).await)
         });
     }
     let mut failures = Vec::new();
@@ -274,6 +289,11 @@ async fn fault_cases(s: Scenario) -> Vec<Case> {
 }
 
 async fn crash_cases(s: Scenario) -> Vec<Case> {
+    crash_cases_on(s).await
+}
+
+/// Crash at every call of the run (census on SQLite; call counts do not depend on the store).
+pub async fn crash_cases_on(s: Scenario) -> Vec<Case> {
     let (base, delta) = census(s).await;
     let mut cases = Vec::new();
     for (op, n) in delta {

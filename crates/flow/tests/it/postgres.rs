@@ -7,47 +7,8 @@ use std::time::Duration;
 use klb_flow::lb::{LbInput, kind};
 use klb_flow::{Backend, Db, EngineConfig, RunState};
 
-use crate::support::{Harness, LiveLb, diff, expected};
-
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create() -> Option<Schema> {
-        let Ok(url) = std::env::var("KLB_TEST_POSTGRES_URL") else {
-            eprintln!("skipping PostgreSQL test: KLB_TEST_POSTGRES_URL is not set");
-            return None;
-        };
-        let name = format!("klb_flow_{}", uuid::Uuid::new_v4().simple());
-        let admin = Db::connect(&url).await.expect("connect to PostgreSQL");
-        admin
-            .execute_raw(&format!("CREATE SCHEMA {name}"))
-            .await
-            .expect("create schema");
-        let sep = if url.contains('?') { '&' } else { '?' };
-        Some(Schema {
-            url: format!("{url}{sep}options=-csearch_path%3D{name}"),
-            name,
-        })
-    }
-
-    async fn drop(self) {
-        let url = self
-            .url
-            .split("options=")
-            .next()
-            .unwrap()
-            .trim_end_matches(['?', '&'])
-            .to_string();
-        if let Ok(db) = Db::connect(&url).await {
-            let _ = db
-                .execute_raw(&format!("DROP SCHEMA {} CASCADE", self.name))
-                .await;
-        }
-    }
-}
+use crate::lb_faults::{Scenario, crash_cases_on, run_all_on};
+use crate::support::{Harness, LiveLb, Schema, diff, expected};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_flows_on_postgres_with_two_workers() {
@@ -100,4 +61,14 @@ async fn lb_flows_on_postgres_with_two_workers() {
     assert_eq!(diff(&h.ledger_names().await, &expected(&live)), None);
     drop(h);
     schema.drop().await;
+}
+
+/// The crash sweep of the create flow, on PostgreSQL (leases, `SKIP LOCKED` takeover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_crash_at_every_call_on_postgres() {
+    if std::env::var("KLB_TEST_POSTGRES_URL").is_err() {
+        eprintln!("skipping PostgreSQL test: KLB_TEST_POSTGRES_URL is not set");
+        return;
+    }
+    run_all_on(crash_cases_on(Scenario::Create).await, true).await;
 }

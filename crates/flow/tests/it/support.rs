@@ -52,6 +52,18 @@ impl Drop for RunningWorker {
 }
 
 impl Harness {
+    /// On PostgreSQL in a fresh schema (when `KLB_TEST_POSTGRES_URL` is set).
+    pub async fn new_pg() -> Option<(Harness, Schema)> {
+        let schema = Schema::create().await?;
+        let db = Db::connect(&schema.url)
+            .await
+            .expect("connect to PostgreSQL");
+        Some((
+            Self::with_db(db, None, EngineConfig::for_tests()).await,
+            schema,
+        ))
+    }
+
     pub async fn new() -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("flow.db").display());
@@ -242,3 +254,44 @@ pub fn diff(
 }
 
 pub const LB: &str = "lb-1";
+
+/// A fresh PostgreSQL schema for one test (dropped by [`Schema::drop`]).
+pub struct Schema {
+    pub url: String,
+    name: String,
+}
+
+impl Schema {
+    pub async fn create() -> Option<Schema> {
+        let Ok(url) = std::env::var("KLB_TEST_POSTGRES_URL") else {
+            eprintln!("skipping PostgreSQL test: KLB_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = format!("klb_flow_{}", uuid::Uuid::new_v4().simple());
+        let admin = Db::connect(&url).await.expect("connect to PostgreSQL");
+        admin
+            .execute_raw(&format!("CREATE SCHEMA {name}"))
+            .await
+            .expect("create schema");
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Some(Schema {
+            url: format!("{url}{sep}options=-csearch_path%3D{name}"),
+            name,
+        })
+    }
+
+    pub async fn drop(self) {
+        let url = self
+            .url
+            .split("options=")
+            .next()
+            .unwrap()
+            .trim_end_matches(['?', '&'])
+            .to_string();
+        if let Ok(db) = Db::connect(&url).await {
+            let _ = db
+                .execute_raw(&format!("DROP SCHEMA {} CASCADE", self.name))
+                .await;
+        }
+    }
+}
