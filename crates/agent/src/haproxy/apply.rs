@@ -156,6 +156,13 @@ impl Haproxy {
     /// runtime API, or reloads. On any error the previous configuration keeps serving.
     #[instrument(skip_all, name = "apply", fields(lb = %state.load_balancer_id, version = state.version))]
     pub async fn apply(&mut self, state: &DesiredState) -> Result<ApplyReply, ApplyError> {
+        let result = self.apply_inner(state).await;
+        // Whatever happened, only the running configuration's certificates stay on disk.
+        self.remove_unused_certificates().await;
+        result
+    }
+
+    async fn apply_inner(&mut self, state: &DesiredState) -> Result<ApplyReply, ApplyError> {
         self.reap();
         if let Some(r) = &self.running
             && state.version < r.version
@@ -226,6 +233,26 @@ impl Haproxy {
             version: state.version,
             method: ApplyMethod::Reload,
         })
+    }
+
+    /// Deletes files in the certificate directory that the running plan does not reference.
+    async fn remove_unused_certificates(&self) {
+        let keep: std::collections::BTreeSet<&Path> = self
+            .running
+            .iter()
+            .flat_map(|r| r.plan.files.iter().map(|f| f.path.as_path()))
+            .collect();
+        let Ok(mut dir) = tokio::fs::read_dir(&self.config.paths.cert_dir).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            let path = entry.path();
+            if !keep.contains(path.as_path())
+                && let Err(e) = tokio::fs::remove_file(&path).await
+            {
+                warn!(path = %path.display(), error = %e, "cannot remove unused certificate file");
+            }
+        }
     }
 
     /// Drain (`false`: every frontend stops accepting new connections; established ones

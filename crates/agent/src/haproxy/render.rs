@@ -79,14 +79,30 @@ impl Paths {
     }
 
     /// PEM file of a certificate.
-    pub fn certificate(&self, id: &str) -> PathBuf {
-        self.cert_dir.join(format!("{id}.pem"))
+    ///
+    /// Names carry a hash of the contents: new material never overwrites a file the running
+    /// configuration uses (a failed check leaves it untouched), and a rotated certificate
+    /// changes the config text, which is what triggers the reload that loads it.
+    pub fn certificate(&self, id: &str, pem: &str) -> PathBuf {
+        self.cert_dir
+            .join(format!("{id}-{:016x}.pem", content_hash(pem)))
     }
 
     /// crt-list of a TERMINATED_HTTPS listener.
-    pub fn crt_list(&self, listener_id: &str) -> PathBuf {
-        self.cert_dir.join(format!("{listener_id}.crtlist"))
+    /// Content-addressed like [`Paths::certificate`].
+    pub fn crt_list(&self, listener_id: &str, contents: &str) -> PathBuf {
+        self.cert_dir.join(format!(
+            "{listener_id}-{:016x}.crtlist",
+            content_hash(contents)
+        ))
     }
+}
+
+/// FNV-1a 64: names files by content (not a security boundary; the directory is private).
+fn content_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Why a desired state cannot be rendered. Messages never contain certificate material.
@@ -663,9 +679,9 @@ impl<'a> Renderer<'a> {
 
     /// Queues a certificate's PEM file and returns its path.
     fn cert_file(&mut self, id: &str) -> PathBuf {
-        let path = self.paths.certificate(id);
+        let cert = self.state.certificate(id).expect("validated reference");
+        let path = self.paths.certificate(id, cert.pem.expose());
         if self.written_certs.insert(id.to_owned()) {
-            let cert = self.state.certificate(id).expect("validated reference");
             self.files.push(AuxFile {
                 path: path.clone(),
                 contents: cert.pem.expose().to_owned(),
@@ -777,7 +793,7 @@ impl<'a> Renderer<'a> {
             let path = self.cert_file(id);
             writeln!(list, "{}", path_arg(&path)).expect("write to String");
         }
-        let crt_list = self.paths.crt_list(&l.id);
+        let crt_list = self.paths.crt_list(&l.id, &list);
         self.files.push(AuxFile {
             path: crt_list.clone(),
             contents: list,

@@ -730,3 +730,68 @@ async fn kh_peers_share_source_ip_stick_table_between_two_lb_processes() {
         h.stop().await.unwrap();
     }
 }
+
+fn cert_files(lab: &Lab) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&lab.haproxy.paths().cert_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_certificate_rotation_reloads_and_bad_pem_keeps_old_files() {
+    if !have_haproxy() {
+        return;
+    }
+    let pem = || {
+        let ck = rcgen::generate_simple_self_signed(vec!["kh.example".into()]).unwrap();
+        klb_proto::SecretPem::new(format!(
+            "{}{}",
+            ck.cert.pem(),
+            ck.signing_key.serialize_pem()
+        ))
+    };
+    let mut lab = Lab::start(Path::new(HAPROXY), 1).await.unwrap();
+    let first = pem();
+    let method = lab
+        .change(move |s| {
+            s.certificates = vec![klb_proto::Certificate {
+                id: "c1".into(),
+                pem: first,
+            }];
+            s.listeners[0].protocol = ListenerProtocol::TerminatedHttps;
+            s.listeners[0].default_tls_certificate_id = Some("c1".into());
+        })
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Reload);
+    let v1 = cert_files(&lab);
+    assert_eq!(v1.len(), 2, "{v1:?}");
+    let second = pem();
+    let method = lab
+        .change(move |s| s.certificates[0].pem = second)
+        .await
+        .unwrap();
+    assert_eq!(
+        method,
+        ApplyMethod::Reload,
+        "a rotated certificate must reach HAProxy"
+    );
+    let v2 = cert_files(&lab);
+    assert_eq!(v2.len(), 2, "old files removed: {v2:?}");
+    assert!(v2.iter().all(|f| !v1.contains(f)), "{v1:?} {v2:?}");
+    let mut bad = lab.state.clone();
+    bad.version += 1;
+    bad.certificates[0].pem =
+        klb_proto::SecretPem::new("-----BEGIN CERTIFICATE-----\nnot a cert\n");
+    let err = lab.haproxy.apply(&bad).await.unwrap_err();
+    assert!(matches!(err, ApplyError::Check { .. }), "{err}");
+    assert!(
+        !err.to_string().contains("not a cert"),
+        "no PEM text in errors: {err}"
+    );
+    assert_eq!(cert_files(&lab), v2, "the running certificate files stay");
+    lab.haproxy.stop().await.unwrap();
+}
