@@ -15,7 +15,7 @@
 //! [`Secret`] or only as map keys and never appear in logs or error messages.
 
 use std::collections::HashMap;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -192,6 +192,9 @@ pub struct KeystoneAuth {
     http: reqwest::Client,
     service: Mutex<Option<ServiceToken>>,
     cache: Mutex<HashMap<String, CacheEntry>>,
+    /// One gate per token being validated, so concurrent first requests with the same token
+    /// make one Keystone call (the others wait, then read the cache).
+    inflight: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for KeystoneAuth {
@@ -284,6 +287,7 @@ impl KeystoneAuth {
             http,
             service: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -297,19 +301,52 @@ impl KeystoneAuth {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(KeystoneError::InvalidToken);
         }
-        let now = Utc::now();
-        {
-            let mut cache = self.cache.lock().await;
-            match cache.get(token) {
-                Some(e) if e.until > now => {
-                    return e.token.clone().ok_or(KeystoneError::InvalidToken);
-                }
-                Some(_) => {
-                    cache.remove(token);
-                }
-                None => {}
-            }
+        if let Some(hit) = self.cached(token).await {
+            return hit;
         }
+        let gate = self
+            .inflight
+            .lock()
+            .await
+            .entry(token.to_owned())
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = gate.lock().await;
+            // Whoever held the gate before may have filled the cache.
+            match self.cached(token).await {
+                Some(hit) => hit,
+                None => self.validate_and_cache(token).await,
+            }
+        };
+        let mut inflight = self.inflight.lock().await;
+        // Every waiter drops its clone under this lock, so the last one out sees only the
+        // map's reference and removes the gate.
+        drop(gate);
+        if inflight
+            .get(token)
+            .is_some_and(|g| Arc::strong_count(g) == 1)
+        {
+            inflight.remove(token);
+        }
+        result
+    }
+
+    /// A live cache entry for `token` (expired entries are dropped).
+    async fn cached(&self, token: &str) -> Option<Result<ValidatedToken, KeystoneError>> {
+        let now = Utc::now();
+        let mut cache = self.cache.lock().await;
+        match cache.get(token) {
+            Some(e) if e.until > now => Some(e.token.clone().ok_or(KeystoneError::InvalidToken)),
+            Some(_) => {
+                cache.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn validate_and_cache(&self, token: &str) -> Result<ValidatedToken, KeystoneError> {
         let result = match self.validate_remote(token).await {
             Ok(v) if v.expires_at > Utc::now() => Ok(v),
             Ok(_) | Err(KeystoneError::InvalidToken) => Err(KeystoneError::InvalidToken),

@@ -312,6 +312,32 @@ async fn cache_hit_avoids_a_second_validation() {
 }
 
 #[tokio::test]
+async fn concurrent_first_requests_make_one_keystone_call() {
+    let ks = FakeKeystone::start().await;
+    ks.user_token("tok", Some("p1"), &["member"], TimeDelta::hours(1))
+        .await;
+    let auth = Arc::new(KeystoneAuth::new(config(&ks.url)).expect("auth"));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.validate("tok").await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            t.await.expect("join").expect("valid").project_id.as_deref(),
+            Some("p1")
+        );
+    }
+    assert_eq!(ks.validations(), 1);
+    assert_eq!(ks.password_auths(), 1);
+    assert!(
+        auth.inflight.lock().await.is_empty(),
+        "gates are cleaned up"
+    );
+}
+
+#[tokio::test]
 async fn cache_entry_ends_at_the_token_expiry() {
     let ks = FakeKeystone::start().await;
     ks.user_token("short", Some("p1"), &["member"], TimeDelta::seconds(90))
