@@ -515,6 +515,7 @@ impl Lab {
     /// belongs to nothing recorded is removed.
     pub async fn adopt(cfg: LabConfig, snap: &LabSnapshot) -> Result<(Lab, AdoptReport)> {
         check_prefix(&cfg.prefix)?;
+        cfg.plan.validate()?;
         if snap.prefix != cfg.prefix || snap.plan != cfg.plan {
             return Err(LocalError::Invalid(
                 "recorded lab has another prefix or address plan".into(),
@@ -624,6 +625,8 @@ impl Lab {
     /// Adopts the recorded lab if it is intact, else removes every namespace of the prefix and
     /// builds a fresh one (then every recorded VM is reported lost).
     pub async fn open(cfg: LabConfig, snap: Option<&LabSnapshot>) -> Result<(Lab, AdoptReport)> {
+        check_prefix(&cfg.prefix)?;
+        cfg.plan.validate()?;
         if let Some(snap) = snap {
             match Lab::adopt(cfg.clone(), snap).await {
                 Ok(r) => return Ok(r),
