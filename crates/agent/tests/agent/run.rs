@@ -10,6 +10,7 @@ use axum::routing::post;
 use klb_agent::config::{AgentConfig, BasicAuth, Password};
 use klb_agent::dataplane::fake::FakeProxy;
 use klb_agent::heartbeat::{HmacKey, ReplayGuard, SIGNATURE_HEADER, verify_heartbeat};
+use klb_agent::tls::{self, CertKind};
 use klb_proto::{DesiredState, Heartbeat};
 use tokio::sync::{Mutex, mpsc, watch};
 
@@ -17,8 +18,9 @@ use crate::util::Pki;
 
 const KEY: &str = "heartbeat-key-0123456789";
 
-/// A heartbeat receiver on 127.0.0.1; verified heartbeats go to the channel, others get 401.
-async fn receiver(key: HmacKey) -> (String, mpsc::Receiver<Heartbeat>) {
+/// A heartbeat receiver on 127.0.0.1 (https with client certificates from the CA when `pki`
+/// is given); verified heartbeats go to the channel, others get 401.
+async fn receiver(key: HmacKey, pki: Option<&Pki>) -> (String, mpsc::Receiver<Heartbeat>) {
     let (tx, rx) = mpsc::channel(64);
     let guard = Arc::new(Mutex::new(ReplayGuard::default()));
     let app = axum::Router::new().route(
@@ -43,6 +45,26 @@ async fn receiver(key: HmacKey) -> (String, mpsc::Receiver<Heartbeat>) {
             }
         }),
     );
+    if let Some(pki) = pki {
+        let cert = pki
+            .ca
+            .issue(
+                "receiver",
+                CertKind::Server,
+                &["127.0.0.1".parse().unwrap()],
+            )
+            .unwrap();
+        let tls = tls::server_config(pki.ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = axum_server::from_tcp_rustls(
+            listener,
+            axum_server::tls_rustls::RustlsConfig::from_config(tls),
+        )
+        .unwrap();
+        tokio::spawn(async move { server.serve(app.into_make_service()).await.unwrap() });
+        return (format!("https://{addr}/v1/heartbeat"), rx);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -51,13 +73,23 @@ async fn receiver(key: HmacKey) -> (String, mpsc::Receiver<Heartbeat>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_runs_from_its_config_file_and_sends_signed_heartbeats() {
+    check_run(false).await;
+}
+
+/// Same over https: the agent trusts only klb's CA and presents its own certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_over_mutual_tls() {
+    check_run(true).await;
+}
+
+async fn check_run(https: bool) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
     write("ca.crt", pki.ca.cert_pem());
     write("agent.crt", &pki.server.cert_pem);
     write("agent.key", pki.server.key_pem.expose());
-    let (url, mut heartbeats) = receiver(HmacKey::new(KEY)).await;
+    let (url, mut heartbeats) = receiver(HmacKey::new(KEY), https.then_some(&pki)).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
