@@ -172,6 +172,15 @@ impl RelIndex {
         Ok(RelIndex::new(rels))
     }
 
+    /// Loads only children of `ids` (cheaper; for kinds nothing references).
+    pub async fn load_children(state: &AppState, ids: &[String]) -> ApiResult<RelIndex> {
+        let mut rels = Vec::new();
+        for chunk in ids.chunks(800) {
+            rels.extend(state.store.children(chunk).await?);
+        }
+        Ok(RelIndex::new(rels))
+    }
+
     /// Children of `id` of `kind`, in creation order.
     pub fn children(&self, id: &str, kind: klb_model::Kind) -> Vec<&Relation> {
         self.by_parent
@@ -341,7 +350,12 @@ pub async fn run(
             .iter()
             .filter_map(|o| o.get("id").and_then(Value::as_str).map(str::to_owned))
             .collect();
-        let rels = RelIndex::load(state, &ids).await?;
+        // Only pools are referenced (default pool, redirect pool); other kinds need children only.
+        let rels = if listing.base.kind == klb_model::Kind::Pool.as_str() {
+            RelIndex::load(state, &ids).await?
+        } else {
+            RelIndex::load_children(state, &ids).await?
+        };
         for obj in &mut page {
             relate(obj, &rels);
         }

@@ -213,7 +213,13 @@ impl Store {
     /// Relation rows of every document whose `parent_id` or `ref_id` is one of `ids`
     /// (excluding `DELETED`). One query for a whole page of parents.
     pub async fn relations(&self, ids: &[String]) -> Result<Vec<Relation>, StoreError> {
-        relations_on(&self.inner.reader, ids).await
+        relations_on(&self.inner.reader, ids, true).await
+    }
+
+    /// Like [`Store::relations`] but only children (`parent_id` in `ids`): one index lookup
+    /// per id, for kinds nothing refers to by `ref_id`.
+    pub async fn children(&self, ids: &[String]) -> Result<Vec<Relation>, StoreError> {
+        relations_on(&self.inner.reader, ids, false).await
     }
 
     /// Every live document of a load balancer's graph (the LB itself included).
@@ -464,7 +470,11 @@ where
         .map_err(query("list"))
 }
 
-async fn relations_on<'e, E>(exec: E, ids: &[String]) -> Result<Vec<Relation>, StoreError>
+async fn relations_on<'e, E>(
+    exec: E,
+    ids: &[String],
+    with_refs: bool,
+) -> Result<Vec<Relation>, StoreError>
 where
     E: Executor<'e, Database = Any>,
 {
@@ -472,9 +482,14 @@ where
         return Ok(Vec::new());
     }
     let p = placeholders(1, ids.len());
+    let cond = if with_refs {
+        format!("(parent_id IN ({p}) OR ref_id IN ({p}))")
+    } else {
+        format!("parent_id IN ({p})")
+    };
     let sql = format!(
         "SELECT kind, id, parent_id, ref_id, position FROM resources \
-         WHERE (parent_id IN ({p}) OR ref_id IN ({p})) \
+         WHERE {cond} \
          AND (provisioning_status IS NULL OR provisioning_status <> 'DELETED') \
          ORDER BY created_at, id"
     );
@@ -588,7 +603,7 @@ impl WriteTx {
 
     /// Relation rows inside the transaction.
     pub async fn relations(&mut self, ids: &[String]) -> Result<Vec<Relation>, StoreError> {
-        relations_on(&mut *self.tx, ids).await
+        relations_on(&mut *self.tx, ids, true).await
     }
 
     /// Inserts a new document (`Duplicate` if `(kind, id)` exists).

@@ -271,7 +271,10 @@ pub async fn get_one(
 ) -> ApiResult<Response> {
     let p: L7Policy = load(&state, &ctx, &id, Action::new(R::L7Policy, Op::GetOne)).await?;
     let mut m = render(&p);
-    relate(&mut m, &RelIndex::load(&state, &[p.id.to_string()]).await?);
+    relate(
+        &mut m,
+        &RelIndex::load_children(&state, &[p.id.to_string()]).await?,
+    );
     Ok(reply(
         StatusCode::OK,
         "l7policy",
@@ -376,7 +379,10 @@ pub async fn update(
     enqueue(&mut tx, lb.id, JobOp::Update, Kind::L7Policy, p.id).await?;
     tx.commit().await?;
     let mut m = render(&p);
-    relate(&mut m, &RelIndex::load(&state, &[p.id.to_string()]).await?);
+    relate(
+        &mut m,
+        &RelIndex::load_children(&state, &[p.id.to_string()]).await?,
+    );
     Ok(reply(StatusCode::OK, "l7policy", Value::Object(m)))
 }
 

@@ -411,7 +411,10 @@ pub fn check_protocols(listener: ListenerProtocol, pool: PoolProtocol) -> ApiRes
 
 async fn full(state: &AppState, l: &Listener) -> ApiResult<Map<String, Value>> {
     let mut m = render(l);
-    relate(&mut m, &RelIndex::load(state, &[l.id.to_string()]).await?);
+    relate(
+        &mut m,
+        &RelIndex::load_children(state, &[l.id.to_string()]).await?,
+    );
     Ok(m)
 }
 

@@ -95,7 +95,7 @@ fn relate(m: &mut Map<String, Value>, rels: &RelIndex) {
 
 async fn full(state: &AppState, lb: &LoadBalancer) -> ApiResult<Map<String, Value>> {
     let mut m = render(lb);
-    let rels = RelIndex::load(state, &[lb.id.to_string()]).await?;
+    let rels = RelIndex::load_children(state, &[lb.id.to_string()]).await?;
     relate(&mut m, &rels);
     Ok(m)
 }
