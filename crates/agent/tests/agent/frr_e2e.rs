@@ -418,6 +418,16 @@ async fn agent_announces_drains_and_undrains_the_vip() {
     let mut v2 = desired_state(2);
     v2.pools[0].members[0].weight = 7;
     client.put_state(served.addr, &v2).await.unwrap();
+    // An older version is refused with 409 and changes nothing.
+    let err = client
+        .put_state(served.addr, &desired_state(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(409), "{err}");
+    assert_eq!(
+        client.status(served.addr).await.unwrap().status.version,
+        Some(2)
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !router_has_route().await,
