@@ -339,24 +339,37 @@ async fn kh_benches_run_and_report() {
         return;
     }
     // No timing assertions (shared machine): only that the benches measure what they claim.
-    let m = super::bench::bench_member_change(Path::new(HAPROXY), 30)
+    // Sizes can be raised for manual measurement: KH_BENCH_CHANGES, KH_BENCH_RELOADS,
+    // KH_BENCH_REQUESTS.
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (changes, reloads, requests) = (
+        env("KH_BENCH_CHANGES", 30),
+        env("KH_BENCH_RELOADS", 5),
+        env("KH_BENCH_REQUESTS", 2000),
+    );
+    let m = super::bench::bench_member_change(Path::new(HAPROXY), changes)
         .await
         .unwrap();
     eprintln!("member change -> visible: {m:?}");
-    assert_eq!(m.changes, 30);
+    assert_eq!(m.changes, changes);
     assert_eq!(
-        m.runtime_applied, 30,
+        m.runtime_applied, changes,
         "every member change went through the runtime API"
     );
     assert!(m.p50_ms > 0.0 && m.p50_ms <= m.p99_ms && m.p99_ms <= m.max_ms);
-    let r = super::bench::bench_reload_under_load(Path::new(HAPROXY), 5, 2000, PACE)
+    let r = super::bench::bench_reload_under_load(Path::new(HAPROXY), reloads, requests, PACE)
         .await
         .unwrap();
     eprintln!(
         "reload under load: {} reloads, {} sent, {} failed, reload p50 {:.1} ms, max {:.1} ms",
         r.reloads, r.load.sent, r.load.failed, r.reload_p50_ms, r.reload_max_ms
     );
-    assert_eq!(r.reloads, 5);
+    assert_eq!(r.reloads, reloads);
     assert_eq!(r.load.failed, 0, "{:?}", r.load);
 }
 
