@@ -72,7 +72,9 @@ pub(crate) fn render_and_check(s: &DesiredState) -> Result<String, String> {
         }
     }
     Ok(strip_hashes(
-        &plan.config.replace(&dir.path().display().to_string(), "$DIR"),
+        &plan
+            .config
+            .replace(&dir.path().display().to_string(), "$DIR"),
     ))
 }
 
