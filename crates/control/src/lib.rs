@@ -5,8 +5,10 @@
 
 pub mod agents;
 pub mod bootstrap;
+pub mod demo;
 pub mod desired;
 pub mod octavia_client;
 pub mod plane;
+pub mod pps;
 pub mod provider;
 pub mod webhook;

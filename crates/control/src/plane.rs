@@ -307,6 +307,7 @@ async fn start_local(
         hmac_key: HmacKey::new(hmac_secret.as_bytes()),
         max_age: Duration::from_secs(10),
         silent_after: settings.silent_after,
+        boot_grace: Duration::from_secs(20),
         tick: Duration::from_millis(500),
         failover: true,
     });
@@ -362,7 +363,7 @@ async fn start_local(
             IpAddr::V4(plan.gw_l3_addr(2)),
         ],
         bfd: true,
-        default_maxconn: settings.default_maxconn,
+        default_maxconn: cap_maxconn(settings.default_maxconn),
         peer_port: 1025,
     };
     let env = LbEnv {
@@ -393,6 +394,36 @@ async fn start_local(
     tasks.push(tokio::spawn(provider.run(stop_rx.clone())));
 
     Ok(LocalStarted { cloud, reports })
+}
+
+/// HAProxy needs about two descriptors per connection and refuses to start when it cannot
+/// raise its limit that far; local "VMs" inherit this process's hard limit (20000 on some
+/// hosts, below what `default_maxconn` 12000 needs), so the global maxconn is capped to fit.
+fn cap_maxconn(wanted: u32) -> u32 {
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        })
+        .and_then(|v| v.parse::<u64>().ok());
+    match hard {
+        Some(hard) => {
+            let fit = (hard.saturating_sub(1000) / 2).min(u64::from(wanted)) as u32;
+            if fit < wanted {
+                tracing::warn!(
+                    wanted,
+                    capped = fit,
+                    hard_nofile = hard,
+                    "default_maxconn capped to the descriptor limit"
+                );
+            }
+            fit.max(256)
+        }
+        None => wanted,
+    }
 }
 
 /// The flow engine's tables live beside the store's: the same PostgreSQL database, or a

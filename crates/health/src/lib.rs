@@ -29,6 +29,8 @@ pub struct HealthConfig {
     /// An LB VM whose last report is older than this is silent: not counted as serving, and
     /// failed over.
     pub silent_after: Duration,
+    /// Extra time a new LB VM gets to send its first report before it counts as silent.
+    pub boot_grace: Duration,
     /// How often the manager judges.
     pub tick: Duration,
     /// Whether silent LB VMs are failed over.

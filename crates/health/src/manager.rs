@@ -25,8 +25,10 @@ pub struct HealthManager {
     store: Store,
     reports: Reports,
     config: Arc<HealthConfig>,
-    /// When this manager started: a VM that has not reported since is judged from then.
-    started: Instant,
+    /// When this manager first saw each LB VM record: a VM that has not reported yet is
+    /// judged from then (plus [`HealthConfig::boot_grace`]), so a VM still booting is not
+    /// failed over.
+    first_seen: tokio::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl HealthManager {
@@ -36,7 +38,7 @@ impl HealthManager {
             store,
             reports,
             config,
-            started: Instant::now(),
+            first_seen: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -123,10 +125,22 @@ impl HealthManager {
         self.store_stats(lb_id, &status::sum_stats(&reports))
             .await?;
 
+        let first_seen: HashMap<String, Instant> = {
+            let mut seen = self.first_seen.lock().await;
+            for id in &vm_ids {
+                seen.entry(id.clone()).or_insert(now);
+            }
+            vm_ids
+                .iter()
+                .filter_map(|id| Some((id.clone(), *seen.get(id)?)))
+                .collect()
+        };
         if self.config.failover && lb.provisioning_status == ProvisioningStatus::Active {
             let silent = vm_ids.iter().find(|id| match received.get(*id) {
                 Some(r) => now.duration_since(r.at) > self.config.silent_after,
-                None => now.duration_since(self.started) > self.config.silent_after,
+                None => first_seen.get(*id).is_some_and(|t| {
+                    now.duration_since(*t) > self.config.silent_after + self.config.boot_grace
+                }),
             });
             if let Some(vm_id) = silent {
                 self.request_failover(&lb, vm_id).await?;

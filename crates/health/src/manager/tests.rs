@@ -23,6 +23,7 @@ fn config(failover: bool) -> Arc<HealthConfig> {
         hmac_key: HmacKey::new(b"test-key-0123456789"),
         max_age: Duration::from_secs(10),
         silent_after: Duration::from_millis(300),
+        boot_grace: Duration::from_millis(0),
         tick: Duration::from_millis(100),
         failover,
     })
@@ -240,4 +241,44 @@ async fn silent_vm_gets_a_failover_job_once() {
     assert_eq!(jobs[0].target_id, b.to_string());
     let lb: LoadBalancer = store.get_resource(lab.lb.id).await.unwrap().unwrap();
     assert_eq!(lb.provisioning_status, ProvisioningStatus::PendingUpdate);
+}
+
+#[tokio::test]
+async fn a_booting_vm_gets_its_grace_before_failover() {
+    let lab = lab(1, true);
+    let (a, booting) = (Uuid::new_v4(), Uuid::new_v4());
+    let (store, _dir) = store_with(&lab, &[a, booting]).await;
+    let mut cfg = (*config(true)).clone();
+    cfg.boot_grace = Duration::from_millis(400);
+    let cfg = Arc::new(cfg);
+    let reports = Reports::default();
+    let app = router(reports.clone(), cfg.clone());
+    let manager = HealthManager::new(store.clone(), reports.clone(), cfg.clone());
+    let up = [MemberStatus::Up];
+    let lb_id = lab.lb.id.to_string();
+    // Within silent_after + boot_grace the VM that never reported is left alone.
+    for seq in 1..=4 {
+        let hb = lab.heartbeat(&a.to_string(), &up, 0);
+        assert_eq!(
+            post(&app, &cfg.hmac_key, hb, seq).await,
+            StatusCode::NO_CONTENT
+        );
+        manager.tick().await.unwrap();
+        assert!(
+            store.jobs_of(&lb_id).await.unwrap().is_empty(),
+            "tick {seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past it, the booting VM is failed over.
+    tokio::time::sleep(cfg.silent_after + cfg.boot_grace).await;
+    let hb = lab.heartbeat(&a.to_string(), &up, 0);
+    assert_eq!(
+        post(&app, &cfg.hmac_key, hb, 5).await,
+        StatusCode::NO_CONTENT
+    );
+    manager.tick().await.unwrap();
+    let jobs = store.jobs_of(&lb_id).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].target_id, booting.to_string());
 }

@@ -1,0 +1,518 @@
+//! `klb demo`: a whole real active-active load balancer on the local cloud, driven through the
+//! public API like a tenant would, with traffic from the client namespace, a failover and a
+//! PPS-driven scale-out, then removed. Progress goes to stdout; the summary table at the end.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use klb_flow::lb::LbResources;
+use klb_local::plan;
+use serde_json::{Value, json};
+
+use crate::octavia_client::{ClientError, OctaviaClient};
+use crate::plane::ControlPlane;
+use crate::pps::HeartbeatRate;
+use crate::provider::{RESOURCES_KIND, vm_record_id};
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The klb executable (runs `klb load` in the client namespace and `klb backend` members).
+    pub klb_exe: PathBuf,
+    /// Requests of each bounded load phase.
+    pub requests: u32,
+    /// Member port.
+    pub member_port: u16,
+}
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("API: {0}")]
+    Api(#[from] ClientError),
+    #[error("local cloud: {0}")]
+    Local(#[from] klb_local::LocalError),
+    #[error("store: {0}")]
+    Store(#[from] klb_store::StoreError),
+    #[error("{0}")]
+    Step(String),
+}
+
+/// One measured row of the summary.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub what: String,
+    pub value: String,
+}
+
+/// The final report.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub rows: Vec<Row>,
+}
+
+impl Summary {
+    fn add(&mut self, what: &str, value: impl Into<String>) {
+        let value = value.into();
+        println!("        {what}: {value}");
+        self.rows.push(Row {
+            what: what.to_owned(),
+            value,
+        });
+    }
+
+    /// The table as text.
+    pub fn table(&self) -> String {
+        let width = self.rows.iter().map(|r| r.what.len()).max().unwrap_or(10);
+        let mut out = format!("{:width$}  {}\n", "measurement", "value");
+        out.push_str(&format!("{}  {}\n", "-".repeat(width), "-".repeat(40)));
+        for r in &self.rows {
+            out.push_str(&format!("{:width$}  {}\n", r.what, r.value));
+        }
+        out
+    }
+}
+
+struct Progress {
+    step: u32,
+    total: u32,
+    start: Instant,
+}
+
+impl Progress {
+    fn step(&mut self, text: &str) {
+        self.step += 1;
+        println!(
+            "[{:>2}/{}] {:>6.1}s  {text}",
+            self.step,
+            self.total,
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+/// Runs the demo on a started control plane (local cloud provider).
+pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, DemoError> {
+    let mut summary = Summary::default();
+    let mut progress = Progress {
+        step: 0,
+        total: 10,
+        start: Instant::now(),
+    };
+    let local = plane
+        .local_cloud()
+        .ok_or_else(|| DemoError::Step("the demo needs the local cloud provider".into()))?
+        .clone();
+    let reports = plane
+        .reports()
+        .ok_or_else(|| DemoError::Step("no heartbeat receiver".into()))?
+        .clone();
+    let rate = HeartbeatRate::new(reports.clone());
+    local.set_pps_source(Arc::new(rate.clone())).await;
+    let api = OctaviaClient::new(format!("http://{}", plane.api_addr()), "demo");
+
+    progress.step("starting two member namespaces running `klb backend`");
+    let mut members = Vec::new();
+    for index in 1..=2 {
+        let m = local
+            .add_member(index, &opts.klb_exe, opts.member_port)
+            .await?;
+        members.push(m);
+    }
+
+    progress.step("creating the load balancer (security group, server group, 2 LB VMs, alarm, VIP, HAProxy, FRR)");
+    let lb = api
+        .create(
+            "/v2/lbaas/loadbalancers",
+            "loadbalancer",
+            json!({"loadbalancer": {"name": "demo", "vip_subnet_id": plan::VIP_SUBNET_ID}}),
+        )
+        .await?;
+    let lb_id = lb["id"].as_str().unwrap_or_default().to_owned();
+    let lb_path = format!("/v2/lbaas/loadbalancers/{lb_id}");
+    let vip: IpAddr = lb["vip_address"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| DemoError::Step(format!("no VIP in {lb}")))?;
+    let created = api
+        .wait_for(
+            &lb_path,
+            "loadbalancer",
+            "provisioning_status",
+            "ACTIVE",
+            Duration::from_secs(120),
+        )
+        .await?;
+    summary.add("LB create -> ACTIVE (2 LB VMs)", ms(created));
+    summary.add("VIP", vip.to_string());
+
+    progress.step("listener HTTP:80, pool ROUND_ROBIN, 2 members, HTTP health monitor");
+    let t = Instant::now();
+    let listener = api
+        .create(
+            "/v2/lbaas/listeners",
+            "listener",
+            json!({"listener": {"name": "web", "loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80}}),
+        )
+        .await?;
+    wait_active(&api, &lb_path).await?;
+    let pool = api
+        .create(
+            "/v2/lbaas/pools",
+            "pool",
+            json!({"pool": {"name": "web", "listener_id": listener["id"], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}}),
+        )
+        .await?;
+    let pool_id = pool["id"].as_str().unwrap_or_default().to_owned();
+    wait_active(&api, &lb_path).await?;
+    for m in &members {
+        api.create(
+            &format!("/v2/lbaas/pools/{pool_id}/members"),
+            "member",
+            json!({"member": {"name": format!("m{}", m.index), "address": m.addr.to_string(),
+                   "protocol_port": opts.member_port, "subnet_id": plan::MEMBER_SUBNET_ID}}),
+        )
+        .await?;
+        wait_active(&api, &lb_path).await?;
+    }
+    api.create(
+        "/v2/lbaas/healthmonitors",
+        "healthmonitor",
+        json!({"healthmonitor": {"pool_id": pool_id, "type": "HTTP", "delay": 1, "timeout": 1,
+               "max_retries": 1, "max_retries_down": 2, "url_path": "/health"}}),
+    )
+    .await?;
+    wait_active(&api, &lb_path).await?;
+    summary.add(
+        "listener+pool+2 members+HM applied on all VMs",
+        ms(t.elapsed()),
+    );
+
+    progress
+        .step("waiting for both gateways to hold 2 ECMP paths to the VIP and the LB to be ONLINE");
+    let IpAddr::V4(vip4) = vip else {
+        return Err(DemoError::Step(
+            "IPv6 VIPs are not supported by the local cloud".into(),
+        ));
+    };
+    let ecmp = local
+        .lab()
+        .await
+        .wait_paths(vip4, 2, Duration::from_secs(30))
+        .await?;
+    summary.add(
+        "ECMP paths on each gateway",
+        format!("2 (after {})", ms(ecmp)),
+    );
+    let online = api
+        .wait_for(
+            &lb_path,
+            "loadbalancer",
+            "operating_status",
+            "ONLINE",
+            Duration::from_secs(30),
+        )
+        .await?;
+    summary.add("LB operating_status ONLINE after", ms(online));
+
+    progress.step(&format!(
+        "sending {} requests from the client namespace",
+        opts.requests
+    ));
+    let vm_before = per_vm_connections(&reports, &lb_id).await;
+    let load = client_load(&local, opts, vip, opts.requests, Pace::Parallel(8)).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // one heartbeat period
+    let vm_after = per_vm_connections(&reports, &lb_id).await;
+    summary.add(
+        "requests ok / failed",
+        format!("{} / {}", load["ok"], load["failed"]),
+    );
+    summary.add("split across members", split_text(&load["by_header"]));
+    summary.add("split across LB VMs", vm_split(&vm_before, &vm_after));
+
+    progress.step("killing one LB VM (SIGKILL to its agent, HAProxy and FRR) under a probe load");
+    let resources = lb_resources(plane, &lb_id).await?;
+    let victim = resources
+        .vms
+        .first()
+        .ok_or_else(|| DemoError::Step("no LB VM recorded".into()))?
+        .clone();
+    let victim_net = local
+        .vm_of(&victim.server_id)
+        .await
+        .ok_or_else(|| DemoError::Step("victim VM not in the lab".into()))?;
+    let probe = {
+        let local = local.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move { client_load(&local, &opts, vip, 300, Pace::Every(20)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed_at = now_ms();
+    let killed = Instant::now();
+    local
+        .lab()
+        .await
+        .signal_vm(&victim_net.short_id, "KILL")
+        .await?;
+    let probe = probe
+        .await
+        .map_err(|e| DemoError::Step(format!("probe task: {e}")))??;
+    let failed_at: Vec<u64> = probe["failed_at_ms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    // Failures within 2 s of the kill are the route withdrawal; later ones happen when the
+    // rebuilt VM joins ECMP (Linux re-hashes some flows to it).
+    let (withdraw, rejoin): (Vec<u64>, Vec<u64>) =
+        failed_at.iter().partition(|t| **t <= killed_at + 2000);
+    let recovered = withdraw
+        .iter()
+        .max()
+        .map(|last| last.saturating_sub(killed_at))
+        .unwrap_or(0);
+    summary.add(
+        "failover: failed probe requests",
+        format!(
+            "{} of {} (one every 20 ms): {} at the kill, {} later",
+            probe["failed"],
+            probe["requests"],
+            withdraw.len(),
+            rejoin.len()
+        ),
+    );
+    summary.add(
+        "failover: requests succeed again after",
+        format!("{recovered} ms"),
+    );
+
+    progress.step("waiting for the health manager to replace the killed LB VM");
+    wait_vm_replaced(plane, &lb_id, &victim.server_id, Duration::from_secs(90)).await?;
+    wait_active(&api, &lb_path).await?;
+    local
+        .lab()
+        .await
+        .wait_paths(vip4, 2, Duration::from_secs(30))
+        .await?;
+    summary.add(
+        "failover: VM rebuilt and back in ECMP after",
+        ms(t.elapsed()),
+    );
+
+    progress.step("raising the PPS alarm with a bounded load: scale-out to 3 LB VMs");
+    let t = Instant::now();
+    let scale = {
+        let local = local.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move { client_load(&local, &opts, vip, 4000, Pace::Parallel(32)).await })
+    };
+    let scaled = wait_vm_count(plane, &lb_id, 3, Duration::from_secs(60)).await;
+    let _ = scale.await;
+    scaled?;
+    wait_active(&api, &lb_path).await?;
+    local
+        .lab()
+        .await
+        .wait_paths(vip4, 3, Duration::from_secs(30))
+        .await?;
+    summary.add("scale-out: 3rd LB VM in ECMP after", ms(t.elapsed()));
+    let vm_before = per_vm_connections(&reports, &lb_id).await;
+    let load = client_load(&local, opts, vip, opts.requests, Pace::Parallel(8)).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let vm_after = per_vm_connections(&reports, &lb_id).await;
+    summary.add(
+        "after scale-out: ok / failed",
+        format!("{} / {}", load["ok"], load["failed"]),
+    );
+    summary.add(
+        "after scale-out: split across LB VMs",
+        vm_split(&vm_before, &vm_after),
+    );
+
+    progress.step("deleting the load balancer (cascade)");
+    let t = Instant::now();
+    // A late PPS alarm may still be scaling the LB: wait for ACTIVE, retry on 409.
+    let mut attempts = 0;
+    loop {
+        wait_active(&api, &lb_path).await?;
+        match api.delete(&format!("{lb_path}?cascade=true")).await {
+            Err(ClientError::Status { status: 409, .. }) if attempts < 10 => attempts += 1,
+            other => break other?,
+        }
+    }
+    api.wait_gone(&lb_path, Duration::from_secs(60)).await?;
+    summary.add("LB cascade delete -> gone", ms(t.elapsed()));
+    progress.step("done; the local cloud is removed next");
+    Ok(summary)
+}
+
+async fn wait_active(api: &OctaviaClient, lb_path: &str) -> Result<Duration, ClientError> {
+    api.wait_for(
+        lb_path,
+        "loadbalancer",
+        "provisioning_status",
+        "ACTIVE",
+        Duration::from_secs(60),
+    )
+    .await
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How a load phase sends its requests.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// One request every this many milliseconds (a probe).
+    Every(u64),
+    /// Back to back with this many in flight.
+    Parallel(u32),
+}
+
+/// Runs `klb load` inside the client namespace; returns its JSON report.
+async fn client_load(
+    local: &klb_local::LocalCloud,
+    opts: &DemoOptions,
+    vip: IpAddr,
+    count: u32,
+    pace: Pace,
+) -> Result<Value, DemoError> {
+    let ns = local.lab().await.client_ns();
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["netns", "exec", &ns])
+        .arg(&opts.klb_exe)
+        .args([
+            "load",
+            "--url",
+            &format!("http://{vip}/"),
+            "--count",
+            &count.to_string(),
+        ])
+        .args(["--timeout-ms", "1000", "--max-seconds", "60"]);
+    match pace {
+        Pace::Every(ms) => {
+            cmd.args(["--interval-ms", &ms.to_string(), "--concurrency", "64"]);
+        }
+        Pace::Parallel(n) => {
+            cmd.args(["--concurrency", &n.to_string()]);
+        }
+    }
+    cmd.kill_on_drop(true);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| DemoError::Step(format!("running klb load: {e}")))?;
+    if !out.status.success() {
+        return Err(DemoError::Step(format!(
+            "klb load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| DemoError::Step(format!("klb load output: {e}")))
+}
+
+fn split_text(by: &Value) -> String {
+    by.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+async fn per_vm_connections(reports: &klb_health::Reports, lb_id: &str) -> BTreeMap<String, u64> {
+    let snapshot = reports.snapshot().await;
+    snapshot
+        .get(lb_id)
+        .map(|vms| {
+            vms.iter()
+                .map(|(vm, r)| {
+                    let total = r
+                        .heartbeat
+                        .stats
+                        .listeners
+                        .iter()
+                        .map(|l| l.counters.total_connections)
+                        .sum();
+                    (vm.clone(), total)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn vm_split(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
+    after
+        .iter()
+        .map(|(vm, total)| {
+            let delta = total.saturating_sub(*before.get(vm).unwrap_or(&0));
+            format!("{}={delta}", &vm[..8.min(vm.len())])
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn lb_resources(plane: &ControlPlane, lb_id: &str) -> Result<LbResources, DemoError> {
+    let doc = plane
+        .store()
+        .get(RESOURCES_KIND, lb_id)
+        .await?
+        .ok_or_else(|| DemoError::Step("no LB resources recorded".into()))?;
+    serde_json::from_str(&doc.body).map_err(|e| DemoError::Step(e.to_string()))
+}
+
+async fn wait_vm_replaced(
+    plane: &ControlPlane,
+    lb_id: &str,
+    old_server: &str,
+    limit: Duration,
+) -> Result<(), DemoError> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(r) = lb_resources(plane, lb_id).await
+            && !r.vms.iter().any(|vm| vm.server_id == old_server)
+            && r.vms.iter().all(|vm| vm.active)
+            && r.vms.len() >= 2
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(DemoError::Step(format!(
+        "LB VM {} was not replaced within {limit:?}",
+        vm_record_id(old_server)
+    )))
+}
+
+async fn wait_vm_count(
+    plane: &ControlPlane,
+    lb_id: &str,
+    want: usize,
+    limit: Duration,
+) -> Result<(), DemoError> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(r) = lb_resources(plane, lb_id).await
+            && r.vms.iter().filter(|vm| vm.active).count() >= want
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(DemoError::Step(format!(
+        "the LB did not reach {want} VMs within {limit:?}"
+    )))
+}
