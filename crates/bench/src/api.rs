@@ -10,10 +10,12 @@
 //! 3. `lb_show`: `count` GETs of those LBs.
 //! 4. `lb_list`: with at least `list_size` LBs present (topped up, unmeasured), `count` GETs of the
 //!    LB collection.
-//! 5. `listener_create`: each client on its own LB, POST a listener, then wait until the LB is
+//! 5. `lb_create_to_active_isolated`: one client creates up to 20 LBs one at a time, each
+//!    polled (GET) until ACTIVE: create -> ACTIVE without queueing behind a burst.
+//! 6. `listener_create`: each client on its own LB, POST a listener, then wait until the LB is
 //!    ACTIVE again before its next create (as Octavia requires: a PENDING LB answers 409).
-//! 6. `member_create`: each client on its own pool (created unmeasured), same pattern.
-//! 7. `lb_delete`: cascade-delete every LB this level created, then wait until they are gone.
+//! 7. `member_create`: each client on its own pool (created unmeasured), same pattern.
+//! 8. `lb_delete`: cascade-delete every LB this level created, then wait until they are gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -120,6 +122,8 @@ pub struct ApiBenchReport {
     pub baseline_count: usize,
     pub list_size: usize,
     pub runs: Vec<ConcurrencyRun>,
+    /// Levels that failed; the other levels still ran.
+    pub failed_levels: Vec<FailedLevel>,
     /// Peak memory of `--server-pid` over the whole run.
     pub server_memory: Option<RssPeak>,
 }
@@ -129,7 +133,8 @@ pub struct ApiBenchReport {
 pub struct ConcurrencyRun {
     pub concurrency: usize,
     pub baseline_version_get: OpStats,
-    /// Keyed by operation: `lb_create`, `lb_create_to_active`, `lb_show`, `lb_list`,
+    /// Keyed by operation: `lb_create`, `lb_create_to_active`,
+    /// `lb_create_to_active_isolated` (one client, one LB at a time), `lb_show`, `lb_list`,
     /// `listener_create`, `listener_create_to_active`, `member_create`,
     /// `member_create_to_active`, `lb_delete`. `*_to_active` latencies run from the POST to the
     /// first poll that saw the LB ACTIVE (their ops_per_s is not a throughput).
@@ -140,7 +145,19 @@ pub struct ConcurrencyRun {
     pub lb_all_active_s: Option<f64>,
     /// Items returned by one `GET /loadbalancers` during the list phase.
     pub list_items: usize,
+    /// LBs of the list/top-up set that went to ERROR (not used for listener/member phases).
+    pub lbs_in_error: usize,
 }
+
+/// A concurrency level that could not complete (its LBs were removed).
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedLevel {
+    pub concurrency: usize,
+    pub error: String,
+}
+
+/// LBs created one at a time for the isolated create -> ACTIVE latency.
+pub const ISOLATED_CREATES: usize = 20;
 
 /// Operations whose ops_per_s is a throughput (the `*_to_active` ones are latencies only).
 pub const THROUGHPUT_OPS: [&str; 6] = [
@@ -162,7 +179,7 @@ impl ApiBenchReport {
         for run in &self.runs {
             let mut line = |name: &str, s: &OpStats, rel: Option<f64>| {
                 // A *_to_active row is a latency distribution, not a throughput.
-                let rate = if name.ends_with("_to_active") {
+                let rate = if name.contains("_to_active") {
                     "-".to_string()
                 } else {
                     format!("{:.1}", s.ops_per_s)
@@ -192,6 +209,9 @@ impl ApiBenchReport {
                 ));
             }
         }
+        for f in &self.failed_levels {
+            out.push_str(&format!("{:>5}  FAILED: {}\n", f.concurrency, f.error));
+        }
         if let Some(m) = &self.server_memory {
             out.push_str(&format!(
                 "server pid {}: peak RSS {:.1} MiB (VmHWM {:.1} MiB, {} samples)\n",
@@ -219,7 +239,7 @@ pub async fn run(config: ApiBenchConfig) -> Result<ApiBenchReport, BenchError> {
         .server_pid
         .map(|pid| RssSampler::start(pid, Duration::from_millis(100)));
     let mut runs = Vec::new();
-    let mut result = Ok(());
+    let mut failed_levels = Vec::new();
     for &c in &config.concurrency {
         let mut created = Created::default();
         let outcome = run_level(&api, &config, c, &mut created).await;
@@ -231,8 +251,10 @@ pub async fn run(config: ApiBenchConfig) -> Result<ApiBenchReport, BenchError> {
             Err(err) => {
                 tracing::warn!(concurrency = c, %err, "level failed; removing what it created");
                 cleanup(&api, &config, &created).await;
-                result = Err(err);
-                break;
+                failed_levels.push(FailedLevel {
+                    concurrency: c,
+                    error: err.to_string(),
+                });
             }
         }
     }
@@ -240,7 +262,6 @@ pub async fn run(config: ApiBenchConfig) -> Result<ApiBenchReport, BenchError> {
         Some(s) => Some(s.stop().await),
         None => None,
     };
-    result?;
     Ok(ApiBenchReport {
         tool: "klb bench api",
         url: config.url.clone(),
@@ -250,6 +271,7 @@ pub async fn run(config: ApiBenchConfig) -> Result<ApiBenchReport, BenchError> {
         baseline_count: config.baseline_count,
         list_size: config.list_size,
         runs,
+        failed_levels,
         server_memory,
     })
 }
@@ -263,7 +285,7 @@ struct Created {
 async fn cleanup(api: &Api, config: &ApiBenchConfig, created: &Created) {
     for id in &created.lbs {
         // Best effort: an LB still PENDING gets a 409; wait for it first.
-        let _ = wait_lb_active(api, config, id).await;
+        let _ = wait_lb_settled(api, config, id).await;
         if let Err(err) = api
             .request(
                 Method::DELETE,
@@ -393,27 +415,50 @@ async fn run_level(
     // 4. List with at least list_size (and one per client) LBs present. Top-up is unmeasured.
     let want = config.list_size.max(c);
     let mut topped = 0usize;
-    while created.lbs.len() < want {
-        let body = json!({"loadbalancer": {
+    let mut usable: Vec<String> = Vec::new();
+    let mut lbs_in_error = 0usize;
+    // An LB that went to ERROR (Octavia does this under load) is kept for deletion, not used;
+    // a few bounded rounds replace it.
+    for _round in 0..3 {
+        while created.lbs.len() < want + lbs_in_error {
+            let body = json!({"loadbalancer": {
             "name": format!("bench-{run_tag}-fill-{topped}"), "vip_subnet_id": config.vip_subnet_id}});
-        let v = api
-            .request(
-                Method::POST,
-                "/v2/lbaas/loadbalancers",
-                Some(&body),
-                &[StatusCode::CREATED],
-            )
-            .await
-            .map_err(|e| BenchError::Setup(format!("top-up LB create: {e}")))?;
-        created
-            .lbs
-            .push(id_of(&v, "loadbalancer").map_err(BenchError::Setup)?);
-        topped += 1;
+            let v = api
+                .request(
+                    Method::POST,
+                    "/v2/lbaas/loadbalancers",
+                    Some(&body),
+                    &[StatusCode::CREATED],
+                )
+                .await
+                .map_err(|e| BenchError::Setup(format!("top-up LB create: {e}")))?;
+            created
+                .lbs
+                .push(id_of(&v, "loadbalancer").map_err(BenchError::Setup)?);
+            topped += 1;
+        }
+        usable.clear();
+        lbs_in_error = 0;
+        for id in &created.lbs {
+            if wait_lb_settled(api, config, id)
+                .await
+                .map_err(BenchError::Setup)?
+            {
+                usable.push(id.clone());
+            } else {
+                lbs_in_error += 1;
+            }
+        }
+        if usable.len() >= want {
+            break;
+        }
     }
-    for id in &created.lbs {
-        wait_lb_active(api, config, id)
-            .await
-            .map_err(BenchError::Setup)?;
+    if usable.len() < c {
+        return Err(BenchError::Setup(format!(
+            "only {} of {} load balancers became ACTIVE ({lbs_in_error} in ERROR)",
+            usable.len(),
+            created.lbs.len()
+        )));
     }
     tracing::info!(concurrency = c, lbs = created.lbs.len(), "lb list");
     let first = api
@@ -446,9 +491,64 @@ async fn run_level(
     .await;
     ops.insert("lb_list".to_string(), list.stats);
 
+    // 4b. Isolated create -> ACTIVE: one client, one LB at a time, polling its show (Octavia's
+    // "isolated create->ACTIVE" figure; the burst's figure above includes queueing).
+    let isolated = config.count.min(ISOLATED_CREATES);
+    tracing::info!(concurrency = c, isolated, "isolated lb create -> ACTIVE");
+    let (a, cfg1, subnet, tag) = (
+        api.clone(),
+        Arc::new(config.clone()),
+        config.vip_subnet_id.clone(),
+        run_tag.clone(),
+    );
+    let iso = run_phase(1, isolated, limit, move |i, _| {
+        let (a, cfg, subnet, tag) = (a.clone(), cfg1.clone(), subnet.clone(), tag.clone());
+        async move {
+            let body = json!({"loadbalancer": {
+                "name": format!("bench-{tag}-iso-{i}"), "vip_subnet_id": subnet}});
+            let start = Instant::now();
+            let v = a
+                .request(
+                    Method::POST,
+                    "/v2/lbaas/loadbalancers",
+                    Some(&body),
+                    &[StatusCode::CREATED],
+                )
+                .await?;
+            let latency = start.elapsed();
+            let id = id_of(&v, "loadbalancer")?;
+            let waited = wait_lb_active(&a, &cfg, &id).await;
+            match waited {
+                Ok(()) => Ok(Sample {
+                    latency,
+                    to_active: Some(start.elapsed()),
+                    id: Some(id),
+                }),
+                Err(e) => {
+                    // Not ACTIVE (ERROR or timed out): remove it now, best effort.
+                    let _ = a
+                        .request(
+                            Method::DELETE,
+                            &format!("/v2/lbaas/loadbalancers/{id}?cascade=true"),
+                            None,
+                            &[StatusCode::NO_CONTENT],
+                        )
+                        .await;
+                    Err(format!("{e} (id {id})"))
+                }
+            }
+        }
+    })
+    .await;
+    created.lbs.extend(iso.ids.iter().cloned());
+    ops.insert(
+        "lb_create_to_active_isolated".to_string(),
+        iso.to_active_stats,
+    );
+
     // 5. Listener create: client w works on LB w only, waiting for ACTIVE between its ops.
     tracing::info!(concurrency = c, "listener create");
-    let own: Arc<Vec<String>> = Arc::new(created.lbs[..c].to_vec());
+    let own: Arc<Vec<String>> = Arc::new(usable[..c].to_vec());
     let (a, own2, cfg) = (api.clone(), own.clone(), Arc::new(config.clone()));
     let cfg2 = cfg.clone();
     let listener = run_phase(c, config.count, limit, move |i, worker| {
@@ -533,7 +633,7 @@ async fn run_level(
     // 7. Delete everything this level created (cascade), then wait until it is gone.
     tracing::info!(concurrency = c, lbs = created.lbs.len(), "lb delete");
     for id in &created.lbs {
-        wait_lb_active(api, config, id)
+        wait_lb_settled(api, config, id)
             .await
             .map_err(BenchError::Setup)?;
     }
@@ -580,6 +680,7 @@ async fn run_level(
         relative_to_baseline,
         lb_all_active_s,
         list_items,
+        lbs_in_error,
     })
 }
 
@@ -726,6 +827,15 @@ async fn wait_lb_active(api: &Api, config: &ApiBenchConfig, id: &str) -> Result<
             ));
         }
         tokio::time::sleep(config.poll_interval).await;
+    }
+}
+
+/// Polls one LB until it is ACTIVE (Ok(true)) or ERROR (Ok(false)), bounded.
+async fn wait_lb_settled(api: &Api, config: &ApiBenchConfig, id: &str) -> Result<bool, String> {
+    match wait_lb_active(api, config, id).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.ends_with("went to ERROR") => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

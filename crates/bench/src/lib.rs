@@ -8,7 +8,7 @@ pub mod api;
 pub mod rss;
 pub mod stats;
 
-pub use api::{ApiBenchConfig, ApiBenchReport, ConcurrencyRun};
+pub use api::{ApiBenchConfig, ApiBenchReport, ConcurrencyRun, FailedLevel};
 pub use rss::{RssPeak, RssSampler};
 pub use stats::OpStats;
 

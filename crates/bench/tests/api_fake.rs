@@ -190,6 +190,11 @@ async fn bench_api_against_fake_octavia() {
     let report = klb_bench::api::run(config).await.expect("bench run");
     server.abort();
 
+    assert!(
+        report.failed_levels.is_empty(),
+        "{:?}",
+        report.failed_levels
+    );
     assert_eq!(report.runs.len(), 2);
     for run in &report.runs {
         assert_eq!(run.baseline_version_get.ok, 50);
@@ -200,7 +205,8 @@ async fn bench_api_against_fake_octavia() {
             ("lb_list", 20),
             ("listener_create", 20),
             ("member_create", 20),
-            ("lb_delete", 25),
+            ("lb_create_to_active_isolated", 20),
+            ("lb_delete", 45),
         ] {
             let s = &run.ops[name];
             assert_eq!(
@@ -212,6 +218,7 @@ async fn bench_api_against_fake_octavia() {
             assert!(s.p99_ms >= s.p50_ms);
         }
         assert_eq!(run.list_items, 25);
+        assert_eq!(run.lbs_in_error, 0);
         // PENDING lasts PENDING, so waiting for ACTIVE is visible in the latencies.
         assert!(run.ops["listener_create_to_active"].p50_ms >= PENDING.as_secs_f64() * 1000.0);
         assert!(run.lb_all_active_s.is_some());

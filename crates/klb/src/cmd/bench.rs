@@ -94,5 +94,11 @@ fn api(args: ApiArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.output.display()))?;
     print!("{}", report.summary_table());
     println!("results: {}", args.output.display());
+    if !report.failed_levels.is_empty() {
+        anyhow::bail!(
+            "{} concurrency level(s) failed (see the result file)",
+            report.failed_levels.len()
+        );
+    }
     Ok(())
 }
