@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
     let inner = Router::new()
         .route("/", get(versions))
         .route("/v2", get(v2_root))
+        .route("/healthcheck", get(|| async { "OK" }).head(|| async { "" }))
         .merge(v2::routes())
         .merge(admin::routes())
         .fallback(not_found)
@@ -122,7 +123,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |mut req: Request, next: axum::middleware::Next| async move {
             req.extensions_mut().insert(body::BodyLimit(limit));
-            if !accepts_json(&req) {
+            if req.uri().path() != "/healthcheck" && !accepts_json(&req) {
                 return ApiError::NotAcceptable.into_response();
             }
             let request_id = format!("req-{}", uuid::Uuid::new_v4());

@@ -272,6 +272,7 @@ async fn unknown_paths_methods_ids_and_oversized_bodies() {
     );
     assert_eq!(app.get("/v2").await.expect(200), json!("v2"));
     assert_eq!(app.get("/v2.0/lbaas").await.expect(200), json!("v2"));
+    assert_eq!(app.get("/healthcheck").await.expect(200), json!("OK"));
     let mut req = axum::http::Request::builder()
         .uri(LBS)
         .header("accept", "text/html")
