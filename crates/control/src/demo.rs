@@ -301,8 +301,8 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
         .wait_paths(vip4, 2, Duration::from_secs(30))
         .await?;
     summary.add(
-        "failover: VM rebuilt and back in ECMP after",
-        ms(t.elapsed()),
+        "failover: kill -> VM rebuilt and back in ECMP",
+        ms(killed.elapsed()),
     );
 
     progress.step("raising the PPS alarm with a bounded load: scale-out to 3 LB VMs");

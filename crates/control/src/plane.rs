@@ -98,6 +98,8 @@ pub struct LocalSettings {
     pub alarm_period_override: Option<Duration>,
     /// `kinx_office_ip`.
     pub office_cidr: Option<ipnet::IpNet>,
+    /// The klb executable the LB VMs run as `klb agent` (default: this executable).
+    pub klb_exe: Option<PathBuf>,
 }
 
 impl Default for LocalSettings {
@@ -118,6 +120,7 @@ impl Default for LocalSettings {
             alarm_evaluation_periods: 3,
             alarm_period_override: None,
             office_cidr: None,
+            klb_exe: None,
         }
     }
 }
@@ -149,6 +152,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Opens the store, builds the provider and starts every loop.
     pub async fn start(config: PlaneConfig) -> Result<ControlPlane, PlaneError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| PlaneError::File {
+            what: "creating the state dir",
+            path: config.state_dir.clone(),
+            source,
+        })?;
         let store = Store::open(&config.database_url).await?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -294,7 +302,14 @@ async fn start_local(
     let (cloud, adopted) = LocalCloud::open(LocalCloudConfig {
         lab: settings.lab.clone(),
         state_file: None,
-        agent: Some(AgentLaunch::klb_agent()?),
+        agent: Some(match &settings.klb_exe {
+            Some(program) => AgentLaunch {
+                program: program.clone(),
+                args: vec!["agent".into(), "--config".into(), "{dir}/agent.toml".into()],
+                env: Vec::new(),
+            },
+            None => AgentLaunch::klb_agent()?,
+        }),
         bootstrap: Some(Arc::new(bootstrap)),
         alarm_period_override: settings.alarm_period_override,
         teardown_on_drop: settings.teardown_on_stop,
