@@ -61,7 +61,7 @@ pub enum CloudChoice {
     /// Octavia's noop drivers: every job succeeds at once; nothing runs.
     Noop,
     /// The local cloud of network namespaces with real agents, HAProxy and FRR.
-    Local(LocalSettings),
+    Local(Box<LocalSettings>),
 }
 
 /// Settings of the local cloud provider (the seed's options where they apply).
@@ -254,10 +254,8 @@ impl ControlPlane {
     }
 }
 
-fn wait_stop(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send {
-    async move {
-        let _ = rx.wait_for(|stopped| *stopped).await;
-    }
+async fn wait_stop(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stopped| *stopped).await;
 }
 
 struct LocalStarted {

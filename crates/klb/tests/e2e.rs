@@ -80,7 +80,7 @@ async fn lb_lifecycle_on_the_local_cloud() {
         auth: Arc::new(klb_api::NoAuth {
             default_project_id: Some("e2e".into()),
         }),
-        cloud: CloudChoice::Local(LocalSettings {
+        cloud: CloudChoice::Local(Box::new(LocalSettings {
             lab,
             teardown_on_stop: true,
             pps_threshold: 300,
@@ -89,7 +89,7 @@ async fn lb_lifecycle_on_the_local_cloud() {
             alarm_period_override: Some(Duration::from_secs(1)),
             klb_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_klb"))),
             ..LocalSettings::default()
-        }),
+        })),
     })
     .await
     .expect("control plane starts");

@@ -89,7 +89,7 @@ async fn demo(args: &Args) -> anyhow::Result<Summary> {
         auth: Arc::new(klb_api::NoAuth {
             default_project_id: Some("demo".to_owned()),
         }),
-        cloud: CloudChoice::Local(settings),
+        cloud: CloudChoice::Local(Box::new(settings)),
     })
     .await
     .context("starting the control plane")?;
