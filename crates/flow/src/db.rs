@@ -416,22 +416,25 @@ impl Db {
     }
 
     /// Extend a lease; returns whether cancellation was requested, or `None` if the lease is lost.
+    ///
+    /// `lease` is the token of one claim (unique per claim, see [`Db::claim`]): a takeover always
+    /// writes a new token, so matching the token is the whole fence. A holder whose lease ran
+    /// out but was not taken over yet may keep going (a slow store must not stall every run).
     pub(crate) async fn renew(
         &self,
         run_id: &str,
-        worker: &str,
+        token: &str,
         lease: Duration,
     ) -> Result<Option<bool>, FlowError> {
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE flow_runs SET lease_until = $1 \
-             WHERE id = $2 AND lease_owner = $3 AND lease_until >= $4 \
+             WHERE id = $2 AND lease_owner = $3 \
              RETURNING cancel_requested",
         )
         .bind(now + ms(lease))
         .bind(run_id)
-        .bind(worker)
-        .bind(now)
+        .bind(token)
         .fetch_optional(&self.writer)
         .await?;
         Ok(match row {
@@ -455,7 +458,7 @@ impl Db {
         let row = sqlx::query(
             "UPDATE flow_runs SET state = $1, step = $2, attempt = $3, vars = $4, reason = $5, \
                lease_until = $6, updated_ms = $7 \
-             WHERE id = $8 AND lease_owner = $9 AND lease_until >= $7 \
+             WHERE id = $8 AND lease_owner = $9 \
              RETURNING cancel_requested",
         )
         .bind(p.state.as_str())
@@ -530,12 +533,13 @@ impl Db {
         Ok(())
     }
 
-    /// Release every lease a worker holds (its clean shutdown).
+    /// Release every lease a worker holds (its clean shutdown); its claim tokens are
+    /// `<worker>/<nonce>`.
     pub(crate) async fn release_all(&self, worker: &str) -> Result<(), FlowError> {
         sqlx::query(
-            "UPDATE flow_runs SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
+            "UPDATE flow_runs SET lease_owner = NULL, lease_until = 0 WHERE lease_owner LIKE $1",
         )
-        .bind(worker)
+        .bind(format!("{worker}/%"))
         .execute(&self.writer)
         .await?;
         Ok(())

@@ -411,10 +411,14 @@ impl<E: Send + Sync + 'static> Worker<E> {
             tokio::pin!(woken);
             woken.as_mut().enable();
             if tasks.len() < self.concurrency {
-                match inner.db.claim(&self.id, inner.config.lease_ttl).await {
+                // A token per claim, not per worker: if this worker re-claims a run whose
+                // lease expired while an older task of its own still drives it, the older
+                // task's next write fails instead of both driving the run.
+                let token = format!("{}/{}", self.id, uuid::Uuid::new_v4().simple());
+                match inner.db.claim(&token, inner.config.lease_ttl).await {
                     Ok(Some(run)) => {
                         let engine = self.engine.clone();
-                        let worker = self.id.clone();
+                        let worker = token;
                         let span =
                             info_span!("flow", run = %run.id, kind = %run.kind, lb = %run.key);
                         tasks.spawn(

@@ -11,7 +11,8 @@
 //! (bounded retries with exponential backoff, per-attempt timeout) makes the run revert the
 //! steps done so far in reverse order, the failed one included, and end `Failed` with a reason.
 //! Finished runs go through a [`FinishHook`] (settle the store's job, set the LB status) before
-//! their key is released.
+//! their key is released. [`jobs`] connects the store's `jobs` table (the provider interface):
+//! [`jobs::JobPump`] turns each job into a run, [`jobs::SettleJobs`] settles it.
 //!
 //! # Why our own engine (and not apalis, underway or sqlxmq)
 //! Evaluated from their documentation (Nov 2026):
@@ -29,7 +30,8 @@
 //! What klb needs beyond a queue (per-LB serialization, cancellation of a create by a delete,
 //! revert in reverse order, a durable variable bag per run, a finish hook that settles the
 //! API's job, SQLite and PostgreSQL through the same `Any` pool as the store) is most of the
-//! engine; the queue part is one claim statement ([`db`]). So: own engine, ~1k lines, two tables.
+//! engine; the queue part is one claim statement ([`db`]). So: own engine (~1.4k lines with its
+//! SQL), two tables.
 //!
 //! # Invariants
 //! - Runs with the same key (load balancer id) execute one at a time, in submission order; a

@@ -152,9 +152,11 @@ impl Harness {
             .expect("run finishes (never stuck)")
     }
 
-    /// Wait until `op` was called at least `n` times (bounded).
+    /// Wait until `op` was called at least `n` times (bounded by 30 s: generous, because the
+    /// machine is shared and this is a liveness bound, not a timing assertion).
     pub async fn wait_calls(&self, op: klb_cloud::fake::Op, n: u32) -> bool {
-        for _ in 0..3000 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
             if self.fake.calls(op).await >= n {
                 return true;
             }
@@ -259,6 +261,30 @@ pub const LB: &str = "lb-1";
 pub struct Schema {
     pub url: String,
     name: String,
+    dropped: bool,
+}
+
+/// A test that panics before [`Schema::drop`] still removes its schema.
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (url, name) = (self.admin_url(), self.name.clone());
+        // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                if let Ok(db) = Db::connect(&url).await {
+                    let _ = db.execute_raw(&format!("DROP SCHEMA {name} CASCADE")).await;
+                }
+            });
+            Ok::<(), std::io::Error>(())
+        })
+        .join();
+    }
 }
 
 impl Schema {
@@ -277,21 +303,25 @@ impl Schema {
         Some(Schema {
             url: format!("{url}{sep}options=-csearch_path%3D{name}"),
             name,
+            dropped: false,
         })
     }
 
-    pub async fn drop(self) {
-        let url = self
-            .url
+    fn admin_url(&self) -> String {
+        self.url
             .split("options=")
             .next()
-            .unwrap()
+            .unwrap_or_default()
             .trim_end_matches(['?', '&'])
-            .to_string();
-        if let Ok(db) = Db::connect(&url).await {
+            .to_string()
+    }
+
+    pub async fn drop(mut self) {
+        if let Ok(db) = Db::connect(&self.admin_url()).await {
             let _ = db
                 .execute_raw(&format!("DROP SCHEMA {} CASCADE", self.name))
                 .await;
         }
+        self.dropped = true;
     }
 }
