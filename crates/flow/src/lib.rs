@@ -39,8 +39,13 @@
 //! - A delete **cancels** a running create: it is submitted with `cancel_previous`, the create
 //!   stops at its next step boundary, reverts, and ends `Failed` ("cancelled"); then the delete
 //!   runs (and finds little or nothing to remove).
-//! - Only the lease holder writes a run; every write checks the lease, so a worker that lost
-//!   its lease (stalled past the TTL) stops at its next write without touching the run.
+//! - Only the lease holder writes a run. Each claim writes a fresh token (`<worker>/<nonce>`)
+//!   and every write matches it, so a task whose run was taken over (it stalled past the TTL
+//!   and another claim happened, even by its own worker) stops at its next write. A holder
+//!   whose lease ran out but was not taken over keeps going. Cloud calls already in flight
+//!   when a lease is lost are not cancelled remotely: steps stay idempotent for that reason.
+//! - A step's per-attempt timeout, the lease TTL and the wait budgets are independent: a hung
+//!   cloud call costs one attempt, never the run.
 //! - Dropping a worker's future at any point is a crash, which is always safe.
 #![forbid(unsafe_code)]
 
