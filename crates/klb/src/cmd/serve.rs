@@ -26,9 +26,20 @@ const DEFAULT_BIND: &str = "127.0.0.1:9876";
 /// Project used by noauth requests without `X-Project-Id` when none is configured.
 const DEFAULT_NOAUTH_PROJECT: &str = "default";
 
+/// How requests are authenticated.
+#[derive(Debug)]
+enum AuthStrategy {
+    /// Trust `X-Project-Id` (local use only).
+    NoAuth,
+    /// Validate `X-Auth-Token` against Keystone v3; Octavia's default RBAC.
+    Keystone(klb_api::auth::keystone::KeystoneConfig),
+}
+
 /// The serve settings, validated.
 #[derive(Debug)]
 struct ServeConfig {
+    /// Authentication.
+    auth: AuthStrategy,
     /// Listen address.
     bind: SocketAddr,
     /// Store URL (`sqlite://...` or `postgres://...`).
@@ -47,15 +58,42 @@ impl ServeConfig {
             key: "api.bind".to_owned(),
             message: format!("{bind_text:?}: {e}"),
         })?;
-        match raw.api.auth_strategy.as_deref().unwrap_or("noauth") {
-            "noauth" => {}
+        let auth = match raw.api.auth_strategy.as_deref().unwrap_or("noauth") {
+            "noauth" => AuthStrategy::NoAuth,
+            "keystone" => {
+                let k = &raw.keystone;
+                let need = |v: &Option<String>, key: &str| {
+                    v.clone()
+                        .filter(|s| !s.is_empty())
+                        .ok_or_else(|| ConfigError::Invalid {
+                            key: format!("keystone.{key}"),
+                            message: "required with api.auth_strategy = \"keystone\"".to_owned(),
+                        })
+                };
+                let mut kc = klb_api::auth::keystone::KeystoneConfig::new(
+                    need(&k.auth_url, "auth_url")?,
+                    need(&k.username, "username")?,
+                    klb_api::auth::Secret::new(need(&k.password, "password")?),
+                    need(&k.project_name, "project_name")?,
+                );
+                if let Some(d) = &k.user_domain_name {
+                    kc.user_domain_name = d.clone();
+                }
+                if let Some(d) = &k.project_domain_name {
+                    kc.project_domain_name = d.clone();
+                }
+                if let Some(secs) = k.cache_seconds {
+                    kc.cache_ttl = std::time::Duration::from_secs(secs);
+                }
+                AuthStrategy::Keystone(kc)
+            }
             other => {
                 return Err(ConfigError::Invalid {
                     key: "api.auth_strategy".to_owned(),
-                    message: format!("{other:?} is not supported by this build (use noauth)"),
+                    message: format!("{other:?} is not one of noauth, keystone"),
                 });
             }
-        }
+        };
         let database_url = match &raw.database.url {
             Some(url) => url.clone(),
             None => {
@@ -66,6 +104,7 @@ impl ServeConfig {
             }
         };
         Ok(ServeConfig {
+            auth,
             bind,
             database_url,
             default_project_id: raw
@@ -95,10 +134,22 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let store = klb_store::Store::open(&config.database_url)
         .await
         .context("cannot open the store")?;
-    let auth = Arc::new(klb_api::NoAuth {
-        default_project_id: Some(config.default_project_id.clone()),
-    });
-    let state = klb_api::AppState::new(store.clone(), auth);
+    let state = match config.auth {
+        AuthStrategy::NoAuth => {
+            let auth = Arc::new(klb_api::NoAuth {
+                default_project_id: Some(config.default_project_id.clone()),
+            });
+            klb_api::AppState::new(store.clone(), auth)
+        }
+        AuthStrategy::Keystone(kc) => {
+            let policy_options = kc.policy;
+            let auth = klb_api::auth::keystone::KeystoneAuth::new(kc)
+                .context("cannot set up Keystone authentication")?;
+            let mut state = klb_api::AppState::new(store.clone(), Arc::new(auth));
+            state.policy = Arc::new(klb_api::auth::policy::OctaviaPolicy::new(policy_options));
+            state
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
@@ -160,6 +211,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.database_url, "sqlite:///var/lib/klb/klb.db");
+    }
+
+    #[test]
+    fn keystone_needs_credentials() {
+        let mut raw = RawConfig::default();
+        raw.api.auth_strategy = Some("keystone".into());
+        let err = ServeConfig::lift(&raw, None).unwrap_err();
+        assert!(err.to_string().contains("keystone.auth_url"), "{err}");
+        raw.keystone.auth_url = Some("http://keystone:5000/v3".into());
+        raw.keystone.username = Some("klb".into());
+        raw.keystone.password = Some("pw".into());
+        raw.keystone.project_name = Some("service".into());
+        assert!(matches!(
+            ServeConfig::lift(&raw, None).unwrap().auth,
+            AuthStrategy::Keystone(_)
+        ));
+        raw.api.auth_strategy = Some("magic".into());
+        assert!(ServeConfig::lift(&raw, None).is_err());
     }
 
     #[test]
