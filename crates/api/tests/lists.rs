@@ -53,7 +53,7 @@ async fn pagination_sorting_filters_tags_fields() {
         .unwrap()
         .to_owned();
     assert!(
-        next.starts_with("/v2/lbaas/loadbalancers?limit=2&marker="),
+        next.starts_with("http://localhost/v2/lbaas/loadbalancers?limit=2&marker="),
         "{next}"
     );
     let b = app.get(&next).await.expect(200);

@@ -50,19 +50,37 @@ impl QueryPairs {
     }
 }
 
-/// The client's request path (for links).
+/// The client's request URL without query (`http[s]://host/path`, as Octavia builds its
+/// pagination links from the application URL).
 pub struct OrigPath(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for OrigPath {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(OrigPath(
-            parts
-                .extensions
-                .get::<RequestPath>()
-                .map(|p| p.0.clone())
-                .unwrap_or_else(|| parts.uri.path().to_owned()),
-        ))
+        let path = parts
+            .extensions
+            .get::<RequestPath>()
+            .map(|p| p.0.clone())
+            .unwrap_or_else(|| parts.uri.path().to_owned());
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let host = header("x-forwarded-host")
+            .or_else(|| header("host"))
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("localhost");
+        let scheme = match header("x-forwarded-proto") {
+            Some("https") => "https",
+            _ => "http",
+        };
+        // A Host header is the client's own input: only a sane host[:port] is echoed.
+        let host = if host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        {
+            host
+        } else {
+            "localhost"
+        };
+        Ok(OrigPath(format!("{scheme}://{host}{path}")))
     }
 }
 
