@@ -11,4 +11,5 @@ pub mod octavia_client;
 pub mod plane;
 pub mod pps;
 pub mod provider;
+pub mod standalone;
 pub mod webhook;

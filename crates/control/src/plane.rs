@@ -25,7 +25,7 @@ use crate::agents::HttpAgents;
 use crate::bootstrap::AgentBootstrap;
 use crate::desired::DataPlane;
 use crate::provider::{FlowProvider, ProviderConfig, SettleHook, StoreBackend};
-use crate::webhook;
+use crate::{standalone, webhook};
 
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +137,9 @@ pub struct PlaneConfig {
     pub auth: Arc<dyn Authenticator>,
     /// The provider.
     pub cloud: CloudChoice,
+    /// Answer the Neutron subnet/network and Keystone project reads that CLIs make when klb is
+    /// their only endpoint (noauth).
+    pub standalone_lookups: bool,
 }
 
 /// A running control plane.
@@ -161,7 +164,7 @@ impl ControlPlane {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut state = AppState::new(store.clone(), config.auth.clone());
-        let extra = axum::Router::new();
+        let mut extra = axum::Router::new();
         let mut local = None;
         let mut reports = None;
 
@@ -180,6 +183,13 @@ impl ControlPlane {
             }
         }
 
+        if config.standalone_lookups {
+            let networks = match &config.cloud {
+                CloudChoice::Noop => standalone::Networks::Any,
+                CloudChoice::Local(s) => standalone::Networks::Local(Box::new(s.lab.plan.clone())),
+            };
+            extra = extra.merge(standalone::router(networks));
+        }
         let listener = tokio::net::TcpListener::bind(config.api_bind)
             .await
             .map_err(|source| PlaneError::Listen {

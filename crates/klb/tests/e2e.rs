@@ -80,6 +80,7 @@ async fn lb_lifecycle_on_the_local_cloud() {
         auth: Arc::new(klb_api::NoAuth {
             default_project_id: Some("e2e".into()),
         }),
+        standalone_lookups: true,
         cloud: CloudChoice::Local(Box::new(LocalSettings {
             lab,
             teardown_on_stop: true,

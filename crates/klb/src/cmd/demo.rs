@@ -89,6 +89,7 @@ async fn demo(args: &Args) -> anyhow::Result<Summary> {
         auth: Arc::new(klb_api::NoAuth {
             default_project_id: Some("demo".to_owned()),
         }),
+        standalone_lookups: true,
         cloud: CloudChoice::Local(Box::new(settings)),
     })
     .await
