@@ -135,6 +135,8 @@ pub struct PlaneConfig {
     pub state_dir: PathBuf,
     /// API authentication.
     pub auth: Arc<dyn Authenticator>,
+    /// API authorization (`None`: project scoping only, as with noauth).
+    pub policy: Option<Arc<dyn klb_api::Policy>>,
     /// The provider.
     pub cloud: CloudChoice,
     /// Answer the Neutron subnet/network and Keystone project reads that CLIs make when klb is
@@ -164,6 +166,9 @@ impl ControlPlane {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut state = AppState::new(store.clone(), config.auth.clone());
+        if let Some(policy) = &config.policy {
+            state.policy = policy.clone();
+        }
         let mut extra = axum::Router::new();
         let mut local = None;
         let mut reports = None;

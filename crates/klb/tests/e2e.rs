@@ -81,6 +81,7 @@ async fn lb_lifecycle_on_the_local_cloud() {
             default_project_id: Some("e2e".into()),
         }),
         standalone_lookups: true,
+        policy: None,
         cloud: CloudChoice::Local(Box::new(LocalSettings {
             lab,
             teardown_on_stop: true,

@@ -1,6 +1,6 @@
-//! `klb serve`: the control plane. Lifts the raw config into typed settings, opens the store
-//! (migrations run at open), starts the provider worker and serves the API until SIGTERM or
-//! Ctrl-C, then drains in-flight requests and stops the worker.
+//! `klb serve`: the control plane. Lifts the raw config into typed settings and runs
+//! `klb_control::plane::ControlPlane` (store with migrations, API, provider, health manager)
+//! until SIGTERM or Ctrl-C, then stops every loop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,8 +36,21 @@ enum AuthStrategy {
 }
 
 /// The serve settings, validated.
+/// Which provider settles the API's jobs (`cloud.driver`).
+#[derive(Debug)]
+enum Driver {
+    /// Octavia's noop drivers: jobs succeed at once, nothing is built (the default).
+    Noop,
+    /// The local cloud: LB VMs are network namespaces on this host (root).
+    Local(Box<klb_control::plane::LocalSettings>),
+}
+
 #[derive(Debug)]
 struct ServeConfig {
+    /// The provider.
+    driver: Driver,
+    /// Directory for klb's CA, keys and the flow database.
+    state_dir: PathBuf,
     /// Authentication.
     auth: AuthStrategy,
     /// Listen address.
@@ -103,7 +116,22 @@ impl ServeConfig {
                 format!("sqlite://{}", dir.join("klb.db").display())
             }
         };
+        let state_dir = state_dir
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let driver = match raw.cloud.driver.as_deref().unwrap_or("noop") {
+            "noop" => Driver::Noop,
+            "local" => Driver::Local(Box::new(local_settings(raw)?)),
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "cloud.driver".to_owned(),
+                    message: format!("{other:?} is not one of noop, local"),
+                });
+            }
+        };
         Ok(ServeConfig {
+            driver,
+            state_dir,
             auth,
             bind,
             database_url,
@@ -114,6 +142,58 @@ impl ServeConfig {
                 .unwrap_or_else(|| DEFAULT_NOAUTH_PROJECT.to_owned()),
         })
     }
+}
+
+/// The local cloud's settings from `[cloud]` and the seed's `[kinx_haproxy]` options.
+fn local_settings(raw: &RawConfig) -> Result<klb_control::plane::LocalSettings, ConfigError> {
+    let k = &raw.kinx_haproxy;
+    let mut s = klb_control::plane::LocalSettings::default();
+    if let Some(n) = raw.cloud.lb_vm_count {
+        s.vm_count = n;
+    }
+    if let Some(n) = raw.cloud.max_lb_vms {
+        s.max_vms = n;
+    }
+    if s.vm_count == 0 || s.max_vms < s.vm_count {
+        return Err(ConfigError::Invalid {
+            key: "cloud.lb_vm_count".to_owned(),
+            message: format!(
+                "need 1 <= lb_vm_count ({}) <= max_lb_vms ({})",
+                s.vm_count, s.max_vms
+            ),
+        });
+    }
+    if let Some(v) = k.agent_port {
+        s.agent_port = v;
+    }
+    if let Some(v) = k.lb_api_agent_port {
+        s.heartbeat_port = v;
+    }
+    if let Some(v) = k.base_as_number {
+        s.base_as_number = v;
+    }
+    if let Some(v) = k.l3_router_as_number {
+        s.lab.l3_router_as = v;
+    }
+    if let Some(v) = k.default_maxconn {
+        s.default_maxconn = v;
+    }
+    if let Some(v) = k.ceilometer_pps_threshold {
+        s.pps_threshold = v;
+    }
+    if let Some(v) = k.ceilometer_period {
+        s.alarm_period_secs = v;
+    }
+    if let Some(v) = k.ceilometer_evaluation_periods {
+        s.alarm_evaluation_periods = v;
+    }
+    if let Some(cidr) = &k.kinx_office_ip {
+        s.office_cidr = Some(cidr.parse().map_err(|e| ConfigError::Invalid {
+            key: "kinx_haproxy.kinx_office_ip".to_owned(),
+            message: format!("{cidr:?}: {e}"),
+        })?);
+    }
+    Ok(s)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -131,50 +211,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let store = klb_store::Store::open(&config.database_url)
-        .await
-        .context("cannot open the store")?;
-    let state = match config.auth {
-        AuthStrategy::NoAuth => {
-            let auth = Arc::new(klb_api::NoAuth {
+    use klb_control::plane::{CloudChoice, ControlPlane, PlaneConfig};
+    let noauth = matches!(config.auth, AuthStrategy::NoAuth);
+    let (auth, policy): (
+        Arc<dyn klb_api::Authenticator>,
+        Option<Arc<dyn klb_api::Policy>>,
+    ) = match config.auth {
+        AuthStrategy::NoAuth => (
+            Arc::new(klb_api::NoAuth {
                 default_project_id: Some(config.default_project_id.clone()),
-            });
-            klb_api::AppState::new(store.clone(), auth)
-        }
+            }),
+            None,
+        ),
         AuthStrategy::Keystone(kc) => {
             let policy_options = kc.policy;
             let auth = klb_api::auth::keystone::KeystoneAuth::new(kc)
                 .context("cannot set up Keystone authentication")?;
-            let mut state = klb_api::AppState::new(store.clone(), Arc::new(auth));
-            state.policy = Arc::new(klb_api::auth::policy::OctaviaPolicy::new(policy_options));
-            state
+            (
+                Arc::new(auth),
+                Some(Arc::new(klb_api::auth::policy::OctaviaPolicy::new(
+                    policy_options,
+                ))),
+            )
         }
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stopped| *stopped).await;
+    let cloud = match config.driver {
+        Driver::Noop => CloudChoice::Noop,
+        Driver::Local(settings) => CloudChoice::Local(settings),
     };
-    let worker = tokio::spawn(
-        klb_api::provider::NoopProvider::new(store.clone()).run(wait_stop(stop_rx.clone())),
-    );
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.bind))?;
-    tracing::info!(bind = %config.bind, backend = ?store.backend(), "klb serve: API listening");
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    });
-    klb_api::serve(listener, state, wait_stop(stop_rx))
-        .await
-        .context("API server failed")?;
-    let _ = worker.await;
-    store.close().await;
+    let plane = ControlPlane::start(PlaneConfig {
+        api_bind: config.bind,
+        database_url: config.database_url,
+        state_dir: config.state_dir,
+        auth,
+        policy,
+        cloud,
+        standalone_lookups: noauth,
+    })
+    .await
+    .context("cannot start the control plane")?;
+    tracing::info!(bind = %plane.api_addr(), "klb serve: API listening");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    plane.stop().await.context("stopping the control plane")?;
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -229,6 +311,31 @@ mod tests {
         ));
         raw.api.auth_strategy = Some("magic".into());
         assert!(ServeConfig::lift(&raw, None).is_err());
+    }
+
+    #[test]
+    fn local_driver_takes_the_seed_options() {
+        let mut raw = RawConfig::default();
+        raw.cloud.driver = Some("local".into());
+        raw.kinx_haproxy.base_as_number = Some(20000);
+        raw.kinx_haproxy.l3_router_as_number = Some(65001);
+        raw.kinx_haproxy.ceilometer_pps_threshold = Some(5000);
+        raw.kinx_haproxy.kinx_office_ip = Some("198.18.250.0/24".into());
+        let Driver::Local(s) = ServeConfig::lift(&raw, None).unwrap().driver else {
+            panic!("local driver expected");
+        };
+        assert_eq!(s.base_as_number, 20000);
+        assert_eq!(s.lab.l3_router_as, 65001);
+        assert_eq!(s.pps_threshold, 5000);
+        assert_eq!(s.office_cidr.unwrap().to_string(), "198.18.250.0/24");
+        raw.kinx_haproxy.kinx_office_ip = Some("not a cidr".into());
+        assert!(ServeConfig::lift(&raw, None).is_err());
+        raw.kinx_haproxy.kinx_office_ip = None;
+        raw.cloud.driver = Some("openstack".into());
+        assert!(
+            ServeConfig::lift(&raw, None).is_err(),
+            "not built yet: a clear config error"
+        );
     }
 
     #[test]
