@@ -24,12 +24,15 @@ fn store_err(e: klb_store::StoreError) -> FlowError {
     FlowError::Hook(e.to_string())
 }
 
-/// The run that carries out `job`, from the load balancer graph as stored now.
-pub async fn request_for_job(
+/// The runs that carry out `job`, from the load balancer graph as stored now. Usually one; a
+/// failover of a whole load balancer is one run per VM, so the VMs are rebuilt one after the
+/// other (runs of one LB are serialized) and the others keep serving. Only the last run
+/// settles the job (its `external_ref` is the job id; the others get `<job id>#<n>`).
+pub async fn requests_for_job(
     store: &Store,
     job: &Job,
     vm_count: u32,
-) -> Result<RunRequest, FlowError> {
+) -> Result<Vec<RunRequest>, FlowError> {
     let lb_id = job.loadbalancer_id.as_str();
     let lb: Option<LoadBalancer> = match store
         .get(Kind::LoadBalancer.as_str(), lb_id)
@@ -57,25 +60,37 @@ pub async fn request_for_job(
                 .request(kind::CREATE_LB)
         }
         (JobOp::Failover, true) => {
-            // A payload {"vm_index": n} replaces one VM (health manager); without one every VM
-            // is rebuilt in one run.
+            // A payload {"vm_index": n} replaces one VM (health manager); without one every
+            // VM is rebuilt, one run per VM.
             let index = job
                 .payload
                 .as_deref()
                 .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
                 .and_then(|v| v.get("vm_index").and_then(|i| i.as_u64()));
-            let mut input = LbInput::failover(lb_id, 0);
-            input.vm_indices = match index {
+            let indices: Vec<u32> = match index {
                 Some(i) => vec![i as u32],
                 None => (0..vm_count).collect(),
             };
-            input.request(kind::FAILOVER_VM)
+            let n = indices.len();
+            return Ok(indices
+                .into_iter()
+                .enumerate()
+                .map(|(k, index)| {
+                    let mut req = LbInput::failover(lb_id, index).request(kind::FAILOVER_VM);
+                    req.external_ref = Some(if k + 1 == n {
+                        job.id.clone()
+                    } else {
+                        format!("{}#{k}", job.id)
+                    });
+                    req
+                })
+                .collect());
         }
         // Everything else changes the configuration: open/close listener ports, push the state.
         _ => LbInput::update(lb_id, listener_ports(store, lb_id).await?).request(kind::UPDATE_LB),
     };
     req.external_ref = Some(job.id.clone());
-    Ok(req)
+    Ok(vec![req])
 }
 
 /// Ports of the listeners that stay (pending deletes are already closed).
@@ -126,7 +141,7 @@ impl JobPump {
         }
     }
 
-    /// Claim one job and submit its run. Returns whether a job was claimed.
+    /// Claim one job and submit its run(s). Returns whether a job was claimed.
     pub async fn pump_once(&self) -> Result<bool, FlowError> {
         let Some(job) = self
             .store
@@ -136,20 +151,24 @@ impl JobPump {
         else {
             return Ok(false);
         };
-        if !self
-            .engine
-            .db()
-            .runs_by_external_ref(&job.id)
-            .await?
-            .is_empty()
-        {
-            // Submitted before (this job's lease expired while its run goes on).
-            return Ok(true);
-        }
-        match request_for_job(&self.store, &job, self.vm_count).await {
-            Ok(req) => {
-                let run = self.engine.submit(req).await?;
-                info!(job = %job.id, run = %run, lb = %job.loadbalancer_id, "job submitted as flow run");
+        match requests_for_job(&self.store, &job, self.vm_count).await {
+            Ok(requests) => {
+                for req in requests {
+                    let reference = req.external_ref.clone().unwrap_or_default();
+                    // Submitted before (the job's lease expired while its runs go on, or the
+                    // pump died between two submits): each piece goes in exactly once.
+                    if !self
+                        .engine
+                        .db()
+                        .runs_by_external_ref(&reference)
+                        .await?
+                        .is_empty()
+                    {
+                        continue;
+                    }
+                    let run = self.engine.submit(req).await?;
+                    info!(job = %job.id, run = %run, lb = %job.loadbalancer_id, "job submitted as flow run");
+                }
             }
             Err(e) => {
                 // The job cannot become a flow (e.g. no VIP network): fail it visibly.
@@ -190,7 +209,9 @@ pub struct SettleJobs {
 #[async_trait]
 impl FinishHook<LbEnv> for SettleJobs {
     async fn finished(&self, _env: &LbEnv, run: &RunRecord) -> Result<(), FlowError> {
-        let Some(job_id) = run.external_ref.as_deref() else {
+        // Runs without a reference, and the leading runs of a multi-run job (`<id>#<n>`),
+        // settle nothing.
+        let Some(job_id) = run.external_ref.as_deref().filter(|r| !r.contains('#')) else {
             return Ok(());
         };
         let jobs = self.store.jobs_of(&run.key).await.map_err(store_err)?;

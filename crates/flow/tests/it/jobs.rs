@@ -192,6 +192,30 @@ async fn jobs_become_flows_and_are_settled() {
         None
     );
 
+    // Failover of the whole LB: every VM rebuilt (one at a time), the job settles once.
+    let before = s.fake.live(klb_cloud::fake::Kind::Server).await;
+    api_write(
+        &s,
+        &mut lb,
+        ProvisioningStatus::PendingUpdate,
+        JobOp::Failover,
+    )
+    .await;
+    assert_eq!(settled(&s, &lb).await, Some(ProvisioningStatus::Active));
+    let after = s.fake.live(klb_cloud::fake::Kind::Server).await;
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|id| !before.contains(id)),
+        "every VM replaced"
+    );
+    assert_eq!(
+        diff(
+            &crate::support::count_ledger(&s.fake).await,
+            &expected(&live)
+        ),
+        None
+    );
+
     // Delete both (the ERROR one too).
     api_write(
         &s,
