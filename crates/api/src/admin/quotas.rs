@@ -95,8 +95,9 @@ impl QuotaDefaults {
     }
 }
 
-/// A project id no quota document can have (path ids never contain NUL).
-const NO_PROJECT: &str = "\u{0}defaults";
+/// A project id no quota document can have: PUT refuses ids over 36 characters. (Not a NUL
+/// byte: PostgreSQL text cannot hold one.)
+const NO_PROJECT: &str = "klb-quota-defaults-not-a-project-id-000";
 
 /// The defaults in force: the installed [`QuotaLimits`] asked about a project without its own
 /// quotas, so what GET shows is what the create handlers enforce (`None` = -1, unlimited).

@@ -40,7 +40,67 @@ struct App {
     router: Router,
     state: AppState,
     store: Store,
-    _dir: tempfile::TempDir,
+    _db: TestDb,
+}
+
+/// Where the test store lives: a temp SQLite file, or (when `KLB_TEST_POSTGRES_URL` is set) a
+/// fresh PostgreSQL schema that is dropped again at the end of the test.
+enum TestDb {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { base: String, schema: String },
+}
+
+impl TestDb {
+    async fn open() -> (Store, TestDb) {
+        if let Ok(base) = std::env::var("KLB_TEST_POSTGRES_URL") {
+            sqlx::any::install_default_drivers();
+            let schema = format!("t_admin_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+                .await
+                .unwrap();
+            sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str())
+                .await
+                .unwrap();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let store = Store::open(&format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+                .await
+                .unwrap();
+            (store, TestDb::Postgres { base, schema })
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&format!("sqlite://{}", dir.path().join("klb.db").display()))
+                .await
+                .unwrap();
+            (store, TestDb::Sqlite(dir))
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { base, schema } = self {
+            let (base, schema) = (base.clone(), schema.clone());
+            // Drop runs inside the test's runtime: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+                        .await
+                        .ok()?;
+                    sqlx::Executor::execute(
+                        &mut conn,
+                        format!("DROP SCHEMA {schema} CASCADE").as_str(),
+                    )
+                    .await
+                    .ok()
+                })
+            })
+            .join();
+        }
+    }
 }
 
 struct Resp {
@@ -80,10 +140,7 @@ impl Resp {
 
 impl App {
     async fn new() -> App {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("klb.db").display()))
-            .await
-            .unwrap();
+        let (store, db) = TestDb::open().await;
         let mut state = AppState::new(
             store.clone(),
             Arc::new(NoAuth {
@@ -96,7 +153,7 @@ impl App {
             router: crate::router(state.clone()),
             state,
             store,
-            _dir: dir,
+            _db: db,
         }
     }
 
@@ -222,7 +279,7 @@ impl App {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_crud_defaults_and_aliases() {
     let app = App::new().await;
     let empty = app.get(ADMIN, "/v2/lbaas/quotas").await.expect(200);
@@ -320,7 +377,7 @@ async fn quotas_crud_defaults_and_aliases() {
     app.delete(ADMIN, "/v2/lbaas/quotas/p1").await.expect(202);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_policy() {
     let app = App::new().await;
     app.put(ADMIN, "/v2/quotas/p2", json!({"quota": {"pool": 1}}))
@@ -367,7 +424,7 @@ async fn quota_policy() {
         .expect(403);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_enforcement_through_the_create_handlers() {
     let app = App::new().await;
     let lbs = "/v2/lbaas/loadbalancers";
@@ -422,7 +479,7 @@ async fn quota_enforcement_through_the_create_handlers() {
     app.post(MEMBER, lbs, new_lb).await.expect(201);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_defaults_are_shown_and_enforced() {
     let mut app = App::new().await;
     let defaults = QuotaDefaults {
@@ -475,7 +532,7 @@ async fn configured_defaults_are_shown_and_enforced() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_and_capabilities() {
     let app = App::new().await;
     let list = app.get(READER, "/v2/lbaas/providers").await.expect(200);
@@ -545,7 +602,7 @@ async fn providers_and_capabilities() {
         .expect(403);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flavor_profiles() {
     let app = App::new().await;
     let path = "/v2/lbaas/flavorprofiles";
@@ -653,7 +710,7 @@ async fn flavor_profiles() {
         .fault(404, &format!("Flavor profile {id} not found."));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flavors_and_in_use_rules() {
     let app = App::new().await;
     let fp = app
@@ -809,7 +866,7 @@ async fn flavors_and_in_use_rules() {
     app.delete(ADMIN, &fp_path).await.expect(204);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn availability_zones_and_profiles() {
     let app = App::new().await;
     let azp = app.az_profile().await;
@@ -920,7 +977,7 @@ async fn availability_zones_and_profiles() {
         .expect(204);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amphorae_are_the_lb_vms() {
     let app = App::new().await;
     let lb = app.lb(json!({})).await;
@@ -1118,7 +1175,7 @@ async fn amphorae_are_the_lb_vms() {
         .fault(404, &format!("Amphora {gone} not found."));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn octavia_policy_through_the_router() {
     let app = App::new().await;
     let lb = app.lb(json!({})).await;
@@ -1171,7 +1228,7 @@ async fn octavia_policy_through_the_router() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keystone_authenticator_answers_401_through_the_router() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!("sqlite://{}", dir.path().join("klb.db").display()))
@@ -1219,7 +1276,7 @@ async fn keystone_authenticator_answers_401_through_the_router() {
     r.fault(401, "The Keystone service is temporarily unavailable.");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn project_lookup_for_the_standalone_cli() {
     let app = App::new().await;
     let p = app.get(ADMIN, "/projects/abc123").await.expect(200);
