@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::octavia_client::{ClientError, OctaviaClient};
 use crate::plane::ControlPlane;
 use crate::pps::HeartbeatRate;
-use crate::provider::{RESOURCES_KIND, vm_record_id};
+use crate::store_backend::{RESOURCES_KIND, vm_record_id};
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
     let mut summary = Summary::default();
     let mut progress = Progress {
         step: 0,
-        total: 10,
+        total: 12,
         start: Instant::now(),
     };
     let local = plane
@@ -237,6 +237,46 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
     summary.add("split across members", split_text(&load["by_header"]));
     summary.add("split across LB VMs", vm_split(&vm_before, &vm_after));
 
+    // Paced at 200 requests/s: below the demo's PPS threshold, so no scale-out yet.
+    progress.step("member churn under load: add a third member, then remove it");
+    let churn = {
+        let local = local.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move { client_load(&local, &opts, vip, 800, Pace::Every(5)).await })
+    };
+    let m3 = local.add_member(3, &opts.klb_exe, opts.member_port).await?;
+    let member3 = api
+        .create(
+            &format!("/v2/lbaas/pools/{pool_id}/members"),
+            "member",
+            json!({"member": {"name": "m3", "address": m3.addr.to_string(),
+                   "protocol_port": opts.member_port, "subnet_id": plan::MEMBER_SUBNET_ID}}),
+        )
+        .await?;
+    let added = wait_active(&api, &lb_path).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let member3_path = format!(
+        "/v2/lbaas/pools/{pool_id}/members/{}",
+        member3["id"].as_str().unwrap_or_default()
+    );
+    api.delete(&member3_path).await?;
+    let removed = wait_active(&api, &lb_path).await?;
+    let churn = churn
+        .await
+        .map_err(|e| DemoError::Step(format!("load task: {e}")))??;
+    summary.add(
+        "member churn: add / remove applied on all VMs",
+        format!("{} / {}", ms(added), ms(removed)),
+    );
+    summary.add(
+        "member churn: requests ok / failed",
+        format!("{} / {}", churn["ok"], churn["failed"]),
+    );
+    summary.add(
+        "member churn: split across members",
+        split_text(&churn["by_header"]),
+    );
+
     progress.step("killing one LB VM (SIGKILL to its agent, HAProxy and FRR) under a probe load");
     let resources = lb_resources(plane, &lb_id).await?;
     let victim = resources
@@ -335,6 +375,33 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
         vm_split(&vm_before, &vm_after),
     );
 
+    progress.step("stopping member m2: the health monitor marks it ERROR, traffic avoids it");
+    let m2 = &members[1];
+    let member2_id = member_id(&api, &pool_id, &m2.addr.to_string()).await?;
+    for pid in klb_local::netns::ns_pids(&m2.ns).await? {
+        klb_local::netns::run("kill", &["-TERM", &pid.to_string()]).await?;
+    }
+    let member2_path = format!("/v2/lbaas/pools/{pool_id}/members/{member2_id}");
+    let marked = api
+        .wait_for(
+            &member2_path,
+            "member",
+            "operating_status",
+            "ERROR",
+            Duration::from_secs(30),
+        )
+        .await?;
+    summary.add("stopped member -> ERROR after", ms(marked));
+    let load = client_load(&local, opts, vip, 200, Pace::Parallel(4)).await?;
+    summary.add(
+        "with m2 stopped: ok / failed",
+        format!("{} / {}", load["ok"], load["failed"]),
+    );
+    summary.add(
+        "with m2 stopped: split across members",
+        split_text(&load["by_header"]),
+    );
+
     progress.step("deleting the load balancer (cascade)");
     let t = Instant::now();
     // A late PPS alarm may still be scaling the LB: wait for ACTIVE, retry on 409.
@@ -350,6 +417,20 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
     summary.add("LB cascade delete -> gone", ms(t.elapsed()));
     progress.step("done; the local cloud is removed next");
     Ok(summary)
+}
+
+/// The id of the pool member with `address`.
+async fn member_id(api: &OctaviaClient, pool_id: &str, address: &str) -> Result<String, DemoError> {
+    let list = api
+        .get(&format!("/v2/lbaas/pools/{pool_id}/members"))
+        .await?
+        .unwrap_or_default();
+    list["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["address"] == address))
+        .and_then(|m| m["id"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| DemoError::Step(format!("no member with address {address}")))
 }
 
 async fn wait_active(api: &OctaviaClient, lb_path: &str) -> Result<Duration, ClientError> {
@@ -458,7 +539,14 @@ fn vm_split(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> St
     after
         .iter()
         .map(|(vm, total)| {
-            let delta = total.saturating_sub(*before.get(vm).unwrap_or(&0));
+            // HAProxy counters restart with each reload (a new worker): a smaller total
+            // means a reset, and the whole new total is this window's.
+            let previous = *before.get(vm).unwrap_or(&0);
+            let delta = if *total >= previous {
+                total - previous
+            } else {
+                *total
+            };
             format!("{}={delta}", &vm[..8.min(vm.len())])
         })
         .collect::<Vec<_>>()

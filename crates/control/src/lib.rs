@@ -10,6 +10,6 @@ pub mod desired;
 pub mod octavia_client;
 pub mod plane;
 pub mod pps;
-pub mod provider;
 pub mod standalone;
+pub mod store_backend;
 pub mod webhook;

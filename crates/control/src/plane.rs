@@ -12,6 +12,7 @@ use klb_agent::heartbeat::HmacKey;
 use klb_agent::tls::{Ca, CertKind};
 use klb_api::provider::{Vip, VipNetwork, VipRequest};
 use klb_api::{AppState, Authenticator};
+use klb_flow::jobs::{JobPump, SettleJobs};
 use klb_flow::lb::{self, LbConfig, LbEnv};
 use klb_flow::{Db, Engine, EngineConfig};
 use klb_health::{HealthConfig, HealthManager, Reports};
@@ -24,7 +25,7 @@ use uuid::Uuid;
 use crate::agents::HttpAgents;
 use crate::bootstrap::AgentBootstrap;
 use crate::desired::DataPlane;
-use crate::provider::{FlowProvider, ProviderConfig, SettleHook, StoreBackend};
+use crate::store_backend::StoreBackend;
 use crate::{standalone, webhook};
 
 /// Why the control plane could not start.
@@ -399,8 +400,15 @@ async fn start_local(
         config: lb_config,
         backend: Arc::new(StoreBackend::new(store.clone(), data_plane)),
     };
-    let engine = Engine::new(db, Arc::new(env), lb::flows(), EngineConfig::default())
-        .with_finish_hook(Arc::new(SettleHook::new(store.clone())));
+    let engine = Engine::new(
+        db,
+        Arc::new(env),
+        lb::flows_with(lb::FlowTiming::fast()),
+        EngineConfig::default(),
+    )
+    .with_finish_hook(Arc::new(SettleJobs {
+        store: store.clone(),
+    }));
     let worker = engine.worker(4);
     let shutdown = wait_stop(stop_rx.clone());
     tasks.push(tokio::spawn(async move {
@@ -408,18 +416,14 @@ async fn start_local(
             tracing::error!(error = %err, "flow worker failed");
         }
     }));
-    let provider = FlowProvider::new(
-        store.clone(),
-        engine,
-        ProviderConfig {
-            vm_count: settings.vm_count,
-            max_vms: settings.max_vms,
-            default_vip_network: plan::VIP_NETWORK_ID.to_string(),
-            job_lease: Duration::from_secs(60),
-            poll_interval: Duration::from_millis(500),
-        },
-    );
-    tasks.push(tokio::spawn(provider.run(stop_rx.clone())));
+    let pump =
+        JobPump::new(store.clone(), engine, settings.vm_count).with_max_vms(settings.max_vms);
+    let shutdown = wait_stop(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = pump.run(shutdown).await {
+            tracing::error!(error = %err, "job pump failed");
+        }
+    }));
 
     Ok(LocalStarted { cloud, reports })
 }

@@ -15,7 +15,7 @@ use klb_store::{JobOp, NewJob, Store};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::provider::SCALE_OUT;
+use klb_flow::jobs::SCALE_OUT;
 
 /// The webhook path.
 pub const PATH: &str = "/v1/alarms";

@@ -17,6 +17,8 @@ use klb_model::{Kind, Listener, ListenerProtocol, LoadBalancer, ProvisioningStat
 use klb_store::{Job, JobOp, JobState, Outcome, Store};
 use tracing::{info, warn};
 
+use klb_cloud::{META_VM_INDEX, ServerFilter};
+
 use crate::lb::{LbEnv, LbInput, ListenerPort, VipSpec, kind};
 use crate::{Engine, FinishHook, FlowError, RunRecord, RunRequest, RunState};
 
@@ -30,8 +32,10 @@ fn store_err(e: klb_store::StoreError) -> FlowError {
 /// settles the job (its `external_ref` is the job id; the others get `<job id>#<n>`).
 pub async fn requests_for_job(
     store: &Store,
+    env: &LbEnv,
     job: &Job,
     vm_count: u32,
+    max_vms: u32,
 ) -> Result<Vec<RunRequest>, FlowError> {
     let lb_id = job.loadbalancer_id.as_str();
     let lb: Option<LoadBalancer> = match store
@@ -58,6 +62,29 @@ pub async fn requests_for_job(
             };
             LbInput::create(lb_id, vip, listener_ports(store, lb_id).await?, vm_count)
                 .request(kind::CREATE_LB)
+        }
+        // One LB VM (the health manager's request): its index from the server's metadata.
+        (JobOp::Failover, false) if job.target_kind == Kind::LbVm.as_str() => {
+            let index = vm_index(store, env, &job.target_id).await?;
+            LbInput::failover(lb_id, index).request(kind::FAILOVER_VM)
+        }
+        (JobOp::Update, true) if payload_action(job).as_deref() == Some(SCALE_OUT) => {
+            let servers = env
+                .cloud
+                .compute
+                .find_servers(&ServerFilter::lb(lb_id))
+                .await
+                .map_err(|e| FlowError::Input(e.to_string()))?;
+            let n = servers.len() as u32;
+            let ports = listener_ports(store, lb_id).await?;
+            if n >= max_vms {
+                // Already at the limit: just re-sync (the alarm fires again if load stays).
+                LbInput::update(lb_id, ports).request(kind::UPDATE_LB)
+            } else {
+                let mut input = LbInput::scale_out(lb_id, n, n + 1);
+                input.listeners = ports;
+                input.request(kind::SCALE_OUT_LB)
+            }
         }
         (JobOp::Failover, true) => {
             // A payload {"vm_index": n} replaces one VM (health manager); without one every
@@ -93,6 +120,40 @@ pub async fn requests_for_job(
     Ok(vec![req])
 }
 
+/// Job payload action (`{"action": "scale_out"}`) that turns an LB update into a scale-out by
+/// one LB VM (the PPS alarm webhook writes it).
+pub const SCALE_OUT: &str = "scale_out";
+
+fn payload_action(job: &Job) -> Option<String> {
+    let payload: serde_json::Value = serde_json::from_str(job.payload.as_deref()?).ok()?;
+    payload.get("action")?.as_str().map(str::to_owned)
+}
+
+/// The index of an LB VM record (its server's `klb_vm_index` metadata).
+async fn vm_index(store: &Store, env: &LbEnv, lb_vm_id: &str) -> Result<u32, FlowError> {
+    let doc = store
+        .get(Kind::LbVm.as_str(), lb_vm_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| FlowError::Input(format!("LB VM {lb_vm_id} is not recorded")))?;
+    let vm: klb_model::LbVm = doc.decode().map_err(store_err)?;
+    let server_id = vm
+        .compute_id
+        .ok_or_else(|| FlowError::Input(format!("LB VM {lb_vm_id} has no server")))?;
+    let server = env
+        .cloud
+        .compute
+        .get_server(&server_id)
+        .await
+        .map_err(|e| FlowError::Input(e.to_string()))?
+        .ok_or_else(|| FlowError::Input(format!("server {server_id} is gone")))?;
+    server
+        .metadata
+        .get(META_VM_INDEX)
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| FlowError::Input(format!("server {server_id} has no VM index")))
+}
+
 /// Ports of the listeners that stay (pending deletes are already closed).
 async fn listener_ports(store: &Store, lb_id: &str) -> Result<Vec<ListenerPort>, FlowError> {
     let mut ports = Vec::new();
@@ -124,6 +185,8 @@ pub struct JobPump {
     owner: String,
     /// VMs per new load balancer (`lb_vm_count`).
     vm_count: u32,
+    /// Largest active-active set (`max_lb_vms`).
+    max_vms: u32,
     /// Job lease; only covers claim-to-submit.
     lease: Duration,
     poll: Duration,
@@ -136,9 +199,16 @@ impl JobPump {
             engine,
             owner: format!("pump-{}", uuid::Uuid::new_v4()),
             vm_count,
+            max_vms: vm_count.max(4),
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(500),
         }
+    }
+
+    /// Sets the scale-out limit (`max_lb_vms`).
+    pub fn with_max_vms(mut self, max_vms: u32) -> Self {
+        self.max_vms = max_vms;
+        self
     }
 
     /// Claim one job and submit its run(s). Returns whether a job was claimed.
@@ -151,7 +221,8 @@ impl JobPump {
         else {
             return Ok(false);
         };
-        match requests_for_job(&self.store, &job, self.vm_count).await {
+        let env = self.engine.env().clone();
+        match requests_for_job(&self.store, &env, &job, self.vm_count, self.max_vms).await {
             Ok(requests) => {
                 for req in requests {
                     let reference = req.external_ref.clone().unwrap_or_default();

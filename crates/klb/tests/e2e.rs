@@ -136,6 +136,16 @@ async fn lb_lifecycle_on_the_local_cloud() {
         members.iter().all(|n| *n >= 100),
         "round robin: {members:?}"
     );
+    assert!(
+        value(&summary, "member churn: requests ok / failed").ends_with("/ 0"),
+        "member add/remove under load loses nothing"
+    );
+    assert_eq!(value(&summary, "with m2 stopped: ok / failed"), "200 / 0");
+    let members = value(&summary, "with m2 stopped: split across members");
+    assert!(
+        members.starts_with("m1=") && !members.contains("m2"),
+        "traffic avoids m2: {members}"
+    );
     let recovered: u64 = value(&summary, "failover: requests succeed again after")
         .trim_end_matches(" ms")
         .parse()

@@ -1,0 +1,184 @@
+//! The store side of the LB flows ([`StoreBackend`]): each VM's desired state comes from the
+//! stored graph, and the LB VMs the flows record become `lbvm` documents (the amphora API, the
+//! health manager and the flows' job pump read them). Jobs become flow runs in
+//! `klb_flow::jobs`.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use klb_flow::StepError;
+use klb_flow::lb::{LbBackend, LbResources, Vm};
+use klb_model::{Kind, LbVm, LbVmStatus};
+use klb_store::{Document, ListQuery, Store};
+use uuid::Uuid;
+
+use crate::desired::{self, DataPlane, Graph, VmPlan};
+
+/// Kind of the document recording an LB's cloud resources (id = load balancer id).
+pub const RESOURCES_KIND: &str = "lbresources";
+
+/// The LB VM record id of a compute server (the amphora id the API shows).
+pub fn vm_record_id(server_id: &str) -> Uuid {
+    Uuid::parse_str(server_id).unwrap_or_else(|_| {
+        // Non-UUID server ids (other clouds): a stable id derived from the text.
+        let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        for b in server_id.bytes() {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+        }
+        Uuid::from_u128(h)
+    })
+}
+
+/// The store side of the LB flows.
+pub struct StoreBackend {
+    store: Store,
+    data_plane: DataPlane,
+}
+
+impl StoreBackend {
+    /// A backend over `store` with the operator's data-plane settings.
+    pub fn new(store: Store, data_plane: DataPlane) -> Self {
+        StoreBackend { store, data_plane }
+    }
+}
+
+fn step_error(e: impl std::fmt::Display) -> StepError {
+    StepError::retry(e.to_string())
+}
+
+fn plan_of(vm: &Vm) -> VmPlan {
+    VmPlan {
+        id: vm_record_id(&vm.server_id).to_string(),
+        index: vm.index,
+        name: vm.name.clone(),
+        l3_ip: vm.l3_ip,
+    }
+}
+
+#[async_trait]
+impl LbBackend for StoreBackend {
+    async fn desired_state(
+        &self,
+        lb_id: &str,
+        vip: IpAddr,
+        vm: &Vm,
+        vms: &[Vm],
+    ) -> Result<klb_proto::DesiredState, StepError> {
+        let docs = self.store.graph(lb_id).await.map_err(step_error)?;
+        let mut graph = Graph::from_documents(lb_id, &docs).map_err(step_error)?;
+        graph.load_balancer.vip_address = Some(vip);
+        // A new version per push; pushes of one LB are serialized by the flow engine.
+        let version = chrono::Utc::now().timestamp_micros().max(1) as u64;
+        let peers: Vec<VmPlan> = vms.iter().map(plan_of).collect();
+        desired::build(&graph, version, &plan_of(vm), &peers, &self.data_plane)
+            .map_err(|e| StepError::fatal(e.to_string()))
+    }
+
+    async fn record(&self, lb_id: &str, resources: &LbResources) -> Result<(), StepError> {
+        let lb_uuid = Uuid::parse_str(lb_id).map_err(step_error)?;
+        let body = serde_json::to_string(resources).map_err(step_error)?;
+        let mut tx = self.store.begin().await.map_err(step_error)?;
+        match tx
+            .get_for_update(RESOURCES_KIND, lb_id)
+            .await
+            .map_err(step_error)?
+        {
+            Some(mut doc) => {
+                doc.body = body;
+                tx.update(&mut doc).await.map_err(step_error)?;
+            }
+            None => {
+                tx.insert(&resources_doc(lb_id, body))
+                    .await
+                    .map_err(step_error)?;
+            }
+        }
+        let existing = tx
+            .list(&ListQuery {
+                kind: Kind::LbVm.as_str().to_owned(),
+                loadbalancer_id: Some(lb_id.to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(step_error)?;
+        let wanted: Vec<Uuid> = resources
+            .vms
+            .iter()
+            .map(|vm| vm_record_id(&vm.server_id))
+            .collect();
+        for doc in &existing {
+            if !wanted.iter().any(|id| id.to_string() == doc.id) {
+                tx.delete(&doc.kind, &doc.id).await.map_err(step_error)?;
+            }
+        }
+        for vm in &resources.vms {
+            let record = lb_vm_record(lb_uuid, vm);
+            tx.put_resource(&record).await.map_err(step_error)?;
+        }
+        tx.commit().await.map_err(step_error)
+    }
+
+    async fn forget(&self, lb_id: &str) -> Result<(), StepError> {
+        let mut tx = self.store.begin().await.map_err(step_error)?;
+        tx.delete(RESOURCES_KIND, lb_id).await.map_err(step_error)?;
+        let vms = tx
+            .list(&ListQuery {
+                kind: Kind::LbVm.as_str().to_owned(),
+                loadbalancer_id: Some(lb_id.to_owned()),
+                include_deleted: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(step_error)?;
+        for doc in vms {
+            tx.delete(&doc.kind, &doc.id).await.map_err(step_error)?;
+        }
+        tx.commit().await.map_err(step_error)
+    }
+}
+
+fn resources_doc(lb_id: &str, body: String) -> Document {
+    Document {
+        kind: RESOURCES_KIND.to_owned(),
+        id: lb_id.to_owned(),
+        project_id: None,
+        loadbalancer_id: None,
+        parent_id: None,
+        ref_id: None,
+        position: 0,
+        provisioning_status: None,
+        created_at: klb_store::timestamp(chrono::Utc::now()),
+        version: 1,
+        body,
+    }
+}
+
+fn lb_vm_record(lb_id: Uuid, vm: &Vm) -> LbVm {
+    LbVm {
+        id: vm_record_id(&vm.server_id),
+        loadbalancer_id: Some(lb_id),
+        compute_id: Some(vm.server_id.clone()),
+        lb_network_ip: vm.mgmt_ip,
+        vrrp_ip: vm.l3_ip,
+        ha_ip: None,
+        vrrp_port_id: vm.l3_port_id.clone(),
+        ha_port_id: None,
+        cert_expiration: None,
+        cert_busy: false,
+        role: None,
+        status: if vm.active {
+            LbVmStatus::Allocated
+        } else {
+            LbVmStatus::Booting
+        },
+        vrrp_interface: None,
+        vrrp_id: None,
+        vrrp_priority: None,
+        cached_zone: None,
+        created_at: chrono::Utc::now(),
+        updated_at: None,
+        image_id: None,
+        compute_flavor: None,
+    }
+}
