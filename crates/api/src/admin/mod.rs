@@ -32,7 +32,6 @@ pub mod amphorae;
 pub mod availability_zones;
 pub mod flavors;
 mod profiles;
-pub mod projects;
 pub mod providers;
 pub mod quotas;
 
@@ -95,10 +94,6 @@ pub fn routes() -> Router<AppState> {
                 .put(availability_zones::update_profile)
                 .delete(availability_zones::delete_profile),
         )
-        .route("/projects", get(projects::list))
-        .route("/projects/{id}", get(projects::get_one))
-        .route("/v3/projects", get(projects::list))
-        .route("/v3/projects/{id}", get(projects::get_one))
         .route("/v2/octavia/amphorae", get(amphorae::list))
         .route(
             "/v2/octavia/amphorae/{id}",

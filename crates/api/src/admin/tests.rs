@@ -1275,25 +1275,3 @@ async fn keystone_authenticator_answers_401_through_the_router() {
     assert!(!r.body.to_string().contains("some-user-token"));
     r.fault(401, "The Keystone service is temporarily unavailable.");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn project_lookup_for_the_standalone_cli() {
-    let app = App::new().await;
-    let p = app.get(ADMIN, "/projects/abc123").await.expect(200);
-    assert_eq!(p["project"]["id"], "abc123");
-    assert_eq!(p["project"]["name"], "abc123");
-    let by_name = app.get(ADMIN, "/projects?name=abc123").await.expect(200);
-    assert_eq!(by_name["projects"][0]["id"], "abc123");
-    // A tenant resolves its own project only.
-    app.get(MEMBER, "/projects/p1").await.expect(200);
-    app.get(MEMBER, "/projects/p2")
-        .await
-        .fault(404, "Could not find project: p2.");
-    assert_eq!(
-        app.get(MEMBER, "/v3/projects?name=p2").await.expect(200)["projects"],
-        json!([])
-    );
-    app.get(ADMIN, &format!("/projects/{}", "x".repeat(65)))
-        .await
-        .expect(404);
-}
