@@ -14,7 +14,8 @@
 //!    polled (GET) until ACTIVE: create -> ACTIVE without queueing behind a burst.
 //! 6. `listener_create`: each client on its own LB, POST a listener, then wait until the LB is
 //!    ACTIVE again before its next create (as Octavia requires: a PENDING LB answers 409).
-//! 7. `member_create`: each client on its own pool (created unmeasured), same pattern.
+//! 7. `member_create`: each client on its own pool (created unmeasured) on another LB than in
+//!    the listener phase when enough LBs exist, same pattern.
 //! 8. `lb_delete`: cascade-delete every LB this level created, then wait until they are gone.
 
 use std::collections::{BTreeMap, HashMap};
@@ -583,6 +584,13 @@ async fn run_level(
 
     // 6. Member create: client w on its own pool (on LB w), waiting for ACTIVE between ops.
     tracing::info!(concurrency = c, "member create");
+    // Other LBs than the listener phase's when there are enough: an LB carrying count/C
+    // listeners makes every member change slower on Octavia, which would skew the comparison.
+    let own: Arc<Vec<String>> = if usable.len() >= 2 * c {
+        Arc::new(usable[c..2 * c].to_vec())
+    } else {
+        own
+    };
     let mut pools = Vec::with_capacity(c);
     for lb in own.iter() {
         let body = json!({"pool": {"loadbalancer_id": lb, "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}});
