@@ -228,7 +228,7 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
     ));
     let vm_before = per_vm_connections(&reports, &lb_id).await;
     let load = client_load(&local, opts, vip, opts.requests, Pace::Parallel(8)).await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // one heartbeat period
+    wait_fresh_reports(&reports, &lb_id, Instant::now()).await;
     let vm_after = per_vm_connections(&reports, &lb_id).await;
     summary.add(
         "requests ok / failed",
@@ -364,7 +364,7 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
     summary.add("scale-out: 3rd LB VM in ECMP after", ms(t.elapsed()));
     let vm_before = per_vm_connections(&reports, &lb_id).await;
     let load = client_load(&local, opts, vip, opts.requests, Pace::Parallel(8)).await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_fresh_reports(&reports, &lb_id, Instant::now()).await;
     let vm_after = per_vm_connections(&reports, &lb_id).await;
     summary.add(
         "after scale-out: ok / failed",
@@ -512,6 +512,22 @@ fn split_text(by: &Value) -> String {
                 .join(" ")
         })
         .unwrap_or_default()
+}
+
+/// Waits (up to 5 s) until every LB VM has reported after `since`, so counters include the
+/// load that just ended.
+async fn wait_fresh_reports(reports: &klb_health::Reports, lb_id: &str, since: Instant) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let snapshot = reports.snapshot().await;
+        if snapshot
+            .get(lb_id)
+            .is_some_and(|vms| !vms.is_empty() && vms.values().all(|r| r.at > since))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn per_vm_connections(reports: &klb_health::Reports, lb_id: &str) -> BTreeMap<String, u64> {

@@ -63,6 +63,20 @@ pub enum CloudChoice {
     Noop,
     /// The local cloud of network namespaces with real agents, HAProxy and FRR.
     Local(Box<LocalSettings>),
+    /// The in-memory fake cloud (fault-injection double), with real flows on the store: for
+    /// benchmarks and multi-node tests without root.
+    Fake(FakeSettings),
+}
+
+/// Settings of the fake cloud provider.
+#[derive(Debug, Clone)]
+pub struct FakeSettings {
+    /// Latency of every cloud call.
+    pub latency: Duration,
+    /// Flow lease: how long a dead node's runs wait before another node takes them over.
+    pub flow_lease: Duration,
+    /// LB VMs per load balancer.
+    pub vm_count: u32,
 }
 
 /// Settings of the local cloud provider (the seed's options where they apply).
@@ -167,6 +181,8 @@ impl ControlPlane {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut state = AppState::new(store.clone(), config.auth.clone());
+        // Quotas from the `/v2/quotas` documents (the API enforces them in every create).
+        state.quotas = Arc::new(klb_api::admin::StoredQuotas::default());
         if let Some(policy) = &config.policy {
             state.policy = policy.clone();
         }
@@ -178,6 +194,10 @@ impl ControlPlane {
             CloudChoice::Noop => {
                 let worker = klb_api::provider::NoopProvider::new(store.clone());
                 tasks.push(tokio::spawn(worker.run(wait_stop(stop_rx.clone()))));
+            }
+            CloudChoice::Fake(settings) => {
+                let vip = start_fake(&config, settings, &store, &stop_rx, &mut tasks).await?;
+                state.network = Arc::new(vip);
             }
             CloudChoice::Local(settings) => {
                 let started = start_local(&config, settings, &store, &stop_rx, &mut tasks).await?;
@@ -191,7 +211,7 @@ impl ControlPlane {
 
         if config.standalone_lookups {
             let networks = match &config.cloud {
-                CloudChoice::Noop => standalone::Networks::Any,
+                CloudChoice::Noop | CloudChoice::Fake(_) => standalone::Networks::Any,
                 CloudChoice::Local(s) => standalone::Networks::Local(Box::new(s.lab.plan.clone())),
             };
             extra = extra.merge(standalone::router(networks));
@@ -426,6 +446,90 @@ async fn start_local(
     }));
 
     Ok(LocalStarted { cloud, reports })
+}
+
+async fn start_fake(
+    config: &PlaneConfig,
+    settings: &FakeSettings,
+    store: &Store,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<FakeVipNetwork, PlaneError> {
+    let fake = klb_cloud::fake::FakeCloud::new();
+    let cidr = |s: &str| s.parse().expect("constant CIDR");
+    fake.add_network("lb-mgmt-net", cidr("198.18.128.0/17"))
+        .await;
+    fake.add_network("lb-l3-net", cidr("198.18.64.0/20")).await;
+    let (network_id, subnet_id) = fake.add_network("vip-net", cidr("198.19.0.0/20")).await;
+    fake.set_latency(settings.latency).await;
+    let db = Db::connect(&flow_db_url(&config.database_url, &config.state_dir)).await?;
+    db.migrate().await?;
+    let mut lb_config = LbConfig::example("lb-mgmt-net", "lb-l3-net");
+    lb_config.default_vm_count = settings.vm_count;
+    let data_plane = DataPlane {
+        base_as_number: 10000,
+        l3_router_as_number: 60201,
+        gateways: vec![],
+        bfd: true,
+        default_maxconn: klb_proto::DEFAULT_MAXCONN,
+        peer_port: 1025,
+    };
+    let env = LbEnv {
+        cloud: fake.cloud(),
+        config: lb_config,
+        backend: Arc::new(StoreBackend::new(store.clone(), data_plane)),
+    };
+    let engine_config = EngineConfig {
+        lease_ttl: settings.flow_lease,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(db, Arc::new(env), lb::flows(), engine_config).with_finish_hook(
+        Arc::new(SettleJobs {
+            store: store.clone(),
+        }),
+    );
+    let worker = engine.worker(8);
+    let shutdown = wait_stop(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = worker.run(shutdown).await {
+            tracing::error!(error = %err, "flow worker failed");
+        }
+    }));
+    let pump = JobPump::new(store.clone(), engine, settings.vm_count);
+    let shutdown = wait_stop(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = pump.run(shutdown).await {
+            tracing::error!(error = %err, "job pump failed");
+        }
+    }));
+    let uuid = |s: &str| Uuid::parse_str(s).unwrap_or_default();
+    Ok(FakeVipNetwork {
+        network_id: uuid(&network_id),
+        subnet_id: uuid(&subnet_id),
+    })
+}
+
+/// VIPs on the fake cloud's one VIP network (any subnet id the caller gives is accepted, as
+/// with Octavia's noop network driver; the flows allocate on the fake's network).
+struct FakeVipNetwork {
+    network_id: Uuid,
+    subnet_id: Uuid,
+}
+
+impl VipNetwork for FakeVipNetwork {
+    fn allocate_vip(&self, lb_id: Uuid, request: &VipRequest) -> Result<Vip, String> {
+        let mut vip = klb_api::provider::NoopNetwork.allocate_vip(lb_id, request)?;
+        // An address inside the fake VIP subnet 198.19.0.0/20.
+        if request.address.is_none() {
+            let n = 16 + (lb_id.as_u128() % 4000) as u32;
+            vip.address = IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(std::net::Ipv4Addr::new(198, 19, 0, 0)) + n,
+            ));
+        }
+        vip.network_id = self.network_id;
+        vip.subnet_id = self.subnet_id;
+        Ok(vip)
+    }
 }
 
 /// HAProxy needs about two descriptors per connection and refuses to start when it cannot

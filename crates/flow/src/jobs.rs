@@ -64,7 +64,9 @@ pub async fn requests_for_job(
                 .request(kind::CREATE_LB)
         }
         // One LB VM (the health manager's request): its index from the server's metadata.
-        (JobOp::Failover, false) if job.target_kind == Kind::LbVm.as_str() => {
+        // The amphora API's delete of an LB VM (allowed in ERROR) replaces it too, so the LB
+        // keeps its size and no server is orphaned.
+        (JobOp::Failover | JobOp::Delete, false) if job.target_kind == Kind::LbVm.as_str() => {
             let index = vm_index(store, env, &job.target_id).await?;
             LbInput::failover(lb_id, index).request(kind::FAILOVER_VM)
         }

@@ -88,12 +88,17 @@ pub struct RawKeystone {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCloud {
-    /// `local` (default), `openstack` or `fake`.
+    /// `noop` (default), `local` or `fake`.
     pub driver: Option<String>,
     /// Number of LB VMs per load balancer (default 2).
     pub lb_vm_count: Option<u32>,
     /// Upper bound of the active-active set for scale-out (default 4).
     pub max_lb_vms: Option<u32>,
+    /// `fake` driver: latency of every cloud call, milliseconds (default 0).
+    pub fake_latency_ms: Option<u64>,
+    /// Flow lease in seconds: how long a dead node's flows wait before another node takes
+    /// them over (default 30).
+    pub flow_lease_secs: Option<u64>,
 }
 
 /// The seed's `[kinx_haproxy]` options. All optional; defaults are applied when lifting.

@@ -43,6 +43,8 @@ enum Driver {
     Noop,
     /// The local cloud: LB VMs are network namespaces on this host (root).
     Local(Box<klb_control::plane::LocalSettings>),
+    /// The in-memory fake cloud with real flows (benchmarks, multi-node tests).
+    Fake(klb_control::plane::FakeSettings),
 }
 
 #[derive(Debug)]
@@ -122,10 +124,15 @@ impl ServeConfig {
         let driver = match raw.cloud.driver.as_deref().unwrap_or("noop") {
             "noop" => Driver::Noop,
             "local" => Driver::Local(Box::new(local_settings(raw)?)),
+            "fake" => Driver::Fake(klb_control::plane::FakeSettings {
+                latency: std::time::Duration::from_millis(raw.cloud.fake_latency_ms.unwrap_or(0)),
+                flow_lease: std::time::Duration::from_secs(raw.cloud.flow_lease_secs.unwrap_or(30)),
+                vm_count: raw.cloud.lb_vm_count.unwrap_or(2),
+            }),
             other => {
                 return Err(ConfigError::Invalid {
                     key: "cloud.driver".to_owned(),
-                    message: format!("{other:?} is not one of noop, local"),
+                    message: format!("{other:?} is not one of noop, local, fake"),
                 });
             }
         };
@@ -238,6 +245,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let cloud = match config.driver {
         Driver::Noop => CloudChoice::Noop,
         Driver::Local(settings) => CloudChoice::Local(settings),
+        Driver::Fake(settings) => CloudChoice::Fake(settings),
     };
     let plane = ControlPlane::start(PlaneConfig {
         api_bind: config.bind,
