@@ -239,8 +239,11 @@ impl<'a> Obj<'a> {
     /// An integer in `[min, max]`.
     pub fn int(&self, name: &str, min: i64, max: i64) -> ApiResult<Field<i64>> {
         self.read(name, |v| {
+            // WSME converts numeric strings (python-octaviaclient sends `--connection-limit`
+            // as one), so klb does too; anything else is a wrong type.
             let n = v
                 .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
                 .ok_or_else(|| ApiError::invalid(name, v, "Wrong type. Expected 'int'"))?;
             if n < min {
                 return Err(ApiError::invalid(

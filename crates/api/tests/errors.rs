@@ -83,7 +83,8 @@ async fn out_of_range_and_wrong_types() {
     app.post("/v2/lbaas/listeners", l(json!({"protocol_port": 65536})))
         .await
         .fault(400, "Value should be lower or equal to 65535");
-    app.post("/v2/lbaas/listeners", l(json!({"protocol_port": "80"})))
+    // Numeric strings are converted as WSME does; other strings are a wrong type.
+    app.post("/v2/lbaas/listeners", l(json!({"protocol_port": "eighty"})))
         .await
         .fault(400, "protocol_port");
     app.post("/v2/lbaas/listeners", l(json!({"protocol": "GOPHER"})))
@@ -123,6 +124,16 @@ async fn out_of_range_and_wrong_types() {
     app.post("/v2/lbaas/healthmonitors", json!({"healthmonitor": {"pool_id": pool, "type": "HTTP", "delay": 5, "timeout": 3, "max_retries": 11}}))
         .await
         .fault(400, "Value should be lower or equal to 10");
+    // Last (it locks the LB): numeric strings are accepted, as Octavia's WSME converts them.
+    let created = app
+        .post(
+            "/v2/lbaas/listeners",
+            l(json!({"protocol_port": "8081", "connection_limit": "100"})),
+        )
+        .await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    assert_eq!(created.body["listener"]["protocol_port"], 8081);
+    assert_eq!(created.body["listener"]["connection_limit"], 100);
 }
 
 #[tokio::test]

@@ -152,5 +152,8 @@ async fn batch_update_replaces_members() {
     );
     app.put(&path, json!({"members": [{"address": "192.0.2.1", "protocol_port": 80}, {"address": "192.0.2.1", "protocol_port": 80}]}))
         .await
-        .fault(400, "Member must be updated only once in the same request.");
+        .fault(
+            400,
+            "Validation failure: Member must be updated only once in the same request.",
+        );
 }

@@ -337,7 +337,8 @@ pub async fn batch(
         let port = required("protocol_port", item.int("protocol_port", 1, 65535)?)? as u16;
         if !seen.insert((address, port)) {
             return Err(ApiError::BadRequest(
-                "Member must be updated only once in the same request.".to_owned(),
+                "Validation failure: Member must be updated only once in the same request."
+                    .to_owned(),
             ));
         }
         match existing
