@@ -236,6 +236,16 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
     );
     summary.add("split across members", split_text(&load["by_header"]));
     summary.add("split across LB VMs", vm_split(&vm_before, &vm_after));
+    // The same traffic as the API reports it (heartbeats → health manager → /stats).
+    tokio::time::sleep(Duration::from_millis(1200)).await; // one health-manager tick after
+    let stats = api
+        .get(&format!("{lb_path}/stats"))
+        .await?
+        .unwrap_or_default();
+    summary.add(
+        "API /stats total_connections",
+        stats["stats"]["total_connections"].to_string(),
+    );
 
     // Paced at 200 requests/s: below the demo's PPS threshold, so no scale-out yet.
     progress.step("member churn under load: add a third member, then remove it");

@@ -17,8 +17,7 @@ use crate::HealthConfig;
 use crate::receiver::{Received, Reports};
 use crate::status::{self, GraphRef, VmReport};
 
-/// Kind of the stored statistics document (id = load balancer id).
-pub const STATS_KIND: &str = "lbstats";
+pub use klb_store::STATS_KIND;
 
 /// The health manager. Spawn [`HealthManager::run`] once per control-plane node.
 pub struct HealthManager {

@@ -130,6 +130,10 @@ async fn lb_lifecycle_on_the_local_cloud() {
         vms.iter().all(|n| *n >= 60),
         "each LB VM took a share: {vms:?}"
     );
+    let api_total: u64 = value(&summary, "API /stats total_connections")
+        .parse()
+        .unwrap_or(0);
+    assert!(api_total >= 400, "LB /stats counts the load: {api_total}");
     let members = counts(value(&summary, "split across members"));
     assert_eq!(members.len(), 2);
     assert!(

@@ -20,6 +20,12 @@ mod jobs;
 mod store;
 
 pub use document::{Document, ListQuery, Relation};
+
+/// Kind of the per-load-balancer statistics document (id = load balancer id) that the health
+/// manager writes from heartbeats and the API's `/stats` endpoints read. Body:
+/// `{"loadbalancer": COUNTERS, "listeners": {LISTENER_ID: COUNTERS}}` with Octavia's counter
+/// names (`bytes_in`, `bytes_out`, `active_connections`, `total_connections`, `request_errors`).
+pub const STATS_KIND: &str = "lbstats";
 pub use error::StoreError;
 pub use jobs::{Job, JobOp, JobState, NewJob, Outcome};
 pub use store::{Backend, Store, StoreOptions, WriteTx};

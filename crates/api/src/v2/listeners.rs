@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
-use super::loadbalancers::{scope_project, zero_stats};
+use super::loadbalancers::{scope_project, stored_stats};
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
 use crate::context::{Action, Op, RequestContext, Resource as R};
@@ -675,6 +675,12 @@ pub async fn stats(
     ctx: RequestContext,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let _l: Listener = load(&state, &ctx, &id, Action::new(R::Listener, Op::GetStats)).await?;
-    Ok(reply(StatusCode::OK, "stats", zero_stats()))
+    let l: Listener = load(&state, &ctx, &id, Action::new(R::Listener, Op::GetStats)).await?;
+    let stats = stored_stats(
+        &state,
+        &l.loadbalancer_id.to_string(),
+        Some(&l.id.to_string()),
+    )
+    .await?;
+    Ok(reply(StatusCode::OK, "stats", stats))
 }

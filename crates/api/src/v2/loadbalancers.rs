@@ -397,10 +397,39 @@ pub async fn failover(
     Ok(accepted())
 }
 
-/// Zeroed statistics (the noop provider measures nothing; the flow engine's agents will
-/// report real counters).
+/// Zeroed statistics (the noop provider measures nothing).
 pub fn zero_stats() -> Value {
     json!({"bytes_in": 0, "bytes_out": 0, "active_connections": 0, "total_connections": 0, "request_errors": 0})
+}
+
+/// The counters the health manager stored from the LB VMs' heartbeats (summed over the VMs),
+/// for the whole LB or one listener; zeros when nothing was reported.
+pub async fn stored_stats(
+    state: &AppState,
+    lb_id: &str,
+    listener_id: Option<&str>,
+) -> ApiResult<Value> {
+    let Some(doc) = state.store.get(klb_store::STATS_KIND, lb_id).await? else {
+        return Ok(zero_stats());
+    };
+    let body: Value = serde_json::from_str(&doc.body).unwrap_or(Value::Null);
+    let counters = match listener_id {
+        Some(id) => &body["listeners"][id],
+        None => &body["loadbalancer"],
+    };
+    let mut out = zero_stats();
+    for key in [
+        "bytes_in",
+        "bytes_out",
+        "active_connections",
+        "total_connections",
+        "request_errors",
+    ] {
+        if let Some(n) = counters[key].as_u64() {
+            out[key] = Value::from(n);
+        }
+    }
+    Ok(out)
 }
 
 /// GET /v2/loadbalancers/{id}/stats
@@ -409,14 +438,15 @@ pub async fn stats(
     ctx: RequestContext,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let _lb: LoadBalancer = load(
+    let lb: LoadBalancer = load(
         &state,
         &ctx,
         &id,
         Action::new(R::LoadBalancer, Op::GetStats),
     )
     .await?;
-    Ok(reply(StatusCode::OK, "stats", zero_stats()))
+    let stats = stored_stats(&state, &lb.id.to_string(), None).await?;
+    Ok(reply(StatusCode::OK, "stats", stats))
 }
 
 /// GET /v2/loadbalancers/{id}/status (and /statuses)
