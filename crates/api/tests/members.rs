@@ -156,4 +156,11 @@ async fn batch_update_replaces_members() {
             400,
             "Validation failure: Member must be updated only once in the same request.",
         );
+    // A new member twice: Octavia 19's duplicate-entry conflict.
+    app.put(&path, json!({"members": [{"address": "192.0.2.99", "protocol_port": 80}, {"address": "192.0.2.99", "protocol_port": 80}]}))
+        .await
+        .fault(
+            409,
+            "Another member on this pool is already using ip 192.0.2.99 on protocol_port 80",
+        );
 }

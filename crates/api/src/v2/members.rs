@@ -336,10 +336,21 @@ pub async fn batch(
         let address = required("address", item.ip("address")?)?;
         let port = required("protocol_port", item.int("protocol_port", 1, 65535)?)? as u16;
         if !seen.insert((address, port)) {
-            return Err(ApiError::BadRequest(
-                "Validation failure: Member must be updated only once in the same request."
-                    .to_owned(),
-            ));
+            // Octavia 19: an existing member named twice is a validation failure; a new one
+            // twice fails as a duplicate entry when the second create hits the first.
+            let exists = existing
+                .iter()
+                .any(|m| m.address == address && m.protocol_port == port);
+            return Err(if exists {
+                ApiError::BadRequest(
+                    "Validation failure: Member must be updated only once in the same request."
+                        .to_owned(),
+                )
+            } else {
+                ApiError::Conflict(format!(
+                    "Another member on this pool is already using ip {address} on protocol_port {port}"
+                ))
+            });
         }
         match existing
             .iter_mut()
