@@ -115,6 +115,9 @@ pub struct LocalSettings {
     pub office_cidr: Option<ipnet::IpNet>,
     /// The klb executable the LB VMs run as `klb agent` (default: this executable).
     pub klb_exe: Option<PathBuf>,
+    /// Flow and job lease: how long a dead control plane's work waits before another (or a
+    /// restarted) one takes it over.
+    pub flow_lease: Duration,
 }
 
 impl Default for LocalSettings {
@@ -136,6 +139,7 @@ impl Default for LocalSettings {
             alarm_period_override: None,
             office_cidr: None,
             klb_exe: None,
+            flow_lease: Duration::from_secs(30),
         }
     }
 }
@@ -420,11 +424,15 @@ async fn start_local(
         config: lb_config,
         backend: Arc::new(StoreBackend::new(store.clone(), data_plane)),
     };
+    let engine_config = EngineConfig {
+        lease_ttl: settings.flow_lease,
+        ..EngineConfig::default()
+    };
     let engine = Engine::new(
         db,
         Arc::new(env),
         lb::flows_with(lb::FlowTiming::fast()),
-        EngineConfig::default(),
+        engine_config,
     )
     .with_finish_hook(Arc::new(SettleJobs {
         store: store.clone(),
@@ -436,8 +444,9 @@ async fn start_local(
             tracing::error!(error = %err, "flow worker failed");
         }
     }));
-    let pump =
-        JobPump::new(store.clone(), engine, settings.vm_count).with_max_vms(settings.max_vms);
+    let pump = JobPump::new(store.clone(), engine, settings.vm_count)
+        .with_max_vms(settings.max_vms)
+        .with_lease(settings.flow_lease.max(Duration::from_secs(1)));
     let shutdown = wait_stop(stop_rx.clone());
     tasks.push(tokio::spawn(async move {
         if let Err(err) = pump.run(shutdown).await {

@@ -207,6 +207,12 @@ impl JobPump {
         }
     }
 
+    /// Sets how long a claimed job is held before another node may claim it again.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// Sets the scale-out limit (`max_lb_vms`).
     pub fn with_max_vms(mut self, max_vms: u32) -> Self {
         self.max_vms = max_vms;

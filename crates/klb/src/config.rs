@@ -99,6 +99,12 @@ pub struct RawCloud {
     /// Flow lease in seconds: how long a dead node's flows wait before another node takes
     /// them over (default 30).
     pub flow_lease_secs: Option<u64>,
+    /// `local` driver: prefix of every namespace (default `klb-`, at most 10 bytes).
+    pub local_prefix: Option<String>,
+    /// `local` driver: directory for configs, logs and the state file (default /run/klb/local).
+    pub local_runtime_dir: Option<String>,
+    /// `local` driver: management subnet (default 198.18.128.0/17; must be in 198.18.0.0/15).
+    pub local_mgmt_subnet: Option<String>,
 }
 
 /// The seed's `[kinx_haproxy]` options. All optional; defaults are applied when lifting.

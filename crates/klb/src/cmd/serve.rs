@@ -194,6 +194,21 @@ fn local_settings(raw: &RawConfig) -> Result<klb_control::plane::LocalSettings, 
     if let Some(v) = k.ceilometer_evaluation_periods {
         s.alarm_evaluation_periods = v;
     }
+    if let Some(secs) = raw.cloud.flow_lease_secs {
+        s.flow_lease = std::time::Duration::from_secs(secs.max(1));
+    }
+    if let Some(prefix) = &raw.cloud.local_prefix {
+        s.lab.prefix = prefix.clone();
+    }
+    if let Some(dir) = &raw.cloud.local_runtime_dir {
+        s.lab.runtime_dir = PathBuf::from(dir);
+    }
+    if let Some(subnet) = &raw.cloud.local_mgmt_subnet {
+        s.lab.plan.mgmt_subnet = subnet.parse().map_err(|e| ConfigError::Invalid {
+            key: "cloud.local_mgmt_subnet".to_owned(),
+            message: format!("{subnet:?}: {e}"),
+        })?;
+    }
     if let Some(cidr) = &k.kinx_office_ip {
         s.office_cidr = Some(cidr.parse().map_err(|e| ConfigError::Invalid {
             key: "kinx_haproxy.kinx_office_ip".to_owned(),
