@@ -18,7 +18,12 @@ fn can_run() -> Result<(), String> {
     if !root {
         return Err("not root".into());
     }
-    for bin in ["/usr/sbin/haproxy", "/usr/lib/frr/bgpd", "/usr/lib/frr/bfdd", "/usr/bin/curl"] {
+    for bin in [
+        "/usr/sbin/haproxy",
+        "/usr/lib/frr/bgpd",
+        "/usr/lib/frr/bfdd",
+        "/usr/bin/curl",
+    ] {
         if !Path::new(bin).exists() {
             return Err(format!("{bin} missing"));
         }
@@ -60,7 +65,15 @@ fn serve(config: &Path, state: &Path, log: &str) -> Serve {
 
 fn http(method: &str, url: &str, body: Option<&str>) -> Option<serde_json::Value> {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sf", "-m", "5", "-X", method, "-H", "Content-Type: application/json"]);
+    cmd.args([
+        "-sf",
+        "-m",
+        "5",
+        "-X",
+        method,
+        "-H",
+        "Content-Type: application/json",
+    ]);
     if let Some(body) = body {
         cmd.args(["-d", body]);
     }
@@ -85,9 +98,17 @@ fn wait_up(url: &str) {
 }
 
 fn lb_status(url: &str, lb_id: &str) -> String {
-    http("GET", &format!("{url}/v2/lbaas/loadbalancers/{lb_id}"), None)
-        .and_then(|v| v["loadbalancer"]["provisioning_status"].as_str().map(str::to_owned))
-        .unwrap_or_default()
+    http(
+        "GET",
+        &format!("{url}/v2/lbaas/loadbalancers/{lb_id}"),
+        None,
+    )
+    .and_then(|v| {
+        v["loadbalancer"]["provisioning_status"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .unwrap_or_default()
 }
 
 #[test]
@@ -154,8 +175,12 @@ fn serve_killed_mid_create_recovers_after_restart() {
             "after the restart the LB left {caught} (last {last:?}); log:\n{log}"
         );
         // Either way it deletes cleanly.
-        http("DELETE", &format!("{url}/v2/lbaas/loadbalancers/{lb_id}"), None)
-            .expect("delete accepted");
+        http(
+            "DELETE",
+            &format!("{url}/v2/lbaas/loadbalancers/{lb_id}"),
+            None,
+        )
+        .expect("delete accepted");
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline && !lb_status(&url, &lb_id).is_empty() {
             std::thread::sleep(Duration::from_millis(250));
@@ -168,7 +193,10 @@ fn serve_killed_mid_create_recovers_after_restart() {
     // Whatever happened: remove the lab (serve leaves it for adoption by design).
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let removed = runtime
-        .block_on(klb_local::lab::cleanup_prefix(&prefix, Duration::from_secs(2)))
+        .block_on(klb_local::lab::cleanup_prefix(
+            &prefix,
+            Duration::from_secs(2),
+        ))
         .expect("cleanup");
     let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let left = String::from_utf8_lossy(&left.stdout);
