@@ -3,6 +3,8 @@
 //! over when one is killed, scales out on the PPS alarm and leaves nothing behind when deleted.
 //! Skips with a printed reason when not root or HAProxy/FRR are missing.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,29 +12,7 @@ use std::time::Duration;
 use klb_control::demo::{DemoOptions, Summary};
 use klb_control::plane::{CloudChoice, ControlPlane, LocalSettings, PlaneConfig};
 use klb_local::LabConfig;
-
-fn can_run() -> Result<(), String> {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        });
-    if uid.as_deref() != Some("0") {
-        return Err("not root".into());
-    }
-    for bin in [
-        "/usr/sbin/haproxy",
-        "/usr/lib/frr/bgpd",
-        "/usr/lib/frr/bfdd",
-    ] {
-        if !std::path::Path::new(bin).exists() {
-            return Err(format!("{bin} missing"));
-        }
-    }
-    Ok(())
-}
+use support::cannot_run_as_root;
 
 /// A lab that cannot collide with `klb demo` or other tests: own prefix, runtime dir and
 /// management subnet (the only route in the root namespace).
@@ -66,7 +46,7 @@ fn counts(text: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lb_lifecycle_on_the_local_cloud() {
-    if let Err(reason) = can_run() {
+    if let Some(reason) = cannot_run_as_root() {
         println!("skipped: {reason}");
         return;
     }

@@ -3,10 +3,13 @@
 //! and finishes it (the load balancer never stays `PENDING_*`). Uses the fake cloud (300 ms per call) so the flow is slow enough to be
 //! caught mid-way. Skips with a printed reason without `KLB_TEST_POSTGRES_URL` or `psql`.
 
+mod support;
+
 use std::io::Read;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::{free_port, http, lb_status};
 
 struct Node {
     child: Child,
@@ -19,13 +22,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 fn psql(url: &str, sql: &str) -> bool {
@@ -84,42 +80,8 @@ fn read(path: &std::path::Path) -> String {
     s
 }
 
-/// A tiny HTTP client via curl (no extra dependency for one test).
-fn http(method: &str, url: &str, body: Option<&str>) -> Option<serde_json::Value> {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sf",
-        "-m",
-        "5",
-        "-X",
-        method,
-        "-H",
-        "Content-Type: application/json",
-    ]);
-    if let Some(body) = body {
-        cmd.args(["-d", body]);
-    }
-    let out = cmd.arg(url).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout)
-        .ok()
-        .or(Some(serde_json::Value::Null))
-}
-
 fn status(node: &Node, lb_id: &str) -> String {
-    http(
-        "GET",
-        &format!("{}/v2/lbaas/loadbalancers/{lb_id}", node.url),
-        None,
-    )
-    .and_then(|v| {
-        v["loadbalancer"]["provisioning_status"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .unwrap_or_default()
+    lb_status(&node.url, lb_id)
 }
 
 #[test]

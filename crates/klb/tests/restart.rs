@@ -3,53 +3,17 @@
 //! flow when its lease expires, and the load balancer ends ACTIVE (or ERROR, then deletes
 //! cleanly) — never stuck in PENDING_*. Root only; skips with a printed reason otherwise.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn can_run() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0");
-    if !root {
-        return Err("not root".into());
-    }
-    for bin in [
-        "/usr/sbin/haproxy",
-        "/usr/lib/frr/bgpd",
-        "/usr/lib/frr/bfdd",
-        "/usr/bin/curl",
-    ] {
-        if !Path::new(bin).exists() {
-            return Err(format!("{bin} missing"));
-        }
-    }
-    Ok(())
-}
+use support::{Guard, cannot_run_as_root, free_port, http, lb_status, wait_up};
 
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn serve(config: &Path, state: &Path, log: &str) -> Serve {
+fn serve(config: &Path, state: &Path, log: &str) -> Guard {
     let log = std::fs::File::create(state.join(log)).unwrap();
-    Serve(
+    Guard(
         Command::new(env!("CARGO_BIN_EXE_klb"))
             .args(["serve", "--config"])
             .arg(config)
@@ -63,57 +27,9 @@ fn serve(config: &Path, state: &Path, log: &str) -> Serve {
     )
 }
 
-fn http(method: &str, url: &str, body: Option<&str>) -> Option<serde_json::Value> {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sf",
-        "-m",
-        "5",
-        "-X",
-        method,
-        "-H",
-        "Content-Type: application/json",
-    ]);
-    if let Some(body) = body {
-        cmd.args(["-d", body]);
-    }
-    let out = cmd.arg(url).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout)
-        .ok()
-        .or(Some(serde_json::Value::Null))
-}
-
-fn wait_up(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if http("GET", &format!("{url}/"), None).is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("klb serve did not answer on {url}");
-}
-
-fn lb_status(url: &str, lb_id: &str) -> String {
-    http(
-        "GET",
-        &format!("{url}/v2/lbaas/loadbalancers/{lb_id}"),
-        None,
-    )
-    .and_then(|v| {
-        v["loadbalancer"]["provisioning_status"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .unwrap_or_default()
-}
-
 #[test]
 fn serve_killed_mid_create_recovers_after_restart() {
-    if let Err(reason) = can_run() {
+    if let Some(reason) = cannot_run_as_root() {
         println!("skipped: {reason}");
         return;
     }

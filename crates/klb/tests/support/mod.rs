@@ -1,0 +1,99 @@
+//! Helpers shared by the `klb` binary's integration tests (each test binary uses a subset).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Why a root/namespace test cannot run here (`None`: it can).
+pub fn cannot_run_as_root() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        == Some("0");
+    if !root {
+        return Some("not root".into());
+    }
+    [
+        "/usr/sbin/haproxy",
+        "/usr/lib/frr/bgpd",
+        "/usr/lib/frr/bfdd",
+        "/usr/bin/curl",
+    ]
+    .iter()
+    .find(|bin| !Path::new(bin).exists())
+    .map(|bin| format!("{bin} missing"))
+}
+
+/// A child process stopped by its PID when dropped (also when the test fails).
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A tiny HTTP client via curl (no HTTP client dependency for a few calls): the JSON body
+/// (`Null` when empty), or `None` on a transport error or a non-2xx status.
+pub fn http(method: &str, url: &str, body: Option<&str>) -> Option<serde_json::Value> {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sf",
+        "-m",
+        "5",
+        "-X",
+        method,
+        "-H",
+        "Content-Type: application/json",
+    ]);
+    if let Some(body) = body {
+        cmd.args(["-d", body]);
+    }
+    let out = cmd.arg(url).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout)
+        .ok()
+        .or(Some(serde_json::Value::Null))
+}
+
+/// Waits (up to 60 s) until `klb serve` answers on `base`.
+pub fn wait_up(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if http("GET", &format!("{base}/"), None).is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("klb serve did not answer on {base}");
+}
+
+/// A load balancer's `provisioning_status` ("" when it is gone).
+pub fn lb_status(base: &str, lb_id: &str) -> String {
+    http(
+        "GET",
+        &format!("{base}/v2/lbaas/loadbalancers/{lb_id}"),
+        None,
+    )
+    .and_then(|v| {
+        v["loadbalancer"]["provisioning_status"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .unwrap_or_default()
+}
