@@ -21,6 +21,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 # PostgreSQL: the same API/store suite runs on it when KLB_TEST_POSTGRES_URL is set.
 if [ -z "${KLB_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" -eq 0 ] && command -v pg_ctlcluster >/dev/null; then
   KLB_TEST_POSTGRES_URL=$(bash scripts/start-postgres.sh)
+  case "$KLB_TEST_POSTGRES_URL" in
+    postgres://*) ;;
+    *) echo "start-postgres.sh printed no database URL: '$KLB_TEST_POSTGRES_URL'" >&2; exit 1 ;;
+  esac
   export KLB_TEST_POSTGRES_URL
 fi
 echo "== cargo test (KLB_TEST_POSTGRES_URL=${KLB_TEST_POSTGRES_URL:-unset})"
