@@ -81,7 +81,7 @@ pub struct AppState {
     /// VIP allocation.
     pub network: Arc<dyn provider::VipNetwork>,
     /// TLS container checks.
-    pub certs: Arc<dyn provider::CertManager>,
+    pub certs: Arc<dyn provider::CertificateManager>,
     /// Quota limits.
     pub quotas: Arc<dyn provider::QuotaLimits>,
     /// Settings.

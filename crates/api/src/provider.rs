@@ -62,22 +62,9 @@ impl VipNetwork for NoopNetwork {
     }
 }
 
-/// Checks TLS container references (Barbican in OpenStack). Errors are the refs that could not
-/// be retrieved.
-pub trait CertManager: Send + Sync + 'static {
-    /// Verifies that every ref can be retrieved by the caller's project.
-    fn check_refs(&self, project_id: &str, refs: &[&str]) -> Result<(), Vec<String>>;
-}
-
-/// Accepts every reference as-is.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoopCertManager;
-
-impl CertManager for NoopCertManager {
-    fn check_refs(&self, _project_id: &str, _refs: &[&str]) -> Result<(), Vec<String>> {
-        Ok(())
-    }
-}
+/// The certificate-manager seam (Barbican in OpenStack, klb's own secret store on the local
+/// cloud, noop for the API-only provider) lives in klb-certs.
+pub use klb_certs::{CertUsage, CertificateManager, NoopCertManager};
 
 /// Per-project quota limits (Octavia's `/v2/quotas`). The API counts objects inside the
 /// writer's transaction and answers 403 `Quota has been met for resources: <Resource>` when a

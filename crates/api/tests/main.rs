@@ -3,6 +3,7 @@
 
 mod util;
 
+mod certificates;
 mod errors;
 mod l7;
 mod lists;

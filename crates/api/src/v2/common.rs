@@ -307,15 +307,38 @@ pub fn head(
     m
 }
 
-/// Checks TLS refs through the certificate manager (400 `Could not retrieve certificate`).
-pub fn check_certs(state: &AppState, project: &str, refs: &[&str]) -> ApiResult<()> {
-    if refs.is_empty() {
+/// Checks TLS refs through the certificate manager, as the owning project: 400
+/// `Could not retrieve certificate: [refs]` (with why) when one cannot be used.
+pub async fn check_certs(
+    state: &AppState,
+    project: &str,
+    refs: &[(&str, klb_certs::CertUsage)],
+) -> ApiResult<()> {
+    let mut bad = Vec::new();
+    let mut reasons = Vec::new();
+    for (reference, usage) in refs {
+        match state.certs.check(project, reference, *usage).await {
+            Ok(()) => {}
+            Err(e) if e.is_client_error() => {
+                bad.push((*reference).to_owned());
+                if let klb_certs::CertError::Invalid { reason, .. } = e {
+                    reasons.push(reason);
+                }
+            }
+            Err(e) => return Err(ApiError::Unavailable(format!("certificate store: {e}"))),
+        }
+    }
+    if bad.is_empty() {
         return Ok(());
     }
-    state
-        .certs
-        .check_refs(project, refs)
-        .map_err(|bad| ApiError::BadRequest(format!("Could not retrieve certificate: {bad:?}")))
+    let why = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join("; "))
+    };
+    Err(ApiError::BadRequest(format!(
+        "Could not retrieve certificate: {bad:?}{why}"
+    )))
 }
 
 /// Refuses a create that would take `project_id` over its quota of `kind` (403).

@@ -229,6 +229,19 @@ impl Graph {
         self.listeners.is_empty() && self.pools.is_empty()
     }
 
+    /// Certificate checks for every listener and pool in the graph (before the write lock:
+    /// fetching certificates may be slow).
+    pub async fn check_certs(&self, state: &AppState) -> ApiResult<()> {
+        for l in &self.listeners {
+            super::common::check_certs(state, &l.project_id, &super::listeners::cert_refs(l))
+                .await?;
+        }
+        for p in &self.pools {
+            super::common::check_certs(state, &p.project_id, &super::pools::cert_refs(p)).await?;
+        }
+        Ok(())
+    }
+
     /// Quota checks for every kind in the graph.
     pub async fn check_quotas(
         &self,

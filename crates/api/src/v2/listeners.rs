@@ -15,6 +15,7 @@ use crate::body::{Field, JsonBody, Obj, required};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing, RelIndex};
+use crate::provider::CertUsage;
 
 /// Attributes accepted on POST (the single-create form adds `default_pool`, `l7policies`).
 pub const POST_KEYS: &[&str] = &[
@@ -271,7 +272,7 @@ pub fn parse_new(
         l.alpn_protocols
             .get_or_insert_with(|| AlpnProtocol::ALL.to_vec());
     }
-    check(state, &l)?;
+    check(&l)?;
     Ok(l)
 }
 
@@ -303,7 +304,7 @@ fn nonempty<T>(name: &str, f: Field<Vec<T>>) -> ApiResult<Field<Vec<T>>> {
 }
 
 /// Cross-field rules on the final listener (octavia-api.md §2.1, §2.2).
-pub fn check(state: &AppState, l: &Listener) -> ApiResult<()> {
+pub fn check(l: &Listener) -> ApiResult<()> {
     let p = l.protocol;
     let has_certs = l.default_tls_container_ref.is_some()
         || !l.sni_container_refs.is_empty()
@@ -364,11 +365,28 @@ pub fn check(state: &AppState, l: &Listener) -> ApiResult<()> {
         validate::insert_header_key(p, k).map_err(ApiError::BadRequest)?;
         validate::insert_header_value(v).map_err(ApiError::BadRequest)?;
     }
-    let mut refs: Vec<&str> = l.sni_container_refs.iter().map(String::as_str).collect();
-    refs.extend(l.default_tls_container_ref.as_deref());
-    refs.extend(l.client_ca_tls_container_ref.as_deref());
-    refs.extend(l.client_crl_container_ref.as_deref());
-    check_certs(state, &l.project_id, &refs)
+    Ok(())
+}
+
+/// The listener's certificate refs with what each must hold.
+pub fn cert_refs(l: &Listener) -> Vec<(&str, CertUsage)> {
+    let mut refs: Vec<(&str, CertUsage)> = l
+        .default_tls_container_ref
+        .iter()
+        .chain(&l.sni_container_refs)
+        .map(|r| (r.as_str(), CertUsage::Server))
+        .collect();
+    refs.extend(
+        l.client_ca_tls_container_ref
+            .as_deref()
+            .map(|r| (r, CertUsage::CaBundle)),
+    );
+    refs.extend(
+        l.client_crl_container_ref
+            .as_deref()
+            .map(|r| (r, CertUsage::Crl)),
+    );
+    refs
 }
 
 /// 409 when another listener of the LB uses the same L4 family and port.
@@ -475,6 +493,7 @@ pub async fn create(
     let project_id = project_for_create(&ctx, &obj)?;
     let l = parse_new(&state, &obj, &lb, &lb.project_id.clone())?;
     let _ = project_id;
+    check_certs(&state, &l.project_id, &cert_refs(&l)).await?;
     let existing: Vec<Listener> = tx
         .list_resources(ListQuery {
             parent_id: Some(lb.id.to_string()),
@@ -630,7 +649,8 @@ pub async fn update(
     if let Some(v) = tags(&obj)?.update() {
         l.tags = v.unwrap_or_default();
     }
-    check(&state, &l)?;
+    check(&l)?;
+    check_certs(&state, &l.project_id, &cert_refs(&l)).await?;
     if let Some(Some(pid)) = new_pool {
         let pool: Option<Pool> = tx.get_resource(pid).await?;
         check_default_pool(&l, pool.as_ref(), pid)?;

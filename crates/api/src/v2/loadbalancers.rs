@@ -269,6 +269,7 @@ pub async fn create(
         availability_zone,
     };
     let graph = super::graph::build(&state, &lb, &listeners, &pools)?;
+    graph.check_certs(&state).await?;
     let mut tx = state.store.begin().await?;
     check_quota(&state, &mut tx, &lb.project_id, Kind::LoadBalancer, 1).await?;
     graph.check_quotas(&state, &mut tx, &lb.project_id).await?;

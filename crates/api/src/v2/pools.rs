@@ -15,6 +15,7 @@ use crate::body::{Field, JsonBody, Obj, required};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing, RelIndex};
+use crate::provider::CertUsage;
 
 /// Attributes accepted on POST.
 pub const POST_KEYS: &[&str] = &[
@@ -216,7 +217,7 @@ pub fn parse_new(state: &AppState, obj: &Obj<'_>, lb: &LoadBalancer) -> ApiResul
         alpn_protocols: obj.enum_list("alpn_protocols", AlpnProtocol::ALL)?.opt(),
     };
     apply_tls_defaults(state, &mut p);
-    check(state, &p)?;
+    check(&p)?;
     Ok(p)
 }
 
@@ -232,7 +233,7 @@ fn apply_tls_defaults(state: &AppState, p: &mut Pool) {
 }
 
 /// Cross-field rules on the final pool.
-pub fn check(state: &AppState, p: &Pool) -> ApiResult<()> {
+pub fn check(p: &Pool) -> ApiResult<()> {
     if let Some(sp) = &p.session_persistence {
         if p.protocol.is_datagram() {
             if sp.kind != SessionPersistenceType::SourceIp {
@@ -279,16 +280,19 @@ pub fn check(state: &AppState, p: &Pool) -> ApiResult<()> {
             "Value should not be an empty list",
         ));
     }
-    let refs: Vec<&str> = [
-        &p.tls_container_ref,
-        &p.ca_tls_container_ref,
-        &p.crl_container_ref,
+    Ok(())
+}
+
+/// The pool's certificate refs with what each must hold.
+pub fn cert_refs(p: &Pool) -> Vec<(&str, CertUsage)> {
+    [
+        (&p.tls_container_ref, CertUsage::Client),
+        (&p.ca_tls_container_ref, CertUsage::CaBundle),
+        (&p.crl_container_ref, CertUsage::Crl),
     ]
     .into_iter()
-    .flatten()
-    .map(String::as_str)
-    .collect();
-    check_certs(state, &p.project_id, &refs)
+    .filter_map(|(r, usage)| r.as_deref().map(|r| (r, usage)))
+    .collect()
 }
 
 async fn full(state: &AppState, p: &Pool) -> ApiResult<Map<String, Value>> {
@@ -370,6 +374,7 @@ pub async fn create(
         }
     };
     let p = parse_new(&state, &obj, &lb)?;
+    check_certs(&state, &p.project_id, &cert_refs(&p)).await?;
     check_quota(&state, &mut tx, &p.project_id, Kind::Pool, 1).await?;
     let mut listener_ids = Vec::new();
     if let Some(mut l) = listener {
@@ -476,7 +481,8 @@ pub async fn update(
         p.tags = v.unwrap_or_default();
     }
     apply_tls_defaults(&state, &mut p);
-    check(&state, &p)?;
+    check(&p)?;
+    check_certs(&state, &p.project_id, &cert_refs(&p)).await?;
     p.provisioning_status = ProvisioningStatus::PendingUpdate;
     p.updated_at = Some(now());
     let listeners = listeners_of_pool(&mut tx, p.id).await?;
