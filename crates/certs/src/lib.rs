@@ -21,7 +21,8 @@ mod local;
 mod reference;
 
 pub use local::{
-    CONTAINER_KIND, ContainerMeta, LocalSecrets, NewContainer, NewSecret, SECRET_KIND, SecretMeta,
+    CONTAINER_KIND, ContainerMeta, LocalSecrets, MAX_PAYLOAD_BYTES, NewContainer, NewSecret,
+    SECRET_KIND, SecretMeta, SecretsError,
 };
 pub use reference::{Reference, ReferenceKind};
 

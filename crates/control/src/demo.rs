@@ -12,6 +12,8 @@ use klb_flow::lb::LbResources;
 use klb_local::plan;
 use serde_json::{Value, json};
 
+mod tls;
+
 use crate::octavia_client::{ClientError, OctaviaClient};
 use crate::plane::ControlPlane;
 use crate::pps::HeartbeatRate;
@@ -103,7 +105,7 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
     let mut summary = Summary::default();
     let mut progress = Progress {
         step: 0,
-        total: 12,
+        total: 13,
         start: Instant::now(),
     };
     let local = plane
@@ -246,6 +248,24 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
         "API /stats total_connections",
         stats["stats"]["total_connections"].to_string(),
     );
+
+    progress.step(&format!(
+        "TLS: TERMINATED_HTTPS:443 with SNI certificates for {} from klb's secret store",
+        tls::NAMES.join(" and ")
+    ));
+    let client_ns = local.lab().await.client_ns();
+    let tls = tls::run(&api, &client_ns, &lb_id, &pool_id, vip, 20).await?;
+    summary.add(
+        "TLS listener (2 SNI certs) applied on all VMs",
+        ms(tls.applied),
+    );
+    summary.add(
+        "TLS requests ok / failed (certificate verified per SNI name)",
+        format!("{} / {}", tls.ok, tls.failed),
+    );
+    if let Some(e) = tls.first_error {
+        summary.add("TLS first failure", e);
+    }
 
     // Paced at 200 requests/s: below the demo's PPS threshold, so no scale-out yet.
     progress.step("member churn under load: add a third member, then remove it");

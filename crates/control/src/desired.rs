@@ -192,10 +192,10 @@ fn wire_all<T: serde::de::DeserializeOwned>(
     texts.into_iter().map(wire).collect()
 }
 
-/// Certificates are referenced by an id derived from the container ref. The PEM material comes
-/// from the certificate manager; until one is configured, states carry none and the agent
-/// refuses TLS-terminating listeners with a clear error.
-fn certificate_id(container_ref: &str) -> String {
+/// Certificates are referenced by an id derived from the container ref; the store backend adds
+/// the PEM material under the same id from the certificate manager. (One ref cannot serve two
+/// uses: the API checks each ref against its use, and a bundle with a key is not a CA bundle.)
+pub fn certificate_id(container_ref: &str) -> String {
     // FNV-1a: stable and short; the id only needs to be unique within one state.
     let hash = container_ref
         .bytes()

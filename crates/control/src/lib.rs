@@ -10,6 +10,7 @@ pub mod desired;
 pub mod octavia_client;
 pub mod plane;
 pub mod pps;
+pub mod secrets_api;
 pub mod standalone;
 pub mod store_backend;
 pub mod webhook;

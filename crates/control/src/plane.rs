@@ -12,6 +12,7 @@ use klb_agent::heartbeat::HmacKey;
 use klb_agent::tls::{Ca, CertKind};
 use klb_api::provider::{Vip, VipNetwork, VipRequest};
 use klb_api::{AppState, Authenticator};
+use klb_certs::LocalSecrets;
 use klb_flow::jobs::{JobPump, SettleJobs};
 use klb_flow::lb::{self, LbConfig, LbEnv};
 use klb_flow::{Db, Engine, EngineConfig};
@@ -26,7 +27,7 @@ use crate::agents::HttpAgents;
 use crate::bootstrap::AgentBootstrap;
 use crate::desired::DataPlane;
 use crate::store_backend::StoreBackend;
-use crate::{standalone, webhook};
+use crate::{secrets_api, standalone, webhook};
 
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +214,14 @@ impl ControlPlane {
             }
         }
 
+        // With a real provider, certificate refs resolve in klb's own secret store, which
+        // tenants fill through its Barbican-shaped API on the same port (the API-only noop
+        // provider accepts any ref, as Octavia's noop certificate manager does).
+        if !matches!(config.cloud, CloudChoice::Noop) {
+            let secrets = LocalSecrets::new(store.clone());
+            state.certs = Arc::new(secrets.clone());
+            extra = extra.merge(secrets_api::router(state.clone(), secrets));
+        }
         if config.standalone_lookups {
             let networks = match &config.cloud {
                 CloudChoice::Noop | CloudChoice::Fake(_) => standalone::Networks::Any,
@@ -422,7 +431,11 @@ async fn start_local(
     let env = LbEnv {
         cloud: cloud.cloud(Arc::new(HttpAgents::new(client))),
         config: lb_config,
-        backend: Arc::new(StoreBackend::new(store.clone(), data_plane)),
+        backend: Arc::new(StoreBackend::new(
+            store.clone(),
+            data_plane,
+            Arc::new(LocalSecrets::new(store.clone())),
+        )),
     };
     let engine_config = EngineConfig {
         lease_ttl: settings.flow_lease,
@@ -486,7 +499,11 @@ async fn start_fake(
     let env = LbEnv {
         cloud: fake.cloud(),
         config: lb_config,
-        backend: Arc::new(StoreBackend::new(store.clone(), data_plane)),
+        backend: Arc::new(StoreBackend::new(
+            store.clone(),
+            data_plane,
+            Arc::new(LocalSecrets::new(store.clone())),
+        )),
     };
     let engine_config = EngineConfig {
         lease_ttl: settings.flow_lease,

@@ -3,12 +3,15 @@
 //! health manager and the flows' job pump read them). Jobs become flow runs in
 //! `klb_flow::jobs`.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use klb_certs::{CertError, CertUsage, CertificateManager};
 use klb_flow::StepError;
 use klb_flow::lb::{LbBackend, LbResources, Vm};
-use klb_model::{Kind, LbVm, LbVmStatus};
+use klb_model::{Kind, LbVm, LbVmStatus, ProvisioningStatus};
 use klb_store::{Document, ListQuery, Store};
 use uuid::Uuid;
 
@@ -34,12 +37,68 @@ pub fn vm_record_id(server_id: &str) -> Uuid {
 pub struct StoreBackend {
     store: Store,
     data_plane: DataPlane,
+    certs: Arc<dyn CertificateManager>,
 }
 
 impl StoreBackend {
-    /// A backend over `store` with the operator's data-plane settings.
-    pub fn new(store: Store, data_plane: DataPlane) -> Self {
-        StoreBackend { store, data_plane }
+    /// A backend over `store` with the operator's data-plane settings; TLS material of
+    /// TERMINATED_HTTPS listeners and TLS pools comes from `certs`.
+    pub fn new(store: Store, data_plane: DataPlane, certs: Arc<dyn CertificateManager>) -> Self {
+        StoreBackend {
+            store,
+            data_plane,
+            certs,
+        }
+    }
+
+    /// The PEM material of every certificate ref the live listeners and pools use, fetched as
+    /// the load balancer's project. Ids match the ones [`desired::build`] puts in the fields.
+    async fn certificates(&self, graph: &Graph) -> Result<Vec<klb_proto::Certificate>, StepError> {
+        let live = |s: ProvisioningStatus| {
+            !matches!(
+                s,
+                ProvisioningStatus::PendingDelete | ProvisioningStatus::Deleted
+            )
+        };
+        let mut wanted: BTreeMap<String, (String, CertUsage)> = BTreeMap::new();
+        let mut want = |r: Option<&String>, usage| {
+            if let Some(r) = r {
+                wanted.insert(desired::certificate_id(r), (r.clone(), usage));
+            }
+        };
+        for l in graph
+            .listeners
+            .iter()
+            .filter(|l| live(l.provisioning_status))
+        {
+            want(l.default_tls_container_ref.as_ref(), CertUsage::Server);
+            for r in &l.sni_container_refs {
+                want(Some(r), CertUsage::Server);
+            }
+            want(l.client_ca_tls_container_ref.as_ref(), CertUsage::CaBundle);
+            want(l.client_crl_container_ref.as_ref(), CertUsage::Crl);
+        }
+        for p in graph.pools.iter().filter(|p| live(p.provisioning_status)) {
+            want(p.tls_container_ref.as_ref(), CertUsage::Client);
+            want(p.ca_tls_container_ref.as_ref(), CertUsage::CaBundle);
+            want(p.crl_container_ref.as_ref(), CertUsage::Crl);
+        }
+        let project = &graph.load_balancer.project_id;
+        let mut out = Vec::with_capacity(wanted.len());
+        for (id, (reference, usage)) in wanted {
+            let pem = self
+                .certs
+                .fetch(project, &reference, usage)
+                .await
+                .map_err(|e| match e {
+                    // A ref that stopped resolving (secret deleted) will not come back by
+                    // retrying; the store failing might.
+                    CertError::Store(_) => StepError::retry(e.to_string()),
+                    _ => StepError::fatal(e.to_string()),
+                })?;
+            out.push(klb_proto::Certificate { id, pem });
+        }
+        Ok(out)
     }
 }
 
@@ -71,8 +130,10 @@ impl LbBackend for StoreBackend {
         // A new version per push; pushes of one LB are serialized by the flow engine.
         let version = chrono::Utc::now().timestamp_micros().max(1) as u64;
         let peers: Vec<VmPlan> = vms.iter().map(plan_of).collect();
-        desired::build(&graph, version, &plan_of(vm), &peers, &self.data_plane)
-            .map_err(|e| StepError::fatal(e.to_string()))
+        let mut state = desired::build(&graph, version, &plan_of(vm), &peers, &self.data_plane)
+            .map_err(|e| StepError::fatal(e.to_string()))?;
+        state.certificates = self.certificates(&graph).await?;
+        Ok(state)
     }
 
     async fn record(&self, lb_id: &str, resources: &LbResources) -> Result<(), StepError> {

@@ -120,6 +120,15 @@ async fn lb_lifecycle_on_the_local_cloud() {
         members.iter().all(|n| *n >= 100),
         "round robin: {members:?}"
     );
+    // TERMINATED_HTTPS with 2 SNI certificates from the secret store: curl verifies each
+    // name's certificate, so a wrong (or missing) certificate fails the request.
+    assert_eq!(
+        value(
+            &summary,
+            "TLS requests ok / failed (certificate verified per SNI name)"
+        ),
+        "20 / 0"
+    );
     assert!(
         value(&summary, "member churn: requests ok / failed").ends_with("/ 0"),
         "member add/remove under load loses nothing"
