@@ -260,7 +260,11 @@ pub(crate) mod tests {
     /// (OpenSSL 3 encrypts with AES-256-CBC and PBKDF2 by default).
     #[test]
     fn pkcs12_from_the_openssl_command_line_is_read() {
-        if std::process::Command::new("openssl").arg("version").output().is_err() {
+        if std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_err()
+        {
             eprintln!("skipped: openssl is not installed");
             return;
         }
