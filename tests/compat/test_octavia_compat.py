@@ -665,6 +665,18 @@ def conn():
     )
 
 
+@pytest.fixture(scope="module")
+def kms():
+    """openstacksdk's key-manager (Barbican) proxy pointed at klb's own secret store."""
+    import openstack
+
+    return openstack.connection.Connection(
+        auth_type="none",
+        auth={"endpoint": ENDPOINT},
+        key_manager_endpoint_override=ENDPOINT + "/v1",
+    ).key_manager
+
+
 def sdk_wait(conn, lb_id):
     return conn.load_balancer.wait_for_load_balancer(
         lb_id, status="ACTIVE", failures=["ERROR"], interval=0.1, wait=WAIT_SECONDS
@@ -813,3 +825,38 @@ def test_sdk_providers_flavors_azs_amphorae(conn):
 
     amphorae = list(lbp.amphorae())
     assert all(a.id for a in amphorae)
+
+
+# --------------------------------------------------------------------------- TLS refs
+
+
+def test_sdk_secret_store_and_terminated_https_listener_cli(kms, lb):
+    """A tenant stores a certificate bundle with openstacksdk's key-manager proxy (as with
+    Barbican) and hands the secret ref to a TERMINATED_HTTPS listener with the CLI."""
+    import base64
+
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    secret = kms.create_secret(name=name(), payload=pem, payload_content_type="text/plain",
+                               secret_type="opaque")
+    ref = secret.secret_ref
+    assert ref.startswith(ENDPOINT + "/v1/secrets/"), ref
+    secret_id = ref.rsplit("/", 1)[1]
+    assert secret.name in {s.name for s in kms.secrets()}
+    assert kms.get_secret(secret_id).payload == pem
+    binary = kms.create_secret(name=name(), payload=base64.b64encode(b"\x00\x01").decode(),
+                               payload_content_type="application/octet-stream",
+                               payload_content_encoding="base64")
+    binary_id = binary.secret_ref.rsplit("/", 1)[1]
+    assert kms.get_secret(binary_id).payload_content_type in (None, "application/octet-stream")
+
+    li = osc("listener", "create", "--protocol", "TERMINATED_HTTPS", "--protocol-port", "443",
+             "--default-tls-container-ref", ref, "--sni-container-refs", ref, "--wait", lb["id"])
+    shown = osc("listener", "show", li["id"])
+    assert shown["default_tls_container_ref"] == ref
+    assert ref in str(shown["sni_container_refs"])
+    osc("listener", "delete", "--wait", li["id"], fmt=False)
+
+    kms.delete_secret(secret_id)
+    kms.delete_secret(binary_id)
+    code, _ = http("GET", f"/v1/secrets/{secret_id}")
+    assert code == 404

@@ -214,14 +214,14 @@ impl ControlPlane {
             }
         }
 
-        // With a real provider, certificate refs resolve in klb's own secret store, which
-        // tenants fill through its Barbican-shaped API on the same port (the API-only noop
-        // provider accepts any ref, as Octavia's noop certificate manager does).
+        // Tenants store certificates in klb's own secret store through its Barbican-shaped API
+        // on the same port. With a real provider certificate refs must resolve there; the
+        // API-only noop provider accepts any ref, as Octavia's noop certificate manager does.
+        let secrets = LocalSecrets::new(store.clone());
         if !matches!(config.cloud, CloudChoice::Noop) {
-            let secrets = LocalSecrets::new(store.clone());
             state.certs = Arc::new(secrets.clone());
-            extra = extra.merge(secrets_api::router(state.clone(), secrets));
         }
+        extra = extra.merge(secrets_api::router(state.clone(), secrets));
         if config.standalone_lookups {
             let networks = match &config.cloud {
                 CloudChoice::Noop | CloudChoice::Fake(_) => standalone::Networks::Any,

@@ -35,6 +35,8 @@ impl axum::extract::FromRef<SecretsState> for AppState {
 /// The `/v1/secrets` and `/v1/containers` routes.
 pub fn router(api: AppState, secrets: LocalSecrets) -> Router {
     Router::new()
+        .route("/v1", get(version))
+        .route("/v1/", get(version))
         .route("/v1/secrets", get(list_secrets).post(create_secret))
         .route("/v1/secrets/{id}", get(show_secret).delete(delete_secret))
         .route("/v1/secrets/{id}/payload", get(secret_payload))
@@ -83,6 +85,20 @@ fn base_url(headers: &HeaderMap) -> String {
         })
         .unwrap_or("localhost");
     format!("http://{host}")
+}
+
+/// Barbican's v1 version document: SDKs (keystoneauth) discover the endpoint with it.
+async fn version(headers: HeaderMap) -> Json<Value> {
+    let base = base_url(&headers);
+    Json(json!({"version": {
+        "id": "v1",
+        "status": "CURRENT",
+        "min_version": "1.0",
+        "max_version": "1.1",
+        "links": [{"rel": "self", "href": format!("{base}/v1/")}],
+        "media-types": [{"base": "application/json",
+                         "type": "application/vnd.openstack.key-manager-v1+json"}],
+    }}))
 }
 
 fn store_error(e: SecretsError) -> ApiError {
