@@ -195,10 +195,34 @@ impl Policy for ScopePolicy {
     }
 }
 
-/// Failed authentication (401).
+/// Failed authentication: bad or missing credentials (401), or the identity service cannot
+/// answer (503, as keystonemiddleware does, so clients retry instead of re-authenticating).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct AuthError(pub String);
+#[error("{message}")]
+pub struct AuthError {
+    /// The client-facing reason (never a credential).
+    pub message: String,
+    /// The identity service is unreachable or failing (503), not the caller's fault.
+    pub unavailable: bool,
+}
+
+impl AuthError {
+    /// Missing or invalid credentials (401).
+    pub fn unauthorized(message: impl Into<String>) -> AuthError {
+        AuthError {
+            message: message.into(),
+            unavailable: false,
+        }
+    }
+
+    /// The identity service cannot validate credentials right now (503).
+    pub fn unavailable(message: impl Into<String>) -> AuthError {
+        AuthError {
+            message: message.into(),
+            unavailable: true,
+        }
+    }
+}
 
 /// Turns request headers into a [`RequestContext`].
 #[async_trait::async_trait]
@@ -240,7 +264,7 @@ impl Authenticator for NoAuth {
         let (project_id, is_admin) = match project {
             Some(p) => {
                 if p.len() > 36 || klb_model::validate::has_control(&p) {
-                    return Err(AuthError("Invalid X-Project-Id header".to_owned()));
+                    return Err(AuthError::unauthorized("Invalid X-Project-Id header"));
                 }
                 let admin = roles.iter().any(|r| r == "admin");
                 (Some(p), admin)
@@ -267,7 +291,13 @@ impl FromRequestParts<AppState> for RequestContext {
             .auth
             .authenticate(&parts.headers)
             .await
-            .map_err(|e| ApiError::Unauthorized(e.0))?
+            .map_err(|e| {
+                if e.unavailable {
+                    ApiError::Unavailable(e.message)
+                } else {
+                    ApiError::Unauthorized(e.message)
+                }
+            })?
             .with_policy(state.policy.clone());
         parts.extensions.insert(ctx.clone());
         Ok(ctx)

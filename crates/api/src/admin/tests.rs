@@ -1229,7 +1229,7 @@ async fn octavia_policy_through_the_router() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keystone_authenticator_answers_401_through_the_router() {
+async fn keystone_authenticator_answers_401_or_503_through_the_router() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!("sqlite://{}", dir.path().join("klb.db").display()))
         .await
@@ -1273,5 +1273,5 @@ async fn keystone_authenticator_answers_401_through_the_router() {
         .fault(401, "The request you have made requires authentication.");
     let r = call(Some("some-user-token")).await;
     assert!(!r.body.to_string().contains("some-user-token"));
-    r.fault(401, "The Keystone service is temporarily unavailable.");
+    r.fault(503, "The Keystone service is temporarily unavailable.");
 }

@@ -611,17 +611,16 @@ impl Authenticator for KeystoneAuth {
             .map(str::trim)
             .unwrap_or("");
         if token.is_empty() {
-            return Err(AuthError(UNAUTHORIZED.to_owned()));
+            return Err(AuthError::unauthorized(UNAUTHORIZED));
         }
         match self.validate(token).await {
             Ok(v) => Ok(self.context(&v)),
-            Err(KeystoneError::InvalidToken) => Err(AuthError(UNAUTHORIZED.to_owned())),
+            Err(KeystoneError::InvalidToken) => Err(AuthError::unauthorized(UNAUTHORIZED)),
             Err(e) => {
-                // keystonemiddleware answers 503 here; `AuthError` is always a 401, so the
-                // client is told Keystone is the problem and the cause goes to the log.
+                // keystonemiddleware answers 503 here; the cause goes to the log only.
                 tracing::error!(error = %error_chain(&e), "cannot validate a token with Keystone");
-                Err(AuthError(
-                    "The Keystone service is temporarily unavailable.".to_owned(),
+                Err(AuthError::unavailable(
+                    "The Keystone service is temporarily unavailable.",
                 ))
             }
         }

@@ -249,7 +249,7 @@ async fn missing_or_invalid_token_is_unauthorized() {
         .authenticate(&HeaderMap::new())
         .await
         .expect_err("no token");
-    assert_eq!(err.0, UNAUTHORIZED);
+    assert_eq!(err.message, UNAUTHORIZED);
     assert_eq!(
         ks.validations(),
         0,
@@ -260,7 +260,7 @@ async fn missing_or_invalid_token_is_unauthorized() {
         .authenticate(&headers("no-such-token"))
         .await
         .expect_err("unknown token");
-    assert_eq!(err.0, UNAUTHORIZED);
+    assert_eq!(err.message, UNAUTHORIZED);
     assert_eq!(ks.validations(), 1);
     // The refusal is cached: asking again does not reach Keystone.
     assert!(matches!(
@@ -281,12 +281,12 @@ async fn expired_token_is_unauthorized() {
         .authenticate(&headers("tok-old"))
         .await
         .expect_err("expired");
-    assert_eq!(err.0, UNAUTHORIZED);
+    assert_eq!(err.message, UNAUTHORIZED);
     let err = auth
         .authenticate(&headers("tok-old"))
         .await
         .expect_err("still expired");
-    assert_eq!(err.0, UNAUTHORIZED);
+    assert_eq!(err.message, UNAUTHORIZED);
     assert_eq!(ks.validations(), 1, "the refusal is cached");
 }
 
@@ -444,7 +444,11 @@ async fn bad_service_credentials_never_leak_the_password() {
         .authenticate(&headers("t1"))
         .await
         .expect_err("503-style refusal");
-    assert_eq!(err.0, "The Keystone service is temporarily unavailable.");
+    assert_eq!(
+        err.message,
+        "The Keystone service is temporarily unavailable."
+    );
+    assert!(err.unavailable);
 }
 
 #[tokio::test]
