@@ -194,6 +194,17 @@ impl HealthManager {
                 .iter()
                 .map(|(id, c)| (id.clone(), counters_json(c)))
                 .collect::<serde_json::Map<_, _>>(),
+            "amphorae": stats
+                .vms
+                .iter()
+                .map(|(vm, listeners)| {
+                    let per_listener = listeners
+                        .iter()
+                        .map(|(id, c)| (id.clone(), counters_json(c)))
+                        .collect::<serde_json::Map<_, _>>();
+                    (vm.clone(), serde_json::Value::Object(per_listener))
+                })
+                .collect::<serde_json::Map<_, _>>(),
         })
         .to_string();
         let mut tx = self.store.begin().await?;

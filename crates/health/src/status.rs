@@ -220,22 +220,27 @@ fn listener_status(
     }
 }
 
-/// Traffic counters summed over the LB VMs that reported.
+/// Traffic counters summed over the LB VMs that reported, and each VM's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// The whole load balancer.
     pub load_balancer: Counters,
     /// Per listener id.
     pub listeners: BTreeMap<String, Counters>,
+    /// Per VM id (the amphora id), per listener id: what that VM alone served.
+    pub vms: BTreeMap<String, BTreeMap<String, Counters>>,
 }
 
 /// Sums listener counters over `reports` (active-active: every VM serves a share).
 pub fn sum_stats(reports: &[VmReport<'_>]) -> StatsSnapshot {
     let mut out = StatsSnapshot::default();
-    for hb in reports.iter().filter_map(|r| r.heartbeat) {
+    for r in reports {
+        let Some(hb) = r.heartbeat else { continue };
+        let vm = out.vms.entry(r.vm_id.to_owned()).or_default();
         for l in &hb.stats.listeners {
             add(out.listeners.entry(l.id.clone()).or_default(), &l.counters);
             add(&mut out.load_balancer, &l.counters);
+            add(vm.entry(l.id.clone()).or_default(), &l.counters);
         }
     }
     out

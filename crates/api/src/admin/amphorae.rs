@@ -140,9 +140,9 @@ pub async fn get_one(
     ))
 }
 
-/// GET /v2/octavia/amphorae/{id}/stats: one entry per listener of the VM's load balancer.
-/// FIXME: the counters are zero until per-VM statistics from heartbeats reach the store (the
-/// load balancer stats endpoint has the same limitation).
+/// GET /v2/octavia/amphorae/{id}/stats: one entry per listener of the VM's load balancer, with
+/// what this VM alone served (from its heartbeats, stored by the health manager; zeros until
+/// it reported).
 pub async fn stats(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -166,11 +166,31 @@ pub async fn stats(
     if listeners.is_empty() {
         return Err(no_stats());
     }
+    let stored: Value = state
+        .store
+        .get(klb_store::STATS_KIND, &lb.to_string())
+        .await?
+        .and_then(|d| serde_json::from_str(&d.body).ok())
+        .unwrap_or(Value::Null);
+    let mine = &stored["amphorae"][vm.id.to_string()];
     let entries: Vec<Value> = listeners
         .iter()
         .map(|l| {
-            json!({"id": vm.id.to_string(), "loadbalancer_id": lb.to_string(), "listener_id": l.id,
-                "active_connections": 0, "bytes_in": 0, "bytes_out": 0, "request_errors": 0, "total_connections": 0})
+            let mut entry = json!({"id": vm.id.to_string(), "loadbalancer_id": lb.to_string(),
+                "listener_id": l.id, "active_connections": 0, "bytes_in": 0, "bytes_out": 0,
+                "request_errors": 0, "total_connections": 0});
+            for key in [
+                "active_connections",
+                "bytes_in",
+                "bytes_out",
+                "request_errors",
+                "total_connections",
+            ] {
+                if let Some(n) = mine[&l.id][key].as_u64() {
+                    entry[key] = Value::from(n);
+                }
+            }
+            entry
         })
         .collect();
     Ok(axum::response::IntoResponse::into_response(axum::Json(

@@ -16,7 +16,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use klb_model::{LbVm, LbVmRole, LbVmStatus};
-use klb_store::{Outcome, Store};
+use klb_store::{Document, Outcome, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -1060,6 +1060,34 @@ async fn amphorae_are_the_lb_vms() {
     app.get(ADMIN, &format!("/v2/octavia/amphorae/{spare}/stats"))
         .await
         .fault(404, &format!("Amphora stats for {spare} not found."));
+    // Once the health manager stored per-VM counters, each amphora shows its own share.
+    let mut tx = app.store.begin().await.unwrap();
+    tx.insert(&Document {
+        kind: klb_store::STATS_KIND.into(),
+        id: lb.to_string(),
+        project_id: None,
+        loadbalancer_id: None,
+        parent_id: None,
+        ref_id: None,
+        position: 0,
+        provisioning_status: None,
+        created_at: klb_store::timestamp(chrono::Utc::now()),
+        version: 1,
+        body: json!({"loadbalancer": {"total_connections": 10}, "listeners": {},
+            "amphorae": {vm1.to_string(): {listener.to_string(): {"total_connections": 7,
+                "bytes_in": 70, "bytes_out": 700, "active_connections": 1, "request_errors": 0}}}})
+        .to_string(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let stats = app
+        .get(ADMIN, &format!("/v2/octavia/amphorae/{vm1}/stats"))
+        .await
+        .expect(200);
+    assert_eq!(stats["amphora_stats"][0]["total_connections"], 7);
+    assert_eq!(stats["amphora_stats"][0]["bytes_out"], 700);
+    assert_eq!(stats["amphora_stats"][0]["active_connections"], 1);
 
     // Failover locks the load balancer and hands a job to the flow engine.
     assert_eq!(

@@ -171,6 +171,10 @@ async fn manager_stores_statuses_and_stats_from_heartbeats() {
         .unwrap();
     let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
     assert_eq!(stats["loadbalancer"]["requests"], 42);
+    // Each VM's own counters, for the amphora stats endpoint.
+    let listener = lab.listener.id.to_string();
+    assert_eq!(stats["amphorae"][a.to_string()][&listener]["requests"], 30);
+    assert_eq!(stats["amphorae"][b.to_string()][&listener]["requests"], 12);
 
     // The member recovers on both VMs: everything ONLINE.
     let up_up = [MemberStatus::Up, MemberStatus::Up];

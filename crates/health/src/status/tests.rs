@@ -181,6 +181,11 @@ fn stats_are_summed_over_vms() {
     ];
     let sum = sum_stats(&reports);
     assert_eq!(sum.load_balancer.requests, 12);
+    // Each VM's own share is kept for the amphora stats endpoint; silent VMs have none.
+    let listener = lab.listener.id.to_string();
+    assert_eq!(sum.vms["a"][&listener].total_connections, 5);
+    assert_eq!(sum.vms["b"][&listener].total_connections, 7);
+    assert!(!sum.vms.contains_key("c"));
     assert_eq!(
         sum.listeners[&lab.listener.id.to_string()].total_connections,
         12
