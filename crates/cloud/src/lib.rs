@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 /// Result of a cloud call.
 pub type CloudResult<T> = Result<T, CloudError>;
@@ -127,7 +128,7 @@ impl CloudError {
 // ---------------------------------------------------------------------------------------------
 
 /// Placement policy of a server group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerGroupPolicy {
     /// Never two members on one host (the seed's "separation of VM server to different host").
     AntiAffinity,
@@ -144,7 +145,7 @@ pub struct ServerGroupSpec {
 }
 
 /// A server group as the cloud reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerGroup {
     pub id: String,
     pub name: String,
@@ -211,7 +212,7 @@ pub const META_LB_ID: &str = "klb_lb_id";
 pub const META_VM_INDEX: &str = "klb_vm_index";
 
 /// Server lifecycle status, reduced to what flows act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerStatus {
     Build,
     Active,
@@ -221,7 +222,7 @@ pub enum ServerStatus {
 }
 
 /// One address of a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerAddress {
     pub network_id: String,
     pub ip: IpAddr,
@@ -230,7 +231,7 @@ pub struct ServerAddress {
 }
 
 /// A server as the cloud reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Server {
     pub id: String,
     pub name: String,
@@ -299,7 +300,7 @@ pub trait Compute: Send + Sync {
 // ---------------------------------------------------------------------------------------------
 
 /// A network.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkInfo {
     pub id: String,
     pub name: String,
@@ -307,7 +308,7 @@ pub struct NetworkInfo {
 }
 
 /// A subnet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subnet {
     pub id: String,
     pub name: String,
@@ -325,21 +326,21 @@ pub struct SecurityGroupSpec {
 }
 
 /// A security group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityGroup {
     pub id: String,
     pub name: String,
 }
 
 /// Traffic direction of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Direction {
     Ingress,
     Egress,
 }
 
 /// IP protocol of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -349,7 +350,7 @@ pub enum Protocol {
 }
 
 /// A rule to add; also the identity used to find an existing equal rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RuleSpec {
     pub direction: Direction,
     pub protocol: Protocol,
@@ -372,7 +373,7 @@ impl RuleSpec {
 }
 
 /// A rule as the cloud reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityGroupRule {
     pub id: String,
     pub security_group_id: String,
@@ -395,7 +396,7 @@ pub struct PortSpec {
 }
 
 /// A port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Port {
     pub id: String,
     pub name: String,
@@ -471,7 +472,7 @@ pub struct PpsAlarmSpec {
 }
 
 /// An alarm.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alarm {
     pub id: String,
     pub name: String,

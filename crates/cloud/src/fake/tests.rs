@@ -197,3 +197,166 @@ fn user_data_is_not_in_debug_output() {
     let spec = server_spec("s", "n", None);
     assert!(!format!("{spec:?}").contains("secret-bootstrap"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shared state file: two `FakeCloud::shared` on one file stand for two processes (each has its
+// own in-process mutex, so only the file lock keeps them apart).
+// ---------------------------------------------------------------------------------------------
+
+fn two_shared() -> (tempfile::TempDir, FakeCloud, FakeCloud) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.json");
+    let a = FakeCloud::shared(&path).unwrap();
+    let b = FakeCloud::shared(&path).unwrap();
+    (dir, a, b)
+}
+
+#[tokio::test]
+async fn shared_clouds_see_one_ledger_and_agree_on_networks() {
+    let (_dir, a, b) = two_shared();
+    let cidr: IpNet = "198.18.0.0/24".parse().unwrap();
+    let net_a = a.ensure_network("lb-mgmt-net", cidr).await.unwrap();
+    let net_b = b.ensure_network("lb-mgmt-net", cidr).await.unwrap();
+    assert_eq!(
+        net_a, net_b,
+        "the second process adopts the first one's network"
+    );
+
+    let group = a
+        .create_server_group(&ServerGroupSpec {
+            name: names::server_group("lb1"),
+            policy: ServerGroupPolicy::AntiAffinity,
+        })
+        .await
+        .unwrap();
+    // b creates a server in a's group and boots it; a sees the group member and the status.
+    let server = b
+        .create_server(&server_spec("vm-0", &net_a.0, Some(group.id.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.find_server_group(&group.name)
+            .await
+            .unwrap()
+            .unwrap()
+            .members,
+        vec![server.id.clone()]
+    );
+    assert_eq!(
+        b.get_server(&server.id).await.unwrap().unwrap().status,
+        ServerStatus::Active
+    );
+    let target = agent_target(&server, 62000).unwrap();
+    assert_eq!(
+        a.push(&target, &state(7)).await.unwrap().applied_version,
+        Some(7)
+    );
+    assert_eq!(b.pushed_state(&server.id).await.unwrap().version, 7);
+    assert_eq!(a.ledger().await, b.try_ledger().await.unwrap());
+    assert_eq!(a.live(Kind::Server).await, vec![server.id.clone()]);
+
+    // What one deletes is gone for the other, and the file starts a third process empty too.
+    a.delete_server(&server.id).await.unwrap();
+    b.delete_server_group(&group.id).await.unwrap();
+    assert!(a.try_ledger().await.unwrap().is_empty());
+    let c = FakeCloud::shared(b.state_file().unwrap()).unwrap();
+    assert!(c.try_ledger().await.unwrap().is_empty());
+    assert_eq!(
+        c.find_network("lb-mgmt-net").await.unwrap().unwrap().id,
+        net_a.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_through_two_shared_clouds_never_collide() {
+    let (_dir, a, b) = two_shared();
+    let cidr: IpNet = "198.18.0.0/24".parse().unwrap();
+    let (net_id, _) = a.ensure_network("vip-net", cidr).await.unwrap();
+    let spawn = |fake: FakeCloud, who: &'static str| {
+        let net_id = net_id.clone();
+        tokio::spawn(async move {
+            let mut ports = Vec::new();
+            for i in 0..100 {
+                let port = fake
+                    .create_port(&PortSpec {
+                        name: format!("{who}-{i}"),
+                        network_id: net_id.clone(),
+                        subnet_id: None,
+                        fixed_ip: None,
+                        security_group_ids: vec![],
+                        device_owner: Some("klb:vip".into()),
+                    })
+                    .await
+                    .unwrap();
+                ports.push(port);
+            }
+            ports
+        })
+    };
+    let (pa, pb) = (spawn(a.clone(), "a"), spawn(b.clone(), "b"));
+    let mut all = pa.await.unwrap();
+    all.extend(pb.await.unwrap());
+    let mut ips: Vec<IpAddr> = all.iter().map(|p| p.fixed_ips[0]).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 200, "every address handed out once");
+    // No lost update: every port of both writers is in the file.
+    assert_eq!(b.live(Kind::Port).await.len(), 200);
+}
+
+#[tokio::test]
+async fn faults_stay_in_their_process() {
+    let (_dir, a, b) = two_shared();
+    a.inject_next(Op::FindAlarm, Fault::Error { retryable: true })
+        .await;
+    assert!(b.find_alarm("x").await.unwrap().is_none());
+    assert!(a.find_alarm("x").await.is_err());
+    assert_eq!(
+        (a.calls(Op::FindAlarm).await, b.calls(Op::FindAlarm).await),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_broken_state_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.json");
+    std::fs::write(&path, b"{ not json").unwrap();
+    let err = FakeCloud::shared(&path).unwrap_err();
+    assert!(matches!(err, SharedStateError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("cloud.json"), "{err}");
+
+    let missing_dir = dir.path().join("missing").join("cloud.json");
+    assert!(matches!(
+        FakeCloud::shared(&missing_dir).unwrap_err(),
+        SharedStateError::Io { .. }
+    ));
+
+    // Broken after the start: each call fails (retryable, with the path), nothing panics.
+    std::fs::remove_file(&path).unwrap();
+    let fake = FakeCloud::shared(&path).unwrap();
+    std::fs::write(&path, b"[]").unwrap();
+    let err = fake
+        .create_security_group(&SecurityGroupSpec {
+            name: "sg".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, CloudErrorKind::Unavailable);
+    assert!(err.retryable);
+    assert!(err.message.contains("cloud.json"), "{err}");
+    assert!(fake.try_ledger().await.is_err());
+}
+
+#[tokio::test]
+async fn the_state_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, a, _b) = two_shared();
+    a.add_network("n", "198.18.0.0/24".parse().unwrap()).await;
+    let mode = std::fs::metadata(dir.path().join("cloud.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "pushed states may hold TLS keys");
+}
