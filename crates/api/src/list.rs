@@ -5,11 +5,21 @@
 //! Two paths: with no sort, attribute filter or tag filter the page is read straight from the
 //! store with keyset pagination on `(created_at, id)` (no whole-table read); otherwise the
 //! scoped rows are read, rendered, filtered and sorted in memory.
+//!
+//! [`respond`] adds a third for the first path: the page's stamps (id, version) are read
+//! without bodies, each object's JSON comes from the store's render cache ([`Fragment`]s,
+//! rendered once per document version) and the response body is written directly. Only
+//! documents changed since they were last rendered are read and rendered.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use klb_store::{Document, ListQuery, Relation};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use klb_model::Kind;
+use klb_model::ProvisioningStatus;
+use klb_store::{Document, ListQuery, Relation, Stamp};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -235,16 +245,9 @@ pub type RenderFn = fn(&Document) -> ApiResult<Map<String, Value>>;
 /// Adds relation lists to a rendered object.
 pub type RelateFn = fn(&mut Map<String, Value>, &RelIndex);
 
-/// Runs a list: returns the page (with `fields` applied) and the links.
-pub async fn run(
-    state: &AppState,
-    path: &str,
-    params: &ListParams,
-    mut listing: Listing,
-    render: RenderFn,
-    relate: RelateFn,
-) -> ApiResult<(Vec<Value>, Vec<Value>)> {
-    // Column filters go to the store; an impossible combination yields an empty list.
+/// Moves the filters answered by store columns into `listing.base`; the other filters, or
+/// `None` when the column filters contradict the scope (the list is empty).
+fn column_filters(listing: &mut Listing, params: &ListParams) -> Option<Vec<(String, String)>> {
     let mut other_filters = Vec::new();
     for (k, v) in &params.filters {
         match listing.column_filters.iter().find(|(name, _)| name == k) {
@@ -255,30 +258,56 @@ pub async fn run(
                     Column::Project => &mut listing.base.project_id,
                 };
                 if slot.as_ref().is_some_and(|cur| cur != v) {
-                    return Ok((Vec::new(), Vec::new()));
+                    return None;
                 }
                 *slot = Some(v.clone());
             }
             None => other_filters.push((k.clone(), v.clone())),
         }
     }
+    Some(other_filters)
+}
+
+/// The keyset query of a page on the store's order (`marker`, `page_reverse`, `limit`).
+async fn page_query(
+    state: &AppState,
+    listing: &Listing,
+    params: &ListParams,
+) -> ApiResult<ListQuery> {
+    let mut q = listing.base.clone();
+    if let Some(marker) = &params.marker {
+        let doc = state
+            .store
+            .get(&q.kind, marker)
+            .await?
+            .filter(|d| {
+                listing.base.project_id.is_none() || d.project_id == listing.base.project_id
+            })
+            .ok_or_else(|| invalid_marker(marker))?;
+        q.after = Some((doc.created_at, doc.id));
+        q.descending = params.page_reverse;
+    }
+    q.limit = params.limit.map(|l| l as i64);
+    Ok(q)
+}
+
+/// Runs a list: returns the page (with `fields` applied) and the links.
+pub async fn run(
+    state: &AppState,
+    path: &str,
+    params: &ListParams,
+    mut listing: Listing,
+    render: RenderFn,
+    relate: RelateFn,
+) -> ApiResult<(Vec<Value>, Vec<Value>)> {
+    // Column filters go to the store; an impossible combination yields an empty list.
+    let Some(other_filters) = column_filters(&mut listing, params) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
     let fast = other_filters.is_empty() && params.sort.is_empty() && !params.has_tag_filters();
     let mut page: Vec<Map<String, Value>> = Vec::new();
     if fast {
-        let mut q = listing.base.clone();
-        if let Some(marker) = &params.marker {
-            let doc = state
-                .store
-                .get(&q.kind, marker)
-                .await?
-                .filter(|d| {
-                    listing.base.project_id.is_none() || d.project_id == listing.base.project_id
-                })
-                .ok_or_else(|| invalid_marker(marker))?;
-            q.after = Some((doc.created_at, doc.id));
-            q.descending = params.page_reverse;
-        }
-        q.limit = params.limit.map(|l| l as i64);
+        let q = page_query(state, &listing, params).await?;
         let mut docs = state.store.list(&q).await?;
         if q.descending {
             docs.reverse();
@@ -360,12 +389,238 @@ pub async fn run(
             relate(obj, &rels);
         }
     }
-    let links = links(path, params, &page);
+    let id = |o: &Map<String, Value>| o.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+    let ends = page.first().zip(page.last()).map(|(f, l)| (id(f), id(l)));
+    let links = links(path, params, ends, page.len());
     let page = page
         .into_iter()
         .map(|o| select_fields(o, &params.fields))
         .collect();
     Ok((page, links))
+}
+
+/// Relation lists filled in per request on cached objects: `(key, kind)` renders the key as
+/// `[{"id": ...}]` of the object's children of that kind, in creation order.
+pub type Children = &'static [(&'static str, Kind)];
+
+/// Runs a list and writes the reply `{"<envelope>": [...], "<envelope>_links": [...]}`.
+///
+/// Lists that [`run`] reads straight from the store (no sort, attribute or tag filter) take
+/// the cached path: `render` must then depend on the document alone (it runs once per
+/// document version, its result is kept in the store's render cache) and the relation lists
+/// must be exactly `children` (`relate` is used on the other path only). Same output, byte for
+/// byte, as [`run`] followed by [`crate::v2::common::reply_list`].
+#[allow(clippy::too_many_arguments)]
+pub async fn respond(
+    state: &AppState,
+    path: &str,
+    envelope: &str,
+    params: &ListParams,
+    mut listing: Listing,
+    render: RenderFn,
+    relate: RelateFn,
+    children: Children,
+) -> ApiResult<Response> {
+    let Some(other_filters) = column_filters(&mut listing, params) else {
+        return Ok(write_reply(
+            envelope,
+            &[],
+            &[],
+            None,
+            &params.fields,
+            children,
+        ));
+    };
+    if !(other_filters.is_empty() && params.sort.is_empty() && !params.has_tag_filters()) {
+        let (items, links) = run(state, path, params, listing, render, relate).await?;
+        return Ok(crate::v2::common::reply_list(envelope, items, links));
+    }
+    let q = page_query(state, &listing, params).await?;
+    let mut stamps = state.store.list_stamps(&q).await?;
+    if q.descending {
+        stamps.reverse();
+    }
+    let cache = state.store.render_cache();
+    let cache_kind = format!("api-json/{}", listing.base.kind);
+    let mut objects = cache.get_many::<Fragment>(&cache_kind, &stamps);
+    let missing: Vec<String> = stamps
+        .iter()
+        .zip(&objects)
+        .filter(|(_, o)| o.is_none())
+        .map(|(s, _)| s.id.clone())
+        .collect();
+    if !missing.is_empty() {
+        let mut fresh: HashMap<String, Arc<Fragment>> = HashMap::with_capacity(missing.len());
+        for d in state.store.get_many(&listing.base.kind, &missing).await? {
+            // Re-checked because the bodies are a second read: a document deleted or moved out
+            // of scope in between is left out, as if the list had been read after that change.
+            if !listing.base.include_deleted && d.status() == Some(ProvisioningStatus::Deleted) {
+                continue;
+            }
+            if listing.base.project_id.is_some() && d.project_id != listing.base.project_id {
+                continue;
+            }
+            let fragment = Arc::new(Fragment::new(&render(&d)?));
+            // Cached under the version actually rendered (it may be newer than the stamp).
+            cache.put(
+                &cache_kind,
+                &d.stamp(),
+                fragment.clone(),
+                fragment.heap_bytes(),
+            );
+            fresh.insert(d.id, fragment);
+        }
+        for (s, o) in stamps.iter().zip(objects.iter_mut()) {
+            if o.is_none() {
+                *o = fresh.get(&s.id).cloned();
+            }
+        }
+    }
+    let page: Vec<(&Stamp, Arc<Fragment>)> = stamps
+        .iter()
+        .zip(objects)
+        .filter_map(|(s, o)| Some((s, o?)))
+        .collect();
+    let rels = if listing.with_relations && !page.is_empty() && !children.is_empty() {
+        let ids: Vec<String> = page.iter().map(|(s, _)| s.id.clone()).collect();
+        Some(RelIndex::load_children(state, &ids).await?)
+    } else {
+        None
+    };
+    let ends = page
+        .first()
+        .zip(page.last())
+        .map(|((f, _), (l, _))| (f.id.clone(), l.id.clone()));
+    let links = links(path, params, ends, page.len());
+    Ok(write_reply(
+        envelope,
+        &page,
+        &links,
+        rels.as_ref(),
+        &params.fields,
+        children,
+    ))
+}
+
+/// Writes the list reply body from fragments (the relation lists from `rels`).
+fn write_reply(
+    envelope: &str,
+    page: &[(&Stamp, Arc<Fragment>)],
+    links: &[Value],
+    rels: Option<&RelIndex>,
+    fields: &[String],
+    children: Children,
+) -> Response {
+    let mut out: Vec<u8> =
+        Vec::with_capacity(64 + page.iter().map(|(_, f)| f.json.len() + 2).sum::<usize>());
+    let key = |out: &mut Vec<u8>, k: &str| {
+        // Envelope names are plain identifiers; serde_json quotes and escapes them anyway.
+        let _ = serde_json::to_writer(&mut *out, k);
+    };
+    out.push(b'{');
+    key(&mut out, envelope);
+    out.extend_from_slice(b":[");
+    for (i, (stamp, f)) in page.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        f.write(&mut out, fields, |k, out| {
+            let (_, kind) = children.iter().find(|(name, _)| *name == k)?;
+            out.push(b'[');
+            if let Some(rels) = rels {
+                for (j, r) in rels.children(&stamp.id, *kind).into_iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"id\":");
+                    let _ = serde_json::to_writer(&mut *out, &r.id);
+                    out.push(b'}');
+                }
+            }
+            out.push(b']');
+            Some(())
+        });
+    }
+    out.extend_from_slice(b"],");
+    key(&mut out, &format!("{envelope}_links"));
+    out.push(b':');
+    let _ = serde_json::to_writer(&mut out, links);
+    out.push(b'}');
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// One rendered object as JSON text, member by member in output order (the order
+/// `serde_json` writes the rendered map in), so that `fields=` and per-request relation lists
+/// can be applied without parsing it again.
+#[derive(Debug)]
+pub struct Fragment {
+    /// `"key":value` members, without separators.
+    json: String,
+    /// Per member: start of `"key"`, start of the value, end.
+    members: Vec<(u32, u32, u32)>,
+}
+
+impl Fragment {
+    /// Serializes a rendered object.
+    pub fn new(obj: &Map<String, Value>) -> Fragment {
+        let mut json = Vec::with_capacity(obj.len() * 24);
+        let mut members = Vec::with_capacity(obj.len());
+        for (k, v) in obj {
+            let start = json.len() as u32;
+            // Writing into a Vec cannot fail; a map key or JSON value always serializes.
+            let _ = serde_json::to_writer(&mut json, k);
+            json.push(b':');
+            let value = json.len() as u32;
+            let _ = serde_json::to_writer(&mut json, v);
+            members.push((start, value, json.len() as u32));
+        }
+        Fragment {
+            // serde_json writes UTF-8 only.
+            json: String::from_utf8(json).unwrap_or_default(),
+            members,
+        }
+    }
+
+    /// Approximate heap size (for the cache bound).
+    pub fn heap_bytes(&self) -> usize {
+        self.json.capacity() + self.members.capacity() * 12 + 48
+    }
+
+    /// Writes `{...}` keeping only `fields` (all when empty); `replace(key, out)` may write a
+    /// member's value itself (returning `Some`) instead of the cached one.
+    fn write(
+        &self,
+        out: &mut Vec<u8>,
+        fields: &[String],
+        mut replace: impl FnMut(&str, &mut Vec<u8>) -> Option<()>,
+    ) {
+        out.push(b'{');
+        let mut first = true;
+        for &(start, value, end) in &self.members {
+            let (start, value, end) = (start as usize, value as usize, end as usize);
+            // The quoted key; rendered keys are plain identifiers, so unquoting is slicing.
+            let k = &self.json[start + 1..value - 2];
+            if !fields.is_empty() && !fields.iter().any(|f| f == k) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&self.json.as_bytes()[start..value]);
+            if replace(k, out).is_none() {
+                out.extend_from_slice(&self.json.as_bytes()[value..end]);
+            }
+        }
+        out.push(b'}');
+    }
 }
 
 fn invalid_marker(marker: &str) -> ApiError {
@@ -439,9 +694,15 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     }
 }
 
-fn links(path: &str, params: &ListParams, page: &[Map<String, Value>]) -> Vec<Value> {
+/// Octavia's `*_links` of a page of `len` objects whose first and last ids are `ends`.
+fn links(
+    path: &str,
+    params: &ListParams,
+    ends: Option<(String, String)>,
+    len: usize,
+) -> Vec<Value> {
     let mut links = Vec::new();
-    let (Some(first), Some(last)) = (page.first(), page.last()) else {
+    let Some((first, last)) = ends else {
         return links;
     };
     let Some(limit) = params.limit else {
@@ -451,18 +712,17 @@ fn links(path: &str, params: &ListParams, page: &[Map<String, Value>]) -> Vec<Va
     for (k, v) in &params.link_params {
         base.push(format!("{k}={}", encode(v)));
     }
-    let id = |o: &Map<String, Value>| o.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
     if params.marker.is_some() {
         let mut prev = base.clone();
-        prev.push(format!("marker={}", encode(&id(first))));
+        prev.push(format!("marker={}", encode(&first)));
         prev.push("page_reverse=True".to_owned());
         links.push(
             serde_json::json!({"href": format!("{path}?{}", prev.join("&")), "rel": "previous"}),
         );
     }
-    if page.len() >= limit {
+    if len >= limit {
         let mut next = base;
-        next.push(format!("marker={}", encode(&id(last))));
+        next.push(format!("marker={}", encode(&last)));
         links
             .push(serde_json::json!({"href": format!("{path}?{}", next.join("&")), "rel": "next"}));
     }

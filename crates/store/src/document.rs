@@ -50,6 +50,18 @@ pub struct Relation {
     pub position: i64,
 }
 
+/// Which stored version of a document a row is: what a list needs to tell whether a cached
+/// rendering ([`crate::RenderCache`]) is still current, without reading the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// Document id.
+    pub id: String,
+    /// [`crate::timestamp`] of creation (tells a re-created document from the old one).
+    pub created_at: String,
+    /// Bumped by every update.
+    pub version: i64,
+}
+
 /// A list query on one kind. Results are ordered by `(created_at, id)`.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -113,6 +125,15 @@ impl Document {
             id: self.id.clone(),
             source,
         })
+    }
+
+    /// The stamp of this version of the document.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            id: self.id.clone(),
+            created_at: self.created_at.clone(),
+            version: self.version,
+        }
     }
 
     /// The provisioning status column, parsed.

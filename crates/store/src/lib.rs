@@ -14,12 +14,14 @@
 //! On PostgreSQL writers lock the load balancer row (`SELECT ... FOR UPDATE`) and workers claim
 //! jobs with `FOR UPDATE SKIP LOCKED`.
 
+mod cache;
 mod document;
 mod error;
 mod jobs;
 mod store;
 
-pub use document::{Document, ListQuery, Relation};
+pub use cache::{DEFAULT_CACHE_BYTES, RenderCache};
+pub use document::{Document, ListQuery, Relation, Stamp};
 
 /// Kind of the per-load-balancer statistics document (id = load balancer id) that the health
 /// manager writes from heartbeats and the API's `/stats` endpoints read. Body:

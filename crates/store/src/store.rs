@@ -6,13 +6,14 @@ use std::time::Duration;
 use klb_model::{Kind, ProvisioningStatus, Resource};
 use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::document::{Document, ListQuery, Relation};
+use crate::cache::{DEFAULT_CACHE_BYTES, RenderCache};
+use crate::document::{Document, ListQuery, Relation, Stamp};
 use crate::error::query;
 use crate::jobs::{Job, NewJob, Outcome};
 
@@ -34,6 +35,8 @@ pub struct StoreOptions {
     pub url: String,
     /// Reader connections (SQLite) or total connections (PostgreSQL).
     pub max_connections: u32,
+    /// Bound of the [`RenderCache`] in bytes (0 disables it).
+    pub cache_bytes: usize,
 }
 
 impl StoreOptions {
@@ -42,6 +45,7 @@ impl StoreOptions {
         StoreOptions {
             url: url.into(),
             max_connections: 4,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -57,6 +61,7 @@ struct Inner {
     writer: AnyPool,
     reader: AnyPool,
     jobs_ready: Arc<Notify>,
+    cache: RenderCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -146,6 +151,7 @@ impl Store {
                 writer,
                 reader,
                 jobs_ready: Arc::new(Notify::new()),
+                cache: RenderCache::new(options.cache_bytes),
             }),
         })
     }
@@ -208,6 +214,96 @@ impl Store {
     /// Documents matching `q`, ordered by `(created_at, id)`.
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<Document>, StoreError> {
         list_on(&self.inner.reader, q).await
+    }
+
+    /// The stamps of the documents [`Store::list`] would return for `q`, in the same order,
+    /// without their bodies: with [`Store::render_cache`] a list reads bodies
+    /// ([`Store::get_many`]) only of documents changed since they were last rendered.
+    pub async fn list_stamps(&self, q: &ListQuery) -> Result<Vec<Stamp>, StoreError> {
+        if let Some(stamps) = self.list_stamps_joined(q).await? {
+            return Ok(stamps);
+        }
+        debug!(kind = %q.kind, "stamps not splittable, listing them row by row");
+        let (sql, binds) = list_sql("id, created_at, version", q);
+        let mut stmt = sqlx::query(&sql);
+        for b in &binds {
+            stmt = stmt.bind(b.as_str());
+        }
+        let rows = stmt
+            .fetch_all(&self.inner.reader)
+            .await
+            .map_err(query("list stamps"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Stamp {
+                    id: r.try_get(0)?,
+                    created_at: r.try_get(1)?,
+                    version: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query("list stamps"))
+    }
+
+    /// [`Store::list_stamps`] as one aggregated row instead of a row per document: both
+    /// drivers pay per row (on SQLite a channel message from the connection's thread and a
+    /// copy of every value), which was most of the cost of a 200-object list. Records are
+    /// `created_at US version US id`, separated by RS (ASCII unit/record separators); `None`
+    /// when an id contains a separator (the record count then does not match).
+    async fn list_stamps_joined(&self, q: &ListQuery) -> Result<Option<Vec<Stamp>>, StoreError> {
+        let (inner, mut binds) = list_sql("id, created_at, version", q);
+        let dir = if q.descending { "DESC" } else { "ASC" };
+        binds.push(UNIT_SEP.to_owned());
+        let us = binds.len();
+        binds.push(RECORD_SEP.to_owned());
+        let rs = binds.len();
+        // string_agg with ORDER BY: PostgreSQL, and SQLite since 3.44 (sqlx bundles 3.46).
+        let sql = format!(
+            "SELECT COUNT(*), string_agg(created_at || CAST(${us} AS TEXT) || CAST(version AS TEXT) || CAST(${us} AS TEXT) || id, \
+             CAST(${rs} AS TEXT) ORDER BY created_at {dir}, id {dir}) FROM ({inner}) page"
+        );
+        let mut stmt = sqlx::query(&sql);
+        for b in &binds {
+            stmt = stmt.bind(b.as_str());
+        }
+        let row = stmt
+            .fetch_one(&self.inner.reader)
+            .await
+            .map_err(query("list stamps"))?;
+        let count: i64 = row.try_get(0).map_err(query("list stamps"))?;
+        let joined: Option<String> = row.try_get(1).map_err(query("list stamps"))?;
+        Ok(parse_stamps(joined.as_deref().unwrap_or(""), count))
+    }
+
+    /// Documents of `kind` with the given ids (`DELETED` ones included), in no particular
+    /// order; absent ids are skipped.
+    pub async fn get_many(&self, kind: &str, ids: &[String]) -> Result<Vec<Document>, StoreError> {
+        let mut docs = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT {} FROM resources WHERE kind = $1 AND id IN ({})",
+                Document::COLUMNS,
+                placeholders(2, chunk.len())
+            );
+            let mut stmt = sqlx::query(&sql).bind(kind);
+            for id in chunk {
+                stmt = stmt.bind(id.as_str());
+            }
+            let rows = stmt
+                .fetch_all(&self.inner.reader)
+                .await
+                .map_err(query("get many"))?;
+            for r in &rows {
+                docs.push(Document::from_row(r).map_err(query("get many"))?);
+            }
+        }
+        Ok(docs)
+    }
+
+    /// The cache of values derived from documents (the API's rendered objects), shared by
+    /// every clone of this store. See [`RenderCache`] for why it never serves stale data.
+    pub fn render_cache(&self) -> &RenderCache {
+        &self.inner.cache
     }
 
     /// Relation rows of every document whose `parent_id` or `ref_id` is one of `ids`
@@ -417,7 +513,51 @@ async fn list_on<'e, E>(exec: E, q: &ListQuery) -> Result<Vec<Document>, StoreEr
 where
     E: Executor<'e, Database = Any>,
 {
-    let mut sql = format!("SELECT {} FROM resources WHERE 1 = 1", Document::COLUMNS);
+    let (sql, binds) = list_sql(Document::COLUMNS, q);
+    let mut stmt = sqlx::query(&sql);
+    for b in &binds {
+        stmt = stmt.bind(b.as_str());
+    }
+    let rows = stmt.fetch_all(exec).await.map_err(query("list"))?;
+    rows.iter()
+        .map(Document::from_row)
+        .collect::<Result<_, _>>()
+        .map_err(query("list"))
+}
+
+/// Separators of [`Store::list_stamps`]'s aggregated row (never in timestamps or numbers).
+const UNIT_SEP: &str = "\u{1f}";
+const RECORD_SEP: &str = "\u{1e}";
+
+/// Splits [`Store::list_stamps`]'s aggregated row; `None` unless it holds exactly `count`
+/// well-formed records.
+fn parse_stamps(joined: &str, count: i64) -> Option<Vec<Stamp>> {
+    if count == 0 {
+        return joined.is_empty().then(Vec::new);
+    }
+    let stamps = joined
+        .split(RECORD_SEP)
+        .map(|rec| {
+            let mut parts = rec.splitn(3, UNIT_SEP);
+            let created_at = parts.next()?;
+            let version = parts.next()?.parse().ok()?;
+            let id = parts.next()?;
+            if id.contains(UNIT_SEP) {
+                return None;
+            }
+            Some(Stamp {
+                id: id.to_owned(),
+                created_at: created_at.to_owned(),
+                version,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    (stamps.len() as i64 == count).then_some(stamps)
+}
+
+/// The SELECT of a list query (`columns` of the matching rows, in list order) and its binds.
+fn list_sql(columns: &str, q: &ListQuery) -> (String, Vec<String>) {
+    let mut sql = format!("SELECT {columns} FROM resources WHERE 1 = 1");
     let mut binds: Vec<String> = Vec::new();
     let mut cond = |sql: &mut String, col: &str, v: &str| {
         binds.push(v.to_owned());
@@ -459,15 +599,7 @@ where
     if let Some(limit) = q.limit {
         sql.push_str(&format!(" LIMIT {}", limit.max(0)));
     }
-    let mut stmt = sqlx::query(&sql);
-    for b in &binds {
-        stmt = stmt.bind(b.as_str());
-    }
-    let rows = stmt.fetch_all(exec).await.map_err(query("list"))?;
-    rows.iter()
-        .map(Document::from_row)
-        .collect::<Result<_, _>>()
-        .map_err(query("list"))
+    (sql, binds)
 }
 
 async fn relations_on<'e, E>(

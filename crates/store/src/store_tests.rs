@@ -391,3 +391,91 @@ async fn concurrent_writers_never_see_busy() {
     assert_eq!(next.len(), 7);
     assert!(next.iter().all(|d| !page.iter().any(|p| p.id == d.id)));
 }
+
+/// `list_stamps` returns what `list` returns (same rows, order, versions) for every list
+/// shape, including ids the aggregated row cannot carry (separator characters).
+#[tokio::test]
+async fn list_stamps_match_list() {
+    let (store, _dir) = test_store().await;
+    let doc = |id: &str, project: &str, created: &str| Document {
+        kind: "thing".into(),
+        id: id.into(),
+        project_id: Some(project.into()),
+        loadbalancer_id: None,
+        parent_id: None,
+        ref_id: None,
+        position: 0,
+        provisioning_status: None,
+        created_at: created.into(),
+        version: 1,
+        body: "{}".into(),
+    };
+    let mut tx = store.begin().await.unwrap();
+    for (i, id) in ["b", "a", "c", "d", "e"].iter().enumerate() {
+        // "a" and "b" share a creation time: the id breaks the tie.
+        let created = format!("2026-01-01T00:00:0{}.000000Z", i.max(1));
+        let project = if i % 2 == 0 { "p1" } else { "p2" };
+        tx.insert(&doc(id, project, &created)).await.unwrap();
+    }
+    let mut d = tx.get_for_update("thing", "c").await.unwrap().unwrap();
+    tx.update(&mut d).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let check = |q: ListQuery| {
+        let store = store.clone();
+        async move {
+            let docs = store.list(&q).await.unwrap();
+            let stamps = store.list_stamps(&q).await.unwrap();
+            // The aggregated query itself answers these (no fallback).
+            assert_eq!(
+                store.list_stamps_joined(&q).await.unwrap().as_ref(),
+                Some(&stamps)
+            );
+            assert_eq!(
+                stamps,
+                docs.iter().map(Document::stamp).collect::<Vec<_>>(),
+                "{q:?}"
+            );
+            stamps
+        }
+    };
+    let all = check(ListQuery::kind("thing")).await;
+    let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+    assert_eq!(all[2].version, 2);
+    let mut q = ListQuery::kind("thing");
+    q.project_id = Some("p1".into());
+    assert_eq!(check(q.clone()).await.len(), 3);
+    q.limit = Some(2);
+    q.after = Some(("2026-01-01T00:00:01.000000Z".into(), "a".into()));
+    assert_eq!(check(q.clone()).await.len(), 2);
+    q.descending = true;
+    q.after = Some(("2026-01-01T00:00:04.000000Z".into(), "e".into()));
+    let desc = check(q).await;
+    assert_eq!(desc[0].id, "c");
+    assert!(check(ListQuery::kind("nothing")).await.is_empty());
+
+    // Ids with the separators force the row-by-row fallback; results stay the same.
+    let mut tx = store.begin().await.unwrap();
+    tx.insert(&doc("x\u{1e}y", "p1", "2026-01-01T00:00:08.000000Z"))
+        .await
+        .unwrap();
+    tx.insert(&doc("z\u{1f}w", "p1", "2026-01-01T00:00:09.000000Z"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let q = ListQuery::kind("thing");
+    assert_eq!(store.list_stamps_joined(&q).await.unwrap(), None);
+    let all = store.list_stamps(&q).await.unwrap();
+    let docs = store.list(&q).await.unwrap();
+    assert_eq!(all, docs.iter().map(Document::stamp).collect::<Vec<_>>());
+    assert_eq!(all.len(), 7);
+    assert_eq!(all[6].id, "z\u{1f}w");
+    let got = store
+        .get_many("thing", &["x\u{1e}y".into(), "a".into(), "missing".into()])
+        .await
+        .unwrap();
+    let mut got: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    got.sort();
+    assert_eq!(got, ["a", "x\u{1e}y"]);
+}

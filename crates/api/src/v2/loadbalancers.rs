@@ -121,9 +121,21 @@ pub async fn list(
         ],
         with_relations: true,
     };
-    let (items, links) = list::run(&state, &path, &params, listing, render_doc, relate).await?;
-    Ok(reply_list("loadbalancers", items, links))
+    list::respond(
+        &state,
+        &path,
+        "loadbalancers",
+        &params,
+        listing,
+        render_doc,
+        relate,
+        RELATIONS,
+    )
+    .await
 }
+
+/// The relation lists [`relate`] fills in (for [`list::respond`]'s cached path).
+const RELATIONS: list::Children = &[("listeners", Kind::Listener), ("pools", Kind::Pool)];
 
 /// The project a list is limited to: `None` for admins (all projects), the caller's project
 /// otherwise.
