@@ -52,6 +52,11 @@ pub struct ApiConfig {
     pub timeout_tcp_inspect: i64,
     /// Default cipher string for TLS-terminating listeners and TLS pools.
     pub default_tls_ciphers: String,
+    /// Whether the provider balances UDP and SCTP. klb's data plane is HAProxy (TCP only; UDP
+    /// and SCTP need IPVS, planned), so with a real provider these are refused with Octavia's
+    /// 501 for unsupported provider options instead of failing on the LB VMs; the API-only
+    /// noop provider accepts them.
+    pub udp_sctp: bool,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +70,7 @@ impl Default for ApiConfig {
             timeout_member_data: 50_000,
             timeout_tcp_inspect: 0,
             default_tls_ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256".to_owned(),
+            udp_sctp: true,
         }
     }
 }

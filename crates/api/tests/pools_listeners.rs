@@ -239,3 +239,47 @@ async fn health_monitor_rules() {
         .await
         .fault(404, "Health Monitor");
 }
+
+#[tokio::test]
+async fn udp_and_sctp_are_501_when_the_provider_cannot_serve_them() {
+    let app = App::new_with(|mut s| {
+        let mut config = (*s.config).clone();
+        config.udp_sctp = false;
+        s.config = std::sync::Arc::new(config);
+        s
+    })
+    .await;
+    let lb = app.lb().await;
+    for protocol in ["UDP", "SCTP"] {
+        app.post(
+            "/v2/lbaas/listeners",
+            json!({"listener": {"loadbalancer_id": lb, "protocol": protocol, "protocol_port": 53}}),
+        )
+        .await
+        .fault(
+            501,
+            &format!("Provider 'klb' does not support a requested option: {protocol}"),
+        );
+        app.post(
+            "/v2/lbaas/pools",
+            json!({"pool": {"loadbalancer_id": lb, "protocol": protocol, "lb_algorithm": "ROUND_ROBIN"}}),
+        )
+        .await
+        .fault(501, "does not support a requested option");
+    }
+    // Nothing was written and the LB is not locked: TCP still works.
+    app.post(
+        "/v2/lbaas/listeners",
+        json!({"listener": {"loadbalancer_id": lb, "protocol": "TCP", "protocol_port": 53}}),
+    )
+    .await
+    .expect(201);
+    // A single-call create with a UDP listener is refused as a whole.
+    app.post(
+        "/v2/lbaas/loadbalancers",
+        json!({"loadbalancer": {"vip_subnet_id": SUBNET, "listeners": [
+            {"protocol": "UDP", "protocol_port": 53}]}}),
+    )
+    .await
+    .fault(501, "does not support a requested option");
+}

@@ -42,6 +42,8 @@ pub enum PlaneError {
     Tls(#[from] klb_agent::tls::TlsError),
     #[error("agent client: {0}")]
     AgentClient(#[from] klb_agent::client::ClientError),
+    #[error("{0}")]
+    FakeCloud(#[from] klb_cloud::fake::SharedStateError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -78,6 +80,9 @@ pub struct FakeSettings {
     pub flow_lease: Duration,
     /// LB VMs per load balancer.
     pub vm_count: u32,
+    /// Keep the fake cloud in this file instead of in memory, so several nodes sharing one
+    /// database also share one cloud (the multi-node test); `None`: in memory.
+    pub state_file: Option<PathBuf>,
 }
 
 /// Settings of the local cloud provider (the seed's options where they apply).
@@ -220,6 +225,11 @@ impl ControlPlane {
         let secrets = LocalSecrets::new(store.clone());
         if !matches!(config.cloud, CloudChoice::Noop) {
             state.certs = Arc::new(secrets.clone());
+            // The real data plane is HAProxy: UDP/SCTP get Octavia's 501 at the API instead of
+            // an LB in ERROR after the push.
+            let mut api_config = (*state.config).clone();
+            api_config.udp_sctp = false;
+            state.config = Arc::new(api_config);
         }
         extra = extra.merge(secrets_api::router(state.clone(), secrets));
         if config.standalone_lookups {
@@ -477,12 +487,19 @@ async fn start_fake(
     stop_rx: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<FakeVipNetwork, PlaneError> {
-    let fake = klb_cloud::fake::FakeCloud::new();
+    let fake = match &settings.state_file {
+        Some(path) => klb_cloud::fake::FakeCloud::shared(path)?,
+        None => klb_cloud::fake::FakeCloud::new(),
+    };
     let cidr = |s: &str| s.parse().expect("constant CIDR");
-    fake.add_network("lb-mgmt-net", cidr("198.18.128.0/17"))
-        .await;
-    fake.add_network("lb-l3-net", cidr("198.18.64.0/20")).await;
-    let (network_id, subnet_id) = fake.add_network("vip-net", cidr("198.19.0.0/20")).await;
+    // Find-or-add: a node sharing the state file with others adopts their networks.
+    fake.ensure_network("lb-mgmt-net", cidr("198.18.128.0/17"))
+        .await?;
+    fake.ensure_network("lb-l3-net", cidr("198.18.64.0/20"))
+        .await?;
+    let (network_id, subnet_id) = fake
+        .ensure_network("vip-net", cidr("198.19.0.0/20"))
+        .await?;
     fake.set_latency(settings.latency).await;
     let db = Db::connect(&flow_db_url(&config.database_url, &config.state_dir)).await?;
     db.migrate().await?;

@@ -273,7 +273,23 @@ pub fn parse_new(
             .get_or_insert_with(|| AlpnProtocol::ALL.to_vec());
     }
     check(&l)?;
+    if matches!(l.protocol, ListenerProtocol::Udp | ListenerProtocol::Sctp) {
+        check_l4_support(state, lb, l.protocol.as_str())?;
+    }
     Ok(l)
+}
+
+/// 501 for UDP/SCTP when the provider's data plane cannot serve them (see
+/// [`crate::ApiConfig::udp_sctp`]), with Octavia's unsupported-option message.
+pub fn check_l4_support(state: &AppState, lb: &LoadBalancer, protocol: &str) -> ApiResult<()> {
+    if state.config.udp_sctp {
+        return Ok(());
+    }
+    Err(ApiError::NotImplemented(format!(
+        "Provider '{}' does not support a requested option: {protocol} load balancing \
+         (klb's data plane is HAProxy; UDP and SCTP are planned with IPVS).",
+        lb.provider
+    )))
 }
 
 fn cidrs(obj: &Obj<'_>) -> ApiResult<Field<Vec<ipnet::IpNet>>> {

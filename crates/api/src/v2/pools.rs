@@ -218,6 +218,9 @@ pub fn parse_new(state: &AppState, obj: &Obj<'_>, lb: &LoadBalancer) -> ApiResul
     };
     apply_tls_defaults(state, &mut p);
     check(&p)?;
+    if matches!(p.protocol, PoolProtocol::Udp | PoolProtocol::Sctp) {
+        super::listeners::check_l4_support(state, lb, p.protocol.as_str())?;
+    }
     Ok(p)
 }
 
