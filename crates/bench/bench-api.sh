@@ -4,8 +4,10 @@
 #
 # Usage: crates/bench/bench-api.sh [klb bench api options...]
 #   default options: --concurrency 8,50 --count 200 --output results/api-klb.json
-#   KLB_BIN      klb binary (default target/release/klb; built with `cargo build --release -p klb`
-#                when missing)
+#   KLB_BIN         klb binary (default target/release/klb; built with `cargo build --release -p klb`
+#                   when missing)
+#   KLB_CLIENT_BIN  klb binary that runs `klb bench api` (default KLB_BIN): to compare two server
+#                   builds with the same client
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -45,4 +47,4 @@ done
 if [ $# -eq 0 ]; then
   set -- --concurrency 8,50 --count 200 --output results/api-klb.json
 fi
-"$klb_bin" bench api --url "http://127.0.0.1:$port" --server-pid "$server_pid" "$@"
+"${KLB_CLIENT_BIN:-$klb_bin}" bench api --url "http://127.0.0.1:$port" --server-pid "$server_pid" "$@"

@@ -442,7 +442,7 @@ pub async fn respond(
     }
     let cache = state.store.render_cache();
     let cache_kind = format!("api-json/{}", listing.base.kind);
-    let mut objects = cache.get_many::<Fragment>(&cache_kind, &stamps);
+    let mut objects = cache.get_many::<Fragment>(&cache_kind, &stamps).await;
     let missing: Vec<String> = stamps
         .iter()
         .zip(&objects)
@@ -462,12 +462,14 @@ pub async fn respond(
             }
             let fragment = Arc::new(Fragment::new(&render(&d)?));
             // Cached under the version actually rendered (it may be newer than the stamp).
-            cache.put(
-                &cache_kind,
-                &d.stamp(),
-                fragment.clone(),
-                fragment.heap_bytes(),
-            );
+            cache
+                .put(
+                    &cache_kind,
+                    &d.stamp(),
+                    fragment.clone(),
+                    fragment.heap_bytes(),
+                )
+                .await;
             fresh.insert(d.id, fragment);
         }
         for (s, o) in stamps.iter().zip(objects.iter_mut()) {

@@ -17,7 +17,9 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
 
 use crate::document::Stamp;
 
@@ -49,12 +51,12 @@ struct Entry {
 
 impl std::fmt::Debug for RenderCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (entries, bytes) = self.usage();
-        f.debug_struct("RenderCache")
-            .field("max_bytes", &self.max_bytes)
-            .field("entries", &entries)
-            .field("bytes", &bytes)
-            .finish()
+        let mut d = f.debug_struct("RenderCache");
+        d.field("max_bytes", &self.max_bytes);
+        if let Ok(inner) = self.inner.try_lock() {
+            d.field("bytes", &inner.bytes);
+        }
+        d.finish()
     }
 }
 
@@ -69,12 +71,12 @@ impl RenderCache {
 
     /// The cached values of `kind` for each stamp, in order: `None` where there is no entry,
     /// the entry is of another stamp (the document changed), or of another type.
-    pub fn get_many<T: Any + Send + Sync>(
+    pub async fn get_many<T: Any + Send + Sync>(
         &self,
         kind: &str,
         stamps: &[Stamp],
     ) -> Vec<Option<Arc<T>>> {
-        let inner = self.lock();
+        let inner = self.inner.lock().await;
         let Some(map) = inner.kinds.get(kind) else {
             return vec![None; stamps.len()];
         };
@@ -91,8 +93,9 @@ impl RenderCache {
     }
 
     /// The cached value for one stamp (see [`RenderCache::get_many`]).
-    pub fn get<T: Any + Send + Sync>(&self, kind: &str, stamp: &Stamp) -> Option<Arc<T>> {
+    pub async fn get<T: Any + Send + Sync>(&self, kind: &str, stamp: &Stamp) -> Option<Arc<T>> {
         self.get_many(kind, std::slice::from_ref(stamp))
+            .await
             .pop()
             .flatten()
     }
@@ -100,7 +103,7 @@ impl RenderCache {
     /// Stores `value` derived from the document version `stamp`; `bytes` is its approximate
     /// heap size. Replaces the entry of an older version. Values larger than an eighth of the
     /// bound are not kept.
-    pub fn put<T: Any + Send + Sync>(
+    pub async fn put<T: Any + Send + Sync>(
         &self,
         kind: &str,
         stamp: &Stamp,
@@ -111,7 +114,7 @@ impl RenderCache {
         if bytes > self.max_bytes / 8 {
             return;
         }
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock().await;
         let entry = Entry {
             version: stamp.version,
             created_at: stamp.created_at.clone(),
@@ -130,15 +133,9 @@ impl RenderCache {
     }
 
     /// Entries and counted bytes.
-    pub fn usage(&self) -> (usize, usize) {
-        let inner = self.lock();
+    pub async fn usage(&self) -> (usize, usize) {
+        let inner = self.inner.lock().await;
         (inner.kinds.values().map(HashMap::len).sum(), inner.bytes)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the map inconsistent with what a reader
-        // checks (each entry carries its own stamp), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -176,29 +173,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn hit_only_on_the_same_stamp() {
+    #[tokio::test]
+    async fn hit_only_on_the_same_stamp() {
         let c = RenderCache::new(1 << 20);
-        c.put("loadbalancer", &stamp("a", 1), Arc::new("v1".to_owned()), 2);
+        c.put("loadbalancer", &stamp("a", 1), Arc::new("v1".to_owned()), 2)
+            .await;
         assert_eq!(
-            c.get::<String>("loadbalancer", &stamp("a", 1)).as_deref(),
+            c.get::<String>("loadbalancer", &stamp("a", 1))
+                .await
+                .as_deref(),
             Some(&"v1".to_owned())
         );
         // Another version, another creation time, another kind, another type: misses.
-        assert!(c.get::<String>("loadbalancer", &stamp("a", 2)).is_none());
+        assert!(
+            c.get::<String>("loadbalancer", &stamp("a", 2))
+                .await
+                .is_none()
+        );
         let mut recreated = stamp("a", 1);
         recreated.created_at = "2026-01-01T00:00:01.000000Z".into();
-        assert!(c.get::<String>("loadbalancer", &recreated).is_none());
-        assert!(c.get::<String>("listener", &stamp("a", 1)).is_none());
-        assert!(c.get::<u32>("loadbalancer", &stamp("a", 1)).is_none());
+        assert!(c.get::<String>("loadbalancer", &recreated).await.is_none());
+        assert!(c.get::<String>("listener", &stamp("a", 1)).await.is_none());
+        assert!(c.get::<u32>("loadbalancer", &stamp("a", 1)).await.is_none());
         // A newer version replaces the entry (the old one is no longer served).
-        c.put("loadbalancer", &stamp("a", 2), Arc::new("v2".to_owned()), 2);
-        assert!(c.get::<String>("loadbalancer", &stamp("a", 1)).is_none());
-        assert_eq!(c.usage().0, 1);
+        c.put("loadbalancer", &stamp("a", 2), Arc::new("v2".to_owned()), 2)
+            .await;
+        assert!(
+            c.get::<String>("loadbalancer", &stamp("a", 1))
+                .await
+                .is_none()
+        );
+        assert_eq!(c.usage().await.0, 1);
     }
 
-    #[test]
-    fn stays_within_its_bound() {
+    #[tokio::test]
+    async fn stays_within_its_bound() {
         let max = 64 << 10;
         let c = RenderCache::new(max);
         for i in 0..10_000 {
@@ -207,14 +216,16 @@ mod tests {
                 &stamp(&format!("id-{i}"), 1),
                 Arc::new(vec![0u8; 600]),
                 600,
-            );
-            assert!(c.usage().1 <= max, "over the bound after {i} inserts");
+            )
+            .await;
+            assert!(c.usage().await.1 <= max, "over the bound after {i} inserts");
         }
-        let (entries, _) = c.usage();
+        let (entries, _) = c.usage().await;
         assert!(entries > 0 && entries < 100, "{entries} entries");
         // Disabled cache keeps nothing.
         let off = RenderCache::new(0);
-        off.put("loadbalancer", &stamp("a", 1), Arc::new(1u8), 1);
-        assert_eq!(off.usage(), (0, 0));
+        off.put("loadbalancer", &stamp("a", 1), Arc::new(1u8), 1)
+            .await;
+        assert_eq!(off.usage().await, (0, 0));
     }
 }

@@ -109,7 +109,22 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let params = ListParams::parse(&q.0)?;
     let project = scope_project(&ctx, R::LoadBalancer)?;
-    let listing = Listing {
+    list::respond(
+        &state,
+        &path,
+        "loadbalancers",
+        &params,
+        listing(project),
+        render_doc,
+        relate,
+        RELATIONS,
+    )
+    .await
+}
+
+/// How the LB collection is listed for `project` (`None`: every project).
+fn listing(project: Option<String>) -> Listing {
+    Listing {
         base: ListQuery {
             kind: Kind::LoadBalancer.as_str().into(),
             project_id: project,
@@ -120,18 +135,7 @@ pub async fn list(
             ("id", Column::LoadBalancer),
         ],
         with_relations: true,
-    };
-    list::respond(
-        &state,
-        &path,
-        "loadbalancers",
-        &params,
-        listing,
-        render_doc,
-        relate,
-        RELATIONS,
-    )
-    .await
+    }
 }
 
 /// The relation lists [`relate`] fills in (for [`list::respond`]'s cached path).
@@ -536,4 +540,292 @@ pub async fn status_tree(
     let tree = json!({"loadbalancer": {"id": lb.id, "name": name(&lb.name), "provisioning_status": lb.provisioning_status,
         "operating_status": lb.operating_status, "listeners": listeners}});
     Ok(reply(StatusCode::OK, "statuses", tree))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cached list path against the plain one, and cache invalidation.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use klb_store::{Outcome, Store};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::NoAuth;
+
+    const SUBNET: &str = "8a3a5b41-4f0d-4a1b-9f2f-3a6c4e5d6f70";
+
+    struct App {
+        state: AppState,
+        router: axum::Router,
+        _dir: Option<tempfile::TempDir>,
+    }
+
+    /// The router on a temp SQLite store, or a fresh PostgreSQL schema when
+    /// `KLB_TEST_POSTGRES_URL` is set.
+    async fn app() -> App {
+        let (store, dir) = if let Ok(base) = std::env::var("KLB_TEST_POSTGRES_URL") {
+            sqlx::any::install_default_drivers();
+            let schema = format!("t_{}", Uuid::new_v4().simple());
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+                .await
+                .unwrap();
+            sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str())
+                .await
+                .unwrap();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            (Store::open(&url).await.unwrap(), None)
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("klb.db").display());
+            (Store::open(&url).await.unwrap(), Some(dir))
+        };
+        let state = AppState::new(
+            store,
+            Arc::new(NoAuth {
+                default_project_id: Some("admin-project".into()),
+            }),
+        );
+        App {
+            router: crate::router(state.clone()),
+            state,
+            _dir: dir,
+        }
+    }
+
+    impl App {
+        /// Status and raw body; `project` None = admin.
+        async fn call(
+            &self,
+            method: &str,
+            path: &str,
+            body: Option<Value>,
+            project: Option<&str>,
+        ) -> (u16, Vec<u8>) {
+            let mut req = Request::builder().method(method).uri(path);
+            if let Some(p) = project {
+                req = req.header("x-project-id", p);
+            }
+            let req = req
+                .header("content-type", "application/json")
+                .body(body.map(|b| Body::from(b.to_string())).unwrap_or_default())
+                .unwrap();
+            let resp = self.router.clone().oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, bytes.to_vec())
+        }
+
+        async fn json(
+            &self,
+            method: &str,
+            path: &str,
+            body: Option<Value>,
+            project: &str,
+        ) -> Value {
+            let (status, bytes) = self.call(method, path, body, Some(project)).await;
+            assert!(
+                status < 300,
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        }
+
+        async fn create_lb(&self, project: &str, name: &str, tags: &[&str]) -> String {
+            let b = self
+                .json(
+                    "POST",
+                    "/v2/lbaas/loadbalancers",
+                    Some(json!({"loadbalancer": {"vip_subnet_id": SUBNET, "name": name, "tags": tags}})),
+                    project,
+                )
+                .await;
+            b["loadbalancer"]["id"].as_str().unwrap().to_owned()
+        }
+
+        async fn settle(&self) {
+            let store = &self.state.store;
+            while let Some(job) = store
+                .claim_job("test", Duration::from_secs(30))
+                .await
+                .unwrap()
+            {
+                store.settle_job(&job, Outcome::Success).await.unwrap();
+            }
+        }
+
+        /// The reply of the uncached path (`list::run` + `reply_list`) for the same query.
+        async fn plain(&self, query: &str, project: Option<&str>) -> Vec<u8> {
+            let pairs: Vec<(String, String)> =
+                axum::extract::Query::try_from_uri(&format!("/x{query}").parse().unwrap())
+                    .map(|q: axum::extract::Query<Vec<(String, String)>>| q.0)
+                    .unwrap();
+            let params = ListParams::parse(&pairs).unwrap();
+            let path = "http://localhost/v2/lbaas/loadbalancers";
+            let listing = listing(project.map(str::to_owned));
+            let (items, links) = list::run(&self.state, path, &params, listing, render_doc, relate)
+                .await
+                .unwrap();
+            let resp = reply_list("loadbalancers", items, links);
+            axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap()
+                .to_vec()
+        }
+
+        async fn names(&self, project: &str) -> Vec<(String, String)> {
+            let b = self
+                .json("GET", "/v2/lbaas/loadbalancers", None, project)
+                .await;
+            b["loadbalancers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    (
+                        l["name"].as_str().unwrap_or("").to_owned(),
+                        l["provisioning_status"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        }
+    }
+
+    /// Every list shape answers the same bytes from the cache (cold and warm) as the plain path.
+    #[tokio::test]
+    async fn cached_list_is_byte_identical_to_the_plain_one() {
+        let app = app().await;
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let tags: &[&str] = if i % 2 == 0 { &["red"] } else { &[] };
+            ids.push(app.create_lb("p1", &format!("lb{i}"), tags).await);
+        }
+        app.create_lb("p2", "other", &[]).await;
+        app.settle().await;
+        // Children: a listener and a pool on lb1 fill its relation lists.
+        let lb1 = ids[1].clone();
+        app.json(
+            "POST",
+            "/v2/lbaas/listeners",
+            Some(json!({"listener": {"loadbalancer_id": lb1, "protocol": "HTTP", "protocol_port": 80}})),
+            "p1",
+        )
+        .await;
+        app.settle().await;
+        app.json(
+            "POST",
+            "/v2/lbaas/pools",
+            Some(json!({"pool": {"loadbalancer_id": lb1, "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}})),
+            "p1",
+        )
+        .await;
+        app.settle().await;
+
+        let queries = [
+            String::new(),
+            "?limit=2".into(),
+            format!("?limit=2&marker={}", ids[1]),
+            format!("?limit=2&marker={}&page_reverse=True", ids[3]),
+            "?fields=id,name,listeners,pools".into(),
+            "?fields=name".into(),
+            format!("?id={}", ids[2]),
+            "?project_id=p2".into(),
+            "?tags=red".into(),
+            "?sort=name:desc&limit=3".into(),
+            "?name=lb3".into(),
+        ];
+        for pass in ["cold", "warm"] {
+            if pass == "cold" {
+                assert_eq!(app.state.store.render_cache().usage().await.0, 0);
+            }
+            for (project, scope) in [(Some("p1"), Some("p1")), (None, None)] {
+                for q in &queries {
+                    let (status, bytes) = app
+                        .call("GET", &format!("/v2/lbaas/loadbalancers{q}"), None, project)
+                        .await;
+                    assert_eq!(status, 200, "{q}");
+                    let plain = app.plain(q, scope).await;
+                    assert_eq!(
+                        String::from_utf8_lossy(&bytes),
+                        String::from_utf8_lossy(&plain),
+                        "{pass} {project:?} {q}"
+                    );
+                }
+            }
+        }
+        // The relation lists are there, and a project never sees another's LBs.
+        let b = app
+            .json(
+                "GET",
+                "/v2/lbaas/loadbalancers?fields=name,listeners,pools",
+                None,
+                "p1",
+            )
+            .await;
+        let lbs = b["loadbalancers"].as_array().unwrap();
+        assert_eq!(lbs.len(), 5);
+        assert_eq!(lbs[1]["listeners"].as_array().unwrap().len(), 1);
+        assert_eq!(lbs[1]["pools"].as_array().unwrap().len(), 1);
+        assert!(lbs.iter().all(|l| l["name"] != "other"));
+        let b = app
+            .json("GET", "/v2/lbaas/loadbalancers?limit=2", None, "p1")
+            .await;
+        assert_eq!(b["loadbalancers_links"][0]["rel"], "next");
+        assert_eq!(app.state.store.render_cache().usage().await.0, 6);
+    }
+
+    /// A cached rendering is never served once the LB changed: update, status settle, delete.
+    #[tokio::test]
+    async fn cached_list_is_invalidated_by_updates() {
+        let app = app().await;
+        let id = app.create_lb("p1", "one", &[]).await;
+        app.settle().await;
+        assert_eq!(app.names("p1").await, [("one".into(), "ACTIVE".into())]);
+        assert_eq!(app.state.store.render_cache().usage().await.0, 1);
+
+        app.json(
+            "PUT",
+            &format!("/v2/lbaas/loadbalancers/{id}"),
+            Some(json!({"loadbalancer": {"name": "two"}})),
+            "p1",
+        )
+        .await;
+        assert_eq!(
+            app.names("p1").await,
+            [("two".into(), "PENDING_UPDATE".into())]
+        );
+        app.settle().await;
+        assert_eq!(app.names("p1").await, [("two".into(), "ACTIVE".into())]);
+
+        // A write straight through the store (as the health manager or another node does)
+        // bumps the version too.
+        let mut tx = app.state.store.begin().await.unwrap();
+        let mut lb: LoadBalancer = tx.get_resource(id.parse().unwrap()).await.unwrap().unwrap();
+        lb.name = Some("three".into());
+        tx.put_resource(&lb).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(app.names("p1").await, [("three".into(), "ACTIVE".into())]);
+
+        app.call(
+            "DELETE",
+            &format!("/v2/lbaas/loadbalancers/{id}"),
+            None,
+            Some("p1"),
+        )
+        .await;
+        assert_eq!(
+            app.names("p1").await,
+            [("three".into(), "PENDING_DELETE".into())]
+        );
+        app.settle().await;
+        assert!(app.names("p1").await.is_empty());
+    }
 }
