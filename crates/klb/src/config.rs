@@ -96,6 +96,9 @@ pub struct RawCloud {
     pub max_lb_vms: Option<u32>,
     /// `fake` driver: latency of every cloud call, milliseconds (default 0).
     pub fake_latency_ms: Option<u64>,
+    /// `fake` driver: keep the fake cloud in this JSON file, shared by every node configured
+    /// with the same path (default: in memory, per process).
+    pub fake_state_file: Option<String>,
     /// Flow lease in seconds: how long a dead node's flows wait before another node takes
     /// them over (default 30).
     pub flow_lease_secs: Option<u64>,

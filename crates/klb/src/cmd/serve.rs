@@ -128,6 +128,7 @@ impl ServeConfig {
                 latency: std::time::Duration::from_millis(raw.cloud.fake_latency_ms.unwrap_or(0)),
                 flow_lease: std::time::Duration::from_secs(raw.cloud.flow_lease_secs.unwrap_or(30)),
                 vm_count: raw.cloud.lb_vm_count.unwrap_or(2),
+                state_file: raw.cloud.fake_state_file.as_ref().map(PathBuf::from),
             }),
             other => {
                 return Err(ConfigError::Invalid {
