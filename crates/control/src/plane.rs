@@ -436,7 +436,7 @@ async fn start_local(
         ],
         bfd: true,
         default_maxconn: cap_maxconn(settings.default_maxconn),
-        peer_port: 1025,
+        peer_port: lb_config.peer_port,
     };
     let env = LbEnv {
         cloud: cloud.cloud(Arc::new(HttpAgents::new(client))),
@@ -511,7 +511,7 @@ async fn start_fake(
         gateways: vec![],
         bfd: true,
         default_maxconn: klb_proto::DEFAULT_MAXCONN,
-        peer_port: 1025,
+        peer_port: lb_config.peer_port,
     };
     let env = LbEnv {
         cloud: fake.cloud(),

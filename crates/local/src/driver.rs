@@ -22,7 +22,7 @@
 //! All of it is persisted in a JSON state file (mode 0600: it holds webhook URLs) after every
 //! change; [`LocalCloud::open`] reads it back, adopts what still runs and removes the rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +45,7 @@ use uuid::Uuid;
 use crate::error::{LocalError, Result};
 use crate::lab::{AdoptReport, Lab, LabConfig, LabSnapshot, MemberNet, VmNet};
 use crate::plan::{self, AddressPlan};
+use crate::{firewall, netns};
 
 /// Network names (what `lb_mgmt_net_name`, `lb_l3_net_name` etc. may name).
 pub const VIP_NETWORK_NAME: &str = "klb-vip-net";
@@ -576,6 +577,58 @@ impl LocalCloud {
         Ok(())
     }
 
+    /// Loads the security-group rules of the server's ports into its namespace
+    /// ([`firewall`]). Servers whose VM is not in the lab are skipped.
+    async fn sync_firewall(&self, core: &Core, server_id: &str) -> Result<()> {
+        let Some(server) = core.st.servers.get(server_id) else {
+            return Ok(());
+        };
+        let Some(vm) = core.lab.vms().get(&server.short_id) else {
+            return Ok(());
+        };
+        let groups: BTreeSet<&str> = server
+            .nics
+            .iter()
+            .filter_map(|p| core.st.ports.get(p))
+            .flat_map(|p| p.security_groups.iter().map(String::as_str))
+            .collect();
+        Self::load_firewall(core, vm, &groups).await
+    }
+
+    async fn load_firewall(core: &Core, vm: &VmNet, groups: &BTreeSet<&str>) -> Result<()> {
+        let rules: Vec<firewall::IngressRule> = core
+            .st
+            .rules
+            .values()
+            .filter(|r| r.ingress && groups.contains(r.group.as_str()))
+            .map(|r| firewall::IngressRule {
+                protocol: r.protocol.clone(),
+                ports: r.ports,
+                remote: r.remote,
+            })
+            .collect();
+        let path = vm.dir.join("firewall.rules");
+        std::fs::write(&path, firewall::render(!groups.is_empty(), &rules))
+            .map_err(|e| LocalError::io(&path, e))?;
+        netns::exec_in(&vm.ns, "iptables-restore", &[&path.to_string_lossy()]).await?;
+        Ok(())
+    }
+
+    /// [`Self::sync_firewall`] for every server with a port in `group`.
+    async fn sync_firewalls_of_group(&self, core: &Core, group: &str) -> Result<()> {
+        let servers: BTreeSet<String> = core
+            .st
+            .ports
+            .values()
+            .filter(|p| p.security_groups.iter().any(|g| g == group))
+            .filter_map(|p| p.device_id.clone())
+            .collect();
+        for s in servers {
+            self.sync_firewall(core, &s).await?;
+        }
+        Ok(())
+    }
+
     async fn boot(&self, core: &mut Core, spec: &ServerSpec) -> CloudResult<Server> {
         const OP: &str = "create_server";
         if let Some(g) = &spec.server_group_id
@@ -727,6 +780,11 @@ impl LocalCloud {
             };
             nics.push(port_id);
         }
+        // Filtered before anything in the VM listens.
+        let groups: BTreeSet<&str> = spec.security_group_ids.iter().map(String::as_str).collect();
+        Self::load_firewall(core, vm, &groups)
+            .await
+            .map_err(|e| cloud_err(OP, &spec.name, e))?;
         if let Some(agent) = self.inner.cfg.agent.clone() {
             self.start_agent(core, spec, id, vm, &agent)
                 .await
@@ -1294,6 +1352,9 @@ impl Network for LocalCloud {
         core.st.rules.insert(rec.id.clone(), rec.clone());
         self.persist(&core)
             .map_err(|e| cloud_err(OP, security_group_id, e))?;
+        self.sync_firewalls_of_group(&core, security_group_id)
+            .await
+            .map_err(|e| cloud_err(OP, security_group_id, e))?;
         Ok(rule_of(&rec))
     }
 
@@ -1312,10 +1373,13 @@ impl Network for LocalCloud {
     }
 
     async fn delete_security_group_rule(&self, rule_id: &str) -> CloudResult<()> {
+        const OP: &str = "delete_security_group_rule";
         let mut core = self.inner.core.lock().await;
-        if core.st.rules.remove(rule_id).is_some() {
-            self.persist(&core)
-                .map_err(|e| cloud_err("delete_security_group_rule", rule_id, e))?;
+        if let Some(rule) = core.st.rules.remove(rule_id) {
+            self.persist(&core).map_err(|e| cloud_err(OP, rule_id, e))?;
+            self.sync_firewalls_of_group(&core, &rule.group)
+                .await
+                .map_err(|e| cloud_err(OP, rule_id, e))?;
         }
         Ok(())
     }

@@ -22,6 +22,7 @@
 pub mod backend;
 pub mod driver;
 pub mod error;
+pub mod firewall;
 pub mod frr;
 pub mod lab;
 pub mod netns;

@@ -272,6 +272,64 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
     );
     let vm1 = cloud.vm_of(&s1.id).await.unwrap();
     assert!(netns::ns_exists(&vm1.ns).await.unwrap());
+
+    // Security groups are enforced in the VM: TCP 80 (the group's rule) is reachable from the
+    // L3 network, 8081 only while a rule allows it.
+    let gw_ns = cloud.lab().await.gateways()[0].ns.clone();
+    let mut listeners = Vec::new();
+    for port in [80u16, 8081] {
+        let listen = format!("TCP-LISTEN:{port},fork,reuseaddr");
+        let pid = cloud
+            .lab()
+            .await
+            .spawn_in_vm(
+                &vm1.short_id,
+                &format!("listen-{port}"),
+                Path::new("/usr/bin/socat"),
+                &[listen, "SYSTEM:echo open".into()],
+                &[],
+            )
+            .await
+            .unwrap();
+        listeners.push(pid);
+    }
+    let reach = |port: u16| {
+        let (ns, addr) = (gw_ns.clone(), vm1.l3_addr);
+        async move {
+            // Bounded: one connection attempt of at most 1 s.
+            let out = netns::exec_in(
+                &ns,
+                "socat",
+                &["-T1", "-", &format!("TCP:{addr}:{port},connect-timeout=1")],
+            )
+            .await;
+            out.is_ok_and(|o| o.contains("open"))
+        }
+    };
+    let wait_reach = |port: u16, want: bool| async move {
+        for _ in 0..20 {
+            if reach(port).await == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(
+        wait_reach(80, true).await,
+        "port 80 is allowed by the group"
+    );
+    assert!(!reach(8081).await, "port 8081 has no rule: dropped");
+    let rule = cloud
+        .add_security_group_rule(&sg.id, &RuleSpec::tcp_in(8081, None))
+        .await
+        .unwrap();
+    assert!(wait_reach(8081, true).await, "the new rule opens 8081");
+    cloud.delete_security_group_rule(&rule.id).await.unwrap();
+    assert!(
+        wait_reach(8081, false).await,
+        "deleting the rule closes 8081"
+    );
     // The agent got its placeholders, environment and user data.
     let launched = vm1.dir.join("launched");
     frr::wait_for(&launched, Duration::from_secs(5))
@@ -328,17 +386,25 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
     .unwrap_err();
     assert!(host_ping.to_string().contains("refused"), "{host_ping}");
 
-    // ... and the host reaches the VM's management address (where the agent API listens).
-    let to_vm = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::new(s1.addresses[0].ip, 9),
+    // ... and the host reaches the VM's management address (where the agent API listens) on
+    // a port its security group allows (the test's listener on 80 answers there too).
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::new(s1.addresses[0].ip, 80),
         Duration::from_secs(2),
     )
-    .unwrap_err();
-    assert_eq!(
-        to_vm.kind(),
-        std::io::ErrorKind::ConnectionRefused,
-        "{to_vm}"
-    );
+    .expect("the management address is reachable on an allowed port");
+    // The test's listeners go (by PID); only the agent is left in the VM.
+    for pid in listeners {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    for _ in 0..50 {
+        if netns::ns_pids(&vm1.ns).await.unwrap().len() <= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Allowed-address pair on the L3 port puts the VIP on lo; removing it takes it away.
     let l3_port = s1.addresses[1].port_id.clone();

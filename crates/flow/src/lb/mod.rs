@@ -49,6 +49,9 @@ pub struct LbConfig {
     pub office_cidr: Option<IpNet>,
     /// `agent_port`.
     pub agent_port: u16,
+    /// HAProxy `peers` port between the LB VMs (stick tables in active-active), on the L3
+    /// network.
+    pub peer_port: u16,
     /// `lb_mgmt_net_id` or `lb_mgmt_net_name`.
     pub mgmt_network: String,
     /// `lb_l3_net_id` or `lb_l3_net_name`.
@@ -79,6 +82,7 @@ impl LbConfig {
             availability_zone: Some("lbaas-az".into()),
             office_cidr: Some("198.18.200.0/24".parse().expect("valid CIDR")),
             agent_port: 62000,
+            peer_port: 1025,
             mgmt_network: mgmt_network.into(),
             l3_network: l3_network.into(),
             pps_threshold: 20000,

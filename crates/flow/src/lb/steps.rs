@@ -110,8 +110,8 @@ impl Step<LbEnv> for ResolveNetworks {
 }
 
 /// The rules an LB's security group must hold: listener ports from anywhere, the agent port
-/// from the management subnet, BGP and BFD from the L3 subnet, SSH and the agent port from the
-/// operators' office CIDR.
+/// from the management subnet, BGP, BFD and HAProxy peers from the L3 subnet, SSH and the agent
+/// port from the operators' office CIDR.
 fn desired_rules(ctx: &Ctx<'_>, input: &LbInput) -> Result<Vec<RuleSpec>, StepError> {
     let cidr = |name: &str| -> Result<IpNet, StepError> {
         var_string(ctx, name)?
@@ -133,6 +133,7 @@ fn desired_rules(ctx: &Ctx<'_>, input: &LbInput) -> Result<Vec<RuleSpec>, StepEr
     let l3 = cidr("l3_cidr")?;
     rules.push(RuleSpec::tcp_in(cfg.agent_port, Some(mgmt)));
     rules.push(RuleSpec::tcp_in(179, Some(l3)));
+    rules.push(RuleSpec::tcp_in(cfg.peer_port, Some(l3)));
     rules.push(RuleSpec {
         direction: Direction::Ingress,
         protocol: Protocol::Udp,

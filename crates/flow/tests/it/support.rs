@@ -198,10 +198,11 @@ pub fn expected(lbs: &[LiveLb<'_>]) -> BTreeMap<(Kind, String), usize> {
     for lb in lbs {
         let sg = names::security_group(lb.lb_id);
         m.insert((Kind::SecurityGroup, sg.clone()), 1);
-        // listeners + agent port from mgmt + BGP + BFD + SSH and agent from the office.
+        // listeners + agent port from mgmt + BGP + BFD + HAProxy peers + SSH and agent from
+        // the office.
         m.insert(
             (Kind::SecurityGroupRule, format!("{sg}/rule")),
-            lb.listeners + 5,
+            lb.listeners + 6,
         );
         m.insert((Kind::Port, names::vip_port(lb.lb_id)), 1);
         m.insert((Kind::ServerGroup, names::server_group(lb.lb_id)), 1);
