@@ -26,8 +26,11 @@ pub(super) struct TlsOutcome {
     pub first_error: Option<String>,
 }
 
-/// A demo CA and a leaf per name: (CA PEM, [(name, cert+key PEM)]).
-fn certificates() -> Result<(String, Vec<(&'static str, String)>), DemoError> {
+/// One SNI name with its certificate and key (PEM).
+type Leaf = (&'static str, String);
+
+/// A demo CA (PEM) and a leaf per name.
+fn certificates() -> Result<(String, Vec<Leaf>), DemoError> {
     let err = |e: rcgen::Error| DemoError::Step(format!("generating demo certificates: {e}"));
     let ca_key = rcgen::KeyPair::generate().map_err(err)?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
