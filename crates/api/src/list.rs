@@ -441,7 +441,7 @@ pub async fn respond(
         stamps.reverse();
     }
     let cache = state.store.render_cache();
-    let cache_kind = format!("api-json/{}", listing.base.kind);
+    let cache_kind = cache_kind(&listing.base.kind);
     let mut objects = cache.get_many::<Fragment>(&cache_kind, &stamps).await;
     let missing: Vec<String> = stamps
         .iter()
@@ -526,36 +526,99 @@ fn write_reply(
         if i > 0 {
             out.push(b',');
         }
-        f.write(&mut out, fields, |k, out| {
-            let (_, kind) = children.iter().find(|(name, _)| *name == k)?;
-            out.push(b'[');
-            if let Some(rels) = rels {
-                for (j, r) in rels.children(&stamp.id, *kind).into_iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(b"{\"id\":");
-                    let _ = serde_json::to_writer(&mut *out, &r.id);
-                    out.push(b'}');
-                }
-            }
-            out.push(b']');
-            Some(())
-        });
+        write_object(&mut out, &stamp.id, f, rels, fields, children);
     }
     out.extend_from_slice(b"],");
     key(&mut out, &format!("{envelope}_links"));
     out.push(b':');
     let _ = serde_json::to_writer(&mut out, links);
     out.push(b'}');
+    json_response(out)
+}
+
+/// Writes one cached object with its relation lists (`children`, from `rels`).
+fn write_object(
+    out: &mut Vec<u8>,
+    id: &str,
+    f: &Fragment,
+    rels: Option<&RelIndex>,
+    fields: &[String],
+    children: Children,
+) {
+    f.write(out, fields, |k, out| {
+        let (_, kind) = children.iter().find(|(name, _)| *name == k)?;
+        out.push(b'[');
+        if let Some(rels) = rels {
+            for (j, r) in rels.children(id, *kind).into_iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"id\":");
+                let _ = serde_json::to_writer(&mut *out, &r.id);
+                out.push(b'}');
+            }
+        }
+        out.push(b']');
+        Some(())
+    });
+}
+
+/// The render cache's kind for the API's JSON of a document kind.
+fn cache_kind(kind: &str) -> String {
+    format!("api-json/{kind}")
+}
+
+/// A 200 reply with a JSON body written by hand (the same header `axum::Json` sets).
+fn json_response(body: Vec<u8>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        out,
+        body,
     )
         .into_response()
+}
+
+/// The cached rendering of `doc` (rendered and cached on a miss).
+async fn fragment(state: &AppState, doc: &Document, render: RenderFn) -> ApiResult<Arc<Fragment>> {
+    let cache = state.store.render_cache();
+    let cache_kind = cache_kind(&doc.kind);
+    let stamp = doc.stamp();
+    if let Some(f) = cache.get::<Fragment>(&cache_kind, &stamp).await {
+        return Ok(f);
+    }
+    let f = Arc::new(Fragment::new(&render(doc)?));
+    cache
+        .put(&cache_kind, &stamp, f.clone(), f.heap_bytes())
+        .await;
+    Ok(f)
+}
+
+/// Writes `{"<envelope>": obj}` for one stored object (a show), from the render cache like
+/// [`respond`], with its `children` relation lists read now and `fields` applied. The caller
+/// has checked that `doc` may be shown.
+pub async fn respond_one(
+    state: &AppState,
+    envelope: &str,
+    doc: &Document,
+    render: RenderFn,
+    children: Children,
+    fields: &[String],
+) -> ApiResult<Response> {
+    let f = fragment(state, doc, render).await?;
+    let rels = if children.is_empty() {
+        None
+    } else {
+        Some(RelIndex::load_children(state, std::slice::from_ref(&doc.id)).await?)
+    };
+    let mut out = Vec::with_capacity(f.json.len() + envelope.len() + 64);
+    out.push(b'{');
+    let _ = serde_json::to_writer(&mut out, envelope);
+    out.push(b':');
+    write_object(&mut out, &doc.id, &f, rels.as_ref(), fields, children);
+    out.push(b'}');
+    Ok(json_response(out))
 }
 
 /// One rendered object as JSON text, member by member in output order (the order
