@@ -346,20 +346,19 @@ impl Store {
              RETURNING {}",
             Job::COLUMNS
         );
-        let mut tx = self.begin().await?;
+        // One statement is atomic on both backends (its own implicit transaction; the row
+        // lock of `FOR UPDATE SKIP LOCKED` is held until it ends), so no BEGIN/COMMIT: two
+        // fewer round trips to the writer connection per claim, which every write's job pays.
         let row = sqlx::query(&sql)
             .bind(owner)
             .bind(now + lease.as_millis() as i64)
             .bind(now)
-            .fetch_optional(&mut *tx.tx)
+            .fetch_optional(&self.inner.writer)
             .await
             .map_err(query("claim job"))?;
-        let job = row
-            .map(|r| Job::from_row(&r))
+        row.map(|r| Job::from_row(&r))
             .transpose()
-            .map_err(query("claim job"))?;
-        tx.commit().await?;
-        Ok(job)
+            .map_err(query("claim job"))
     }
 
     /// Extends the lease of a running job still held by `owner`. Returns false when the

@@ -479,3 +479,39 @@ async fn list_stamps_match_list() {
     got.sort();
     assert_eq!(got, ["a", "x\u{1e}y"]);
 }
+
+/// Concurrent claimers (claim is one statement, no explicit transaction) never get the same
+/// job twice, and every job is claimed.
+#[tokio::test]
+async fn concurrent_claims_take_each_job_once() {
+    let (store, _dir) = test_store().await;
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let lb = lb(ProvisioningStatus::PendingCreate);
+        enqueue(&store, &lb, JobOp::Create, Kind::LoadBalancer, lb.id).await;
+        ids.push(lb.id.to_string());
+    }
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(job) = store
+                .claim_job(&format!("w{w}"), Duration::from_secs(30))
+                .await
+                .unwrap()
+            {
+                assert_eq!(job.lease_owner.as_deref(), Some(format!("w{w}").as_str()));
+                got.push(job.loadbalancer_id);
+            }
+            got
+        }));
+    }
+    let mut claimed = Vec::new();
+    for w in workers {
+        claimed.extend(w.await.unwrap());
+    }
+    claimed.sort();
+    ids.sort();
+    assert_eq!(claimed, ids);
+}

@@ -378,9 +378,40 @@ pub async fn delete(
             "true" | "1" | "yes" | "on" | "y" | "t"
         )
     });
-    let first: LoadBalancer =
-        load(&state, &ctx, &id, Action::new(R::LoadBalancer, Op::Delete)).await?;
+    // As `load`, keeping the stored version for the optimistic write below.
+    let uuid = path_id(Kind::LoadBalancer, &id)?;
+    let read = state
+        .store
+        .get(Kind::LoadBalancer.as_str(), &uuid.to_string())
+        .await?
+        .filter(|d| d.status() != Some(ProvisioningStatus::Deleted))
+        .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &id))?;
+    let first: LoadBalancer = read.decode()?;
+    ctx.authorize(
+        Action::new(R::LoadBalancer, Op::Delete),
+        Some(&first.project_id),
+    )
+    .map_err(|d| denied(Kind::LoadBalancer, &id, d))?;
     let mut tx = state.store.begin().await?;
+    // A cascade delete of an LB that is still the version read above needs no locked re-read:
+    // the version-checked update is the lock (a row lock on PostgreSQL; it fails if anyone
+    // changed the LB in between, and then the locked path below decides). One writer round
+    // trip fewer per delete.
+    if cascade && status::check_lb_deletable(first.id, first.provisioning_status).is_ok() {
+        let mut lb = first.clone();
+        lb.provisioning_status = ProvisioningStatus::PendingDelete;
+        let mut doc = Document::from_resource(&lb)?;
+        doc.version = read.version;
+        match tx.update(&mut doc).await {
+            Ok(()) => {
+                enqueue(&mut tx, lb.id, JobOp::Delete, Kind::LoadBalancer, lb.id).await?;
+                tx.commit().await?;
+                return Ok(no_content());
+            }
+            Err(klb_store::StoreError::VersionConflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let mut lb: LoadBalancer = tx
         .get_resource(first.id)
         .await?
