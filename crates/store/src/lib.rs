@@ -25,8 +25,10 @@ pub use document::{Document, ListQuery, Relation, Stamp};
 
 /// Kind of the per-load-balancer statistics document (id = load balancer id) that the health
 /// manager writes from heartbeats and the API's `/stats` endpoints read. Body:
-/// `{"loadbalancer": COUNTERS, "listeners": {LISTENER_ID: COUNTERS}}` with Octavia's counter
-/// names (`bytes_in`, `bytes_out`, `active_connections`, `total_connections`, `request_errors`).
+/// `{"loadbalancer": COUNTERS, "listeners": {LISTENER_ID: COUNTERS},
+/// "amphorae": {VM_ID: {LISTENER_ID: COUNTERS}}}` (summed over the LB VMs, and each VM's own)
+/// with Octavia's counter names (`bytes_in`, `bytes_out`, `active_connections`,
+/// `total_connections`, `request_errors`).
 pub const STATS_KIND: &str = "lbstats";
 pub use error::StoreError;
 pub use jobs::{Job, JobOp, JobState, NewJob, Outcome};
