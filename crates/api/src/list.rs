@@ -17,8 +17,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use klb_model::Kind;
-use klb_model::ProvisioningStatus;
+use klb_model::{Kind, ProvisioningStatus};
 use klb_store::{Document, ListQuery, Relation, Stamp};
 use serde_json::{Map, Value};
 
