@@ -620,7 +620,8 @@ impl Step<LbEnv> for SetVipAddressPairs {
 }
 
 /// Build the desired state (haproxy.cfg, peers, BGP, health reporting) and push it to every
-/// active VM; the step is done when all of them applied it.
+/// active VM at once (a change is live everywhere after the slowest VM, not the sum of all);
+/// the step is done when all of them applied it.
 pub struct PushDesiredState;
 
 #[async_trait]
@@ -637,6 +638,7 @@ impl Step<LbEnv> for PushDesiredState {
             .filter(|v| v.active)
             .collect();
         let vip = vip_address(ctx, &input.lb_id).await?;
+        let mut pushes = Vec::with_capacity(vms.len());
         for vm in &vms {
             let target = agent_target(ctx, vm).ok_or_else(|| {
                 StepError::retry(format!("VM {} has no management address", vm.name))
@@ -646,14 +648,23 @@ impl Step<LbEnv> for PushDesiredState {
                 .backend
                 .desired_state(&input.lb_id, vip, vm, &vms)
                 .await?;
-            let status = ctx.env.cloud.agents.push(&target, &state).await?;
-            if status.applied_version != Some(state.version) {
-                return Err(StepError::retry(format!(
-                    "VM {} applied version {:?}, wanted {}",
-                    vm.name, status.applied_version, state.version
-                )));
-            }
+            let agents = &ctx.env.cloud.agents;
+            pushes.push(async move {
+                let status = agents.push(&target, &state).await?;
+                if status.applied_version != Some(state.version) {
+                    return Err(StepError::retry(format!(
+                        "VM {} applied version {:?}, wanted {}",
+                        vm.name, status.applied_version, state.version
+                    )));
+                }
+                Ok(())
+            });
         }
+        // Every push runs to its end (no VM is left mid-apply); the first error wins.
+        futures::future::join_all(pushes)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, StepError>>()?;
         Ok(())
     }
 }
