@@ -96,6 +96,9 @@ impl QuotaLimits for Unlimited {
     }
 }
 
+/// Jobs the noop provider claims and settles together.
+const BATCH: usize = 64;
+
 /// A provider worker that settles every job as a success right away, so `PENDING_*` becomes
 /// `ACTIVE` (or the object disappears on delete). Operating statuses are left as created
 /// (`OFFLINE`, members `NO_MONITOR`): nothing is measured.
@@ -121,21 +124,23 @@ impl NoopProvider {
         let notify = self.store.jobs_ready();
         tokio::pin!(shutdown);
         loop {
+            // In bulk: one claim and one transaction for every ready job (one per LB), so
+            // concurrent API writes cost the single SQLite writer fewer round trips each.
             loop {
                 match self
                     .store
-                    .claim_job(&self.owner, Duration::from_secs(30))
+                    .claim_jobs(&self.owner, Duration::from_secs(30), BATCH)
                     .await
                 {
-                    Ok(Some(job)) => {
-                        if let Err(e) = self.store.settle_job(&job, Outcome::Success).await {
-                            tracing::warn!(job = %job.id, error = %e, "noop provider could not settle job");
+                    Ok(jobs) if jobs.is_empty() => break,
+                    Ok(jobs) => {
+                        if let Err(e) = self.store.settle_jobs(&jobs, Outcome::Success).await {
+                            tracing::warn!(jobs = jobs.len(), error = %e, "noop provider could not settle jobs");
                             break;
                         }
                     }
-                    Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "noop provider could not claim a job");
+                        tracing::warn!(error = %e, "noop provider could not claim jobs");
                         break;
                     }
                 }

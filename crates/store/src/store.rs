@@ -330,6 +330,18 @@ impl Store {
     /// Claims the oldest claimable job (see [`crate::jobs`] for the rules) for `owner`,
     /// holding it for `lease`.
     pub async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>, StoreError> {
+        Ok(self.claim_jobs(owner, lease, 1).await?.pop())
+    }
+
+    /// Claims up to `limit` ready jobs at once, at most one per load balancer (the oldest of
+    /// each), oldest first: workers that settle jobs in bulk ([`Store::settle_jobs`]) pay one
+    /// claim for all of them.
+    pub async fn claim_jobs(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
         let now = now_millis();
         let lock = match self.inner.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -337,28 +349,34 @@ impl Store {
         };
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
-             WHERE id = (SELECT j.id FROM jobs j \
+             WHERE id IN (SELECT j.id FROM jobs j \
                WHERE (j.state = 'pending' OR (j.state = 'running' AND j.lease_expires_at < $3)) \
                AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.loadbalancer_id = j.loadbalancer_id \
                  AND o.state IN ('pending', 'running') \
                  AND (o.created_at < j.created_at OR (o.created_at = j.created_at AND o.id < j.id))) \
-               ORDER BY j.created_at, j.id LIMIT 1{lock}) \
+               ORDER BY j.created_at, j.id LIMIT $4{lock}) \
              RETURNING {}",
             Job::COLUMNS
         );
         // One statement is atomic on both backends (its own implicit transaction; the row
         // lock of `FOR UPDATE SKIP LOCKED` is held until it ends), so no BEGIN/COMMIT: two
         // fewer round trips to the writer connection per claim, which every write's job pays.
-        let row = sqlx::query(&sql)
+        let rows = sqlx::query(&sql)
             .bind(owner)
             .bind(now + lease.as_millis() as i64)
             .bind(now)
-            .fetch_optional(&self.inner.writer)
+            .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.writer)
             .await
             .map_err(query("claim job"))?;
-        row.map(|r| Job::from_row(&r))
-            .transpose()
-            .map_err(query("claim job"))
+        let mut jobs = rows
+            .iter()
+            .map(Job::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("claim job"))?;
+        // RETURNING has no defined order.
+        jobs.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(jobs)
     }
 
     /// Extends the lease of a running job still held by `owner`. Returns false when the
@@ -412,9 +430,28 @@ impl Store {
     /// `last_error = reason`; the target's document gets `provisioning_error = reason`.
     pub async fn settle_job(&self, job: &Job, outcome: Outcome) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        Self::settle_in(&mut tx, job, &outcome).await?;
+        tx.commit().await?;
+        debug!(job = %job.id, lb = %job.loadbalancer_id, op = job.op.as_str(), ?outcome, "job settled");
+        Ok(())
+    }
+
+    /// [`Store::settle_job`] for several jobs (of different load balancers, as
+    /// [`Store::claim_jobs`] returns them) in one transaction: all settle or none.
+    pub async fn settle_jobs(&self, jobs: &[Job], outcome: Outcome) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for job in jobs {
+            Self::settle_in(&mut tx, job, &outcome).await?;
+        }
+        tx.commit().await?;
+        debug!(jobs = jobs.len(), ?outcome, "jobs settled");
+        Ok(())
+    }
+
+    async fn settle_in(tx: &mut WriteTx, job: &Job, outcome: &Outcome) -> Result<(), StoreError> {
         let lb_id = job.loadbalancer_id.as_str();
         let pending = tx.pending_of(lb_id).await?;
-        match &outcome {
+        match outcome {
             Outcome::Success => {
                 sqlx::query("DELETE FROM jobs WHERE id = $1")
                     .bind(&job.id)
@@ -478,8 +515,6 @@ impl Store {
                 }
             }
         }
-        tx.commit().await?;
-        debug!(job = %job.id, lb = %job.loadbalancer_id, op = job.op.as_str(), ?outcome, "job settled");
         Ok(())
     }
 }

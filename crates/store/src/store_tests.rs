@@ -149,6 +149,59 @@ async fn create_then_settle_success_makes_active() {
 }
 
 #[tokio::test]
+async fn jobs_are_claimed_in_bulk_one_per_lb_and_settled_together() {
+    let (store, _dir) = test_store().await;
+    let (a, b) = (
+        lb(ProvisioningStatus::PendingCreate),
+        lb(ProvisioningStatus::PendingCreate),
+    );
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_resource(&a).await.unwrap();
+    tx.insert_resource(&b).await.unwrap();
+    tx.commit().await.unwrap();
+    enqueue(&store, &a, JobOp::Create, Kind::LoadBalancer, a.id).await;
+    enqueue(&store, &a, JobOp::Update, Kind::LoadBalancer, a.id).await;
+    enqueue(&store, &b, JobOp::Create, Kind::LoadBalancer, b.id).await;
+    let jobs = store
+        .claim_jobs("w1", Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    // A's update waits behind A's create: one job per LB, oldest first.
+    let got: Vec<(&str, JobOp)> = jobs
+        .iter()
+        .map(|j| (j.loadbalancer_id.as_str(), j.op))
+        .collect();
+    let (a_id, b_id) = (a.id.to_string(), b.id.to_string());
+    assert_eq!(
+        got,
+        vec![
+            (a_id.as_str(), JobOp::Create),
+            (b_id.as_str(), JobOp::Create)
+        ]
+    );
+    assert!(
+        store
+            .claim_jobs("w2", Duration::from_secs(30), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leases held"
+    );
+    store.settle_jobs(&jobs, Outcome::Success).await.unwrap();
+    for id in [a.id, b.id] {
+        let got: LoadBalancer = store.get_resource(id).await.unwrap().unwrap();
+        assert_eq!(got.provisioning_status, ProvisioningStatus::Active);
+    }
+    // Now A's update is the head of its queue.
+    let next = store
+        .claim_jobs("w1", Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].op, JobOp::Update);
+}
+
+#[tokio::test]
 async fn jobs_of_one_lb_run_in_order_and_expired_leases_are_taken_over() {
     let (store, _dir) = test_store().await;
     let lb = lb(ProvisioningStatus::PendingCreate);
