@@ -330,19 +330,12 @@ impl LocalSecrets {
         let body = serde_json::to_string(body)
             .map_err(|e| SecretsError::Invalid(format!("cannot encode: {e}")))?;
         let mut tx = self.store.begin().await?;
-        tx.insert(&Document {
-            kind: kind.to_owned(),
-            id: id.to_string(),
-            project_id: Some(project_id.to_owned()),
-            loadbalancer_id: None,
-            parent_id: None,
-            ref_id: None,
-            position: 0,
-            provisioning_status: None,
-            created_at: klb_store::timestamp(chrono::Utc::now()),
-            version: 1,
+        tx.insert(&Document::new(
+            kind,
+            &id.to_string(),
+            Some(project_id),
             body,
-        })
+        ))
         .await?;
         tx.commit().await?;
         Ok(())

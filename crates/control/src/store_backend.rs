@@ -200,19 +200,7 @@ impl LbBackend for StoreBackend {
 }
 
 fn resources_doc(lb_id: &str, body: String) -> Document {
-    Document {
-        kind: RESOURCES_KIND.to_owned(),
-        id: lb_id.to_owned(),
-        project_id: None,
-        loadbalancer_id: None,
-        parent_id: None,
-        ref_id: None,
-        position: 0,
-        provisioning_status: None,
-        created_at: klb_store::timestamp(chrono::Utc::now()),
-        version: 1,
-        body,
-    }
+    Document::new(RESOURCES_KIND, lb_id, None, body)
 }
 
 fn lb_vm_record(lb_id: Uuid, vm: &Vm) -> LbVm {

@@ -215,20 +215,8 @@ impl HealthManager {
             }
             Some(_) => return Ok(()),
             None => {
-                tx.insert(&Document {
-                    kind: STATS_KIND.to_owned(),
-                    id: lb_id.to_owned(),
-                    project_id: None,
-                    loadbalancer_id: None,
-                    parent_id: None,
-                    ref_id: None,
-                    position: 0,
-                    provisioning_status: None,
-                    created_at: klb_store::timestamp(chrono::Utc::now()),
-                    version: 1,
-                    body,
-                })
-                .await?;
+                tx.insert(&Document::new(STATS_KIND, lb_id, None, body))
+                    .await?;
             }
         }
         tx.commit().await

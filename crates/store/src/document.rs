@@ -97,6 +97,25 @@ impl ListQuery {
 }
 
 impl Document {
+    /// A new document outside the LB graph (no parent, reference, position or provisioning
+    /// status), created now, version 1: configuration and bookkeeping kinds (quotas, secrets,
+    /// statistics, cloud resource records).
+    pub fn new(kind: &str, id: &str, project_id: Option<&str>, body: String) -> Document {
+        Document {
+            kind: kind.to_owned(),
+            id: id.to_owned(),
+            project_id: project_id.map(str::to_owned),
+            loadbalancer_id: None,
+            parent_id: None,
+            ref_id: None,
+            position: 0,
+            provisioning_status: None,
+            created_at: crate::timestamp(chrono::Utc::now()),
+            version: 1,
+            body,
+        }
+    }
+
     /// Builds the row for a model resource (version 1, for a first insert).
     pub fn from_resource<T: Resource>(value: &T) -> Result<Document, StoreError> {
         let body = serde_json::to_string(value).map_err(|source| StoreError::Encode {

@@ -134,19 +134,14 @@ pub(crate) fn new_doc(
     ref_id: Option<&str>,
     body: &Map<String, Value>,
 ) -> Document {
-    Document {
-        kind: kind.to_owned(),
-        id: id.to_owned(),
-        project_id: project_id.map(str::to_owned),
-        loadbalancer_id: None,
-        parent_id: None,
-        ref_id: ref_id.map(str::to_owned),
-        position: 0,
-        provisioning_status: None,
-        created_at: klb_store::timestamp(crate::v2::common::now()),
-        version: 1,
-        body: Value::Object(body.clone()).to_string(),
-    }
+    let mut doc = Document::new(
+        kind,
+        id,
+        project_id,
+        Value::Object(body.clone()).to_string(),
+    );
+    doc.ref_id = ref_id.map(str::to_owned);
+    doc
 }
 
 /// The stored body of a configuration document.

@@ -1062,22 +1062,15 @@ async fn amphorae_are_the_lb_vms() {
         .fault(404, &format!("Amphora stats for {spare} not found."));
     // Once the health manager stored per-VM counters, each amphora shows its own share.
     let mut tx = app.store.begin().await.unwrap();
-    tx.insert(&Document {
-        kind: klb_store::STATS_KIND.into(),
-        id: lb.to_string(),
-        project_id: None,
-        loadbalancer_id: None,
-        parent_id: None,
-        ref_id: None,
-        position: 0,
-        provisioning_status: None,
-        created_at: klb_store::timestamp(chrono::Utc::now()),
-        version: 1,
-        body: json!({"loadbalancer": {"total_connections": 10}, "listeners": {},
-            "amphorae": {vm1.to_string(): {listener.to_string(): {"total_connections": 7,
-                "bytes_in": 70, "bytes_out": 700, "active_connections": 1, "request_errors": 0}}}})
-        .to_string(),
-    })
+    let body = json!({"loadbalancer": {"total_connections": 10}, "listeners": {},
+        "amphorae": {vm1.to_string(): {listener.to_string(): {"total_connections": 7,
+            "bytes_in": 70, "bytes_out": 700, "active_connections": 1, "request_errors": 0}}}});
+    tx.insert(&Document::new(
+        klb_store::STATS_KIND,
+        &lb.to_string(),
+        None,
+        body.to_string(),
+    ))
     .await
     .unwrap();
     tx.commit().await.unwrap();
