@@ -9,19 +9,17 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use klb_store::ListQuery;
 use serde_json::{Map, Value};
 
 use crate::AppState;
 use crate::admin::flavors::used_by_load_balancers;
 use crate::admin::profiles::{self, ProfileSpec};
-use crate::admin::{
-    NIL_UUID, authorize_global, body_of, new_doc, no_relations, providers, render_body, set_body,
-};
+use crate::admin::{NIL_UUID, authorize_global, body_of, new_doc, providers, set_body};
+use crate::admin::{get_config, list_config};
 use crate::body::{Field, JsonBody, Obj, required};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
-use crate::list::{self, ListParams, Listing};
+use crate::list;
 use crate::v2::common::{OrigPath, QueryPairs, no_content, reply, reply_list};
 
 const KIND: &str = "availability_zone";
@@ -54,15 +52,7 @@ pub async fn list(
     q: QueryPairs,
     OrigPath(path): OrigPath,
 ) -> ApiResult<Response> {
-    authorize_global(&ctx, Action::new(R::AvailabilityZone, Op::GetAll))?;
-    let params = ListParams::parse(&q.0)?;
-    let listing = Listing {
-        base: ListQuery::kind(KIND),
-        column_filters: &[],
-        with_relations: false,
-    };
-    let (items, links) =
-        list::run(&state, &path, &params, listing, render_body, no_relations).await?;
+    let (items, links) = list_config(&state, &ctx, R::AvailabilityZone, KIND, &q.0, &path).await?;
     Ok(reply_list("availability_zones", items, links))
 }
 
@@ -73,19 +63,20 @@ pub async fn get_one(
     Path(name): Path<String>,
     q: QueryPairs,
 ) -> ApiResult<Response> {
-    authorize_global(&ctx, Action::new(R::AvailabilityZone, Op::GetOne))?;
-    if name == NIL_UUID {
-        return Err(not_found(&name));
-    }
-    let doc = state
-        .store
-        .get(KIND, &name)
-        .await?
-        .ok_or_else(|| not_found(&name))?;
+    let body = get_config(
+        &state,
+        &ctx,
+        R::AvailabilityZone,
+        KIND,
+        &name,
+        || not_found(&name),
+        || not_found(&name),
+    )
+    .await?;
     Ok(reply(
         StatusCode::OK,
         "availability_zone",
-        list::select_fields(body_of(&doc)?, &q.fields()),
+        list::select_fields(body, &q.fields()),
     ))
 }
 

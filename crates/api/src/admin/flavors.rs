@@ -14,13 +14,12 @@ use serde_json::{Map, Value};
 
 use crate::AppState;
 use crate::admin::profiles::{self, ProfileSpec};
-use crate::admin::{
-    NIL_UUID, authorize_global, body_of, new_doc, no_relations, providers, render_body, set_body,
-};
+use crate::admin::{NIL_UUID, authorize_global, body_of, new_doc, providers, set_body};
+use crate::admin::{get_config, list_config};
 use crate::body::{Field, JsonBody, Obj, required};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
-use crate::list::{self, ListParams, Listing};
+use crate::list;
 use crate::v2::common::{OrigPath, QueryPairs, no_content, reply, reply_list};
 
 const KIND: &str = "flavor";
@@ -90,15 +89,7 @@ pub async fn list(
     q: QueryPairs,
     OrigPath(path): OrigPath,
 ) -> ApiResult<Response> {
-    authorize_global(&ctx, Action::new(R::Flavor, Op::GetAll))?;
-    let params = ListParams::parse(&q.0)?;
-    let listing = Listing {
-        base: ListQuery::kind(KIND),
-        column_filters: &[],
-        with_relations: false,
-    };
-    let (items, links) =
-        list::run(&state, &path, &params, listing, render_body, no_relations).await?;
+    let (items, links) = list_config(&state, &ctx, R::Flavor, KIND, &q.0, &path).await?;
     Ok(reply_list("flavors", items, links))
 }
 
@@ -109,19 +100,20 @@ pub async fn get_one(
     Path(id): Path<String>,
     q: QueryPairs,
 ) -> ApiResult<Response> {
-    authorize_global(&ctx, Action::new(R::Flavor, Op::GetOne))?;
-    if id == NIL_UUID {
-        return Err(not_found(&id));
-    }
-    let doc = state
-        .store
-        .get(KIND, &id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let body = get_config(
+        &state,
+        &ctx,
+        R::Flavor,
+        KIND,
+        &id,
+        || not_found(&id),
+        || not_found(&id),
+    )
+    .await?;
     Ok(reply(
         StatusCode::OK,
         "flavor",
-        list::select_fields(body_of(&doc)?, &q.fields()),
+        list::select_fields(body, &q.fields()),
     ))
 }
 

@@ -182,5 +182,44 @@ pub(crate) fn reply_list_with(
 /// `relate` for [`crate::list::run`]: configuration documents have no relation lists.
 pub(crate) fn no_relations(_: &mut Map<String, Value>, _: &crate::list::RelIndex) {}
 
+/// The listing of a global configuration kind (flavors, availability zones and their
+/// profiles) after the `GetAll` policy check: (items, links).
+pub(crate) async fn list_config(
+    state: &AppState,
+    ctx: &RequestContext,
+    resource: crate::context::Resource,
+    kind: &str,
+    pairs: &[(String, String)],
+    path: &str,
+) -> ApiResult<(Vec<Value>, Vec<Value>)> {
+    authorize_global(ctx, Action::new(resource, crate::context::Op::GetAll))?;
+    let params = crate::list::ListParams::parse(pairs)?;
+    let listing = crate::list::Listing {
+        base: klb_store::ListQuery::kind(kind),
+        column_filters: &[],
+        with_relations: false,
+    };
+    crate::list::run(state, path, &params, listing, render_body, no_relations).await
+}
+
+/// One global configuration document's body after the `GetOne` policy check; the nil UUID
+/// answers `nil` (Octavia's controllers refuse it explicitly), a miss answers `missing`.
+pub(crate) async fn get_config(
+    state: &AppState,
+    ctx: &RequestContext,
+    resource: crate::context::Resource,
+    kind: &str,
+    id: &str,
+    nil: impl FnOnce() -> ApiError,
+    missing: impl FnOnce() -> ApiError,
+) -> ApiResult<Map<String, Value>> {
+    authorize_global(ctx, Action::new(resource, crate::context::Op::GetOne))?;
+    if id == NIL_UUID {
+        return Err(nil());
+    }
+    let doc = state.store.get(kind, id).await?.ok_or_else(missing)?;
+    body_of(&doc)
+}
+
 #[cfg(test)]
 mod tests;

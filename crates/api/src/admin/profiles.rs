@@ -10,14 +10,12 @@ use serde_json::{Map, Value};
 
 use crate::AppState;
 use crate::admin::providers::require_enabled;
-use crate::admin::{
-    NIL_UUID, authorize_global, body_of, new_doc, no_relations, render_body, reply_list_with,
-    set_body,
-};
+use crate::admin::{NIL_UUID, authorize_global, body_of, new_doc, reply_list_with, set_body};
+use crate::admin::{get_config, list_config};
 use crate::body::{Field, Obj, required};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
-use crate::list::{self, ListParams, Listing};
+use crate::list;
 use crate::v2::common::{no_content, reply};
 
 /// Maximum length of the data string.
@@ -90,15 +88,7 @@ pub(crate) async fn list(
     pairs: &[(String, String)],
     path: &str,
 ) -> ApiResult<Response> {
-    authorize_global(ctx, Action::new(spec.resource, Op::GetAll))?;
-    let params = ListParams::parse(pairs)?;
-    let listing = Listing {
-        base: ListQuery::kind(spec.kind),
-        column_filters: &[],
-        with_relations: false,
-    };
-    let (items, links) =
-        list::run(state, path, &params, listing, render_body, no_relations).await?;
+    let (items, links) = list_config(state, ctx, spec.resource, spec.kind, pairs, path).await?;
     Ok(reply_list_with(spec.plural, spec.links, items, links))
 }
 
@@ -109,19 +99,20 @@ pub(crate) async fn get_one(
     id: &str,
     fields: &[String],
 ) -> ApiResult<Response> {
-    authorize_global(ctx, Action::new(spec.resource, Op::GetOne))?;
-    if id == NIL_UUID {
-        return Err(not_found(spec.explicit_name, id));
-    }
-    let doc = state
-        .store
-        .get(spec.kind, id)
-        .await?
-        .ok_or_else(|| not_found(spec.lookup_name, id))?;
+    let body = get_config(
+        state,
+        ctx,
+        spec.resource,
+        spec.kind,
+        id,
+        || not_found(spec.explicit_name, id),
+        || not_found(spec.lookup_name, id),
+    )
+    .await?;
     Ok(reply(
         StatusCode::OK,
         spec.single,
-        list::select_fields(body_of(&doc)?, fields),
+        list::select_fields(body, fields),
     ))
 }
 
