@@ -26,12 +26,6 @@ struct SecretsState {
     secrets: LocalSecrets,
 }
 
-impl axum::extract::FromRef<SecretsState> for AppState {
-    fn from_ref(s: &SecretsState) -> AppState {
-        s.api.clone()
-    }
-}
-
 /// The `/v1/secrets` and `/v1/containers` routes.
 pub fn router(api: AppState, secrets: LocalSecrets) -> Router {
     Router::new()
@@ -108,8 +102,27 @@ fn store_error(e: SecretsError) -> ApiError {
     }
 }
 
+/// Barbican's 404 for a secret or container (another project's id looks the same).
+fn not_found(what: &str) -> ApiError {
+    ApiError::NotFound(format!("{what} not found."))
+}
+
 fn parse_id(id: &str, what: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(id).map_err(|_| ApiError::NotFound(format!("{what} not found.")))
+    Uuid::parse_str(id).map_err(|_| not_found(what))
+}
+
+/// 201 with the new object's ref under `key` (`secret_ref`, `container_ref`).
+fn created(key: &str, url: String) -> Response {
+    (StatusCode::CREATED, Json(json!({ key: url }))).into_response()
+}
+
+/// 204 when the project's object was deleted, else 404.
+fn deleted(found: bool, what: &str) -> ApiResult<StatusCode> {
+    if found {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(what))
+    }
 }
 
 #[derive(Deserialize)]
@@ -252,11 +265,10 @@ async fn create_secret(
         .map_err(store_error)?;
     tracing::info!(secret = %meta.id, project, "secret stored");
     let base = base_url(&headers);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"secret_ref": format!("{base}/v1/secrets/{}", meta.id)})),
-    )
-        .into_response())
+    Ok(created(
+        "secret_ref",
+        format!("{base}/v1/secrets/{}", meta.id),
+    ))
 }
 
 async fn list_secrets(
@@ -288,7 +300,7 @@ async fn show_secret(
         .secret(caller.project()?, id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::NotFound("Secret not found.".into()))?;
+        .ok_or_else(|| not_found("Secret"))?;
     Ok(Json(secret_json(&base_url(&headers), &meta)))
 }
 
@@ -303,7 +315,7 @@ async fn secret_payload(
         .secret_payload(caller.project()?, id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::NotFound("Secret not found.".into()))?;
+        .ok_or_else(|| not_found("Secret"))?;
     Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
@@ -313,15 +325,12 @@ async fn delete_secret(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id, "Secret")?;
-    if s.secrets
+    let found = s
+        .secrets
         .delete_secret(caller.project()?, id)
         .await
-        .map_err(store_error)?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("Secret not found.".into()))
-    }
+        .map_err(store_error)?;
+    deleted(found, "Secret")
 }
 
 #[derive(Deserialize)]
@@ -365,11 +374,10 @@ async fn create_container(
         .await
         .map_err(store_error)?;
     let base = base_url(&headers);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"container_ref": format!("{base}/v1/containers/{}", meta.id)})),
-    )
-        .into_response())
+    Ok(created(
+        "container_ref",
+        format!("{base}/v1/containers/{}", meta.id),
+    ))
 }
 
 async fn list_containers(
@@ -401,7 +409,7 @@ async fn show_container(
         .container(caller.project()?, id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::NotFound("Container not found.".into()))?;
+        .ok_or_else(|| not_found("Container"))?;
     Ok(Json(container_json(&base_url(&headers), &c)))
 }
 
@@ -418,7 +426,7 @@ async fn delete_container(
     {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound("Container not found.".into()))
+        Err(not_found("Container"))
     }
 }
 
