@@ -14,12 +14,14 @@
 //! On PostgreSQL writers lock the load balancer row (`SELECT ... FOR UPDATE`) and workers claim
 //! jobs with `FOR UPDATE SKIP LOCKED`.
 
+mod batch;
 mod cache;
 mod document;
 mod error;
 mod jobs;
 mod store;
 
+pub use batch::WriteBatch;
 pub use cache::{DEFAULT_CACHE_BYTES, RenderCache};
 pub use document::{Document, ListQuery, Relation, Stamp};
 

@@ -6,12 +6,13 @@ use std::time::Duration;
 use klb_model::{Kind, ProvisioningStatus, Resource};
 use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::batch::{self, GroupWriter, WriteBatch, WriteOp};
 use crate::cache::{DEFAULT_CACHE_BYTES, RenderCache};
 use crate::document::{Document, ListQuery, Relation, Stamp};
 use crate::error::query;
@@ -62,6 +63,8 @@ struct Inner {
     reader: AnyPool,
     jobs_ready: Arc<Notify>,
     cache: RenderCache,
+    /// Group commit of [`Store::apply`] on SQLite.
+    group: Option<GroupWriter>,
 }
 
 impl std::fmt::Debug for Store {
@@ -114,13 +117,21 @@ impl Store {
             let url = sqlite_url(url);
             // The writer pool has exactly one connection: write transactions queue on it
             // rather than failing with SQLITE_BUSY.
+            // No ping before each acquire (sqlx's default): on SQLite a ping is one more
+            // hand-off to the connection's thread per statement, and a local file does not
+            // drop connections the way a network server does.
             let writer = AnyPoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(60))
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         conn.execute("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;")
                             .await?;
+                        // TEMP objects live with the connection, so every (re)connect makes
+                        // them; SQLite resolves the triggers' tables when they fire, so this
+                        // may run before the migrations.
+                        conn.execute(batch::sqlite_setup().as_str()).await?;
                         Ok(())
                     })
                 })
@@ -130,6 +141,7 @@ impl Store {
             MIGRATOR.run(&writer).await.map_err(StoreError::Migrate)?;
             let reader = AnyPoolOptions::new()
                 .max_connections(options.max_connections.max(1))
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .after_connect(|conn, _| {
                     Box::pin(async move {
@@ -145,13 +157,17 @@ impl Store {
         if backend == Backend::Postgres {
             MIGRATOR.run(&writer).await.map_err(StoreError::Migrate)?;
         }
+        let jobs_ready = Arc::new(Notify::new());
+        let group = (backend == Backend::Sqlite)
+            .then(|| GroupWriter::spawn(writer.clone(), jobs_ready.clone()));
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,
                 writer,
                 reader,
-                jobs_ready: Arc::new(Notify::new()),
+                jobs_ready,
                 cache: RenderCache::new(options.cache_bytes),
+                group,
             }),
         })
     }
@@ -182,6 +198,40 @@ impl Store {
             jobs_ready: self.inner.jobs_ready.clone(),
             job_written: false,
         })
+    }
+
+    /// Applies `batch` atomically. On SQLite a batch of up to
+    /// [`batch::ROWS_PER_STATEMENT`] writes is one statement on the writer connection (no
+    /// BEGIN/COMMIT round trips), shared with the batches of concurrent callers (group
+    /// commit); larger batches and PostgreSQL use a transaction.
+    pub async fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match &self.inner.group {
+            Some(group) if batch.ops.len() <= batch::ROWS_PER_STATEMENT => group.apply(batch).await,
+            _ => self.apply_alone(batch).await,
+        }
+    }
+
+    /// [`Store::apply`] without group commit.
+    async fn apply_alone(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if self.inner.backend == Backend::Sqlite && batch.ops.len() <= batch::ROWS_PER_STATEMENT {
+            let mut conn = self
+                .inner
+                .writer
+                .acquire()
+                .await
+                .map_err(query("acquire writer"))?;
+            batch.run_sqlite(&mut conn).await?;
+            if batch.has_job() {
+                self.inner.jobs_ready.notify_one();
+            }
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        tx.apply(batch).await?;
+        tx.commit().await
     }
 
     /// One document by kind and id (`DELETED` rows included; callers decide).
@@ -437,61 +487,67 @@ impl Store {
     }
 
     /// [`Store::settle_job`] for several jobs (of different load balancers, as
-    /// [`Store::claim_jobs`] returns them) in one transaction: all settle or none.
+    /// [`Store::claim_jobs`] returns them): all settle or none. Successes are settled together
+    /// from one read of their pending objects; when no subtree is removed (creates, updates,
+    /// LB deletes) that is one write batch whose versioned updates check that nothing changed
+    /// since the read, so it needs no transaction (one statement on SQLite). Otherwise, or on
+    /// a conflict, one transaction.
     pub async fn settle_jobs(&self, jobs: &[Job], outcome: Outcome) -> Result<(), StoreError> {
+        let mut lbs: Vec<&str> = jobs.iter().map(|j| j.loadbalancer_id.as_str()).collect();
+        lbs.sort_unstable();
+        lbs.dedup();
+        let together = outcome == Outcome::Success && lbs.len() == jobs.len();
+        if together {
+            let mut reader = self
+                .inner
+                .reader
+                .acquire()
+                .await
+                .map_err(query("acquire reader"))?;
+            let pending = pending_of(&mut reader, &lb_ids(jobs)).await?;
+            drop(reader);
+            let plan = SettlePlan::successes(jobs, pending)?;
+            if plan.removed.is_empty() {
+                // Not through the group writer: API requests would then wait for this
+                // background work; on its own it takes turns with them on the writer.
+                match self.apply_alone(plan.writes).await {
+                    Ok(()) => {
+                        debug!(jobs = jobs.len(), "jobs settled");
+                        return Ok(());
+                    }
+                    Err(StoreError::VersionConflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let mut tx = self.begin().await?;
-        for job in jobs {
-            Self::settle_in(&mut tx, job, &outcome).await?;
+        if together {
+            Self::settle_successes_in(&mut tx, jobs).await?;
+        } else {
+            for job in jobs {
+                Self::settle_in(&mut tx, job, &outcome).await?;
+            }
         }
         tx.commit().await?;
         debug!(jobs = jobs.len(), ?outcome, "jobs settled");
         Ok(())
     }
 
+    /// The success rules of [`Store::settle_job`] for jobs of distinct load balancers.
+    async fn settle_successes_in(tx: &mut WriteTx, jobs: &[Job]) -> Result<(), StoreError> {
+        let pending = pending_of(&mut tx.tx, &lb_ids(jobs)).await?;
+        let plan = SettlePlan::successes(jobs, pending)?;
+        tx.apply(plan.writes).await?;
+        // After the status writes: clearing a listener's default pool re-reads it.
+        tx.remove_subtrees(plan.removed).await
+    }
+
     async fn settle_in(tx: &mut WriteTx, job: &Job, outcome: &Outcome) -> Result<(), StoreError> {
-        let lb_id = job.loadbalancer_id.as_str();
-        let pending = tx.pending_of(lb_id).await?;
         match outcome {
-            Outcome::Success => {
-                sqlx::query("DELETE FROM jobs WHERE id = $1")
-                    .bind(&job.id)
-                    .execute(&mut *tx.tx)
-                    .await
-                    .map_err(query("settle job"))?;
-                let lb_deleting = pending.iter().any(|d| {
-                    d.kind == Kind::LoadBalancer.as_str()
-                        && d.status() == Some(ProvisioningStatus::PendingDelete)
-                });
-                if lb_deleting {
-                    sqlx::query("DELETE FROM resources WHERE loadbalancer_id = $1 AND kind <> $2 AND kind <> $3")
-                        .bind(lb_id)
-                        .bind(Kind::LoadBalancer.as_str())
-                        .bind(Kind::LbVm.as_str())
-                        .execute(&mut *tx.tx)
-                        .await
-                        .map_err(query("settle delete"))?;
-                    if let Some(mut lb) = pending
-                        .into_iter()
-                        .find(|d| d.kind == Kind::LoadBalancer.as_str())
-                    {
-                        tx.set_status(&mut lb, ProvisioningStatus::Deleted, None)
-                            .await?;
-                    }
-                } else {
-                    let mut removed = Vec::new();
-                    for mut doc in pending {
-                        match doc.status() {
-                            Some(ProvisioningStatus::PendingDelete) => removed.push(doc.id.clone()),
-                            _ => {
-                                tx.set_status(&mut doc, ProvisioningStatus::Active, None)
-                                    .await?
-                            }
-                        }
-                    }
-                    tx.remove_subtrees(removed).await?;
-                }
-            }
+            Outcome::Success => Self::settle_successes_in(tx, std::slice::from_ref(job)).await?,
             Outcome::Failed(reason) => {
+                let pending =
+                    pending_of(&mut tx.tx, std::slice::from_ref(&job.loadbalancer_id)).await?;
                 sqlx::query("UPDATE jobs SET state = 'failed', last_error = $1, lease_owner = NULL, lease_expires_at = NULL WHERE id = $2")
                     .bind(reason.as_str())
                     .bind(&job.id)
@@ -817,6 +873,32 @@ impl WriteTx {
         Ok(())
     }
 
+    /// As [`WriteTx::update`], writing only the body and the provisioning status (the other
+    /// columns must be unchanged; their indexes are left alone).
+    pub async fn update_body(&mut self, doc: &mut Document) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "UPDATE resources SET provisioning_status = $3, version = $4 + 1, body = $5 \
+             WHERE kind = $1 AND id = $2 AND version = $4",
+        )
+        .bind(doc.kind.as_str())
+        .bind(doc.id.as_str())
+        .bind(doc.provisioning_status.as_deref())
+        .bind(doc.version)
+        .bind(doc.body.as_str())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(query("update"))?;
+        if res.rows_affected() != 1 {
+            return Err(StoreError::VersionConflict {
+                kind: doc.kind.clone(),
+                id: doc.id.clone(),
+                expected: doc.version,
+            });
+        }
+        doc.version += 1;
+        Ok(())
+    }
+
     /// Inserts a model resource.
     pub async fn insert_resource<T: Resource>(&mut self, value: &T) -> Result<(), StoreError> {
         self.insert(&Document::from_resource(value)?).await
@@ -851,42 +933,98 @@ impl WriteTx {
         Ok(res.rows_affected() > 0)
     }
 
+    /// Applies `batch` inside this transaction (on SQLite through the write-batch view: one
+    /// round trip per [`batch::ROWS_PER_STATEMENT`] writes).
+    pub async fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.has_job() {
+            self.job_written = true;
+        }
+        if self.backend == Backend::Sqlite {
+            return batch.run_sqlite(&mut self.tx).await;
+        }
+        for op in batch.ops {
+            match op {
+                WriteOp::Insert(doc) => self.insert(&doc).await?,
+                WriteOp::Update(mut doc) => self.update(&mut doc).await?,
+                WriteOp::UpdateBody(mut doc) => self.update_body(&mut doc).await?,
+                WriteOp::Job {
+                    id,
+                    created_at,
+                    job,
+                } => self.insert_job(&id, created_at, &job).await?,
+                WriteOp::JobDone(id) => {
+                    sqlx::query("DELETE FROM jobs WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(query("settle job"))?;
+                }
+                WriteOp::ClearGraph(lb) => {
+                    sqlx::query(&format!("{} $1", batch::CLEAR_GRAPH))
+                        .bind(lb)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(query("settle delete"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Enqueues a job; workers are woken at commit.
     pub async fn enqueue_job(&mut self, job: NewJob) -> Result<String, StoreError> {
         let id = Uuid::new_v4().to_string();
+        self.insert_job(&id, chrono::Utc::now().timestamp_micros(), &job)
+            .await?;
+        Ok(id)
+    }
+
+    async fn insert_job(
+        &mut self,
+        id: &str,
+        created_at: i64,
+        job: &NewJob,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO jobs (id, loadbalancer_id, op, target_kind, target_id, state, attempts, created_at, payload) \
              VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)",
         )
-        .bind(id.as_str())
+        .bind(id)
         .bind(job.loadbalancer_id.as_str())
         .bind(job.op.as_str())
         .bind(job.target_kind.as_str())
         .bind(job.target_id.as_str())
-        .bind(chrono::Utc::now().timestamp_micros())
-        .bind(job.payload)
+        .bind(created_at)
+        .bind(job.payload.as_deref())
         .execute(&mut *self.tx)
         .await
         .map_err(query("enqueue job"))?;
         self.job_written = true;
-        Ok(id)
+        Ok(())
     }
 
-    /// Documents of a graph in a `PENDING_*` status.
-    async fn pending_of(&mut self, lb_id: &str) -> Result<Vec<Document>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM resources WHERE loadbalancer_id = $1 AND provisioning_status IN ('PENDING_CREATE', 'PENDING_UPDATE', 'PENDING_DELETE') ORDER BY created_at, id",
-            Document::COLUMNS
-        );
-        let rows = sqlx::query(&sql)
-            .bind(lb_id)
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(query("pending of lb"))?;
-        rows.iter()
-            .map(Document::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(query("pending of lb"))
+    /// `DELETE FROM table WHERE column IN (values)` plus `extra` conditions, 500 values per
+    /// statement.
+    async fn delete_where_in(
+        &mut self,
+        table: &str,
+        column: &str,
+        extra: &str,
+        values: &[String],
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        for chunk in values.chunks(500) {
+            let sql = format!(
+                "DELETE FROM {table} WHERE {column} IN ({}){extra}",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for v in chunk {
+                q = q.bind(v.as_str());
+            }
+            q.execute(&mut *self.tx).await.map_err(query(op))?;
+        }
+        Ok(())
     }
 
     /// Sets a document's provisioning status (column and body), optionally with an error
@@ -897,16 +1035,8 @@ impl WriteTx {
         status: ProvisioningStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut keys = vec![(
-            "provisioning_status",
-            serde_json::Value::from(status.as_str()),
-        )];
-        if let Some(reason) = error {
-            keys.push(("provisioning_error", serde_json::Value::from(reason)));
-        }
-        doc.set_body_keys(&keys)?;
-        doc.provisioning_status = Some(status.as_str().to_owned());
-        self.update(doc).await
+        with_status(doc, status, error)?;
+        self.update_body(doc).await
     }
 
     /// Removes documents and everything below them (children by `parent_id`), and clears
@@ -937,22 +1067,115 @@ impl WriteTx {
             ids.sort();
             ids.dedup();
         }
-        for chunk in all.chunks(500) {
-            let sql = format!(
-                "DELETE FROM resources WHERE id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
-            q.execute(&mut *self.tx).await.map_err(query("remove"))?;
-        }
+        self.delete_where_in("resources", "id", "", &all, "remove")
+            .await?;
         if all.len() > 1000 {
             warn!(n = all.len(), "large subtree removed in one settle");
         }
         Ok(())
     }
+}
+
+fn lb_ids(jobs: &[Job]) -> Vec<String> {
+    jobs.iter().map(|j| j.loadbalancer_id.clone()).collect()
+}
+
+/// Documents of these load balancers' graphs in a `PENDING_*` status, oldest first.
+async fn pending_of(
+    conn: &mut AnyConnection,
+    lb_ids: &[String],
+) -> Result<Vec<Document>, StoreError> {
+    let mut docs = Vec::new();
+    for chunk in lb_ids.chunks(500) {
+        let sql = format!(
+            "SELECT {} FROM resources WHERE loadbalancer_id IN ({}) AND provisioning_status IN ('PENDING_CREATE', 'PENDING_UPDATE', 'PENDING_DELETE') ORDER BY created_at, id",
+            Document::COLUMNS,
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        let rows = q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(query("pending of lb"))?;
+        for row in &rows {
+            docs.push(Document::from_row(row).map_err(query("pending of lb"))?);
+        }
+    }
+    Ok(docs)
+}
+
+/// What settling jobs as successes writes: the job rows go, pending objects become `ACTIVE`
+/// (a deleted load balancer `DELETED`, its graph cleared), and `removed` objects go with
+/// their subtrees (which needs relation reads, so a transaction).
+struct SettlePlan {
+    writes: WriteBatch,
+    removed: Vec<String>,
+}
+
+impl SettlePlan {
+    fn successes(jobs: &[Job], pending: Vec<Document>) -> Result<SettlePlan, StoreError> {
+        let mut writes = WriteBatch::new();
+        for job in jobs {
+            writes.job_done(job.id.clone());
+        }
+        let mut by_lb: std::collections::BTreeMap<String, Vec<Document>> = Default::default();
+        for doc in pending {
+            if let Some(lb) = doc.loadbalancer_id.clone() {
+                by_lb.entry(lb).or_default().push(doc);
+            }
+        }
+        let mut removed = Vec::new();
+        for (lb_id, docs) in by_lb {
+            let lb_deleting = docs.iter().any(|d| {
+                d.kind == Kind::LoadBalancer.as_str()
+                    && d.status() == Some(ProvisioningStatus::PendingDelete)
+            });
+            if lb_deleting {
+                // The LB is kept as DELETED (hidden); everything under it goes.
+                if let Some(mut lb) = docs
+                    .into_iter()
+                    .find(|d| d.kind == Kind::LoadBalancer.as_str())
+                {
+                    with_status(&mut lb, ProvisioningStatus::Deleted, None)?;
+                    writes.update_body(lb);
+                }
+                writes.clear_graph(lb_id);
+                continue;
+            }
+            for mut doc in docs {
+                match doc.status() {
+                    Some(ProvisioningStatus::PendingDelete) => removed.push(doc.id.clone()),
+                    _ => {
+                        with_status(&mut doc, ProvisioningStatus::Active, None)?;
+                        writes.update_body(doc);
+                    }
+                }
+            }
+        }
+        Ok(SettlePlan { writes, removed })
+    }
+}
+
+/// Sets a document's provisioning status (column and body), optionally with an error reason
+/// in the body; the caller writes it.
+fn with_status(
+    doc: &mut Document,
+    status: ProvisioningStatus,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut keys = vec![(
+        "provisioning_status",
+        serde_json::Value::from(status.as_str()),
+    )];
+    if let Some(reason) = error {
+        keys.push(("provisioning_error", serde_json::Value::from(reason)));
+    }
+    doc.set_body_keys(&keys)?;
+    doc.provisioning_status = Some(status.as_str().to_owned());
+    Ok(())
 }
 
 fn bind_doc<'q>(

@@ -568,3 +568,189 @@ async fn concurrent_claims_take_each_job_once() {
     ids.sort();
     assert_eq!(claimed, ids);
 }
+
+fn flavor_doc(id: &str, body: &str) -> Document {
+    Document {
+        kind: "flavor".into(),
+        id: id.into(),
+        project_id: None,
+        loadbalancer_id: None,
+        parent_id: None,
+        ref_id: None,
+        position: 0,
+        provisioning_status: None,
+        created_at: timestamp(Utc::now()),
+        version: 1,
+        body: body.into(),
+    }
+}
+
+fn new_job(lb: &str) -> NewJob {
+    NewJob {
+        loadbalancer_id: lb.into(),
+        op: JobOp::Update,
+        target_kind: "flavor".into(),
+        target_id: "f1".into(),
+        payload: Some(r#"{"why":"test"}"#.into()),
+    }
+}
+
+#[tokio::test]
+async fn write_batches_apply_all_or_nothing() {
+    let (store, _dir) = test_store().await;
+    let mut batch = WriteBatch::new();
+    batch.insert(flavor_doc("f1", r#"{"name":"small"}"#));
+    let job = batch.enqueue(new_job("lb-a"));
+    store.apply(batch).await.unwrap();
+    let jobs = store.jobs_of("lb-a").await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].id, job);
+    assert_eq!(jobs[0].state, JobState::Pending);
+    assert_eq!(jobs[0].payload.as_deref(), Some(r#"{"why":"test"}"#));
+    let stored = store.get("flavor", "f1").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.body.as_str()),
+        (1, r#"{"name":"small"}"#)
+    );
+
+    // A versioned update and its job.
+    let mut next = stored.clone();
+    next.body = r#"{"name":"large"}"#.into();
+    let mut batch = WriteBatch::new();
+    batch.update(next.clone());
+    batch.enqueue(new_job("lb-b"));
+    store.apply(batch).await.unwrap();
+    let stored = store.get("flavor", "f1").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.body.as_str()),
+        (2, r#"{"name":"large"}"#)
+    );
+    assert_eq!(store.jobs_of("lb-b").await.unwrap().len(), 1);
+
+    // The same (now stale) update: a conflict, and the job queued before it in the batch is
+    // rolled back with it.
+    let mut batch = WriteBatch::new();
+    batch.enqueue(new_job("lb-c"));
+    batch.update(next);
+    match store.apply(batch).await {
+        Err(StoreError::VersionConflict { kind, id, expected }) => {
+            assert_eq!((kind.as_str(), id.as_str(), expected), ("flavor", "f1", 1));
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert!(store.jobs_of("lb-c").await.unwrap().is_empty());
+    // An update of a missing document is a conflict too.
+    let mut batch = WriteBatch::new();
+    batch.update(flavor_doc("missing", "{}"));
+    assert!(matches!(
+        store.apply(batch).await,
+        Err(StoreError::VersionConflict { .. })
+    ));
+
+    // A duplicate insert: nothing of the batch stays.
+    let mut batch = WriteBatch::new();
+    batch.insert(flavor_doc("f2", "{}"));
+    batch.insert(flavor_doc("f1", "{}"));
+    match store.apply(batch).await {
+        Err(StoreError::Duplicate { .. }) => {}
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    assert!(store.get("flavor", "f2").await.unwrap().is_none());
+    let stored = store.get("flavor", "f1").await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+
+    // Inside a transaction, a batch is part of it: rolled back with it.
+    let mut tx = store.begin().await.unwrap();
+    let mut batch = WriteBatch::new();
+    batch.insert(flavor_doc("f3", "{}"));
+    batch.enqueue(new_job("lb-d"));
+    tx.apply(batch).await.unwrap();
+    drop(tx);
+    assert!(store.get("flavor", "f3").await.unwrap().is_none());
+    assert!(store.jobs_of("lb-d").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn large_write_batches_span_statements_atomically() {
+    let (store, _dir) = test_store().await;
+    // More rows than one statement takes, with a duplicate at the very end.
+    let mut batch = WriteBatch::new();
+    for i in 0..1200 {
+        batch.insert(flavor_doc(&format!("f{i}"), "{}"));
+    }
+    batch.insert(flavor_doc("f0", "{}"));
+    assert!(matches!(
+        store.apply(batch).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert!(
+        store
+            .list(&ListQuery::kind("flavor"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut batch = WriteBatch::new();
+    for i in 0..1200 {
+        batch.insert(flavor_doc(&format!("f{i}"), "{}"));
+    }
+    store.apply(batch).await.unwrap();
+    assert_eq!(
+        store.list(&ListQuery::kind("flavor")).await.unwrap().len(),
+        1200
+    );
+}
+
+#[tokio::test]
+async fn a_batch_enqueue_wakes_workers() {
+    let (store, _dir) = test_store().await;
+    let ready = store.jobs_ready();
+    let mut batch = WriteBatch::new();
+    batch.enqueue(new_job("lb-a"));
+    store.apply(batch).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), ready.notified())
+        .await
+        .expect("workers are notified after a batch that enqueued a job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_each_get_their_own_result() {
+    let (store, _dir) = test_store().await;
+    let mut batch = WriteBatch::new();
+    for i in 0..40 {
+        batch.insert(flavor_doc(&format!("f{i}"), "{}"));
+    }
+    store.apply(batch).await.unwrap();
+    // 40 writers at once (grouped into shared statements on SQLite): the even ones update at
+    // the stored version, the odd ones at a stale one. A stale writer fails alone.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut doc = flavor_doc(&format!("f{i}"), r#"{"v":2}"#);
+                doc.version = if i % 2 == 0 { 1 } else { 7 };
+                let mut batch = WriteBatch::new();
+                batch.update(doc);
+                batch.enqueue(new_job(&format!("lb-{i}")));
+                store.apply(batch).await
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let result = t.await.unwrap();
+        let jobs = store.jobs_of(&format!("lb-{i}")).await.unwrap();
+        let stored = store.get("flavor", &format!("f{i}")).await.unwrap().unwrap();
+        if i % 2 == 0 {
+            result.unwrap();
+            assert_eq!((jobs.len(), stored.version), (1, 2), "writer {i}");
+        } else {
+            match result {
+                Err(StoreError::VersionConflict { id, expected, .. }) => {
+                    assert_eq!((id, expected), (format!("f{i}"), 7));
+                }
+                other => panic!("writer {i}: expected a conflict, got {other:?}"),
+            }
+            assert_eq!((jobs.len(), stored.version), (0, 1), "writer {i}");
+        }
+    }
+}

@@ -233,6 +233,17 @@ pub async fn listeners_of_pool(tx: &mut WriteTx, pool_id: Uuid) -> ApiResult<Vec
     Ok(ids)
 }
 
+/// The job of a change of `target` in load balancer `lb`'s graph.
+pub fn job(lb: Uuid, op: JobOp, kind: Kind, target: Uuid) -> NewJob {
+    NewJob {
+        loadbalancer_id: lb.to_string(),
+        op,
+        target_kind: kind.as_str().to_owned(),
+        target_id: target.to_string(),
+        payload: None,
+    }
+}
+
 /// Enqueues the job of a change.
 pub async fn enqueue(
     tx: &mut WriteTx,
@@ -241,14 +252,7 @@ pub async fn enqueue(
     kind: Kind,
     target: Uuid,
 ) -> ApiResult<()> {
-    tx.enqueue_job(NewJob {
-        loadbalancer_id: lb.to_string(),
-        op,
-        target_kind: kind.as_str().to_owned(),
-        target_id: target.to_string(),
-        payload: None,
-    })
-    .await?;
+    tx.enqueue_job(job(lb, op, kind, target)).await?;
     Ok(())
 }
 

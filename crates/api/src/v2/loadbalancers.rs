@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use klb_model::*;
-use klb_store::{Document, JobOp, ListQuery};
+use klb_store::{Document, JobOp, ListQuery, WriteBatch};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -392,26 +392,25 @@ pub async fn delete(
         Some(&first.project_id),
     )
     .map_err(|d| denied(Kind::LoadBalancer, &id, d))?;
-    let mut tx = state.store.begin().await?;
-    // A cascade delete of an LB that is still the version read above needs no locked re-read:
-    // the version-checked update is the lock (a row lock on PostgreSQL; it fails if anyone
-    // changed the LB in between, and then the locked path below decides). One writer round
-    // trip fewer per delete.
+    // A cascade delete of an LB that is still the version read above needs no transaction:
+    // the versioned update and its job are one write batch (one statement on SQLite), and the
+    // version check is the lock (it fails if anyone changed the LB in between, and then the
+    // locked path below decides).
     if cascade && status::check_lb_deletable(first.id, first.provisioning_status).is_ok() {
         let mut lb = first.clone();
         lb.provisioning_status = ProvisioningStatus::PendingDelete;
         let mut doc = Document::from_resource(&lb)?;
         doc.version = read.version;
-        match tx.update(&mut doc).await {
-            Ok(()) => {
-                enqueue(&mut tx, lb.id, JobOp::Delete, Kind::LoadBalancer, lb.id).await?;
-                tx.commit().await?;
-                return Ok(no_content());
-            }
+        let mut batch = WriteBatch::new();
+        batch.update_body(doc);
+        batch.enqueue(job(lb.id, JobOp::Delete, Kind::LoadBalancer, lb.id));
+        match state.store.apply(batch).await {
+            Ok(()) => return Ok(no_content()),
             Err(klb_store::StoreError::VersionConflict { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
+    let mut tx = state.store.begin().await?;
     let mut lb: LoadBalancer = tx
         .get_resource(first.id)
         .await?
