@@ -739,7 +739,11 @@ async fn concurrent_batches_each_get_their_own_result() {
     for (i, t) in tasks.into_iter().enumerate() {
         let result = t.await.unwrap();
         let jobs = store.jobs_of(&format!("lb-{i}")).await.unwrap();
-        let stored = store.get("flavor", &format!("f{i}")).await.unwrap().unwrap();
+        let stored = store
+            .get("flavor", &format!("f{i}"))
+            .await
+            .unwrap()
+            .unwrap();
         if i % 2 == 0 {
             result.unwrap();
             assert_eq!((jobs.len(), stored.version), (1, 2), "writer {i}");
