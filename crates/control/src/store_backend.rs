@@ -117,23 +117,29 @@ fn plan_of(vm: &Vm) -> VmPlan {
 
 #[async_trait]
 impl LbBackend for StoreBackend {
-    async fn desired_state(
+    async fn desired_states(
         &self,
         lb_id: &str,
         vip: IpAddr,
-        vm: &Vm,
         vms: &[Vm],
-    ) -> Result<klb_proto::DesiredState, StepError> {
+    ) -> Result<Vec<klb_proto::DesiredState>, StepError> {
         let docs = self.store.graph(lb_id).await.map_err(step_error)?;
         let mut graph = Graph::from_documents(lb_id, &docs).map_err(step_error)?;
         graph.load_balancer.vip_address = Some(vip);
         // A new version per push; pushes of one LB are serialized by the flow engine.
         let version = chrono::Utc::now().timestamp_micros().max(1) as u64;
         let peers: Vec<VmPlan> = vms.iter().map(plan_of).collect();
-        let mut state = desired::build(&graph, version, &plan_of(vm), &peers, &self.data_plane)
-            .map_err(|e| StepError::fatal(e.to_string()))?;
-        state.certificates = self.certificates(&graph).await?;
-        Ok(state)
+        // Fetched and validated once for every VM of the push.
+        let certificates = self.certificates(&graph).await?;
+        vms.iter()
+            .map(|vm| {
+                let mut state =
+                    desired::build(&graph, version, &plan_of(vm), &peers, &self.data_plane)
+                        .map_err(|e| StepError::fatal(e.to_string()))?;
+                state.certificates = certificates.clone();
+                Ok(state)
+            })
+            .collect()
     }
 
     async fn record(&self, lb_id: &str, resources: &LbResources) -> Result<(), StepError> {
@@ -229,5 +235,152 @@ fn lb_vm_record(lb_id: Uuid, vm: &Vm) -> LbVm {
         updated_at: None,
         image_id: None,
         compute_flavor: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+    use klb_model::*;
+    use klb_proto::SecretPem;
+
+    use super::*;
+
+    /// Counts fetches; answers every ref with a placeholder PEM.
+    #[derive(Default)]
+    struct CountingCerts {
+        fetched: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl CertificateManager for CountingCerts {
+        async fn fetch(
+            &self,
+            _: &str,
+            reference: &str,
+            _: CertUsage,
+        ) -> Result<SecretPem, CertError> {
+            self.fetched.lock().unwrap().push(reference.to_owned());
+            Ok(SecretPem::new(format!("PEM of {reference}")))
+        }
+    }
+
+    fn vm(index: u32) -> Vm {
+        Vm {
+            index,
+            server_id: Uuid::new_v4().to_string(),
+            name: format!("vm{index}"),
+            mgmt_ip: Some(IpAddr::from([198, 18, 1, index as u8])),
+            l3_ip: Some(IpAddr::from([198, 18, 2, index as u8])),
+            l3_port_id: None,
+            active: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_read_and_one_fetch_per_certificate_serve_every_vm_of_a_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
+            .await
+            .unwrap();
+        let lb = LoadBalancer {
+            id: Uuid::new_v4(),
+            project_id: "p1".into(),
+            name: None,
+            description: None,
+            admin_state_up: true,
+            provisioning_status: ProvisioningStatus::PendingUpdate,
+            operating_status: OperatingStatus::Offline,
+            created_at: Utc::now(),
+            updated_at: None,
+            tags: vec![],
+            vip_address: None,
+            vip_port_id: None,
+            vip_subnet_id: None,
+            vip_network_id: None,
+            vip_qos_policy_id: None,
+            vip_sg_ids: vec![],
+            vip_vnic_type: "normal".into(),
+            additional_vips: vec![],
+            provider: "klb".into(),
+            flavor_id: None,
+            availability_zone: None,
+        };
+        let listener = Listener {
+            id: Uuid::new_v4(),
+            project_id: "p1".into(),
+            loadbalancer_id: lb.id,
+            name: None,
+            description: None,
+            admin_state_up: true,
+            provisioning_status: ProvisioningStatus::PendingCreate,
+            operating_status: OperatingStatus::Offline,
+            created_at: Utc::now(),
+            updated_at: None,
+            tags: vec![],
+            protocol: ListenerProtocol::TerminatedHttps,
+            protocol_port: 443,
+            connection_limit: -1,
+            default_pool_id: None,
+            insert_headers: BTreeMap::new(),
+            default_tls_container_ref: Some("https://kms/v1/containers/a".into()),
+            sni_container_refs: vec!["https://kms/v1/containers/b".into()],
+            client_ca_tls_container_ref: None,
+            client_authentication: ClientAuthentication::None,
+            client_crl_container_ref: None,
+            timeout_client_data: 50_000,
+            timeout_member_connect: 5_000,
+            timeout_member_data: 50_000,
+            timeout_tcp_inspect: 0,
+            allowed_cidrs: vec![],
+            tls_ciphers: None,
+            tls_versions: None,
+            alpn_protocols: None,
+            hsts_max_age: None,
+            hsts_include_subdomains: false,
+            hsts_preload: false,
+        };
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_resource(&lb).await.unwrap();
+        tx.insert_resource(&listener).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let certs = Arc::new(CountingCerts::default());
+        let backend = StoreBackend::new(
+            store,
+            DataPlane {
+                base_as_number: 64_600,
+                l3_router_as_number: 64_512,
+                gateways: vec![IpAddr::from([198, 18, 2, 250])],
+                bfd: true,
+                default_maxconn: 10_000,
+                peer_port: 1025,
+            },
+            certs.clone(),
+        );
+        let vms = [vm(0), vm(1), vm(2)];
+        let vip = IpAddr::from([198, 18, 3, 10]);
+        let states = backend
+            .desired_states(&lb.id.to_string(), vip, &vms)
+            .await
+            .unwrap();
+        assert_eq!(states.len(), 3);
+        for (state, vm) in states.iter().zip(&vms) {
+            assert_eq!(state.vm.id, vm.server_id, "one state per VM, in order");
+            assert_eq!(state.version, states[0].version, "one version per push");
+            assert_eq!(state.peers.len(), 3);
+            assert_eq!(state.certificates.len(), 2);
+            assert_eq!(state.listeners.len(), 1);
+        }
+        let mut fetched = certs.fetched.lock().unwrap().clone();
+        fetched.sort();
+        assert_eq!(
+            fetched,
+            ["https://kms/v1/containers/a", "https://kms/v1/containers/b"],
+            "each ref fetched once for the whole push, not once per VM"
+        );
     }
 }

@@ -33,42 +33,17 @@ impl FakeBackend {
 
 #[async_trait]
 impl LbBackend for FakeBackend {
-    async fn desired_state(
+    async fn desired_states(
         &self,
         lb_id: &str,
         vip: IpAddr,
-        vm: &Vm,
         vms: &[Vm],
-    ) -> Result<DesiredState, StepError> {
+    ) -> Result<Vec<DesiredState>, StepError> {
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(DesiredState {
-            protocol: klb_proto::PROTOCOL_VERSION,
-            version,
-            load_balancer_id: lb_id.to_string(),
-            admin_state_up: true,
-            vip,
-            additional_vips: Vec::new(),
-            vm: VmIdentity {
-                id: vm.server_id.clone(),
-                index: vm.index,
-                name: vm.name.clone(),
-            },
-            peers: vms
-                .iter()
-                .filter_map(|v| {
-                    v.l3_ip.map(|address| Peer {
-                        name: v.name.clone(),
-                        address,
-                        port: 1024,
-                    })
-                })
-                .collect(),
-            listeners: Vec::new(),
-            pools: Vec::new(),
-            bgp: None,
-            global: Global::default(),
-            certificates: Vec::new(),
-        })
+        Ok(vms
+            .iter()
+            .map(|vm| state_of(lb_id, vip, vm, vms, version))
+            .collect())
     }
 
     async fn record(&self, lb_id: &str, resources: &LbResources) -> Result<(), StepError> {
@@ -82,5 +57,37 @@ impl LbBackend for FakeBackend {
     async fn forget(&self, lb_id: &str) -> Result<(), StepError> {
         self.records.lock().await.remove(lb_id);
         Ok(())
+    }
+}
+
+/// The fake's desired state for `vm`: its identity, the peers, no listeners.
+fn state_of(lb_id: &str, vip: IpAddr, vm: &Vm, vms: &[Vm], version: u64) -> DesiredState {
+    DesiredState {
+        protocol: klb_proto::PROTOCOL_VERSION,
+        version,
+        load_balancer_id: lb_id.to_string(),
+        admin_state_up: true,
+        vip,
+        additional_vips: Vec::new(),
+        vm: VmIdentity {
+            id: vm.server_id.clone(),
+            index: vm.index,
+            name: vm.name.clone(),
+        },
+        peers: vms
+            .iter()
+            .filter_map(|v| {
+                v.l3_ip.map(|address| Peer {
+                    name: v.name.clone(),
+                    address,
+                    port: 1024,
+                })
+            })
+            .collect(),
+        listeners: Vec::new(),
+        pools: Vec::new(),
+        bgp: None,
+        global: Global::default(),
+        certificates: Vec::new(),
     }
 }

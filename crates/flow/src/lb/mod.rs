@@ -124,16 +124,16 @@ pub struct LbResources {
 /// in memory.
 #[async_trait]
 pub trait LbBackend: Send + Sync {
-    /// The whole desired state of `lb_id` for the agent of `vm`, given the VIP and all current
-    /// VMs of the LB (peers; BGP AS numbers derive from the indices). All VMs of one push get
-    /// the same `version`.
-    async fn desired_state(
+    /// The whole desired state of `lb_id` for the agent of each of `vms` (in that order), given
+    /// the VIP; `vms` are also each other's peers (BGP AS numbers derive from the indices). One
+    /// read of the graph and its certificates serves every VM, and all states of one push
+    /// carry the same `version`.
+    async fn desired_states(
         &self,
         lb_id: &str,
         vip: IpAddr,
-        vm: &Vm,
         vms: &[Vm],
-    ) -> Result<DesiredState, StepError>;
+    ) -> Result<Vec<DesiredState>, StepError>;
     /// Record the LB's VMs and alarm (idempotent, last write wins).
     async fn record(&self, lb_id: &str, resources: &LbResources) -> Result<(), StepError>;
     /// Drop what was recorded (the LB is gone).

@@ -638,16 +638,28 @@ impl Step<LbEnv> for PushDesiredState {
             .filter(|v| v.active)
             .collect();
         let vip = vip_address(ctx, &input.lb_id).await?;
+        let targets = vms
+            .iter()
+            .map(|vm| {
+                agent_target(ctx, vm).ok_or_else(|| {
+                    StepError::retry(format!("VM {} has no management address", vm.name))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let states = ctx
+            .env
+            .backend
+            .desired_states(&input.lb_id, vip, &vms)
+            .await?;
+        if states.len() != vms.len() {
+            return Err(StepError::fatal(format!(
+                "the backend built {} desired states for {} VMs",
+                states.len(),
+                vms.len()
+            )));
+        }
         let mut pushes = Vec::with_capacity(vms.len());
-        for vm in &vms {
-            let target = agent_target(ctx, vm).ok_or_else(|| {
-                StepError::retry(format!("VM {} has no management address", vm.name))
-            })?;
-            let state = ctx
-                .env
-                .backend
-                .desired_state(&input.lb_id, vip, vm, &vms)
-                .await?;
+        for ((vm, target), state) in vms.iter().zip(targets).zip(states) {
             let agents = &ctx.env.cloud.agents;
             pushes.push(async move {
                 let status = agents.push(&target, &state).await?;
