@@ -240,19 +240,17 @@ fn lb_vm_record(lb_id: Uuid, vm: &Vm) -> LbVm {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
     use chrono::Utc;
     use klb_model::*;
     use klb_proto::SecretPem;
+    use std::collections::BTreeMap;
 
     use super::*;
 
     /// Counts fetches; answers every ref with a placeholder PEM.
     #[derive(Default)]
     struct CountingCerts {
-        fetched: Mutex<Vec<String>>,
+        fetched: tokio::sync::Mutex<Vec<String>>,
     }
 
     #[async_trait]
@@ -263,7 +261,7 @@ mod tests {
             reference: &str,
             _: CertUsage,
         ) -> Result<SecretPem, CertError> {
-            self.fetched.lock().unwrap().push(reference.to_owned());
+            self.fetched.lock().await.push(reference.to_owned());
             Ok(SecretPem::new(format!("PEM of {reference}")))
         }
     }
@@ -375,7 +373,7 @@ mod tests {
             assert_eq!(state.certificates.len(), 2);
             assert_eq!(state.listeners.len(), 1);
         }
-        let mut fetched = certs.fetched.lock().unwrap().clone();
+        let mut fetched = certs.fetched.lock().await.clone();
         fetched.sort();
         assert_eq!(
             fetched,
