@@ -14,3 +14,6 @@ pub mod secrets_api;
 pub mod standalone;
 pub mod store_backend;
 pub mod webhook;
+
+#[cfg(test)]
+mod testutil;

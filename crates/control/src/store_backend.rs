@@ -281,32 +281,8 @@ mod tests {
     #[tokio::test]
     async fn one_read_and_one_fetch_per_certificate_serve_every_vm_of_a_push() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
-            .await
-            .unwrap();
-        let lb = LoadBalancer {
-            id: Uuid::new_v4(),
-            project_id: "p1".into(),
-            name: None,
-            description: None,
-            admin_state_up: true,
-            provisioning_status: ProvisioningStatus::PendingUpdate,
-            operating_status: OperatingStatus::Offline,
-            created_at: Utc::now(),
-            updated_at: None,
-            tags: vec![],
-            vip_address: None,
-            vip_port_id: None,
-            vip_subnet_id: None,
-            vip_network_id: None,
-            vip_qos_policy_id: None,
-            vip_sg_ids: vec![],
-            vip_vnic_type: "normal".into(),
-            additional_vips: vec![],
-            provider: "klb".into(),
-            flavor_id: None,
-            availability_zone: None,
-        };
+        let store = crate::testutil::store(&dir).await;
+        let lb = crate::testutil::lb(ProvisioningStatus::PendingUpdate);
         let listener = Listener {
             id: Uuid::new_v4(),
             project_id: "p1".into(),

@@ -4,6 +4,16 @@
 //!
 //! Authentication: a token in the URL (`?token=`), compared in constant time. Aodh's webhook
 //! actions can only carry what the URL holds.
+//!
+//! Cooldown: after a scale-out request for a load balancer, its alarms are acknowledged but
+//! ignored for [`SCALE_OUT_COOLDOWN`]. The scale-out flow replaces the LB's alarm (it covers the
+//! new VM), and a new alarm under the same sustained load fires again after two periods: without
+//! a cooldown one burst would grow the LB to its largest size before the new VM had any effect.
+//! The cooldown is per control-plane node (in memory); another node may act once more.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -13,6 +23,7 @@ use axum::routing::post;
 use klb_model::{Kind, LoadBalancer, ProvisioningStatus};
 use klb_store::{JobOp, NewJob, Store};
 use serde::Deserialize;
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use klb_flow::jobs::SCALE_OUT;
@@ -20,17 +31,33 @@ use klb_flow::jobs::SCALE_OUT;
 /// The webhook path.
 pub const PATH: &str = "/v1/alarms";
 
+/// How long PPS alarms of a load balancer are ignored after a scale-out request.
+pub const SCALE_OUT_COOLDOWN: Duration = Duration::from_secs(60);
+
 #[derive(Clone)]
 struct WebhookState {
     store: Store,
     token: String,
+    cooldown: Duration,
+    /// When each LB's last scale-out was requested (on this node).
+    last_scale_out: Arc<Mutex<HashMap<Uuid, Instant>>>,
 }
 
-/// Routes of the webhook.
+/// Routes of the webhook, with the default cooldown.
 pub fn router(store: Store, token: String) -> Router {
+    router_with_cooldown(store, token, SCALE_OUT_COOLDOWN)
+}
+
+/// Routes of the webhook; alarms of an LB within `cooldown` of its last scale-out are ignored.
+pub fn router_with_cooldown(store: Store, token: String, cooldown: Duration) -> Router {
     Router::new()
         .route(PATH, post(alarm))
-        .with_state(WebhookState { store, token })
+        .with_state(WebhookState {
+            store,
+            token,
+            cooldown,
+            last_scale_out: Arc::default(),
+        })
 }
 
 #[derive(Deserialize)]
@@ -87,8 +114,18 @@ async fn alarm(
             "no load balancer in the notification".to_owned(),
         );
     };
+    let mut last = state.last_scale_out.lock().await;
+    if last
+        .get(&lb_id)
+        .is_some_and(|at| at.elapsed() < state.cooldown)
+    {
+        tracing::info!(%lb_id, "PPS alarm ignored: scale-out cooldown");
+        return (StatusCode::ACCEPTED, "scale-out cooldown".to_owned());
+    }
+    // Held across the request so two alarms arriving together scale out once.
     match request_scale_out(&state.store, lb_id).await {
         Ok(true) => {
+            last.insert(lb_id, Instant::now());
             tracing::info!(%lb_id, "PPS alarm: scale-out requested");
             (StatusCode::ACCEPTED, "scale-out requested".to_owned())
         }
@@ -128,4 +165,105 @@ pub async fn request_scale_out(store: &Store, lb_id: Uuid) -> Result<bool, klb_s
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use klb_model::ProvisioningStatus;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::testutil;
+
+    async fn post_alarm(app: &Router, lb_id: Uuid, token: &str) -> (StatusCode, String) {
+        let body = serde_json::json!({"current": "alarm", "lb_id": lb_id.to_string()});
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("{PATH}?token={token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn status_of(store: &Store, id: Uuid) -> ProvisioningStatus {
+        let lb: LoadBalancer = store.get_resource(id).await.unwrap().unwrap();
+        lb.provisioning_status
+    }
+
+    /// What the scale-out flow does at its end, as far as the webhook can see.
+    async fn finish_scale_out(store: &Store, id: Uuid) {
+        let job = store
+            .claim_job("test", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .expect("a scale-out job");
+        assert!(job.payload.as_deref().unwrap().contains(SCALE_OUT));
+        store
+            .settle_job(&job, klb_store::Outcome::Success)
+            .await
+            .unwrap();
+        assert_eq!(status_of(store, id).await, ProvisioningStatus::Active);
+    }
+
+    #[tokio::test]
+    async fn an_alarm_scales_out_once_per_cooldown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = testutil::store(&dir).await;
+        let lb = testutil::lb(ProvisioningStatus::Active);
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_resource(&lb).await.unwrap();
+        tx.commit().await.unwrap();
+        let app = router_with_cooldown(store.clone(), "t0k".into(), Duration::from_secs(3600));
+
+        assert_eq!(
+            post_alarm(&app, lb.id, "wrong").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(status_of(&store, lb.id).await, ProvisioningStatus::Active);
+        let (st, body) = post_alarm(&app, lb.id, "t0k").await;
+        assert_eq!(
+            (st, body.as_str()),
+            (StatusCode::ACCEPTED, "scale-out requested")
+        );
+        assert_eq!(
+            status_of(&store, lb.id).await,
+            ProvisioningStatus::PendingUpdate
+        );
+        finish_scale_out(&store, lb.id).await;
+        // The replaced alarm fires again under the same load: ignored, nothing queued.
+        let (st, body) = post_alarm(&app, lb.id, "t0k").await;
+        assert_eq!(
+            (st, body.as_str()),
+            (StatusCode::ACCEPTED, "scale-out cooldown")
+        );
+        assert_eq!(status_of(&store, lb.id).await, ProvisioningStatus::Active);
+        assert!(store.jobs_of(&lb.id.to_string()).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn after_the_cooldown_an_alarm_scales_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = testutil::store(&dir).await;
+        let lb = testutil::lb(ProvisioningStatus::Active);
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_resource(&lb).await.unwrap();
+        tx.commit().await.unwrap();
+        let app = router_with_cooldown(store.clone(), "t0k".into(), Duration::ZERO);
+        for _ in 0..2 {
+            let (st, body) = post_alarm(&app, lb.id, "t0k").await;
+            assert_eq!(
+                (st, body.as_str()),
+                (StatusCode::ACCEPTED, "scale-out requested")
+            );
+            finish_scale_out(&store, lb.id).await;
+        }
+    }
 }

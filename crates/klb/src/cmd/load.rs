@@ -79,15 +79,16 @@ async fn drive(args: Args) -> anyhow::Result<Report> {
         std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1) as usize));
     let mut tasks = tokio::task::JoinSet::new();
     let started_at_ms = now_ms();
+    let schedule_start = tokio::time::Instant::now();
     for i in 0..args.count {
         if tokio::time::Instant::now() >= deadline {
             break;
         }
         if let Some(interval) = args.interval_ms {
-            let at = tokio::time::Instant::now();
-            if i > 0 {
-                tokio::time::sleep_until(at + Duration::from_millis(interval)).await;
-            }
+            // On a fixed schedule from the start (request i at i × interval), so timer
+            // slack on a busy machine does not lower the average rate.
+            let at = schedule_start + Duration::from_millis(interval.saturating_mul(u64::from(i)));
+            tokio::time::sleep_until(at).await;
         }
         let permit = semaphore.clone().acquire_owned().await?;
         let client = client.clone();
