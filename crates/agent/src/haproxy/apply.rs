@@ -11,8 +11,9 @@ use klb_proto::{ApplyMethod, ApplyReply, DesiredState, Stats};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, error, info, instrument, warn};
 
 use super::render::{self, AuxFile, Paths, Plan, RenderError, Server};
 use super::runtime::{self, RuntimeError};
@@ -116,6 +117,12 @@ pub struct Haproxy {
     log: Arc<Mutex<VecDeque<String>>>,
     /// `false` while draining: frontends are disabled, also after every reload.
     accepting: bool,
+    /// The check of the file behind the last member-only change, which replaces the live file
+    /// when `haproxy -c` accepts it (see [`Haproxy::apply`]).
+    pending_file: Option<JoinHandle<Result<(), ApplyError>>>,
+    /// The live file lags behind the running servers (its check failed): the next apply
+    /// reloads from a fully checked file instead of changing servers at runtime.
+    file_behind: bool,
 }
 
 /// Lines of HAProxy's stderr kept for error messages.
@@ -129,6 +136,8 @@ impl Haproxy {
             running: None,
             log: Arc::new(Mutex::new(VecDeque::new())),
             accepting: true,
+            pending_file: None,
+            file_behind: false,
         }
     }
 
@@ -154,6 +163,12 @@ impl Haproxy {
 
     /// Applies `state`: renders and checks it, then starts HAProxy, changes members through the
     /// runtime API, or reloads. On any error the previous configuration keeps serving.
+    ///
+    /// A member-only change is applied through the runtime API first and answered right away;
+    /// `haproxy -c` (~60 ms, most of such a change) then checks the new file in the background,
+    /// and only a file it accepts replaces the live one. The running configuration is never
+    /// replaced by an unchecked file: the servers went through HAProxy's own parser of the same
+    /// `server` keywords (`add server`), and the next apply (or stop) waits for the check first.
     #[instrument(skip_all, name = "apply", fields(lb = %state.load_balancer_id, version = state.version))]
     pub async fn apply(&mut self, state: &DesiredState) -> Result<ApplyReply, ApplyError> {
         let result = self.apply_inner(state).await;
@@ -163,6 +178,7 @@ impl Haproxy {
     }
 
     async fn apply_inner(&mut self, state: &DesiredState) -> Result<ApplyReply, ApplyError> {
+        self.finish_pending_file().await;
         self.reap();
         if let Some(r) = &self.running
             && state.version < r.version
@@ -175,6 +191,7 @@ impl Haproxy {
         let plan = render::plan(state, &self.config.paths)?;
         if let Some(r) = &mut self.running
             && r.plan.config == plan.config
+            && !self.file_behind
         {
             r.version = state.version;
             return Ok(ApplyReply {
@@ -184,6 +201,33 @@ impl Haproxy {
         }
         self.prepare_dirs().await?;
         write_aux_files(&plan.files).await?;
+        if let Some(running) = &self.running
+            && !self.file_behind
+            && running.peer_name == state.vm.name
+            && running.plan.skeleton == plan.skeleton
+            && member_ops(&running.plan, &plan).is_some()
+        {
+            match self.apply_members(&running.plan, &plan).await {
+                Ok(()) => {
+                    if let Err(e) = self
+                        .check_file_in_background(&plan.config, state.version)
+                        .await
+                    {
+                        // The change is live; the file catches up at the next apply (a reload).
+                        error!(error = %e, "cannot write the file of a runtime member change");
+                        self.file_behind = true;
+                    }
+                    let r = self.running.as_mut().expect("running");
+                    r.plan = plan;
+                    r.version = state.version;
+                    return Ok(ApplyReply {
+                        version: state.version,
+                        method: ApplyMethod::Runtime,
+                    });
+                }
+                Err(e) => warn!(error = %e, "runtime member update failed, reloading instead"),
+            }
+        }
         let candidate = self.config.paths.run_dir.join("haproxy.cfg.new");
         write_file(&candidate, &plan.config, 0o600).await?;
         if let Err(e) = self.check(&candidate, state.version).await {
@@ -201,7 +245,7 @@ impl Haproxy {
             warn!(name = %state.vm.name, "peer name changed, restarting haproxy");
             self.stop().await?;
         }
-        let Some(running) = &self.running else {
+        if self.running.is_none() {
             rename(&candidate, &live).await?;
             self.spawn(state, plan).await?;
             self.enforce_accepting().await?;
@@ -209,24 +253,9 @@ impl Haproxy {
                 version: state.version,
                 method: ApplyMethod::Start,
             });
-        };
-        if running.plan.skeleton == plan.skeleton {
-            match self.apply_members(&running.plan, &plan).await {
-                Ok(()) => {
-                    // The file must match what runs so a later reload keeps the changes.
-                    rename(&candidate, &live).await?;
-                    let r = self.running.as_mut().expect("running");
-                    r.plan = plan;
-                    r.version = state.version;
-                    return Ok(ApplyReply {
-                        version: state.version,
-                        method: ApplyMethod::Runtime,
-                    });
-                }
-                Err(e) => warn!(error = %e, "runtime member update failed, reloading instead"),
-            }
         }
         self.reload(&candidate, state, plan).await?;
+        self.file_behind = false;
         // A reload starts a fresh worker with every frontend enabled.
         self.enforce_accepting().await?;
         Ok(ApplyReply {
@@ -306,6 +335,7 @@ impl Haproxy {
 
     /// Stops HAProxy: SIGTERM to the master (by PID), SIGKILL after `start_timeout`; reaps it.
     pub async fn stop(&mut self) -> Result<(), ApplyError> {
+        self.finish_pending_file().await;
         let Some(mut r) = self.running.take() else {
             return Ok(());
         };
@@ -357,30 +387,75 @@ impl Haproxy {
     }
 
     async fn check(&self, cfg: &Path, version: u64) -> Result<(), ApplyError> {
-        let out = Command::new(&self.config.binary)
-            .arg("-c")
-            .arg("-f")
-            .arg(cfg)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|source| ApplyError::Io {
-                operation: "run",
-                path: self.config.binary.clone(),
-                source,
-            })?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-        output.push_str(&String::from_utf8_lossy(&out.stderr));
-        Err(ApplyError::Check {
-            version,
-            output: output.trim().to_owned(),
-        })
+        check_config(&self.config.binary, cfg, version).await
     }
 
+    /// Writes the file of a member-only change already running and starts its check; the
+    /// check's task replaces the live file when `haproxy -c` accepts it.
+    async fn check_file_in_background(
+        &mut self,
+        config: &str,
+        version: u64,
+    ) -> Result<(), ApplyError> {
+        let pending = self.config.paths.run_dir.join("haproxy.cfg.pending");
+        write_file(&pending, config, 0o600).await?;
+        let binary = self.config.binary.clone();
+        let live = self.config.paths.config();
+        self.pending_file = Some(tokio::spawn(async move {
+            match check_config(&binary, &pending, version).await {
+                Ok(()) => rename(&pending, &live).await,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&pending).await;
+                    Err(e)
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    /// Waits for the background check of the last member-only change. If it failed, the
+    /// running servers are ahead of the live file: the next apply reloads.
+    async fn finish_pending_file(&mut self) {
+        let Some(task) = self.pending_file.take() else {
+            return;
+        };
+        let failure = match task.await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("check task ended: {e}"),
+        };
+        error!(error = %failure, "the file of a runtime member change was not accepted; the next change reloads");
+        self.file_behind = true;
+    }
+}
+
+/// `haproxy -c -f cfg`.
+async fn check_config(binary: &Path, cfg: &Path, version: u64) -> Result<(), ApplyError> {
+    let out = Command::new(binary)
+        .arg("-c")
+        .arg("-f")
+        .arg(cfg)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| ApplyError::Io {
+            operation: "run",
+            path: binary.to_path_buf(),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    Err(ApplyError::Check {
+        version,
+        output: output.trim().to_owned(),
+    })
+}
+
+impl Haproxy {
     async fn spawn(&mut self, state: &DesiredState, plan: Plan) -> Result<(), ApplyError> {
         let paths = &self.config.paths;
         let mut words: Vec<String> = self.config.command_prefix.clone();

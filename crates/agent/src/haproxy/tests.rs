@@ -151,6 +151,24 @@ async fn kh_member_changes_use_runtime_api_under_load_without_failures() {
         "weights 5:1 over 120 requests: {after:?}"
     );
 
+    // Each runtime change was answered before its file's `haproxy -c`; the live file is
+    // replaced once the check passes (an apply waits for it): it now holds the last servers.
+    let method = lab.change(|_| {}).await.unwrap();
+    assert_eq!(method, ApplyMethod::Unchanged);
+    let live = std::fs::read_to_string(lab.haproxy.paths().config()).unwrap();
+    assert!(
+        live.contains(&format!("server m1 127.0.0.1:{b3}")),
+        "{live}"
+    );
+    assert!(!live.contains("server m2 "), "{live}");
+    assert!(
+        !lab.haproxy
+            .paths()
+            .run_dir
+            .join("haproxy.cfg.pending")
+            .exists()
+    );
+
     // The config file carries the runtime changes: after a full reload they are still there.
     let method = lab
         .change(|s| s.listeners[0].timeout_client_data = 40_000)
@@ -176,6 +194,68 @@ async fn kh_member_changes_use_runtime_api_under_load_without_failures() {
             ("m1", "1", format!("127.0.0.1:{b3}"))
         ],
     );
+    lab.haproxy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_runtime_change_whose_file_fails_the_check_never_reaches_the_live_file() {
+    if !have_haproxy() {
+        return;
+    }
+    // HAProxy behind a wrapper whose `-c` fails while a marker file exists (fault injection:
+    // a member-only change HAProxy's runtime parser accepts but `haproxy -c` would not).
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("fail-checks");
+    let wrapper = dir.path().join("haproxy");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -c ] && [ -e '{}' ]; then echo 'injected check failure' >&2; exit 1; fi\nexec {HAPROXY} \"$@\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut lab = Lab::start(&wrapper, 2).await.unwrap();
+    let live = lab.haproxy.paths().config();
+    let before = std::fs::read_to_string(&live).unwrap();
+
+    std::fs::write(&marker, "").unwrap();
+    // Applied at runtime and answered before the (failing) check of its file.
+    let method = lab
+        .change(|s| s.pools[0].members[0].weight = 7)
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Runtime);
+    // The next change waits for that check, sees it failed and takes the reload path, whose
+    // check fails too: refused, and the live file is still the last checked one.
+    match lab.change(|s| s.pools[0].members[0].weight = 8).await {
+        Err(ApplyError::Check { output, .. }) => {
+            assert!(output.contains("injected check failure"), "{output}")
+        }
+        other => panic!("expected a check failure, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_to_string(&live).unwrap(), before);
+    assert!(
+        !lab.haproxy
+            .paths()
+            .run_dir
+            .join("haproxy.cfg.pending")
+            .exists()
+    );
+
+    // Checks pass again: the next member change reloads from a checked file that has it.
+    std::fs::remove_file(&marker).unwrap();
+    let method = lab
+        .change(|s| s.pools[0].members[0].weight = 9)
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Reload);
+    let now = std::fs::read_to_string(&live).unwrap();
+    assert!(now.contains("weight 9"), "{now}");
+    let load = run_load(lab.frontend, 50, 4, Duration::from_secs(30)).await;
+    assert_eq!(load.failed, 0, "{load:?}");
     lab.haproxy.stop().await.unwrap();
 }
 
