@@ -235,10 +235,7 @@ impl Agent {
             }
             if state.version == running.version {
                 if *running == state {
-                    return Ok(ApplyReply {
-                        version: state.version,
-                        method: ApplyMethod::Unchanged,
-                    });
+                    return Ok(ApplyReply::new(state.version, ApplyMethod::Unchanged));
                 }
                 return Err(conflict(format!(
                     "version {} is already running with different content",
@@ -299,10 +296,10 @@ impl Agent {
             s.version = Some(state.version);
         });
         inner.applied = Some(state);
-        Ok(ApplyReply {
-            version: inner.applied.as_ref().map_or(0, |s| s.version),
+        Ok(ApplyReply::new(
+            inner.applied.as_ref().map_or(0, |s| s.version),
             method,
-        })
+        ))
     }
 
     /// Status for `GET /v1/status`.
@@ -449,7 +446,13 @@ async fn put_state(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
         }
     };
     match agent.put_state(state).await {
-        Ok(r) => Json(r).into_response(),
+        Ok(mut r) => {
+            // What a pusher needs besides the version, so it need not ask `/v1/status` (which
+            // also asks FRR for its sessions: tens of ms per push).
+            r.drained = Some(agent.snapshot.borrow().drained);
+            r.haproxy_up = Some(agent.proxy.is_up().await);
+            Json(r).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -626,6 +629,10 @@ mod tests {
         let (st, body) = call(&app, "PUT", "/v1/state", put(&state(2)), None).await;
         assert_eq!(st, StatusCode::OK, "{body}");
         assert_eq!(body["method"], "start");
+        // What a pusher needs comes with the reply (no `/v1/status` round trip).
+        assert_eq!(body["version"], 2);
+        assert_eq!(body["drained"], false);
+        assert_eq!(body["haproxy_up"], true);
         // Same version again: no-op, HAProxy is not touched.
         let (st, body) = call(&app, "PUT", "/v1/state", put(&state(2)), None).await;
         assert_eq!(

@@ -33,11 +33,20 @@ fn cloud_error(operation: &'static str, target: &AgentTarget, err: ClientError) 
 #[async_trait]
 impl Agents for HttpAgents {
     async fn push(&self, target: &AgentTarget, state: &DesiredState) -> CloudResult<AgentStatus> {
-        self.client
+        let reply = self
+            .client
             .put_state(target.address, state)
             .await
             .map_err(|e| cloud_error("agent.put_state", target, e))?;
-        self.status(target).await
+        match (reply.drained, reply.haproxy_up) {
+            (Some(drained), Some(haproxy_up)) => Ok(AgentStatus {
+                applied_version: Some(reply.version),
+                drained,
+                haproxy_up,
+            }),
+            // An agent from before these fields.
+            _ => self.status(target).await,
+        }
     }
 
     async fn status(&self, target: &AgentTarget) -> CloudResult<AgentStatus> {

@@ -737,6 +737,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn apply_replies_of_older_agents_parse_without_the_agent_fields() {
+        let old: ApplyReply =
+            serde_json::from_str(r#"{"version": 7, "method": "runtime"}"#).unwrap();
+        assert_eq!(old, ApplyReply::new(7, ApplyMethod::Runtime));
+        assert_eq!((old.drained, old.haproxy_up), (None, None));
+        let mut new = ApplyReply::new(8, ApplyMethod::Reload);
+        new.drained = Some(false);
+        new.haproxy_up = Some(true);
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<ApplyReply>(&text).unwrap(), new);
+        assert_eq!(
+            serde_json::to_string(&ApplyReply::new(7, ApplyMethod::Runtime)).unwrap(),
+            r#"{"version":7,"method":"runtime"}"#
+        );
+    }
+
+    #[test]
     fn minimal_state_parses_with_defaults() {
         let json = r#"{
             "version": 3, "load_balancer_id": "lb1", "vip": "198.19.0.10",

@@ -25,6 +25,25 @@ pub struct ApplyReply {
     pub version: u64,
     /// How it was applied.
     pub method: ApplyMethod,
+    /// Whether the VM is drained, as the agent answers `PUT /v1/state` (absent from older
+    /// agents: the caller then asks `GET /v1/status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained: Option<bool>,
+    /// Whether HAProxy answers on its runtime socket after the apply (same as `drained`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy_up: Option<bool>,
+}
+
+impl ApplyReply {
+    /// A reply without the agent-level fields (`drained`, `haproxy_up`).
+    pub fn new(version: u64, method: ApplyMethod) -> ApplyReply {
+        ApplyReply {
+            version,
+            method,
+            drained: None,
+            haproxy_up: None,
+        }
+    }
 }
 
 /// Reply to a failed apply; the previous configuration keeps serving.

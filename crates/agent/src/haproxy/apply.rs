@@ -194,10 +194,7 @@ impl Haproxy {
             && !self.file_behind
         {
             r.version = state.version;
-            return Ok(ApplyReply {
-                version: state.version,
-                method: ApplyMethod::Unchanged,
-            });
+            return Ok(ApplyReply::new(state.version, ApplyMethod::Unchanged));
         }
         self.prepare_dirs().await?;
         write_aux_files(&plan.files).await?;
@@ -220,10 +217,7 @@ impl Haproxy {
                     let r = self.running.as_mut().expect("running");
                     r.plan = plan;
                     r.version = state.version;
-                    return Ok(ApplyReply {
-                        version: state.version,
-                        method: ApplyMethod::Runtime,
-                    });
+                    return Ok(ApplyReply::new(state.version, ApplyMethod::Runtime));
                 }
                 Err(e) => warn!(error = %e, "runtime member update failed, reloading instead"),
             }
@@ -249,19 +243,13 @@ impl Haproxy {
             rename(&candidate, &live).await?;
             self.spawn(state, plan).await?;
             self.enforce_accepting().await?;
-            return Ok(ApplyReply {
-                version: state.version,
-                method: ApplyMethod::Start,
-            });
+            return Ok(ApplyReply::new(state.version, ApplyMethod::Start));
         }
         self.reload(&candidate, state, plan).await?;
         self.file_behind = false;
         // A reload starts a fresh worker with every frontend enabled.
         self.enforce_accepting().await?;
-        Ok(ApplyReply {
-            version: state.version,
-            method: ApplyMethod::Reload,
-        })
+        Ok(ApplyReply::new(state.version, ApplyMethod::Reload))
     }
 
     /// Deletes files in the certificate directory that the running plan does not reference.
