@@ -151,7 +151,9 @@ impl OctaviaClient {
                 }
                 last = value.to_owned();
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // 10 ms: the demo reports these waits as latencies (a member change takes tens
+            // of ms), so the poll must be finer than what it measures.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Err(ClientError::Timeout {
             path: path.to_owned(),
@@ -168,7 +170,9 @@ impl OctaviaClient {
             if self.get(path).await?.is_none() {
                 return Ok(start.elapsed());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // 10 ms: the demo reports these waits as latencies (a member change takes tens
+            // of ms), so the poll must be finer than what it measures.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Err(ClientError::Timeout {
             path: path.to_owned(),
