@@ -168,7 +168,8 @@ impl Haproxy {
     /// `haproxy -c` (~60 ms, most of such a change) then checks the new file in the background,
     /// and only a file it accepts replaces the live one. The running configuration is never
     /// replaced by an unchecked file: the servers went through HAProxy's own parser of the same
-    /// `server` keywords (`add server`), and the next apply (or stop) waits for the check first.
+    /// `server` keywords (`add server`). The checks of consecutive member changes run one
+    /// after the other in the background; any other apply, and stop, wait for them first.
     #[instrument(skip_all, name = "apply", fields(lb = %state.load_balancer_id, version = state.version))]
     pub async fn apply(&mut self, state: &DesiredState) -> Result<ApplyReply, ApplyError> {
         let result = self.apply_inner(state).await;
@@ -178,7 +179,9 @@ impl Haproxy {
     }
 
     async fn apply_inner(&mut self, state: &DesiredState) -> Result<ApplyReply, ApplyError> {
-        self.finish_pending_file().await;
+        // A member-only change does not wait for the previous one's check (the checks chain in
+        // the background); every other path does, below.
+        self.collect_finished_check().await;
         self.reap();
         if let Some(r) = &self.running
             && state.version < r.version
@@ -222,6 +225,7 @@ impl Haproxy {
                 Err(e) => warn!(error = %e, "runtime member update failed, reloading instead"),
             }
         }
+        self.finish_pending_file().await;
         let candidate = self.config.paths.run_dir.join("haproxy.cfg.new");
         write_file(&candidate, &plan.config, 0o600).await?;
         if let Err(e) = self.check(&candidate, state.version).await {
@@ -385,11 +389,29 @@ impl Haproxy {
         config: &str,
         version: u64,
     ) -> Result<(), ApplyError> {
-        let pending = self.config.paths.run_dir.join("haproxy.cfg.pending");
+        // One file per version: a check still running on an older file is never disturbed.
+        let pending = self
+            .config
+            .paths
+            .run_dir
+            .join(format!("haproxy.cfg.pending.{version}"));
         write_file(&pending, config, 0o600).await?;
+        let previous = self.pending_file.take();
         let binary = self.config.binary.clone();
         let live = self.config.paths.config();
         self.pending_file = Some(tokio::spawn(async move {
+            // Checks run one after the other, so the live file only moves forward; a newer
+            // file holds every earlier runtime change, so it stands for a failed older one.
+            let earlier = match previous {
+                Some(task) => match task.await {
+                    Ok(result) => result.err().map(|e| e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                },
+                None => None,
+            };
+            if let Some(error) = earlier {
+                warn!(%error, "an earlier runtime change's file was not accepted; checking the newer one");
+            }
             match check_config(&binary, &pending, version).await {
                 Ok(()) => rename(&pending, &live).await,
                 Err(e) => {
@@ -399,6 +421,19 @@ impl Haproxy {
             }
         }));
         Ok(())
+    }
+
+    /// Waits until the live file holds the last member-only change (its background check
+    /// passed), or that check failed (then the next apply reloads from a checked file).
+    pub async fn wait_file_checked(&mut self) {
+        self.finish_pending_file().await;
+    }
+
+    /// Takes the background check's result if it is done, without waiting.
+    async fn collect_finished_check(&mut self) {
+        if self.pending_file.as_ref().is_some_and(|t| t.is_finished()) {
+            self.finish_pending_file().await;
+        }
     }
 
     /// Waits for the background check of the last member-only change. If it failed, the

@@ -152,22 +152,15 @@ async fn kh_member_changes_use_runtime_api_under_load_without_failures() {
     );
 
     // Each runtime change was answered before its file's `haproxy -c`; the live file is
-    // replaced once the check passes (an apply waits for it): it now holds the last servers.
-    let method = lab.change(|_| {}).await.unwrap();
-    assert_eq!(method, ApplyMethod::Unchanged);
+    // replaced once the check passes: it now holds the last servers.
+    lab.haproxy.wait_file_checked().await;
     let live = std::fs::read_to_string(lab.haproxy.paths().config()).unwrap();
     assert!(
         live.contains(&format!("server m1 127.0.0.1:{b3}")),
         "{live}"
     );
     assert!(!live.contains("server m2 "), "{live}");
-    assert!(
-        !lab.haproxy
-            .paths()
-            .run_dir
-            .join("haproxy.cfg.pending")
-            .exists()
-    );
+    assert_eq!(pending_files(&lab), Vec::<String>::new());
 
     // The config file carries the runtime changes: after a full reload they are still there.
     let method = lab
@@ -195,6 +188,55 @@ async fn kh_member_changes_use_runtime_api_under_load_without_failures() {
         ],
     );
     lab.haproxy.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kh_back_to_back_member_changes_chain_their_checks() {
+    if !have_haproxy() {
+        return;
+    }
+    let mut lab = Lab::start(Path::new(HAPROXY), 2).await.unwrap();
+    // Five changes without waiting for any check: each one is live at once, and the live
+    // file ends as the last one's, checked.
+    for w in 2..=6 {
+        let method = lab
+            .change(|s| s.pools[0].members[0].weight = w)
+            .await
+            .unwrap();
+        assert_eq!(method, ApplyMethod::Runtime, "weight {w}");
+        let rows = super::runtime::show_stat(&lab.haproxy.paths().admin_socket())
+            .await
+            .unwrap();
+        let weight = rows
+            .iter()
+            .find(|r| r.pxname == "p1:l1" && r.svname == "m0")
+            .map(|r| r.get("weight").to_owned());
+        assert_eq!(weight.as_deref(), Some(w.to_string().as_str()));
+    }
+    lab.haproxy.wait_file_checked().await;
+    let live = std::fs::read_to_string(lab.haproxy.paths().config()).unwrap();
+    let m0 = live
+        .lines()
+        .find(|l| l.trim_start().starts_with("server m0 "))
+        .unwrap();
+    assert!(m0.contains("weight 6"), "{m0}");
+    assert_eq!(pending_files(&lab), Vec::<String>::new());
+    // A reload after them starts from a checked file with the same servers.
+    let method = lab
+        .change(|s| s.listeners[0].timeout_client_data = 40_000)
+        .await
+        .unwrap();
+    assert_eq!(method, ApplyMethod::Reload);
+    lab.haproxy.stop().await.unwrap();
+}
+
+/// Files of member changes whose background check has not ended.
+fn pending_files(lab: &Lab) -> Vec<String> {
+    std::fs::read_dir(&lab.haproxy.paths().run_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("haproxy.cfg.pending"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,8 +270,9 @@ async fn kh_runtime_change_whose_file_fails_the_check_never_reaches_the_live_fil
         .await
         .unwrap();
     assert_eq!(method, ApplyMethod::Runtime);
-    // The next change waits for that check, sees it failed and takes the reload path, whose
+    // Once that check is known to have failed, the next change takes the reload path, whose
     // check fails too: refused, and the live file is still the last checked one.
+    lab.haproxy.wait_file_checked().await;
     match lab.change(|s| s.pools[0].members[0].weight = 8).await {
         Err(ApplyError::Check { output, .. }) => {
             assert!(output.contains("injected check failure"), "{output}")
@@ -237,13 +280,7 @@ async fn kh_runtime_change_whose_file_fails_the_check_never_reaches_the_live_fil
         other => panic!("expected a check failure, got {other:?}"),
     }
     assert_eq!(std::fs::read_to_string(&live).unwrap(), before);
-    assert!(
-        !lab.haproxy
-            .paths()
-            .run_dir
-            .join("haproxy.cfg.pending")
-            .exists()
-    );
+    assert_eq!(pending_files(&lab), Vec::<String>::new());
 
     // Checks pass again: the next member change reloads from a checked file that has it.
     std::fs::remove_file(&marker).unwrap();
