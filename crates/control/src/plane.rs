@@ -97,6 +97,8 @@ pub struct LocalSettings {
     pub vm_count: u32,
     /// `max_lb_vms`.
     pub max_vms: u32,
+    /// PPS alarms of an LB are ignored this long after it scaled out (`scale_out_cooldown_secs`).
+    pub scale_out_cooldown: Duration,
     /// `agent_port`.
     pub agent_port: u16,
     /// `lb_api_agent_port`: the heartbeat receiver's port on the management network.
@@ -133,6 +135,7 @@ impl Default for LocalSettings {
             teardown_on_stop: false,
             vm_count: 2,
             max_vms: 4,
+            scale_out_cooldown: webhook::SCALE_OUT_COOLDOWN,
             agent_port: 62000,
             heartbeat_port: 6543,
             heartbeat_interval: Duration::from_secs(1),
@@ -393,8 +396,11 @@ async fn start_local(
         })?;
     // The alarm webhook listens there too: the evaluator (like Aodh) reaches the control plane
     // on the management network.
-    let hb_app = klb_health::router(reports.clone(), health.clone())
-        .merge(webhook::router(store.clone(), webhook_token.clone()));
+    let hb_app = klb_health::router(reports.clone(), health.clone()).merge(webhook::router(
+        store.clone(),
+        webhook_token.clone(),
+        settings.scale_out_cooldown,
+    ));
     let shutdown = wait_stop(stop_rx.clone());
     tasks.push(tokio::spawn(async move {
         if let Err(err) = axum::serve(hb_listener, hb_app)

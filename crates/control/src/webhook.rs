@@ -43,13 +43,9 @@ struct WebhookState {
     last_scale_out: Arc<Mutex<HashMap<Uuid, Instant>>>,
 }
 
-/// Routes of the webhook, with the default cooldown.
-pub fn router(store: Store, token: String) -> Router {
-    router_with_cooldown(store, token, SCALE_OUT_COOLDOWN)
-}
-
-/// Routes of the webhook; alarms of an LB within `cooldown` of its last scale-out are ignored.
-pub fn router_with_cooldown(store: Store, token: String, cooldown: Duration) -> Router {
+/// Routes of the webhook; alarms of an LB within `cooldown` of its last scale-out are ignored
+/// ([`SCALE_OUT_COOLDOWN`] by default).
+pub fn router(store: Store, token: String, cooldown: Duration) -> Router {
     Router::new()
         .route(PATH, post(alarm))
         .with_state(WebhookState {
@@ -221,7 +217,7 @@ mod tests {
         let mut tx = store.begin().await.unwrap();
         tx.insert_resource(&lb).await.unwrap();
         tx.commit().await.unwrap();
-        let app = router_with_cooldown(store.clone(), "t0k".into(), Duration::from_secs(3600));
+        let app = router(store.clone(), "t0k".into(), Duration::from_secs(3600));
 
         assert_eq!(
             post_alarm(&app, lb.id, "wrong").await.0,
@@ -256,7 +252,7 @@ mod tests {
         let mut tx = store.begin().await.unwrap();
         tx.insert_resource(&lb).await.unwrap();
         tx.commit().await.unwrap();
-        let app = router_with_cooldown(store.clone(), "t0k".into(), Duration::ZERO);
+        let app = router(store.clone(), "t0k".into(), Duration::ZERO);
         for _ in 0..2 {
             let (st, body) = post_alarm(&app, lb.id, "t0k").await;
             assert_eq!(

@@ -94,6 +94,8 @@ pub struct RawCloud {
     pub lb_vm_count: Option<u32>,
     /// Upper bound of the active-active set for scale-out (default 4).
     pub max_lb_vms: Option<u32>,
+    /// PPS alarms of a load balancer are ignored this long after it scaled out (default 60).
+    pub scale_out_cooldown_secs: Option<u64>,
     /// `fake` driver: latency of every cloud call, milliseconds (default 0).
     pub fake_latency_ms: Option<u64>,
     /// `fake` driver: keep the fake cloud in this JSON file, shared by every node configured
@@ -278,6 +280,17 @@ mod tests {
         raw.apply_env(|k| (k == env::DATABASE_URL).then(|| "postgres://x/y".to_owned()));
         assert_eq!(raw.api.bind.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(raw.database.url.as_deref(), Some("postgres://x/y"));
+    }
+
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let start =
+            readme.find("```toml\n").expect("README has a TOML example") + "```toml\n".len();
+        let len = readme[start..].find("```").expect("the example ends");
+        let raw: RawConfig = toml::from_str(&readme[start..start + len]).unwrap();
+        assert_eq!(raw.cloud.max_lb_vms, Some(4));
+        assert_eq!(raw.cloud.scale_out_cooldown_secs, Some(60));
     }
 
     #[test]

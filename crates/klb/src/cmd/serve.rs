@@ -162,6 +162,9 @@ fn local_settings(raw: &RawConfig) -> Result<klb_control::plane::LocalSettings, 
     if let Some(n) = raw.cloud.max_lb_vms {
         s.max_vms = n;
     }
+    if let Some(secs) = raw.cloud.scale_out_cooldown_secs {
+        s.scale_out_cooldown = std::time::Duration::from_secs(secs);
+    }
     if s.vm_count == 0 || s.max_vms < s.vm_count {
         return Err(ConfigError::Invalid {
             key: "cloud.lb_vm_count".to_owned(),
