@@ -27,6 +27,7 @@ use crate::StoreError;
 use crate::document::Document;
 use crate::error::query;
 use crate::jobs::NewJob;
+use crate::store::bind_doc;
 
 /// Columns of the `klb_writes` view: an operation, the document columns, the job columns.
 const COLUMNS: &str = "op, kind, id, project_id, loadbalancer_id, parent_id, ref_id, position, \
@@ -185,11 +186,7 @@ impl WriteBatch {
                 .iter()
                 .find(|o| matches!(o, WriteOp::Update(_) | WriteOp::UpdateBody(_)))
         {
-            return StoreError::VersionConflict {
-                kind: doc.kind.clone(),
-                id: doc.id.clone(),
-                expected: doc.version,
-            };
+            return StoreError::conflict(doc);
         }
         if db.is_some_and(|d| d.is_unique_violation())
             && let Some(WriteOp::Insert(doc)) =
@@ -343,23 +340,8 @@ fn bind_op<'q>(
                 WriteOp::Update(_) => "update",
                 _ => "update_body",
             };
-            q.bind(name)
-                .bind(doc.kind.as_str())
-                .bind(doc.id.as_str())
-                .bind(doc.project_id.as_deref())
-                .bind(doc.loadbalancer_id.as_deref())
-                .bind(doc.parent_id.as_deref())
-                .bind(doc.ref_id.as_deref())
-                .bind(doc.position)
-                .bind(doc.provisioning_status.as_deref())
-                .bind(doc.created_at.as_str())
-                .bind(doc.version)
-                .bind(doc.body.as_str())
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<i64>)
-                .bind(None::<&str>)
+            // The view's document columns are in `bind_doc`'s order; the job columns stay NULL.
+            bind_nulls(bind_doc(q.bind(name), doc), 5)
         }
         WriteOp::JobDone(id) => {
             bind_nulls(q.bind("job_done").bind(None::<&str>).bind(id.as_str()), 14)

@@ -80,6 +80,17 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The conflict of a versioned write of `doc` (read at `doc.version`).
+    pub(crate) fn conflict(doc: &crate::Document) -> StoreError {
+        StoreError::VersionConflict {
+            kind: doc.kind.clone(),
+            id: doc.id.clone(),
+            expected: doc.version,
+        }
+    }
+}
+
 /// Adds the operation name to a sqlx error.
 pub(crate) fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { op, source }

@@ -862,15 +862,7 @@ impl WriteTx {
             .execute(&mut *self.tx)
             .await
             .map_err(query("update"))?;
-        if res.rows_affected() != 1 {
-            return Err(StoreError::VersionConflict {
-                kind: doc.kind.clone(),
-                id: doc.id.clone(),
-                expected: doc.version,
-            });
-        }
-        doc.version += 1;
-        Ok(())
+        versioned_write(res.rows_affected(), doc)
     }
 
     /// As [`WriteTx::update`], writing only the body and the provisioning status (the other
@@ -888,15 +880,7 @@ impl WriteTx {
         .execute(&mut *self.tx)
         .await
         .map_err(query("update"))?;
-        if res.rows_affected() != 1 {
-            return Err(StoreError::VersionConflict {
-                kind: doc.kind.clone(),
-                id: doc.id.clone(),
-                expected: doc.version,
-            });
-        }
-        doc.version += 1;
-        Ok(())
+        versioned_write(res.rows_affected(), doc)
     }
 
     /// Inserts a model resource.
@@ -1159,6 +1143,16 @@ impl SettlePlan {
     }
 }
 
+/// The outcome of a version-checked write of `doc`: one row changed bumps `doc.version`, none
+/// is a conflict.
+fn versioned_write(rows: u64, doc: &mut Document) -> Result<(), StoreError> {
+    if rows != 1 {
+        return Err(StoreError::conflict(doc));
+    }
+    doc.version += 1;
+    Ok(())
+}
+
 /// Sets a document's provisioning status (column and body), optionally with an error reason
 /// in the body; the caller writes it.
 fn with_status(
@@ -1178,7 +1172,7 @@ fn with_status(
     Ok(())
 }
 
-fn bind_doc<'q>(
+pub(crate) fn bind_doc<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
     doc: &'q Document,
 ) -> Query<'q, Any, AnyArguments<'q>> {

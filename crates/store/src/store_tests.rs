@@ -354,19 +354,7 @@ async fn lb_delete_hides_the_lb_and_removes_children() {
 #[tokio::test]
 async fn generic_documents_with_versions() {
     let (store, _dir) = test_store().await;
-    let doc = Document {
-        kind: "flavor".into(),
-        id: "f1".into(),
-        project_id: None,
-        loadbalancer_id: None,
-        parent_id: None,
-        ref_id: None,
-        position: 0,
-        provisioning_status: None,
-        created_at: timestamp(Utc::now()),
-        version: 1,
-        body: r#"{"name":"small"}"#.into(),
-    };
+    let doc = flavor_doc("f1", r#"{"name":"small"}"#);
     let mut tx = store.begin().await.unwrap();
     tx.insert(&doc).await.unwrap();
     tx.commit().await.unwrap();

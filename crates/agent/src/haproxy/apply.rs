@@ -228,7 +228,7 @@ impl Haproxy {
         self.finish_pending_file().await;
         let candidate = self.config.paths.run_dir.join("haproxy.cfg.new");
         write_file(&candidate, &plan.config, 0o600).await?;
-        if let Err(e) = self.check(&candidate, state.version).await {
+        if let Err(e) = check_config(&self.config.binary, &candidate, state.version).await {
             let _ = tokio::fs::remove_file(&candidate).await;
             return Err(e);
         }
@@ -376,10 +376,6 @@ impl Haproxy {
             set_mode(dir, mode).await?;
         }
         Ok(())
-    }
-
-    async fn check(&self, cfg: &Path, version: u64) -> Result<(), ApplyError> {
-        check_config(&self.config.binary, cfg, version).await
     }
 
     /// Writes the file of a member-only change already running and starts its check; the
