@@ -160,8 +160,10 @@ impl fmt::Debug for BasicAuth {
     }
 }
 
-/// A password. `Debug` prints `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
+/// A password. `Debug` prints `<redacted>`; it deserializes from a plain string (so raw
+/// configs can hold one without showing it in their `Debug` output).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Password(String);
 
 impl Password {
@@ -381,6 +383,35 @@ mod tests {
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("0123456789abcdef"), "{printed}");
+    }
+
+    #[test]
+    fn auth_is_read_and_never_printed() {
+        let c = parse(&format!(
+            "{TLS}[auth]\nuser = \"klb\"\npassword = \"pa55-w0rd\"\n"
+        ))
+        .unwrap();
+        let auth = c.auth.as_ref().unwrap();
+        assert_eq!(
+            (auth.user.as_str(), auth.password.expose()),
+            ("klb", "pa55-w0rd")
+        );
+        for printed in [format!("{c:?}"), format!("{auth:?}"), format!("{c:#?}")] {
+            assert!(!printed.contains("pa55-w0rd"), "{printed}");
+        }
+        let raw: RawAgentConfig = toml::from_str(&format!(
+            "{TLS}[auth]\nuser = \"klb\"\npassword = \"pa55-w0rd\"\n"
+        ))
+        .unwrap();
+        assert!(!format!("{raw:?}").contains("pa55-w0rd"));
+        // Half a credential is a mistake, not "no auth".
+        for half in [
+            "user = \"\"\npassword = \"p\"",
+            "user = \"u\"\npassword = \"\"",
+        ] {
+            assert!(parse(&format!("{TLS}[auth]\n{half}\n")).is_err(), "{half}");
+        }
+        assert!(parse(&format!("{TLS}[auth]\nuser = \"u\"\n")).is_err());
     }
 
     #[test]

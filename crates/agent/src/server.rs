@@ -8,8 +8,12 @@
 //! | POST | `/v1/drain` | | 200 [`DrainReply`] |
 //! | POST | `/v1/undrain` | | 200 [`DrainReply`] |
 //!
-//! Transport: TLS with a client certificate from klb's CA (rustls rejects anything else during
-//! the handshake), plus optional HTTP basic auth. States are versioned: the same version again
+//! Transport: TLS with the control plane's client certificate ([`crate::tls::server_config`]:
+//! it must chain to klb's CA and carry the control plane's identity, so another LB VM's
+//! certificate is refused during the handshake), plus HTTP basic auth when the agent's config
+//! has an `[auth]` section (the seed's `agent_user`/`agent_password`): every request, unknown
+//! paths included, needs it; a failure answers 401 without saying which part was wrong, and
+//! neither the password nor what was sent is logged. States are versioned: the same version again
 //! is a no-op (200, method `unchanged`), an older one is refused with 409, a newer one is
 //! applied to HAProxy first (which checks it and keeps the old config on failure), then to FRR.
 //! Applies, drains and undrains are serialized by one lock, so they never interleave.
@@ -504,12 +508,13 @@ fn basic_auth_ok(auth: &BasicAuth, headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let Some(encoded) = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
+    // The scheme is case-insensitive (RFC 9110, section 11.1).
+    let Some((scheme, encoded)) = value.split_once(' ') else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
         return false;
     };
@@ -760,14 +765,32 @@ mod tests {
             password: Password::new("s3cret"),
         };
         let app = router(agent, Some(auth));
-        let (st, _) = call(&app, "GET", "/v1/status", None, None).await;
+        let (st, none) = call(&app, "GET", "/v1/status", None, None).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED);
-        let (st, _) = call(&app, "GET", "/v1/status", None, Some("admin:wrong")).await;
+        let (st, wrong_password) = call(&app, "GET", "/v1/status", None, Some("admin:wrong")).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED);
-        let (st, _) = call(&app, "GET", "/v1/status", None, Some("root:s3cret")).await;
+        let (st, wrong_user) = call(&app, "GET", "/v1/status", None, Some("root:s3cret")).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        // One answer whatever was wrong.
+        assert_eq!(none, wrong_password);
+        assert_eq!(wrong_user, wrong_password);
+        // Writes and unknown paths are behind the same check.
+        let (st, _) = call(&app, "POST", "/v1/drain", None, Some("admin:wrong")).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        let (st, _) = call(&app, "GET", "/nope", None, None).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED);
         let (st, _) = call(&app, "GET", "/v1/status", None, Some("admin:s3cret")).await;
         assert_eq!(st, StatusCode::OK);
+        // The scheme is case-insensitive.
+        let req = Request::builder()
+            .uri("/v1/status")
+            .header(header::AUTHORIZATION, "BASIC YWRtaW46czNjcmV0")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::OK
+        );
         // A password containing ':' splits at the first colon only.
         let (_, agent) = self::agent();
         let app = router(

@@ -3,8 +3,21 @@
 //! The control plane keeps one CA (`ca.crt` + `ca.key` in a directory it owns). It issues a
 //! *server* certificate per LB VM at boot (IP SANs = the VM's management addresses, so the
 //! control plane can reach the agent by address) and one *client* certificate for itself. The
-//! agent accepts only clients whose certificate chains to that CA ([`server_config`]); the
-//! control plane accepts only agents whose certificate chains to it ([`client_config`]).
+//! control plane accepts only agents whose certificate chains to that CA ([`client_config`]).
+//!
+//! Who may call an agent: chaining to klb's CA is not enough, because every LB VM holds a
+//! certificate from that CA and VM certificates carry clientAuth too (the agent presents its
+//! own certificate when it posts heartbeats to an https receiver, and VMs booted by earlier
+//! releases hold such certificates anyway, so nothing may rely on its absence). The agent
+//! ([`server_config`]) therefore accepts only the control plane's identity: a certificate that
+//! chains to the CA, names [`CONTROL_PLANE_IDENTITY`] in a DNS SAN, and is *not* valid for
+//! serverAuth (it lists clientAuth and not serverAuth). [`Ca::issue`] gives that SAN to
+//! [`CertKind::Client`] certificates only and refuses a server certificate of that name, so a
+//! VM's certificate, whatever its name, is refused during the handshake by every other VM's
+//! agent. Why a certificate profile checked by the agent rather than an intermediate CA for
+//! clients: the CA existing deployments keep on disk has `pathLenConstraint = 0`, so it cannot
+//! sign an intermediate CA that issues leaves; the profile works with that CA unchanged (the
+//! control plane issues its client certificate afresh at every start).
 //!
 //! Keys are ECDSA P-256 (rcgen's default). Private keys are written with mode 0600 and are
 //! never printed: [`SecretKeyPem`] redacts itself in `Debug`.
@@ -22,15 +35,26 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
 
 /// File name of the CA certificate inside a CA directory.
 pub const CA_CERT_FILE: &str = "ca.crt";
 /// File name of the CA private key inside a CA directory.
 pub const CA_KEY_FILE: &str = "ca.key";
+
+/// The control plane's identity: the DNS SAN every [`CertKind::Client`] certificate carries and
+/// the only client identity an agent accepts ([`server_config`]). No server certificate may
+/// carry it.
+pub const CONTROL_PLANE_IDENTITY: &str = "klb-control-plane";
 
 /// Validity of the CA certificate, days.
 const CA_VALIDITY_DAYS: i64 = 3650;
@@ -56,6 +80,9 @@ pub enum TlsError {
     /// A leaf name that cannot be a file name.
     #[error("invalid certificate name {0:?}: use letters, digits, '.', '-' and '_' only")]
     InvalidName(String),
+    /// A server certificate may not take the control plane's identity.
+    #[error("{0:?} is the control plane's identity; a server certificate may not carry it")]
+    ReservedName(String),
     /// A server certificate needs at least one IP SAN or a DNS-valid name.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
@@ -79,9 +106,11 @@ pub enum TlsError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertKind {
     /// TLS server (the agent): extended key usages serverAuth and clientAuth (for heartbeats
-    /// over https), SANs from the IPs and the name.
+    /// over https), SANs from the IPs and the name. Agents refuse it as a client certificate.
     Server,
-    /// TLS client (the control plane): extended key usage clientAuth.
+    /// The control plane's client identity: extended key usage clientAuth only and the DNS SAN
+    /// [`CONTROL_PLANE_IDENTITY`] (the name is the common name), the only client certificate
+    /// agents accept.
     Client,
 }
 
@@ -216,7 +245,7 @@ impl Ca {
 
     /// Issues a leaf certificate for `name`. Server certificates carry `ips` as IP SANs (and
     /// `name` as a DNS SAN when it is a valid DNS name); client certificates carry `name` as
-    /// common name only.
+    /// common name and [`CONTROL_PLANE_IDENTITY`] as their only SAN.
     pub fn issue(
         &self,
         name: &str,
@@ -224,6 +253,9 @@ impl Ca {
         ips: &[IpAddr],
     ) -> Result<IssuedCert, TlsError> {
         validate_name(name)?;
+        if kind == CertKind::Server && name.eq_ignore_ascii_case(CONTROL_PLANE_IDENTITY) {
+            return Err(TlsError::ReservedName(name.to_owned()));
+        }
         let issuer =
             Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(|e| TlsError::Pem {
                 what: "CA certificate",
@@ -255,6 +287,9 @@ impl Ca {
             }
             CertKind::Client => {
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                params.subject_alt_names = vec![SanType::DnsName(
+                    rcgen::string::Ia5String::try_from(CONTROL_PLANE_IDENTITY)?,
+                )];
             }
         }
         set_validity(&mut params, LEAF_VALIDITY_DAYS);
@@ -291,24 +326,131 @@ pub fn issue_to_dir(
     Ok(paths)
 }
 
-/// The agent's TLS configuration: presents `cert_pem` and requires a client certificate that
-/// chains to `ca_pem`.
+/// The agent's TLS configuration: presents `cert_pem` and accepts only the control plane's
+/// client certificate (see the module doc): it must chain to `ca_pem`, carry the DNS SAN
+/// [`CONTROL_PLANE_IDENTITY`] and not be valid for serverAuth. Anything else (no certificate,
+/// another CA, any LB VM's certificate) fails the handshake.
 pub fn server_config(
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &SecretKeyPem,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let roots = Arc::new(root_store(ca_pem)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = ControlPlaneOnly::new(ca_pem, &provider)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(certs(cert_pem, "certificate")?, private_key(key_pem)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The agent's client-certificate verifier: rustls' WebPKI verifier (chain to klb's CA,
+/// validity, clientAuth if the certificate lists usages), then the control plane's identity.
+#[derive(Debug)]
+struct ControlPlaneOnly {
+    chain: Arc<dyn ClientCertVerifier>,
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ControlPlaneOnly {
+    fn new(ca_pem: &str, provider: &Arc<CryptoProvider>) -> Result<Self, TlsError> {
+        let roots = Arc::new(root_store(ca_pem)?);
+        let chain = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        Ok(ControlPlaneOnly {
+            chain,
+            roots,
+            algorithms: provider.signature_verification_algorithms,
+        })
+    }
+
+    /// The checks beyond the chain (which `chain` verified already).
+    fn check_identity(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let refuse = |why: &'static str| {
+            // Logged without the certificate: the reason is enough to diagnose a setup error.
+            tracing::warn!(reason = why, "client certificate refused");
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        };
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        let identity = ServerName::try_from(CONTROL_PLANE_IDENTITY)
+            .map_err(|_| rustls::Error::General("invalid control plane identity".into()))?;
+        if rustls::client::verify_server_name(&cert, &identity).is_err() {
+            return refuse("not the control plane's identity");
+        }
+        // A certificate valid for serverAuth (listing it, or listing no usages at all) is an
+        // agent's, never the control plane's, whatever names it carries.
+        if rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )
+        .is_ok()
+        {
+            return refuse("a server certificate presented as a client certificate");
+        }
+        Ok(())
+    }
+}
+
+impl ClientCertVerifier for ControlPlaneOnly {
+    fn offer_client_auth(&self) -> bool {
+        self.chain.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.chain.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.check_identity(end_entity, intermediates, now)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
 }
 
 /// The control plane's TLS configuration towards agents: trusts only `ca_pem` and presents the
@@ -481,5 +623,70 @@ mod tests {
         let key = SecretKeyPem::new(fs::read_to_string(&leaf.key).unwrap());
         server_config(&ca_pem, &pem, &key).unwrap();
         assert!(!format!("{key:?}").contains("PRIVATE"));
+    }
+
+    /// What the agent's verifier says about a certificate presented as a client certificate.
+    fn verdict(verifier: &ControlPlaneOnly, cert_pem: &str) -> Result<(), rustls::Error> {
+        let der = certs(cert_pem, "certificate").unwrap().remove(0);
+        verifier
+            .verify_client_cert(&der, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn agents_accept_only_the_control_plane_identity() {
+        let ca = Ca::generate("klb test CA").unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = ControlPlaneOnly::new(ca.cert_pem(), &provider).unwrap();
+        let ip: IpAddr = "198.18.0.3".parse().unwrap();
+        let plane = ca
+            .issue(CONTROL_PLANE_IDENTITY, CertKind::Client, &[])
+            .unwrap();
+        verdict(&verifier, &plane.cert_pem).unwrap();
+        // Any client certificate from the CA is a control plane's (one per node, say).
+        let node2 = ca.issue("klb-serve-2", CertKind::Client, &[]).unwrap();
+        verdict(&verifier, &node2.cert_pem).unwrap();
+        // Another LB VM's certificate chains to the CA and carries clientAuth: refused.
+        let vm = ca.issue("lb-vm-2", CertKind::Server, &[ip]).unwrap();
+        assert!(verdict(&verifier, &vm.cert_pem).is_err());
+        // The right identity from another CA: refused.
+        let foreign = Ca::generate("other CA")
+            .unwrap()
+            .issue(CONTROL_PLANE_IDENTITY, CertKind::Client, &[])
+            .unwrap();
+        assert!(verdict(&verifier, &foreign.cert_pem).is_err());
+        // No server certificate may take the identity ...
+        assert!(matches!(
+            ca.issue(CONTROL_PLANE_IDENTITY, CertKind::Server, &[ip]),
+            Err(TlsError::ReservedName(_))
+        ));
+        // ... and one made anyway (the CA's key used by hand) is refused: valid for serverAuth.
+        let forged = leaf_with(
+            &ca,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        assert!(verdict(&verifier, &forged).is_err());
+        // So is one listing no extended key usage at all (valid for anything).
+        assert!(verdict(&verifier, &leaf_with(&ca, &[])).is_err());
+        // The profile as the agent wants it, made by hand, passes: the test helper is right.
+        verdict(
+            &verifier,
+            &leaf_with(&ca, &[ExtendedKeyUsagePurpose::ClientAuth]),
+        )
+        .unwrap();
+    }
+
+    /// A leaf with the control plane's SAN and the given extended key usages, signed by `ca`.
+    fn leaf_with(ca: &Ca, usages: &[ExtendedKeyUsagePurpose]) -> String {
+        let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, &ca.key).unwrap();
+        let mut params = CertificateParams::new(vec![CONTROL_PLANE_IDENTITY.to_owned()]).unwrap();
+        params.use_authority_key_identifier_extension = true;
+        params.extended_key_usages = usages.to_vec();
+        set_validity(&mut params, 1);
+        let key = KeyPair::generate().unwrap();
+        params.signed_by(&key, &issuer).unwrap().pem()
     }
 }

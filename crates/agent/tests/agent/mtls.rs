@@ -1,5 +1,6 @@
-//! Mutual TLS and basic auth on a real socket: only clients with a certificate from klb's CA
-//! get an answer, and the client only trusts agents with a certificate from that CA.
+//! Mutual TLS and basic auth on a real socket: only the control plane's client certificate from
+//! klb's CA gets an answer (not another CA's, not an LB VM's from the same CA), and the client
+//! only trusts agents with a certificate from that CA.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use klb_agent::client::{AgentClient, ClientError};
 use klb_agent::config::{BasicAuth, Password};
 use klb_agent::dataplane::fake::FakeProxy;
-use klb_agent::tls::Ca;
+use klb_agent::tls::{Ca, CertKind, IssuedCert};
 use klb_proto::DesiredState;
 
 use crate::util::{Pki, serve};
@@ -121,6 +122,97 @@ async fn client_certificate_from_another_ca_is_rejected() {
     assert!(err.is_retryable());
 }
 
+/// A client presenting `cert` (trusting the right CA for the agent).
+fn client_with(pki: &Pki, cert: &IssuedCert, auth: Option<BasicAuth>) -> AgentClient {
+    let mut config = pki.client_config(auth);
+    config.cert_pem = cert.cert_pem.clone();
+    config.key_pem = cert.key_pem.clone();
+    AgentClient::new(config).unwrap()
+}
+
+/// Issue 11: every LB VM's certificate chains to klb's CA and carries clientAuth, so any VM
+/// could drain any other tenant's LB. Only the control plane's identity may call an agent,
+/// even when the caller knows the basic-auth credentials (every VM's agent.toml holds them).
+#[tokio::test]
+async fn another_vms_certificate_is_refused() {
+    let pki = Pki::new();
+    let auth = BasicAuth {
+        user: "klb".into(),
+        password: Password::new("shared by every VM"),
+    };
+    let served = serve(
+        &pki,
+        Arc::new(FakeProxy::default()),
+        None,
+        Some(auth.clone()),
+        Duration::ZERO,
+    );
+    let vm2 = pki
+        .ca
+        .issue("lb-vm-2", CertKind::Server, &["127.0.0.2".parse().unwrap()])
+        .unwrap();
+    for (who, cert) in [("another VM", &vm2), ("the agent itself", &pki.server)] {
+        let intruder = client_with(&pki, cert, Some(auth.clone()));
+        for result in [
+            intruder.drain(served.addr).await.map(|_| ()),
+            intruder.status(served.addr).await.map(|_| ()),
+        ] {
+            let err = result.expect_err(who);
+            assert!(
+                matches!(err, ClientError::Transport { .. })
+                    || err.status().map(|s| s.as_u16()) == Some(403),
+                "{who}: expected a refused handshake, got {err}"
+            );
+        }
+    }
+    assert!(!served.agent.status().await.drained, "a drain got through");
+    // The control plane's certificate from the same CA, same credentials: 200.
+    let reply = pki.client(Some(auth)).drain(served.addr).await.unwrap();
+    assert!(reply.drained && reply.changed);
+}
+
+/// The same refusal for a raw TLS client presenting a VM's certificate (`curl --cert vm2.crt`).
+#[tokio::test]
+async fn raw_tls_with_a_vm_certificate_is_refused() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pki = Pki::new();
+    let served = serve(
+        &pki,
+        Arc::new(FakeProxy::default()),
+        None,
+        None,
+        Duration::ZERO,
+    );
+    let vm2 = pki
+        .ca
+        .issue("lb-vm-2", CertKind::Server, &["127.0.0.2".parse().unwrap()])
+        .unwrap();
+    let config_for = |cert: &IssuedCert| {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(pki.ca.cert_pem().as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(cert.key_pem.expose().as_bytes()).unwrap();
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap()
+    };
+    let url = format!("https://{}/v1/status", served.addr);
+    let result = raw_get(config_for(&vm2), &url).await;
+    assert!(
+        result.is_err() || result.as_ref().is_ok_and(|s| *s == 403),
+        "a VM's certificate got {result:?}"
+    );
+    assert_eq!(raw_get(config_for(&pki.client), &url).await.unwrap(), 200);
+}
+
 #[tokio::test]
 async fn agent_with_certificate_from_another_ca_is_not_trusted() {
     let pki = Pki::new();
@@ -171,6 +263,17 @@ async fn basic_auth_on_top_of_mtls() {
             .map(|s| s.as_u16()),
         Some(401)
     );
-    let right = pki.client(Some(auth));
+    let wrong_user = pki.client(Some(BasicAuth {
+        user: "root".into(),
+        password: Password::new("correct horse"),
+    }));
+    let err = wrong_user.status(served.addr).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
+    let right = pki.client(Some(auth.clone()));
     right.status(served.addr).await.unwrap();
+    // Neither the client nor its config shows the password.
+    let config = pki.client_config(Some(auth));
+    for printed in [format!("{config:?}"), format!("{right:?}")] {
+        assert!(!printed.contains("correct horse"), "{printed}");
+    }
 }

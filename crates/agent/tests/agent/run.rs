@@ -10,7 +10,7 @@ use axum::routing::post;
 use klb_agent::config::{AgentConfig, BasicAuth, Password};
 use klb_agent::dataplane::fake::FakeProxy;
 use klb_agent::heartbeat::{HmacKey, ReplayGuard, SIGNATURE_HEADER, verify_heartbeat};
-use klb_agent::tls::{self, CertKind};
+use klb_agent::tls::CertKind;
 use klb_proto::{DesiredState, Heartbeat};
 use tokio::sync::{Mutex, mpsc, watch};
 
@@ -54,7 +54,8 @@ async fn receiver(key: HmacKey, pki: Option<&Pki>) -> (String, mpsc::Receiver<He
                 &["127.0.0.1".parse().unwrap()],
             )
             .unwrap();
-        let tls = tls::server_config(pki.ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
+        // Its clients are agents (heartbeats are HMAC-signed): any certificate from the CA.
+        let tls = crate::util::any_client_server_config(pki.ca.cert_pem(), &cert);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = axum_server::from_tcp_rustls(
@@ -133,6 +134,9 @@ async fn check_run(https: bool) {
         }
     }
     assert_eq!(reply.expect("agent API never came up").version, 7);
+    // The config file's [auth] is enforced.
+    let err = pki.client(None).status(addr).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
 
     // Heartbeats arrive signed, for the applied state, with increasing sequence numbers.
     let mut seqs = Vec::new();

@@ -45,6 +45,36 @@ impl Pki {
     }
 }
 
+/// A TLS server config that accepts any client certificate chaining to `ca_pem` (agents
+/// included): what a heartbeat receiver over https needs, unlike the agent's own
+/// [`tls::server_config`], which accepts only the control plane.
+pub fn any_client_server_config(ca_pem: &str, server: &IssuedCert) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let chain = CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(server.key_pem.expose().as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    Arc::new(config)
+}
+
 /// An agent API served on 127.0.0.1 (random port); stops when dropped.
 pub struct Served {
     pub addr: SocketAddr,
