@@ -64,6 +64,10 @@ pub struct SecretMeta {
     pub content_type: String,
     /// Creation time (RFC 3339).
     pub created: String,
+    /// The user who stored it (Barbican's `creator_id`), when known; absent in documents
+    /// written before klb recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -100,6 +104,10 @@ pub struct ContainerMeta {
     pub secrets: Vec<(String, Uuid)>,
     /// Creation time (RFC 3339).
     pub created: String,
+    /// The user who stored it (Barbican's `creator_id`), when known; absent in documents
+    /// written before klb recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator_id: Option<String>,
 }
 
 /// Why a secret or container cannot be stored (a 400 for the caller) or the store failed.
@@ -125,10 +133,20 @@ impl LocalSecrets {
         LocalSecrets { store }
     }
 
-    /// Stores a secret for `project_id`.
+    /// Stores a secret for `project_id` (no creator recorded).
     pub async fn create_secret(
         &self,
         project_id: &str,
+        secret: NewSecret,
+    ) -> Result<SecretMeta, SecretsError> {
+        self.create_secret_by(project_id, None, secret).await
+    }
+
+    /// Stores a secret for `project_id`, made by the user `creator_id`.
+    pub async fn create_secret_by(
+        &self,
+        project_id: &str,
+        creator_id: Option<&str>,
         secret: NewSecret,
     ) -> Result<SecretMeta, SecretsError> {
         if secret.payload.is_empty() {
@@ -146,6 +164,7 @@ impl LocalSecrets {
             secret_type: secret.secret_type,
             content_type: secret.content_type,
             created: now(),
+            creator_id: creator_id.map(str::to_owned),
         };
         let body = SecretBody {
             meta: meta.clone(),
@@ -162,6 +181,17 @@ impl LocalSecrets {
         id: Uuid,
     ) -> Result<Option<SecretMeta>, SecretsError> {
         Ok(self.secret_body(project_id, id).await?.map(|b| b.meta))
+    }
+
+    /// A secret of any project, for a caller that decides about access itself (the API's
+    /// policy needs the owner before it can answer 403 or 404).
+    pub async fn find_secret(&self, id: Uuid) -> Result<Option<SecretMeta>, SecretsError> {
+        Ok(self
+            .store
+            .get(SECRET_KIND, &id.to_string())
+            .await?
+            .and_then(|d| serde_json::from_str::<SecretBody>(&d.body).ok())
+            .map(|b| b.meta))
     }
 
     /// A secret's payload and content type, for its own project only.
@@ -194,10 +224,21 @@ impl LocalSecrets {
         self.delete(SECRET_KIND, project_id, id).await
     }
 
-    /// Stores a container whose refs all name secrets of `project_id`.
+    /// Stores a container whose refs all name secrets of `project_id` (no creator recorded).
     pub async fn create_container(
         &self,
         project_id: &str,
+        container: NewContainer,
+    ) -> Result<ContainerMeta, SecretsError> {
+        self.create_container_by(project_id, None, container).await
+    }
+
+    /// Stores a container whose refs all name secrets of `project_id`, made by the user
+    /// `creator_id`.
+    pub async fn create_container_by(
+        &self,
+        project_id: &str,
+        creator_id: Option<&str>,
         container: NewContainer,
     ) -> Result<ContainerMeta, SecretsError> {
         let allowed: &[&str] = match container.container_type.as_str() {
@@ -251,6 +292,7 @@ impl LocalSecrets {
             container_type: container.container_type,
             secrets,
             created: now(),
+            creator_id: creator_id.map(str::to_owned),
         };
         self.insert(CONTAINER_KIND, meta.id, project_id, &meta)
             .await?;
@@ -265,6 +307,15 @@ impl LocalSecrets {
     ) -> Result<Option<ContainerMeta>, SecretsError> {
         Ok(self
             .owned(CONTAINER_KIND, project_id, id)
+            .await?
+            .and_then(|d| serde_json::from_str(&d.body).ok()))
+    }
+
+    /// A container of any project, for a caller that decides about access itself.
+    pub async fn find_container(&self, id: Uuid) -> Result<Option<ContainerMeta>, SecretsError> {
+        Ok(self
+            .store
+            .get(CONTAINER_KIND, &id.to_string())
             .await?
             .and_then(|d| serde_json::from_str(&d.body).ok()))
     }
@@ -584,6 +635,57 @@ mod tests {
             s.fetch("p1", &r, CertUsage::Server).await,
             Err(CertError::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn creators_are_recorded_and_older_documents_still_read() {
+        let (s, _dir) = secrets().await;
+        let meta = s
+            .create_secret_by("p1", Some("alice-id"), text("x"))
+            .await
+            .unwrap();
+        assert_eq!(meta.creator_id.as_deref(), Some("alice-id"));
+        let found = s.find_secret(meta.id).await.unwrap().unwrap();
+        assert_eq!(found, meta, "found by id whatever the caller's project");
+        let c = s
+            .create_container_by(
+                "p1",
+                Some("alice-id"),
+                NewContainer {
+                    name: None,
+                    container_type: "generic".into(),
+                    secret_refs: vec![("any".into(), secret_ref(meta.id))],
+                },
+            )
+            .await
+            .unwrap();
+        let found = s.find_container(c.id).await.unwrap().unwrap();
+        assert_eq!(found.creator_id.as_deref(), Some("alice-id"));
+        assert!(s.find_secret(Uuid::new_v4()).await.unwrap().is_none());
+        // Documents written before creators were recorded have no `creator_id` key.
+        let old = Uuid::new_v4();
+        let body = serde_json::json!({
+            "id": old, "project_id": "p1", "name": null, "secret_type": "opaque",
+            "content_type": "text/plain", "created": "2025-01-01T00:00:00Z",
+            "payload": base64::engine::general_purpose::STANDARD.encode("old"),
+        });
+        s.insert(SECRET_KIND, old, "p1", &body).await.unwrap();
+        let meta = s.secret("p1", old).await.unwrap().expect("readable");
+        assert_eq!(meta.creator_id, None);
+        assert_eq!(
+            s.secret_payload("p1", old).await.unwrap().unwrap().1,
+            b"old".to_vec()
+        );
+        let cold = Uuid::new_v4();
+        let body = serde_json::json!({
+            "id": cold, "project_id": "p1", "name": null, "container_type": "generic",
+            "secrets": [], "created": "2025-01-01T00:00:00Z",
+        });
+        s.insert(CONTAINER_KIND, cold, "p1", &body).await.unwrap();
+        assert_eq!(
+            s.container("p1", cold).await.unwrap().unwrap().creator_id,
+            None
+        );
     }
 
     #[tokio::test]

@@ -1,9 +1,21 @@
 //! The subset of Barbican's v1 API that tenants need to hand TLS certificates to klb on the
 //! local cloud: secrets (one-step create with the payload, show, list, payload, delete) and
 //! certificate containers (create, show, list, delete). Served on the API's port and
-//! authenticated like the LB API; every object belongs to the caller's project, and another
-//! project's id answers 404. The refs it returns (`http://HOST/v1/secrets/UUID`) are what
-//! listeners and pools take in `*_tls_container_ref`.
+//! authenticated like the LB API; every object belongs to the project it was created in. The
+//! refs it returns (`http://HOST/v1/secrets/UUID`) are what listeners and pools take in
+//! `*_tls_container_ref`.
+//!
+//! Authorization ([`SecretsPolicy`]) follows the LB API's: where that enforces roles (Keystone
+//! with Octavia's policy) Barbican's default policy applies, with its new defaults
+//! (`barbican/common/policies/{base,secrets,containers}.py`, Barbican 23.0.0): listing and
+//! creating need `member`; a secret's metadata and its deletion need `member` of its project
+//! or `admin` (of any project, as Barbican's bare `role:admin`); its payload needs `member` or
+//! `admin` of its project; a container's show and delete need `member` or `admin` of its
+//! project. `reader` and other roles get 403, as does another project's member (Barbican finds
+//! the object, then refuses). klb has no ACLs, so every object is readable by its project
+//! (Barbican's default `project_access`) and the creator clause (`member` and `creator_id`)
+//! grants nothing more. Where the LB API enforces no roles (noauth) every caller may do
+//! everything in its own project and another project's ids answer 404.
 
 use axum::Json;
 use axum::Router;
@@ -13,21 +25,156 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use klb_api::{ApiError, ApiResult, AppState, RequestContext};
+use klb_api::{Action, ApiError, ApiResult, AppState, Denied, Op, RequestContext, Resource};
 use klb_certs::{ContainerMeta, LocalSecrets, NewContainer, NewSecret, SecretMeta, SecretsError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// Handlers' state: the API state (authentication) and the secret store.
+/// Handlers' state: the API state (authentication), the secret store and the policy.
 #[derive(Clone)]
 struct SecretsState {
     api: AppState,
     secrets: LocalSecrets,
+    policy: SecretsPolicy,
 }
 
-/// The `/v1/secrets` and `/v1/containers` routes.
+/// Barbican's policy rules for what klb serves (`secrets.py`, `containers.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `secrets:get`: list the project's secrets.
+    SecretsGet,
+    /// `secrets:post`: store a secret.
+    SecretsPost,
+    /// `secret:get`: a secret's metadata.
+    SecretGet,
+    /// `secret:decrypt`: a secret's payload.
+    SecretDecrypt,
+    /// `secret:delete`.
+    SecretDelete,
+    /// `containers:get`: list the project's containers.
+    ContainersGet,
+    /// `containers:post`: store a container.
+    ContainersPost,
+    /// `container:get`.
+    ContainerGet,
+    /// `container:delete`.
+    ContainerDelete,
+}
+
+impl Rule {
+    /// Barbican's rule name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::SecretsGet => "secrets:get",
+            Rule::SecretsPost => "secrets:post",
+            Rule::SecretGet => "secret:get",
+            Rule::SecretDecrypt => "secret:decrypt",
+            Rule::SecretDelete => "secret:delete",
+            Rule::ContainersGet => "containers:get",
+            Rule::ContainersPost => "containers:post",
+            Rule::ContainerGet => "container:get",
+            Rule::ContainerDelete => "container:delete",
+        }
+    }
+}
+
+/// The object a rule is checked on (Barbican's `target.secret.*`, `target.container.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Owning project.
+    pub project_id: &'a str,
+    /// The user who created it, when recorded.
+    pub creator_id: Option<&'a str>,
+}
+
+/// Who may do what on `/v1/secrets` and `/v1/containers` (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretsPolicy {
+    /// No roles enforced (noauth): a caller may do everything in its own project; another
+    /// project's objects answer 404.
+    ProjectScope,
+    /// Barbican's default policy (new defaults) on the caller's Keystone roles.
+    Barbican,
+}
+
+impl SecretsPolicy {
+    /// The policy that matches the LB API's: if its configured policy lets a caller with no
+    /// role create a load balancer in its own project ([`klb_api::ScopePolicy`], noauth), roles
+    /// are not enforced here either; otherwise (Octavia's policy, Keystone) Barbican's are.
+    pub fn for_api(api: &AppState) -> SecretsPolicy {
+        const PROBE: &str = "policy-probe";
+        let roleless = RequestContext::new(Some(PROBE.to_owned()), Vec::new(), false)
+            .with_policy(api.policy.clone());
+        let create = Action::new(Resource::LoadBalancer, Op::Post);
+        if roleless.authorize(create, Some(PROBE)).is_ok() {
+            SecretsPolicy::ProjectScope
+        } else {
+            SecretsPolicy::Barbican
+        }
+    }
+
+    /// Decides `rule` for `ctx` on `target` (`None` for the collection rules, which act on
+    /// the caller's own project).
+    pub fn check(
+        self,
+        ctx: &RequestContext,
+        rule: Rule,
+        target: Option<Target<'_>>,
+    ) -> Result<(), Denied> {
+        match self {
+            SecretsPolicy::ProjectScope => match target {
+                Some(t) if ctx.project_id.as_deref() != Some(t.project_id) => {
+                    Err(Denied::NotVisible)
+                }
+                _ => Ok(()),
+            },
+            SecretsPolicy::Barbican => {
+                if barbican_allows(ctx, rule, target) {
+                    Ok(())
+                } else {
+                    Err(Denied::Forbidden)
+                }
+            }
+        }
+    }
+}
+
+/// Barbican's new-default check strings (`True:%(enforce_new_defaults)s and (...)`), with
+/// oslo.policy's case-insensitive role match.
+fn barbican_allows(ctx: &RequestContext, rule: Rule, target: Option<Target<'_>>) -> bool {
+    let role = |name: &str| ctx.roles.iter().any(|r| r.eq_ignore_ascii_case(name));
+    // `*_project_match`: `project_id:%(target.*.project_id)s`.
+    let project_match = target.is_some_and(|t| ctx.project_id.as_deref() == Some(t.project_id));
+    // `*_owner`: `user_id:%(target.*.creator_id)s`; an unrecorded creator matches no one.
+    let owner = matches!(
+        (ctx.user_id.as_deref(), target.and_then(|t| t.creator_id)),
+        (Some(u), Some(c)) if u == c
+    );
+    // klb has no ACLs: every object is readable by its project (`*_is_not_private`, Barbican's
+    // default `project_access`) and no ACL lists the caller (`*_acl_read`).
+    let is_not_private = true;
+    let acl_read = false;
+    let project_admin = role("admin") && project_match;
+    let project_member = role("member") && project_match;
+    // `(rule:*_project_member and rule:*_owner) or (rule:*_project_member and
+    // rule:*_is_not_private)`.
+    let member_access = project_member && (owner || is_not_private);
+    match rule {
+        Rule::SecretsGet | Rule::SecretsPost | Rule::ContainersGet | Rule::ContainersPost => {
+            role("member")
+        }
+        Rule::SecretDecrypt | Rule::ContainerGet => project_admin || member_access || acl_read,
+        Rule::SecretGet => role("admin") || project_admin || member_access || acl_read,
+        Rule::SecretDelete => role("admin") || project_admin || member_access,
+        Rule::ContainerDelete => project_admin || member_access,
+    }
+}
+
+/// The `/v1/secrets` and `/v1/containers` routes, with the policy matching the LB API's
+/// ([`SecretsPolicy::for_api`]).
 pub fn router(api: AppState, secrets: LocalSecrets) -> Router {
+    let policy = SecretsPolicy::for_api(&api);
     Router::new()
         .route("/v1", get(version))
         .route("/v1/", get(version))
@@ -43,7 +190,11 @@ pub fn router(api: AppState, secrets: LocalSecrets) -> Router {
             get(show_container).delete(delete_container),
         )
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
-        .with_state(SecretsState { api, secrets })
+        .with_state(SecretsState {
+            api,
+            secrets,
+            policy,
+        })
 }
 
 /// Context extractor bound to the API state.
@@ -67,6 +218,89 @@ impl Caller {
             ApiError::BadRequest("Secrets belong to a project: the request has none.".into())
         })
     }
+
+    /// The caller's project, once `rule` (a collection rule) allows the request.
+    fn project_for(&self, s: &SecretsState, rule: Rule) -> ApiResult<&str> {
+        s.policy
+            .check(&self.0, rule, None)
+            .map_err(|d| denied(d, "Secret"))?;
+        self.project()
+    }
+
+    /// Checks `rule` on an object (`what` names it in a 404).
+    fn authorize(
+        &self,
+        s: &SecretsState,
+        rule: Rule,
+        target: Target<'_>,
+        what: &str,
+    ) -> ApiResult<()> {
+        s.policy
+            .check(&self.0, rule, Some(target))
+            .map_err(|d| denied(d, what))
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.0.user_id.as_deref()
+    }
+}
+
+/// 404 for an object the caller may not know about, 403 (the API's policy fault) otherwise.
+fn denied(d: Denied, what: &str) -> ApiError {
+    match d {
+        Denied::NotVisible => not_found(what),
+        Denied::Forbidden => ApiError::Forbidden,
+    }
+}
+
+fn secret_target(m: &SecretMeta) -> Target<'_> {
+    Target {
+        project_id: &m.project_id,
+        creator_id: m.creator_id.as_deref(),
+    }
+}
+
+fn container_target(c: &ContainerMeta) -> Target<'_> {
+    Target {
+        project_id: &c.project_id,
+        creator_id: c.creator_id.as_deref(),
+    }
+}
+
+/// The secret `id` (of any project) once `rule` allows it to the caller.
+async fn authorized_secret(
+    s: &SecretsState,
+    caller: &Caller,
+    id: &str,
+    rule: Rule,
+) -> ApiResult<SecretMeta> {
+    let id = parse_id(id, "Secret")?;
+    let meta = s
+        .secrets
+        .find_secret(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found("Secret"))?;
+    caller.authorize(s, rule, secret_target(&meta), "Secret")?;
+    Ok(meta)
+}
+
+/// The container `id` (of any project) once `rule` allows it to the caller.
+async fn authorized_container(
+    s: &SecretsState,
+    caller: &Caller,
+    id: &str,
+    rule: Rule,
+) -> ApiResult<ContainerMeta> {
+    let id = parse_id(id, "Container")?;
+    let c = s
+        .secrets
+        .find_container(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found("Container"))?;
+    caller.authorize(s, rule, container_target(&c), "Container")?;
+    Ok(c)
 }
 
 fn base_url(headers: &HeaderMap) -> String {
@@ -172,7 +406,7 @@ fn secret_json(base: &str, m: &SecretMeta) -> Value {
         "created": m.created,
         "updated": m.created,
         "algorithm": null, "bit_length": null, "mode": null, "expiration": null,
-        "creator_id": null,
+        "creator_id": m.creator_id,
     })
 }
 
@@ -188,7 +422,7 @@ fn container_json(base: &str, c: &ContainerMeta) -> Value {
         "consumers": [],
         "created": c.created,
         "updated": c.created,
-        "creator_id": null,
+        "creator_id": c.creator_id,
     })
 }
 
@@ -198,7 +432,7 @@ async fn create_secret(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let project = caller.project()?;
+    let project = caller.project_for(&s, Rule::SecretsPost)?;
     let req: SecretRequest = json_body(&body)?;
     let _ = (&req.algorithm, req.bit_length, &req.mode, &req.expiration);
     let payload = req.payload.ok_or_else(|| {
@@ -252,8 +486,9 @@ async fn create_secret(
     }
     let meta = s
         .secrets
-        .create_secret(
+        .create_secret_by(
             project,
+            caller.user(),
             NewSecret {
                 name: req.name,
                 secret_type: req.secret_type.unwrap_or_else(|| "opaque".to_owned()),
@@ -278,7 +513,7 @@ async fn list_secrets(
 ) -> ApiResult<Json<Value>> {
     let all = s
         .secrets
-        .secrets(caller.project()?)
+        .secrets(caller.project_for(&s, Rule::SecretsGet)?)
         .await
         .map_err(store_error)?;
     let base = base_url(&headers);
@@ -294,13 +529,7 @@ async fn show_secret(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = parse_id(&id, "Secret")?;
-    let meta = s
-        .secrets
-        .secret(caller.project()?, id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| not_found("Secret"))?;
+    let meta = authorized_secret(&s, &caller, &id, Rule::SecretGet).await?;
     Ok(Json(secret_json(&base_url(&headers), &meta)))
 }
 
@@ -309,10 +538,10 @@ async fn secret_payload(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = parse_id(&id, "Secret")?;
+    let meta = authorized_secret(&s, &caller, &id, Rule::SecretDecrypt).await?;
     let (content_type, bytes) = s
         .secrets
-        .secret_payload(caller.project()?, id)
+        .secret_payload(&meta.project_id, meta.id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found("Secret"))?;
@@ -324,10 +553,11 @@ async fn delete_secret(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = parse_id(&id, "Secret")?;
+    let meta = authorized_secret(&s, &caller, &id, Rule::SecretDelete).await?;
+    // Barbican deletes in the secret's project (an admin of another project may).
     let found = s
         .secrets
-        .delete_secret(caller.project()?, id)
+        .delete_secret(&meta.project_id, meta.id)
         .await
         .map_err(store_error)?;
     deleted(found, "Secret")
@@ -356,11 +586,13 @@ async fn create_container(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let project = caller.project_for(&s, Rule::ContainersPost)?;
     let req: ContainerRequest = json_body(&body)?;
     let meta = s
         .secrets
-        .create_container(
-            caller.project()?,
+        .create_container_by(
+            project,
+            caller.user(),
             NewContainer {
                 name: req.name,
                 container_type: req.container_type,
@@ -387,7 +619,7 @@ async fn list_containers(
 ) -> ApiResult<Json<Value>> {
     let all = s
         .secrets
-        .containers(caller.project()?)
+        .containers(caller.project_for(&s, Rule::ContainersGet)?)
         .await
         .map_err(store_error)?;
     let base = base_url(&headers);
@@ -403,13 +635,7 @@ async fn show_container(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = parse_id(&id, "Container")?;
-    let c = s
-        .secrets
-        .container(caller.project()?, id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| not_found("Container"))?;
+    let c = authorized_container(&s, &caller, &id, Rule::ContainerGet).await?;
     Ok(Json(container_json(&base_url(&headers), &c)))
 }
 
@@ -418,16 +644,13 @@ async fn delete_container(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = parse_id(&id, "Container")?;
-    if s.secrets
-        .delete_container(caller.project()?, id)
+    let c = authorized_container(&s, &caller, &id, Rule::ContainerDelete).await?;
+    let found = s
+        .secrets
+        .delete_container(&c.project_id, c.id)
         .await
-        .map_err(store_error)?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found("Container"))
-    }
+        .map_err(store_error)?;
+    deleted(found, "Container")
 }
 
 #[cfg(test)]
@@ -560,6 +783,88 @@ mod tests {
         assert_eq!(
             call(&app, "GET", path, "p1", None).await.0,
             StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn roles_are_enforced_exactly_where_the_lb_api_enforces_them() {
+        let (app, _dir) = app().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
+            .await
+            .unwrap();
+        let mut api = AppState::new(store, Arc::new(NoAuth::default()));
+        assert_eq!(SecretsPolicy::for_api(&api), SecretsPolicy::ProjectScope);
+        for enforce_new_defaults in [false, true] {
+            api.policy = Arc::new(klb_api::auth::policy::OctaviaPolicy::new(
+                klb_api::auth::policy::PolicyOptions {
+                    enforce_new_defaults,
+                    enforce_scope: true,
+                },
+            ));
+            assert_eq!(SecretsPolicy::for_api(&api), SecretsPolicy::Barbican);
+        }
+        // Noauth, like the LB API's scope policy, ignores roles: whatever `X-Roles` says (here
+        // nothing, as openstacksdk sends), the project's caller may do everything.
+        let (st, b) = call(
+            &app,
+            "POST",
+            "/v1/secrets",
+            "p1",
+            Some(json!({"payload": "t"})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED);
+        let path = json_of(&b)["secret_ref"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://198.18.0.1:9876")
+            .to_owned();
+        let (st, b) = call(&app, "GET", &format!("{path}/payload"), "p1", None).await;
+        assert_eq!((st, b.as_slice()), (StatusCode::OK, b"t".as_slice()));
+        assert_eq!(
+            json_of(&call(&app, "GET", &path, "p1", None).await.1)["creator_id"],
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn barbican_rules_by_role() {
+        let ctx = |project: &str, user: &str, roles: &[&str]| {
+            let mut c = RequestContext::new(
+                Some(project.to_owned()),
+                roles.iter().map(|r| r.to_string()).collect(),
+                false,
+            );
+            c.user_id = Some(user.to_owned());
+            c
+        };
+        let t = Target {
+            project_id: "p1",
+            creator_id: Some("alice"),
+        };
+        let p = SecretsPolicy::Barbican;
+        let ok = |c: &RequestContext, rule: Rule| p.check(c, rule, Some(t)).is_ok();
+        let member = ctx("p1", "bob", &["Member"]);
+        let reader = ctx("p1", "alice", &["reader"]);
+        let admin_p2 = ctx("p2", "odin", &["admin"]);
+        for rule in [
+            Rule::SecretGet,
+            Rule::SecretDecrypt,
+            Rule::SecretDelete,
+            Rule::ContainerGet,
+            Rule::ContainerDelete,
+        ] {
+            assert!(ok(&member, rule), "{}", rule.name());
+            assert_eq!(p.check(&reader, rule, Some(t)), Err(Denied::Forbidden));
+        }
+        assert!(ok(&admin_p2, Rule::SecretGet) && ok(&admin_p2, Rule::SecretDelete));
+        assert!(!ok(&admin_p2, Rule::SecretDecrypt) && !ok(&admin_p2, Rule::ContainerGet));
+        assert!(p.check(&member, Rule::SecretsPost, None).is_ok());
+        assert!(p.check(&reader, Rule::SecretsGet, None).is_err());
+        assert_eq!(
+            SecretsPolicy::ProjectScope.check(&admin_p2, Rule::SecretGet, Some(t)),
+            Err(Denied::NotVisible)
         );
     }
 
