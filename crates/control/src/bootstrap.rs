@@ -1,12 +1,15 @@
 //! What a new LB VM gets before its agent starts (cloud-init's `write_files` on OpenStack, the
 //! local cloud's [`VmBootstrap`] hook here): an agent certificate issued by klb's CA for the
 //! VM's management address, the CA certificate, and `agent.toml` pointing the heartbeat at
-//! the control plane. Keys are secrets: written 0600 by the local cloud, never logged.
+//! the control plane, and, when the seed's `agent_user`/`agent_password` are set, the `[auth]`
+//! the agent then requires on every request. Keys and the password are secrets: written 0600
+//! by the local cloud, never logged.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use klb_agent::config::BasicAuth;
 use klb_agent::tls::{Ca, CertKind};
 use klb_local::{BootInfo, VmBootstrap};
 
@@ -21,6 +24,8 @@ pub struct AgentBootstrap {
     hmac_key: String,
     /// Heartbeat period.
     heartbeat_interval_ms: u64,
+    /// Basic auth every agent requires (`agent_user`/`agent_password`), if set.
+    auth: Option<BasicAuth>,
 }
 
 impl std::fmt::Debug for AgentBootstrap {
@@ -28,6 +33,7 @@ impl std::fmt::Debug for AgentBootstrap {
         f.debug_struct("AgentBootstrap")
             .field("agent_port", &self.agent_port)
             .field("heartbeat_port", &self.heartbeat_port)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -47,13 +53,21 @@ impl AgentBootstrap {
             heartbeat_port,
             hmac_key,
             heartbeat_interval_ms,
+            auth: None,
         }
+    }
+
+    /// Agents started with this hook require `auth` (HTTP basic auth); `None`: mTLS only.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Option<BasicAuth>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// The `agent.toml` for one VM (pure; paths are relative to the agent's directory).
     pub fn agent_toml(&self, boot: &BootInfo) -> String {
         let dir = boot.dir.display();
-        let doc = toml::toml! {
+        let mut doc = toml::toml! {
             listen_addr = (boot.mgmt_addr.to_string())
             port = (i64::from(self.agent_port))
             runtime_dir = (format!("{dir}/run"))
@@ -66,6 +80,15 @@ impl AgentBootstrap {
             hmac_key = (self.hmac_key.clone())
             interval_ms = (self.heartbeat_interval_ms as i64)
         };
+        if let Some(auth) = &self.auth {
+            doc.insert(
+                "auth".to_owned(),
+                toml::Value::Table(toml::toml! {
+                    user = (auth.user.clone())
+                    password = (auth.password.expose().to_owned())
+                }),
+            );
+        }
         doc.to_string()
     }
 }
@@ -97,21 +120,17 @@ impl VmBootstrap for AgentBootstrap {
 mod tests {
     use std::collections::BTreeMap;
 
-    use klb_agent::config::AgentConfig;
+    use klb_agent::config::{AgentConfig, Password};
 
     use super::*;
 
-    #[tokio::test]
-    async fn written_files_make_a_valid_agent_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Arc::new(Ca::generate("klb test CA").unwrap());
-        let hook = AgentBootstrap::new(ca, 62000, 6543, "0123456789abcdef0123".into(), 1000);
-        let boot = BootInfo {
+    fn boot_info(dir: &std::path::Path) -> BootInfo {
+        BootInfo {
             server_id: "s-1".into(),
             server_name: "klb-lb-vm-0".into(),
             metadata: BTreeMap::new(),
             ns: "klb-vm-1".into(),
-            dir: dir.path().to_owned(),
+            dir: dir.to_owned(),
             mgmt_addr: "198.18.128.2".parse().unwrap(),
             l3_addr: "198.18.64.2".parse().unwrap(),
             host_mgmt_addr: "198.18.128.1".parse().unwrap(),
@@ -120,7 +139,15 @@ mod tests {
                 "198.18.64.253".parse().unwrap(),
             ],
             user_data: None,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn written_files_make_a_valid_agent_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(Ca::generate("klb test CA").unwrap());
+        let hook = AgentBootstrap::new(ca, 62000, 6543, "0123456789abcdef0123".into(), 1000);
+        let boot = boot_info(dir.path());
         let files = hook.files(&boot).await.unwrap();
         for (name, bytes) in &files {
             std::fs::write(dir.path().join(name), bytes).unwrap();
@@ -139,5 +166,30 @@ mod tests {
             toml.contains("url = \"http://198.18.128.1:6543/v1/heartbeat\""),
             "{toml}"
         );
+        // Without agent_user/agent_password: no [auth], the agent runs on mTLS alone.
+        assert!(config.auth.is_none(), "{toml}");
+    }
+
+    #[tokio::test]
+    async fn agent_toml_carries_the_seed_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(Ca::generate("klb test CA").unwrap());
+        // Characters TOML must escape survive the round trip.
+        let password = "ee71f1d3 \"quoted\" \\ #not-a-comment";
+        let hook = AgentBootstrap::new(ca, 62000, 6543, "0123456789abcdef0123".into(), 1000)
+            .with_auth(Some(BasicAuth {
+                user: "kinx_haproxy_user".into(),
+                password: Password::new(password),
+            }));
+        assert!(!format!("{hook:?}").contains(password));
+        let boot = boot_info(dir.path());
+        for (name, bytes) in hook.files(&boot).await.unwrap() {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let config = AgentConfig::load(&dir.path().join("agent.toml")).unwrap();
+        let auth = config.auth.as_ref().expect("agent.toml has no [auth]");
+        assert_eq!(auth.user, "kinx_haproxy_user");
+        assert_eq!(auth.password.expose(), password);
+        assert!(!format!("{config:?}").contains(password));
     }
 }

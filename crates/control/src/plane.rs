@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use klb_agent::client::{AgentClient, AgentClientConfig};
+use klb_agent::config::BasicAuth;
 use klb_agent::heartbeat::HmacKey;
 use klb_agent::tls::{Ca, CertKind};
 use klb_api::provider::{Vip, VipNetwork, VipRequest};
@@ -101,6 +102,9 @@ pub struct LocalSettings {
     pub scale_out_cooldown: Duration,
     /// `agent_port`.
     pub agent_port: u16,
+    /// `agent_user`/`agent_password`: HTTP basic auth every agent requires and the control
+    /// plane sends, on top of mTLS (`None`: mTLS only). `Debug` redacts the password.
+    pub agent_auth: Option<BasicAuth>,
     /// `lb_api_agent_port`: the heartbeat receiver's port on the management network.
     pub heartbeat_port: u16,
     /// Agent heartbeat period.
@@ -137,6 +141,7 @@ impl Default for LocalSettings {
             max_vms: 4,
             scale_out_cooldown: webhook::SCALE_OUT_COOLDOWN,
             agent_port: 62000,
+            agent_auth: None,
             heartbeat_port: 6543,
             heartbeat_interval: Duration::from_secs(1),
             silent_after: Duration::from_secs(3),
@@ -346,7 +351,7 @@ async fn start_local(
         ca_pem: ca.cert_pem().to_owned(),
         cert_pem: plane_cert.cert_pem,
         key_pem: plane_cert.key_pem,
-        auth: None,
+        auth: settings.agent_auth.clone(),
         timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(2),
     })?;
@@ -358,7 +363,8 @@ async fn start_local(
         settings.heartbeat_port,
         hmac_secret.clone(),
         settings.heartbeat_interval.as_millis() as u64,
-    );
+    )
+    .with_auth(settings.agent_auth.clone());
     let (cloud, adopted) = LocalCloud::open(LocalCloudConfig {
         lab: settings.lab.clone(),
         state_file: None,

@@ -121,8 +121,10 @@ pub struct RawKinxHaproxy {
     pub auth_url: Option<String>,
     pub endpoint_url: Option<String>,
     pub kinx_office_ip: Option<String>,
+    /// With `agent_password`: HTTP basic auth on every agent, on top of mTLS.
     pub agent_user: Option<String>,
-    pub agent_password: Option<String>,
+    /// Never printed (`Debug` shows `<redacted>`).
+    pub agent_password: Option<klb_agent::config::Password>,
     pub agent_port: Option<u16>,
     pub default_maxconn: Option<u32>,
     pub loadbalancer_instance_volume_size: Option<u32>,
@@ -194,10 +196,16 @@ pub fn read_kinx_ini(path: &Path) -> Result<RawKinxHaproxy, ConfigError> {
     if let Some(section) = ini.section(Some("kinx_haproxy")) {
         for (key, value) in section.iter() {
             let value = value.split(" #").next().unwrap_or("").trim();
+            // Credentials are strings even when they look like numbers ("123456").
+            let text_only = matches!(key, "agent_user" | "agent_password");
             let parsed = value
                 .parse::<i64>()
-                .map(toml::Value::Integer)
-                .unwrap_or_else(|_| toml::Value::String(value.to_owned()));
+                .ok()
+                .filter(|_| !text_only)
+                .map_or_else(
+                    || toml::Value::String(value.to_owned()),
+                    toml::Value::Integer,
+                );
             table.insert(key.to_owned(), parsed);
         }
     }
@@ -207,6 +215,25 @@ pub fn read_kinx_ini(path: &Path) -> Result<RawKinxHaproxy, ConfigError> {
             key: format!("{}:[kinx_haproxy]", path.display()),
             message: e.to_string(),
         })
+}
+
+impl RawKinxHaproxy {
+    /// `agent_user` and `agent_password` lifted: both or neither, neither empty.
+    pub fn agent_auth(&self) -> Result<Option<klb_agent::config::BasicAuth>, ConfigError> {
+        match (&self.agent_user, &self.agent_password) {
+            (None, None) => Ok(None),
+            (Some(user), Some(password)) if !user.is_empty() && !password.expose().is_empty() => {
+                Ok(Some(klb_agent::config::BasicAuth {
+                    user: user.clone(),
+                    password: password.clone(),
+                }))
+            }
+            _ => Err(ConfigError::Invalid {
+                key: "kinx_haproxy.agent_user/agent_password".to_owned(),
+                message: "set both (non-empty) or neither".to_owned(),
+            }),
+        }
+    }
 }
 
 /// `over` wins field by field (klb.toml over the INI file).
@@ -270,6 +297,37 @@ mod tests {
         assert_eq!(raw.base_as_number, Some(10000));
         assert_eq!(raw.ceilometer_pps_threshold, Some(20000));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn seed_agent_credentials_are_read_as_text_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("neutron.conf");
+        // A password of digits only must stay a string (it used to fail as an integer).
+        std::fs::write(
+            &path,
+            "[kinx_haproxy]\nagent_user=kinx_haproxy_user\nagent_password=0123456789\n",
+        )
+        .unwrap();
+        let raw = read_kinx_ini(&path).unwrap();
+        assert!(!format!("{raw:?}").contains("0123456789"), "{raw:?}");
+        let auth = raw.agent_auth().unwrap().expect("credentials set");
+        assert_eq!(auth.user, "kinx_haproxy_user");
+        assert_eq!(auth.password.expose(), "0123456789");
+        assert!(!format!("{auth:?}").contains("0123456789"));
+        // From klb.toml too; half a credential is an error.
+        let raw: RawConfig =
+            toml::from_str("[kinx_haproxy]\nagent_user = \"u\"\nagent_password = \"p\"\n").unwrap();
+        assert!(raw.kinx_haproxy.agent_auth().unwrap().is_some());
+        let half: RawConfig = toml::from_str("[kinx_haproxy]\nagent_user = \"u\"\n").unwrap();
+        assert!(half.kinx_haproxy.agent_auth().is_err());
+        assert!(
+            RawConfig::default()
+                .kinx_haproxy
+                .agent_auth()
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

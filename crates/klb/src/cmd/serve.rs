@@ -177,6 +177,7 @@ fn local_settings(raw: &RawConfig) -> Result<klb_control::plane::LocalSettings, 
     if let Some(v) = k.agent_port {
         s.agent_port = v;
     }
+    s.agent_auth = k.agent_auth()?;
     if let Some(v) = k.lb_api_agent_port {
         s.heartbeat_port = v;
     }
