@@ -36,9 +36,15 @@ pub struct Vip {
 
 /// Allocates VIPs (Neutron ports in OpenStack). Errors are client-facing reasons
 /// (e.g. `Subnet <id> not found.`).
+#[async_trait::async_trait]
 pub trait VipNetwork: Send + Sync + 'static {
-    /// Allocates the VIP for a new load balancer.
-    fn allocate_vip(&self, lb_id: Uuid, request: &VipRequest) -> Result<Vip, String>;
+    /// Allocates the VIP for a new load balancer of `project_id`.
+    async fn allocate_vip(
+        &self,
+        lb_id: Uuid,
+        project_id: &str,
+        request: &VipRequest,
+    ) -> Result<Vip, String>;
 }
 
 /// Accepts any well-formed ids, like Octavia's noop network driver, and picks an address in
@@ -46,8 +52,14 @@ pub trait VipNetwork: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoopNetwork;
 
+#[async_trait::async_trait]
 impl VipNetwork for NoopNetwork {
-    fn allocate_vip(&self, lb_id: Uuid, request: &VipRequest) -> Result<Vip, String> {
+    async fn allocate_vip(
+        &self,
+        lb_id: Uuid,
+        _project_id: &str,
+        request: &VipRequest,
+    ) -> Result<Vip, String> {
         let address = request.address.unwrap_or_else(|| {
             // 198.18.0.0/15 has 131072 addresses; skip .0 and .255 style edges loosely.
             let n = (lb_id.as_u128() % 131_000) as u32 + 10;

@@ -64,19 +64,30 @@ impl AgentBootstrap {
         self
     }
 
-    /// The `agent.toml` for one VM (pure; paths are relative to the agent's directory).
+    /// The `agent.toml` for one local-cloud VM (pure; files live in the VM's directory).
     pub fn agent_toml(&self, boot: &BootInfo) -> String {
-        let dir = boot.dir.display();
+        let dir = boot.dir.display().to_string();
+        self.render_toml(&Layout {
+            listen: IpAddr::V4(boot.mgmt_addr),
+            runtime_dir: format!("{dir}/run"),
+            etc_dir: dir,
+            heartbeat_host: IpAddr::V4(boot.host_mgmt_addr),
+        })
+    }
+
+    fn render_toml(&self, layout: &Layout) -> String {
+        let etc = &layout.etc_dir;
+        let heartbeat = std::net::SocketAddr::new(layout.heartbeat_host, self.heartbeat_port);
         let mut doc = toml::toml! {
-            listen_addr = (boot.mgmt_addr.to_string())
+            listen_addr = (layout.listen.to_string())
             port = (i64::from(self.agent_port))
-            runtime_dir = (format!("{dir}/run"))
+            runtime_dir = (layout.runtime_dir.clone())
             [tls]
-            ca_cert = (format!("{dir}/ca.crt"))
-            cert = (format!("{dir}/agent.crt"))
-            key = (format!("{dir}/agent.key"))
+            ca_cert = (format!("{etc}/ca.crt"))
+            cert = (format!("{etc}/agent.crt"))
+            key = (format!("{etc}/agent.key"))
             [heartbeat]
-            url = (format!("http://{}:{}/v1/heartbeat", boot.host_mgmt_addr, self.heartbeat_port))
+            url = (format!("http://{heartbeat}/v1/heartbeat"))
             hmac_key = (self.hmac_key.clone())
             interval_ms = (self.heartbeat_interval_ms as i64)
         };
@@ -91,26 +102,103 @@ impl AgentBootstrap {
         }
         doc.to_string()
     }
+
+    /// Certificate and key of the agent at `mgmt_addr`.
+    fn issue(&self, server_name: &str, mgmt_addr: IpAddr) -> Result<(String, String), String> {
+        let issued = self
+            .ca
+            .issue(server_name, CertKind::Server, &[mgmt_addr])
+            .map_err(|e| format!("issuing the agent certificate: {e}"))?;
+        Ok((issued.cert_pem, issued.key_pem.expose().to_owned()))
+    }
+}
+
+/// Where an agent's files live and where it reports.
+struct Layout {
+    listen: IpAddr,
+    runtime_dir: String,
+    etc_dir: String,
+    heartbeat_host: IpAddr,
+}
+
+/// Where the agent's files go on an OpenStack LB VM (cloud-init `write_files`).
+pub const VM_ETC_DIR: &str = "/etc/klb";
+/// The agent's runtime directory on an OpenStack LB VM.
+pub const VM_RUNTIME_DIR: &str = "/run/klb-agent";
+/// The systemd unit cloud-init writes and starts.
+pub const VM_UNIT_PATH: &str = "/etc/systemd/system/klb-agent.service";
+
+/// Cloud-init user data for OpenStack LB VMs: the same files as the local cloud's hook, written
+/// by `write_files` under [`VM_ETC_DIR`], plus a systemd unit that runs `klb agent` (the image
+/// ships the `klb` binary at `agent_binary`). Rendered as JSON, which cloud-init reads as YAML.
+pub struct CloudInit {
+    bootstrap: AgentBootstrap,
+    /// `lb_api_agent_addr`: the heartbeat receiver on the management network.
+    heartbeat_host: IpAddr,
+    /// Path of `klb` in the LB image.
+    agent_binary: String,
+}
+
+impl std::fmt::Debug for CloudInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudInit")
+            .field("heartbeat_host", &self.heartbeat_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CloudInit {
+    pub fn new(bootstrap: AgentBootstrap, heartbeat_host: IpAddr, agent_binary: String) -> Self {
+        CloudInit {
+            bootstrap,
+            heartbeat_host,
+            agent_binary,
+        }
+    }
+
+    /// The user data of one VM (holds its private key and the heartbeat key: never logged).
+    pub fn render_for(&self, boot: &klb_openstack::VmBoot) -> Result<String, String> {
+        let (cert, key) = self.bootstrap.issue(&boot.server_name, boot.mgmt_addr)?;
+        let toml = self.bootstrap.render_toml(&Layout {
+            listen: boot.mgmt_addr,
+            runtime_dir: VM_RUNTIME_DIR.to_owned(),
+            etc_dir: VM_ETC_DIR.to_owned(),
+            heartbeat_host: self.heartbeat_host,
+        });
+        let unit = format!(
+            "[Unit]\nDescription=klb LB VM agent\nAfter=network-online.target\n\n[Service]\nExecStart={} agent --config {VM_ETC_DIR}/agent.toml\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n",
+            self.agent_binary
+        );
+        let file = |path: String, content: &str, permissions: &str| serde_json::json!({"path": path, "content": content, "permissions": permissions, "owner": "root:root"});
+        let doc = serde_json::json!({
+            "write_files": [
+                file(format!("{VM_ETC_DIR}/ca.crt"), self.bootstrap.ca.cert_pem(), "0644"),
+                file(format!("{VM_ETC_DIR}/agent.crt"), &cert, "0644"),
+                file(format!("{VM_ETC_DIR}/agent.key"), &key, "0600"),
+                file(format!("{VM_ETC_DIR}/agent.toml"), &toml, "0600"),
+                file(VM_UNIT_PATH.to_owned(), &unit, "0644"),
+            ],
+            "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "klb-agent.service"]],
+        });
+        Ok(format!("#cloud-config\n{doc}\n"))
+    }
+}
+
+#[async_trait]
+impl klb_openstack::UserData for CloudInit {
+    async fn render(&self, boot: &klb_openstack::VmBoot) -> Result<String, String> {
+        self.render_for(boot)
+    }
 }
 
 #[async_trait]
 impl VmBootstrap for AgentBootstrap {
     async fn files(&self, boot: &BootInfo) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let issued = self
-            .ca
-            .issue(
-                &boot.server_name,
-                CertKind::Server,
-                &[IpAddr::V4(boot.mgmt_addr)],
-            )
-            .map_err(|e| format!("issuing the agent certificate: {e}"))?;
+        let (cert, key) = self.issue(&boot.server_name, IpAddr::V4(boot.mgmt_addr))?;
         Ok(vec![
             ("ca.crt".to_owned(), self.ca.cert_pem().as_bytes().to_vec()),
-            ("agent.crt".to_owned(), issued.cert_pem.into_bytes()),
-            (
-                "agent.key".to_owned(),
-                issued.key_pem.expose().as_bytes().to_vec(),
-            ),
+            ("agent.crt".to_owned(), cert.into_bytes()),
+            ("agent.key".to_owned(), key.into_bytes()),
             ("agent.toml".to_owned(), self.agent_toml(boot).into_bytes()),
         ])
     }

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::agents::HttpAgents;
-use crate::bootstrap::AgentBootstrap;
+use crate::bootstrap::{AgentBootstrap, CloudInit};
 use crate::desired::DataPlane;
 use crate::store_backend::StoreBackend;
 use crate::{secrets_api, standalone, webhook};
@@ -45,6 +45,8 @@ pub enum PlaneError {
     AgentClient(#[from] klb_agent::client::ClientError),
     #[error("{0}")]
     FakeCloud(#[from] klb_cloud::fake::SharedStateError),
+    #[error("OpenStack: {0}")]
+    OpenStack(#[from] klb_cloud::CloudError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -70,6 +72,8 @@ pub enum CloudChoice {
     /// The in-memory fake cloud (fault-injection double), with real flows on the store: for
     /// benchmarks and multi-node tests without root.
     Fake(FakeSettings),
+    /// A real OpenStack cloud (Keystone, Nova, Neutron, Glance, Aodh, Barbican).
+    OpenStack(Box<OpenStackSettings>),
 }
 
 /// Settings of the fake cloud provider.
@@ -217,6 +221,14 @@ impl ControlPlane {
                 let vip = start_fake(&config, settings, &store, &stop_rx, &mut tasks).await?;
                 state.network = Arc::new(vip);
             }
+            CloudChoice::OpenStack(settings) => {
+                let cloud =
+                    start_openstack(&config, settings, &store, &stop_rx, &mut tasks).await?;
+                state.certs = Arc::new(klb_openstack::BarbicanCertificates::new(
+                    cloud.session().clone(),
+                ));
+                state.network = Arc::new(OpenStackVipNetwork { cloud });
+            }
             CloudChoice::Local(settings) => {
                 let started = start_local(&config, settings, &store, &stop_rx, &mut tasks).await?;
                 state.network = Arc::new(LocalVipNetwork {
@@ -231,8 +243,10 @@ impl ControlPlane {
         // on the same port. With a real provider certificate refs must resolve there; the
         // API-only noop provider accepts any ref, as Octavia's noop certificate manager does.
         let secrets = LocalSecrets::new(store.clone());
-        if !matches!(config.cloud, CloudChoice::Noop) {
+        if matches!(config.cloud, CloudChoice::Local(_) | CloudChoice::Fake(_)) {
             state.certs = Arc::new(secrets.clone());
+        }
+        if !matches!(config.cloud, CloudChoice::Noop) {
             // The real data plane is HAProxy: UDP/SCTP get Octavia's 501 at the API instead of
             // an LB in ERROR after the push.
             let mut api_config = (*state.config).clone();
@@ -242,7 +256,9 @@ impl ControlPlane {
         extra = extra.merge(secrets_api::router(state.clone(), secrets));
         if config.standalone_lookups {
             let networks = match &config.cloud {
-                CloudChoice::Noop | CloudChoice::Fake(_) => standalone::Networks::Any,
+                CloudChoice::Noop | CloudChoice::Fake(_) | CloudChoice::OpenStack(_) => {
+                    standalone::Networks::Any
+                }
                 CloudChoice::Local(s) => standalone::Networks::Local(Box::new(s.lab.plan.clone())),
             };
             extra = extra.merge(standalone::router(networks));
@@ -330,17 +346,20 @@ struct LocalStarted {
     reports: Reports,
 }
 
-async fn start_local(
-    config: &PlaneConfig,
-    settings: &LocalSettings,
-    store: &Store,
-    stop_rx: &watch::Receiver<bool>,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Result<LocalStarted, PlaneError> {
-    let dir = &config.state_dir;
+/// What every real provider (local, OpenStack) shares: klb's CA and the control plane's
+/// client identity, the heartbeat key and the webhook token (kept in the state dir so a
+/// restart keeps talking to running VMs).
+struct Identity {
+    ca: Arc<Ca>,
+    hmac_secret: String,
+    webhook_token: String,
+    client: AgentClient,
+}
+
+fn identity(dir: &std::path::Path, agent_auth: Option<BasicAuth>) -> Result<Identity, PlaneError> {
     std::fs::create_dir_all(dir).map_err(|source| PlaneError::File {
         what: "creating the state dir",
-        path: dir.clone(),
+        path: dir.to_owned(),
         source,
     })?;
     let ca = Arc::new(load_or_create_ca(dir)?);
@@ -351,17 +370,124 @@ async fn start_local(
         ca_pem: ca.cert_pem().to_owned(),
         cert_pem: plane_cert.cert_pem,
         key_pem: plane_cert.key_pem,
-        auth: settings.agent_auth.clone(),
+        auth: agent_auth,
         timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(2),
     })?;
+    Ok(Identity {
+        ca,
+        hmac_secret,
+        webhook_token,
+        client,
+    })
+}
 
+/// Heartbeat receiver and alarm webhook on `addr` (the management network), and the health
+/// manager that fails over silent VMs.
+#[allow(clippy::too_many_arguments)]
+async fn start_health(
+    addr: SocketAddr,
+    id: &Identity,
+    store: &Store,
+    silent_after: Duration,
+    scale_out_cooldown: Duration,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<Reports, PlaneError> {
+    let health = Arc::new(HealthConfig {
+        hmac_key: HmacKey::new(id.hmac_secret.as_bytes()),
+        max_age: Duration::from_secs(10),
+        silent_after,
+        boot_grace: Duration::from_secs(20),
+        tick: Duration::from_millis(500),
+        failover: true,
+    });
+    let reports = Reports::default();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| PlaneError::Listen { addr, source })?;
+    // The alarm webhook listens there too: the evaluator (Aodh or the local one) reaches the
+    // control plane on the management network.
+    let app = klb_health::router(reports.clone(), health.clone()).merge(webhook::router(
+        store.clone(),
+        id.webhook_token.clone(),
+        scale_out_cooldown,
+    ));
+    let shutdown = wait_stop(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %err, "heartbeat receiver failed");
+        }
+    }));
+    let manager = HealthManager::new(store.clone(), reports.clone(), health);
+    tasks.push(tokio::spawn(manager.run(stop_rx.clone())));
+    Ok(reports)
+}
+
+/// The alarm webhook's URL (with its token: never logged).
+fn webhook_url(addr: SocketAddr, token: &str) -> String {
+    format!("http://{addr}{}?token={token}", webhook::PATH)
+}
+
+/// The flow engine and the job pump over `env`.
+#[allow(clippy::too_many_arguments)]
+async fn start_flows(
+    config: &PlaneConfig,
+    store: &Store,
+    env: LbEnv,
+    timing: lb::FlowTiming,
+    flow_lease: Duration,
+    vm_count: u32,
+    max_vms: u32,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<(), PlaneError> {
+    let db = Db::connect(&flow_db_url(&config.database_url, &config.state_dir)).await?;
+    db.migrate().await?;
+    let engine_config = EngineConfig {
+        lease_ttl: flow_lease,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(db, Arc::new(env), lb::flows_with(timing), engine_config)
+        .with_finish_hook(Arc::new(SettleJobs {
+            store: store.clone(),
+        }));
+    let worker = engine.worker(4);
+    let shutdown = wait_stop(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = worker.run(shutdown).await {
+            tracing::error!(error = %err, "flow worker failed");
+        }
+    }));
+    let pump = JobPump::new(store.clone(), engine, vm_count)
+        .with_max_vms(max_vms)
+        .with_lease(flow_lease.max(Duration::from_secs(1)));
+    let shutdown = wait_stop(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = pump.run(shutdown).await {
+            tracing::error!(error = %err, "job pump failed");
+        }
+    }));
+    Ok(())
+}
+
+async fn start_local(
+    config: &PlaneConfig,
+    settings: &LocalSettings,
+    store: &Store,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<LocalStarted, PlaneError> {
+    let id = identity(&config.state_dir, settings.agent_auth.clone())?;
     let plan = settings.lab.plan.clone();
     let bootstrap = AgentBootstrap::new(
-        ca.clone(),
+        id.ca.clone(),
         settings.agent_port,
         settings.heartbeat_port,
-        hmac_secret.clone(),
+        id.hmac_secret.clone(),
         settings.heartbeat_interval.as_millis() as u64,
     )
     .with_auth(settings.agent_auth.clone());
@@ -384,44 +510,18 @@ async fn start_local(
     tracing::info!(?adopted, "local cloud ready");
 
     // Heartbeats arrive on the host's management address.
-    let health = Arc::new(HealthConfig {
-        hmac_key: HmacKey::new(hmac_secret.as_bytes()),
-        max_age: Duration::from_secs(10),
-        silent_after: settings.silent_after,
-        boot_grace: Duration::from_secs(20),
-        tick: Duration::from_millis(500),
-        failover: true,
-    });
-    let reports = Reports::default();
     let hb_addr = SocketAddr::new(IpAddr::V4(plan.host_mgmt_addr()), settings.heartbeat_port);
-    let hb_listener = tokio::net::TcpListener::bind(hb_addr)
-        .await
-        .map_err(|source| PlaneError::Listen {
-            addr: hb_addr,
-            source,
-        })?;
-    // The alarm webhook listens there too: the evaluator (like Aodh) reaches the control plane
-    // on the management network.
-    let hb_app = klb_health::router(reports.clone(), health.clone()).merge(webhook::router(
-        store.clone(),
-        webhook_token.clone(),
+    let reports = start_health(
+        hb_addr,
+        &id,
+        store,
+        settings.silent_after,
         settings.scale_out_cooldown,
-    ));
-    let shutdown = wait_stop(stop_rx.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(err) = axum::serve(hb_listener, hb_app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %err, "heartbeat receiver failed");
-        }
-    }));
-    let manager = HealthManager::new(store.clone(), reports.clone(), health);
-    tasks.push(tokio::spawn(manager.run(stop_rx.clone())));
+        stop_rx,
+        tasks,
+    )
+    .await?;
 
-    // The flows.
-    let db = Db::connect(&flow_db_url(&config.database_url, dir)).await?;
-    db.migrate().await?;
     let mut lb_config = LbConfig::example(
         &plan::MGMT_NETWORK_ID.to_string(),
         &plan::L3_NETWORK_ID.to_string(),
@@ -433,12 +533,7 @@ async fn start_local(
     lb_config.alarm_evaluation_periods = settings.alarm_evaluation_periods;
     lb_config.default_vm_count = settings.vm_count;
     lb_config.heartbeat_endpoint = hb_addr.to_string();
-    lb_config.alarm_webhook_url = format!(
-        "http://{}:{}{}?token={webhook_token}",
-        plan.host_mgmt_addr(),
-        settings.heartbeat_port,
-        webhook::PATH
-    );
+    lb_config.alarm_webhook_url = webhook_url(hb_addr, &id.webhook_token);
     let data_plane = DataPlane {
         base_as_number: settings.base_as_number,
         l3_router_as_number: settings.lab.l3_router_as,
@@ -451,7 +546,7 @@ async fn start_local(
         peer_port: lb_config.peer_port,
     };
     let env = LbEnv {
-        cloud: cloud.cloud(Arc::new(HttpAgents::new(client))),
+        cloud: cloud.cloud(Arc::new(HttpAgents::new(id.client.clone()))),
         config: lb_config,
         backend: Arc::new(StoreBackend::new(
             store.clone(),
@@ -459,37 +554,187 @@ async fn start_local(
             Arc::new(LocalSecrets::new(store.clone())),
         )),
     };
-    let engine_config = EngineConfig {
-        lease_ttl: settings.flow_lease,
-        ..EngineConfig::default()
-    };
-    let engine = Engine::new(
-        db,
-        Arc::new(env),
-        lb::flows_with(lb::FlowTiming::fast()),
-        engine_config,
+    start_flows(
+        config,
+        store,
+        env,
+        lb::FlowTiming::fast(),
+        settings.flow_lease,
+        settings.vm_count,
+        settings.max_vms,
+        stop_rx,
+        tasks,
     )
-    .with_finish_hook(Arc::new(SettleJobs {
-        store: store.clone(),
-    }));
-    let worker = engine.worker(4);
-    let shutdown = wait_stop(stop_rx.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(err) = worker.run(shutdown).await {
-            tracing::error!(error = %err, "flow worker failed");
-        }
-    }));
-    let pump = JobPump::new(store.clone(), engine, settings.vm_count)
-        .with_max_vms(settings.max_vms)
-        .with_lease(settings.flow_lease.max(Duration::from_secs(1)));
-    let shutdown = wait_stop(stop_rx.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(err) = pump.run(shutdown).await {
-            tracing::error!(error = %err, "job pump failed");
-        }
-    }));
-
+    .await?;
     Ok(LocalStarted { cloud, reports })
+}
+
+/// Settings of the OpenStack provider: the driver's own and the seed's options.
+#[derive(Debug, Clone)]
+pub struct OpenStackSettings {
+    /// Keystone session, image, flavor, networks, alarm type.
+    pub driver: klb_openstack::OpenStackConfig,
+    /// `lb_vm_count`.
+    pub vm_count: u32,
+    /// `max_lb_vms`.
+    pub max_vms: u32,
+    /// `scale_out_cooldown_secs`.
+    pub scale_out_cooldown: Duration,
+    /// `agent_port`.
+    pub agent_port: u16,
+    /// `agent_user`/`agent_password`.
+    pub agent_auth: Option<BasicAuth>,
+    /// `lb_api_agent_addr`:`lb_api_agent_port`: heartbeat receiver and alarm webhook.
+    pub heartbeat_addr: SocketAddr,
+    /// Agent heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// A VM silent this long is failed over.
+    pub silent_after: Duration,
+    /// `base_as_number`.
+    pub base_as_number: u32,
+    /// `l3_router_as_number`.
+    pub l3_router_as_number: u32,
+    /// `primary_l3_gateway_addr`, `secondary_l3_gateway_addr`.
+    pub gateways: Vec<IpAddr>,
+    /// `default_maxconn`.
+    pub default_maxconn: u32,
+    /// `ceilometer_pps_threshold`.
+    pub pps_threshold: u64,
+    /// `ceilometer_period` (seconds).
+    pub alarm_period_secs: u32,
+    /// `ceilometer_evaluation_periods`.
+    pub alarm_evaluation_periods: u32,
+    /// `kinx_office_ip`.
+    pub office_cidr: Option<ipnet::IpNet>,
+    /// `loadbalancer_instance_volume_size` (0 or unset: boot from the image).
+    pub boot_volume_gib: Option<u32>,
+    /// `availibility_zone`.
+    pub availability_zone: Option<String>,
+    /// Path of `klb` inside the LB image (the agent's systemd unit runs it).
+    pub agent_binary: String,
+    /// Flow and job lease.
+    pub flow_lease: Duration,
+    /// How long the flows wait for Nova.
+    pub timing: lb::FlowTiming,
+}
+
+async fn start_openstack(
+    config: &PlaneConfig,
+    settings: &OpenStackSettings,
+    store: &Store,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<klb_openstack::OpenStackCloud, PlaneError> {
+    let id = identity(&config.state_dir, settings.agent_auth.clone())?;
+    let bootstrap = AgentBootstrap::new(
+        id.ca.clone(),
+        settings.agent_port,
+        settings.heartbeat_addr.port(),
+        id.hmac_secret.clone(),
+        settings.heartbeat_interval.as_millis() as u64,
+    )
+    .with_auth(settings.agent_auth.clone());
+    let user_data = CloudInit::new(
+        bootstrap,
+        settings.heartbeat_addr.ip(),
+        settings.agent_binary.clone(),
+    );
+    let cloud =
+        klb_openstack::OpenStackCloud::connect(settings.driver.clone(), Arc::new(user_data))
+            .await?;
+    tracing::info!(?cloud, "OpenStack cloud ready");
+    start_health(
+        settings.heartbeat_addr,
+        &id,
+        store,
+        settings.silent_after,
+        settings.scale_out_cooldown,
+        stop_rx,
+        tasks,
+    )
+    .await?;
+    let mut lb_config = LbConfig::example(cloud.mgmt_network_id(), cloud.l3_network_id());
+    // The driver resolves `image_tag` itself when no id is configured.
+    lb_config.image_id = settings.driver.image_id.clone().unwrap_or_default();
+    lb_config.flavor_id = settings.driver.flavor_id.clone();
+    lb_config.boot_volume_gib = settings.boot_volume_gib.filter(|&g| g > 0);
+    lb_config.availability_zone = settings.availability_zone.clone();
+    lb_config.agent_port = settings.agent_port;
+    lb_config.office_cidr = settings.office_cidr;
+    lb_config.pps_threshold = settings.pps_threshold;
+    lb_config.alarm_period_secs = settings.alarm_period_secs;
+    lb_config.alarm_evaluation_periods = settings.alarm_evaluation_periods;
+    lb_config.default_vm_count = settings.vm_count;
+    lb_config.heartbeat_endpoint = settings.heartbeat_addr.to_string();
+    lb_config.alarm_webhook_url = webhook_url(settings.heartbeat_addr, &id.webhook_token);
+    let data_plane = DataPlane {
+        base_as_number: settings.base_as_number,
+        l3_router_as_number: settings.l3_router_as_number,
+        gateways: settings.gateways.clone(),
+        bfd: true,
+        default_maxconn: settings.default_maxconn,
+        peer_port: lb_config.peer_port,
+    };
+    let certs = Arc::new(klb_openstack::BarbicanCertificates::new(
+        cloud.session().clone(),
+    ));
+    let env = LbEnv {
+        cloud: cloud.cloud(Arc::new(HttpAgents::new(id.client.clone()))),
+        config: lb_config,
+        backend: Arc::new(StoreBackend::new(store.clone(), data_plane, certs)),
+    };
+    start_flows(
+        config,
+        store,
+        env,
+        settings.timing,
+        settings.flow_lease,
+        settings.vm_count,
+        settings.max_vms,
+        stop_rx,
+        tasks,
+    )
+    .await?;
+    Ok(cloud)
+}
+
+/// VIPs reserved in Neutron at the API call, as Octavia does; the create flow adopts the port.
+struct OpenStackVipNetwork {
+    cloud: klb_openstack::OpenStackCloud,
+}
+
+#[async_trait::async_trait]
+impl VipNetwork for OpenStackVipNetwork {
+    async fn allocate_vip(
+        &self,
+        lb_id: Uuid,
+        project_id: &str,
+        request: &VipRequest,
+    ) -> Result<Vip, String> {
+        if request.port_id.is_some() {
+            return Err("Validation failure: vip_port_id is not supported; use vip_subnet_id or vip_network_id.".to_owned());
+        }
+        let subnet = request.subnet_id.map(|u| u.to_string());
+        let network = request.network_id.map(|u| u.to_string());
+        let vip = self
+            .cloud
+            .reserve_vip(
+                &lb_id.to_string(),
+                project_id,
+                subnet.as_deref(),
+                network.as_deref(),
+                request.address,
+            )
+            .await?;
+        let uuid =
+            |s: &str| Uuid::parse_str(s).map_err(|_| format!("Neutron id {s} is not a UUID."));
+        Ok(Vip {
+            address: vip.address,
+            port_id: uuid(&vip.port_id)?,
+            subnet_id: uuid(&vip.subnet_id)?,
+            network_id: uuid(&vip.network_id)?,
+        })
+    }
 }
 
 async fn start_fake(
@@ -571,9 +816,17 @@ struct FakeVipNetwork {
     subnet_id: Uuid,
 }
 
+#[async_trait::async_trait]
 impl VipNetwork for FakeVipNetwork {
-    fn allocate_vip(&self, lb_id: Uuid, request: &VipRequest) -> Result<Vip, String> {
-        let mut vip = klb_api::provider::NoopNetwork.allocate_vip(lb_id, request)?;
+    async fn allocate_vip(
+        &self,
+        lb_id: Uuid,
+        project_id: &str,
+        request: &VipRequest,
+    ) -> Result<Vip, String> {
+        let mut vip = klb_api::provider::NoopNetwork
+            .allocate_vip(lb_id, project_id, request)
+            .await?;
         // An address inside the fake VIP subnet 198.19.0.0/20.
         if request.address.is_none() {
             let n = 16 + (lb_id.as_u128() % 4000) as u32;
@@ -671,8 +924,14 @@ struct LocalVipNetwork {
     plan: klb_local::AddressPlan,
 }
 
+#[async_trait::async_trait]
 impl VipNetwork for LocalVipNetwork {
-    fn allocate_vip(&self, lb_id: Uuid, request: &VipRequest) -> Result<Vip, String> {
+    async fn allocate_vip(
+        &self,
+        lb_id: Uuid,
+        _project_id: &str,
+        request: &VipRequest,
+    ) -> Result<Vip, String> {
         if let Some(subnet) = request.subnet_id
             && subnet != plan::VIP_SUBNET_ID
         {

@@ -46,6 +46,8 @@ pub struct RawConfig {
     pub database: RawDatabase,
     pub keystone: RawKeystone,
     pub cloud: RawCloud,
+    /// `cloud.driver = "openstack"`: klb's service user and the driver's choices.
+    pub openstack: RawOpenStack,
     /// The seed's driver options, same names as in neutron.conf.
     pub kinx_haproxy: RawKinxHaproxy,
     /// Path of an INI file (e.g. the old neutron.conf) whose `[kinx_haproxy]` section is read.
@@ -112,11 +114,62 @@ pub struct RawCloud {
     pub local_mgmt_subnet: Option<String>,
 }
 
+/// `[openstack]`: how klb's service user reaches the cloud (credentials default to
+/// `[keystone]`'s, the URL to `kinx_haproxy.auth_url`).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOpenStack {
+    pub auth_url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub user_domain_name: Option<String>,
+    pub project_name: Option<String>,
+    pub project_domain_name: Option<String>,
+    /// Instead of a password: an application credential.
+    pub application_credential_id: Option<String>,
+    pub application_credential_secret: Option<String>,
+    pub region_name: Option<String>,
+    /// Catalog interface (default `public`).
+    pub interface: Option<String>,
+    /// CA bundle (PEM) for the cloud's endpoints.
+    pub ca_bundle: Option<String>,
+    /// Skip TLS verification (test clouds only).
+    pub insecure: Option<bool>,
+    /// Timeout of every call, seconds (default 30).
+    pub timeout_secs: Option<u64>,
+    /// Newest active Glance image with this tag, when `image_id` is not set.
+    pub image_tag: Option<String>,
+    /// `soft-anti-affinity` server groups (default false: `anti-affinity`).
+    pub soft_anti_affinity: Option<bool>,
+    /// `prometheus` (default) or `gnocchi`.
+    pub alarm_type: Option<String>,
+    /// PromQL with `{servers}` and `{period}` placeholders.
+    pub prometheus_query: Option<String>,
+    /// Path of `klb` in the LB image (default /usr/bin/klb).
+    pub agent_binary: Option<String>,
+    /// Seconds to wait for a VM to become ACTIVE (default 900).
+    pub boot_timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for RawOpenStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawOpenStack")
+            .field("auth_url", &self.auth_url)
+            .field("username", &self.username)
+            .field("project_name", &self.project_name)
+            .field("application_credential_id", &self.application_credential_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The seed's `[kinx_haproxy]` options. All optional; defaults are applied when lifting.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawKinxHaproxy {
+    /// Ids may look like numbers (Nova flavor `42`): accepted as text.
+    #[serde(deserialize_with = "text_or_number")]
     pub image_id: Option<String>,
+    #[serde(deserialize_with = "text_or_number")]
     pub base_flavor_id: Option<String>,
     pub auth_url: Option<String>,
     pub endpoint_url: Option<String>,
@@ -133,9 +186,11 @@ pub struct RawKinxHaproxy {
     pub lb_api_agent_addr: Option<String>,
     pub lb_api_agent_port: Option<u16>,
     pub lb_mgmt_subnet: Option<String>,
+    #[serde(deserialize_with = "text_or_number")]
     pub lb_mgmt_net_id: Option<String>,
     pub lb_mgmt_net_name: Option<String>,
     pub lb_l3_subnet: Option<String>,
+    #[serde(deserialize_with = "text_or_number")]
     pub lb_l3_net_id: Option<String>,
     pub lb_l3_net_name: Option<String>,
     pub base_as_number: Option<u32>,
@@ -145,6 +200,20 @@ pub struct RawKinxHaproxy {
     pub ceilometer_period: Option<u32>,
     pub ceilometer_evaluation_periods: Option<u32>,
     pub ceilometer_pps_threshold: Option<u64>,
+}
+
+/// An option that is text even when the file spells it as a number (`base_flavor_id=42`).
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Number(i64),
+    }
+    Ok(Option::<TextOrNumber>::deserialize(d)?.map(|v| match v {
+        TextOrNumber::Text(s) => s,
+        TextOrNumber::Number(n) => n.to_string(),
+    }))
 }
 
 impl RawConfig {
@@ -297,6 +366,39 @@ mod tests {
         assert_eq!(raw.base_as_number, Some(10000));
         assert_eq!(raw.ceilometer_pps_threshold, Some(20000));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_seeds_whole_section_reads_as_is_numeric_ids_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("neutron.conf");
+        let seed = "[kinx_haproxy]\n\
+            image_id=7de0af35-14d3-4771-8af5-48cbce75ea1d # Image ID\n\
+            base_flavor_id=42 # Flavor ID\n\
+            auth_url=http://192.168.0.2:35357/v2.0/\n\
+            endpoint_url=http://192.168.0.2:9696/\n\
+            kinx_office_ip=211.196.205.71/32\n\
+            agent_user=kinx_haproxy_user\n\
+            agent_password=ee71f1d37d8c4f96ac4fbb5ebecd65a9\n\
+            agent_port=62000\ndefault_maxconn=12000\n\
+            loadbalancer_instance_volume_size=50\navailibility_zone=lbaas-az\n\
+            lb_api_agent_addr=192.168.0.4\nlb_api_agent_port=6543\n\
+            lb_mgmt_subnet=10.30.252.0/22\nlb_mgmt_net_id=0589ee28-9e73-42ef-ba58-41e5b32a85ba\n\
+            lb_mgmt_net_name=lb-mgmt-net\nlb_l3_subnet=10.40.252.0/22\n\
+            lb_l3_net_id=bb0d0a66-e039-4b24-a4ba-2b27f1ad1169\nlb_l3_net_name=lb-l3-net\n\
+            base_as_number=10000\nprimary_l3_gateway_addr=10.40.252.2\n\
+            secondary_l3_gateway_addr=10.40.252.3\nl3_router_as_number=60201\n\
+            ceilometer_period=60\nceilometer_evaluation_periods=3\nceilometer_pps_threshold=20000\n";
+        std::fs::write(&path, seed).unwrap();
+        let raw = read_kinx_ini(&path).unwrap();
+        assert_eq!(raw.base_flavor_id.as_deref(), Some("42"));
+        assert_eq!(raw.loadbalancer_instance_volume_size, Some(50));
+        assert_eq!(
+            raw.secondary_l3_gateway_addr.as_deref(),
+            Some("10.40.252.3")
+        );
+        let toml: RawConfig = toml::from_str("[kinx_haproxy]\nbase_flavor_id = 42\n").unwrap();
+        assert_eq!(toml.kinx_haproxy.base_flavor_id.as_deref(), Some("42"));
     }
 
     #[test]

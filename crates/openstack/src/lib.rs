@@ -44,6 +44,7 @@ use klb_cloud::{Agents, Cloud, CloudError, CloudErrorKind, CloudResult, Network 
 
 pub use barbican::BarbicanCertificates;
 pub use config::{AlarmBackend, OpenStackConfig};
+pub use network::ReservedVip;
 pub use session::{Credentials, Session, SessionConfig};
 
 /// Server tag on every LB VM klb boots.

@@ -556,3 +556,138 @@ mod tests {
         }
     }
 }
+
+/// A VIP reserved for a new load balancer (the API answers with it; the create flow adopts
+/// the port by its deterministic name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservedVip {
+    pub address: IpAddr,
+    pub port_id: String,
+    pub subnet_id: String,
+    pub network_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Ownership {
+    network_id: Option<String>,
+    #[serde(default)]
+    project_id: String,
+    #[serde(default)]
+    shared: bool,
+    #[serde(default)]
+    subnets: Vec<String>,
+    #[serde(default)]
+    ip_version: Option<u8>,
+}
+
+impl OpenStackCloud {
+    /// Reserves the VIP of load balancer `lb_id` for `project_id` on its subnet (or network):
+    /// the subnet must be the project's or on a shared network, as Octavia checks with the
+    /// tenant's own view. Errors are client-facing reasons (Octavia's wording where it has one).
+    pub async fn reserve_vip(
+        &self,
+        lb_id: &str,
+        project_id: &str,
+        subnet_id: Option<&str>,
+        network_id: Option<&str>,
+        address: Option<IpAddr>,
+    ) -> Result<ReservedVip, String> {
+        let get = |what: &'static str, id: &str| {
+            neutron("get", id, Method::GET, format!("{what}s/{id}")).key(what)
+        };
+        let visible = |o: &Ownership, net_shared: bool| o.project_id == project_id || net_shared;
+        let (subnet_id, network_id) = match (subnet_id, network_id) {
+            (Some(subnet), _) => {
+                let not_found = || format!("Subnet {subnet} not found.");
+                let s: Ownership = self
+                    .inner
+                    .session
+                    .json(&get("subnet", subnet))
+                    .await
+                    .map_err(|_| not_found())?;
+                let net_id = s.network_id.clone().ok_or_else(not_found)?;
+                let n: Ownership = self
+                    .inner
+                    .session
+                    .json(&get("network", &net_id))
+                    .await
+                    .map_err(|_| not_found())?;
+                if !visible(&s, n.shared) {
+                    return Err(not_found());
+                }
+                if network_id.is_some_and(|n| n != net_id) {
+                    return Err(format!(
+                        "Validation failure: subnet {subnet} is not on network {}.",
+                        network_id.unwrap_or_default()
+                    ));
+                }
+                (subnet.to_owned(), net_id)
+            }
+            (None, Some(network)) => {
+                let not_found = || format!("Network {network} not found.");
+                let n: Ownership = self
+                    .inner
+                    .session
+                    .json(&get("network", network))
+                    .await
+                    .map_err(|_| not_found())?;
+                if !visible(&n, n.shared) {
+                    return Err(not_found());
+                }
+                let mut chosen = None;
+                for id in &n.subnets {
+                    let s: Ownership = self
+                        .inner
+                        .session
+                        .json(&get("subnet", id))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let family = match address {
+                        Some(IpAddr::V6(_)) => 6,
+                        _ => 4,
+                    };
+                    if s.ip_version == Some(family) {
+                        chosen = Some(id.clone());
+                        break;
+                    }
+                }
+                let subnet = chosen.ok_or_else(|| {
+                    format!("Network {network} has no usable subnet for the VIP.")
+                })?;
+                (subnet, network.to_owned())
+            }
+            (None, None) => {
+                return Err("VIP must contain one of: vip_network_id, vip_subnet_id.".into());
+            }
+        };
+        let name = klb_cloud::names::vip_port(lb_id);
+        let port = self
+            .create_port_reply(
+                &name,
+                &network_id,
+                Some(&subnet_id),
+                address,
+                &[],
+                Some("klb:vip"),
+                &format!("klb VIP of load balancer {lb_id} (project {project_id})"),
+            )
+            .await
+            .map_err(|e| match e.kind {
+                CloudErrorKind::Conflict | CloudErrorKind::Invalid | CloudErrorKind::Quota => {
+                    format!("Validation failure: {}", e.message)
+                }
+                _ => "The VIP could not be allocated; try again later.".to_owned(),
+            })?;
+        let address = port
+            .ips()
+            .into_iter()
+            .next()
+            .ok_or_else(|| "The VIP port got no address.".to_owned())?;
+        Ok(ReservedVip {
+            address,
+            port_id: port.id,
+            subnet_id,
+            network_id,
+        })
+    }
+}

@@ -274,7 +274,8 @@ pub async fn create(
     let id = Uuid::new_v4();
     let vip = state
         .network
-        .allocate_vip(id, &request)
+        .allocate_vip(id, &project_id, &request)
+        .await
         .map_err(ApiError::BadRequest)?;
     let lb = LoadBalancer {
         id,

@@ -45,6 +45,8 @@ enum Driver {
     Local(Box<klb_control::plane::LocalSettings>),
     /// The in-memory fake cloud with real flows (benchmarks, multi-node tests).
     Fake(klb_control::plane::FakeSettings),
+    /// A real OpenStack cloud.
+    OpenStack(Box<klb_control::plane::OpenStackSettings>),
 }
 
 #[derive(Debug)]
@@ -124,6 +126,7 @@ impl ServeConfig {
         let driver = match raw.cloud.driver.as_deref().unwrap_or("noop") {
             "noop" => Driver::Noop,
             "local" => Driver::Local(Box::new(local_settings(raw)?)),
+            "openstack" => Driver::OpenStack(Box::new(openstack_settings(raw)?)),
             "fake" => Driver::Fake(klb_control::plane::FakeSettings {
                 latency: std::time::Duration::from_millis(raw.cloud.fake_latency_ms.unwrap_or(0)),
                 flow_lease: std::time::Duration::from_secs(raw.cloud.flow_lease_secs.unwrap_or(30)),
@@ -133,7 +136,7 @@ impl ServeConfig {
             other => {
                 return Err(ConfigError::Invalid {
                     key: "cloud.driver".to_owned(),
-                    message: format!("{other:?} is not one of noop, local, fake"),
+                    message: format!("{other:?} is not one of noop, local, fake, openstack"),
                 });
             }
         };
@@ -223,6 +226,206 @@ fn local_settings(raw: &RawConfig) -> Result<klb_control::plane::LocalSettings, 
     Ok(s)
 }
 
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// A required option of the openstack driver.
+fn required(value: &Option<String>, key: &str) -> Result<String, ConfigError> {
+    value
+        .clone()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| invalid(key, "required with cloud.driver = \"openstack\""))
+}
+
+fn parse_opt<T: std::str::FromStr>(
+    value: &Option<String>,
+    key: &str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .as_deref()
+        .map(|v| v.parse().map_err(|e| invalid(key, format!("{v:?}: {e}"))))
+        .transpose()
+}
+
+/// The openstack driver's settings from `[openstack]`, `[keystone]` (credential defaults),
+/// `[cloud]` and the seed's `[kinx_haproxy]`. Every option the driver needs is checked here,
+/// so `klb serve` stops with the option's name before it talks to the cloud.
+fn openstack_settings(
+    raw: &RawConfig,
+) -> Result<klb_control::plane::OpenStackSettings, ConfigError> {
+    use klb_openstack::{AlarmBackend, Credentials, OpenStackConfig, SessionConfig};
+    use std::time::Duration;
+    let o = &raw.openstack;
+    let k = &raw.kinx_haproxy;
+    let ks = &raw.keystone;
+    let auth_url = o
+        .auth_url
+        .clone()
+        .or_else(|| k.auth_url.clone())
+        .or_else(|| ks.auth_url.clone());
+    let auth_url = required(&auth_url, "openstack.auth_url (or kinx_haproxy.auth_url)")?;
+    let credentials = match (
+        &o.application_credential_id,
+        &o.application_credential_secret,
+    ) {
+        (Some(id), Some(secret)) => Credentials::ApplicationCredential {
+            id: id.clone(),
+            secret: secret.clone().into(),
+        },
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(invalid(
+                "openstack.application_credential_id/secret",
+                "set both or neither",
+            ));
+        }
+        (None, None) => Credentials::Password {
+            username: required(
+                &o.username.clone().or_else(|| ks.username.clone()),
+                "openstack.username",
+            )?,
+            password: required(
+                &o.password.clone().or_else(|| ks.password.clone()),
+                "openstack.password",
+            )?
+            .into(),
+            user_domain_name: o
+                .user_domain_name
+                .clone()
+                .or_else(|| ks.user_domain_name.clone())
+                .unwrap_or_else(|| "Default".into()),
+            project_name: required(
+                &o.project_name.clone().or_else(|| ks.project_name.clone()),
+                "openstack.project_name",
+            )?,
+            project_domain_name: o
+                .project_domain_name
+                .clone()
+                .or_else(|| ks.project_domain_name.clone())
+                .unwrap_or_else(|| "Default".into()),
+        },
+    };
+    let interface = o.interface.clone().unwrap_or_else(|| "public".into());
+    if !matches!(interface.as_str(), "public" | "internal" | "admin") {
+        return Err(invalid(
+            "openstack.interface",
+            "one of public, internal, admin",
+        ));
+    }
+    if k.image_id.is_none() && o.image_tag.is_none() {
+        return Err(invalid(
+            "kinx_haproxy.image_id",
+            "required with cloud.driver = \"openstack\" (or set openstack.image_tag)",
+        ));
+    }
+    let mgmt_network = k
+        .lb_mgmt_net_id
+        .clone()
+        .or_else(|| k.lb_mgmt_net_name.clone());
+    let l3_network = k.lb_l3_net_id.clone().or_else(|| k.lb_l3_net_name.clone());
+    let alarms = match o.alarm_type.as_deref().unwrap_or("prometheus") {
+        "prometheus" => match &o.prometheus_query {
+            Some(query) => AlarmBackend::Prometheus {
+                query: query.clone(),
+            },
+            None => AlarmBackend::prometheus(),
+        },
+        "gnocchi" => AlarmBackend::gnocchi(),
+        other => {
+            return Err(invalid(
+                "openstack.alarm_type",
+                format!("{other:?} is not one of prometheus, gnocchi"),
+            ));
+        }
+    };
+    let driver = OpenStackConfig {
+        session: SessionConfig {
+            auth_url,
+            credentials,
+            region: o.region_name.clone(),
+            interface,
+            ca_bundle: o.ca_bundle.as_ref().map(PathBuf::from),
+            insecure: o.insecure.unwrap_or(false),
+            timeout: Duration::from_secs(o.timeout_secs.unwrap_or(30).max(1)),
+            network_endpoint: k.endpoint_url.clone(),
+        },
+        image_id: k.image_id.clone(),
+        image_tag: o.image_tag.clone(),
+        flavor_id: required(&k.base_flavor_id, "kinx_haproxy.base_flavor_id")?,
+        mgmt_network: required(
+            &mgmt_network,
+            "kinx_haproxy.lb_mgmt_net_id (or lb_mgmt_net_name)",
+        )?,
+        l3_network: required(&l3_network, "kinx_haproxy.lb_l3_net_id (or lb_l3_net_name)")?,
+        soft_anti_affinity: o.soft_anti_affinity.unwrap_or(false),
+        alarms,
+    };
+    let heartbeat_ip: std::net::IpAddr =
+        parse_opt(&k.lb_api_agent_addr, "kinx_haproxy.lb_api_agent_addr")?.ok_or_else(|| {
+            invalid(
+                "kinx_haproxy.lb_api_agent_addr",
+                "required with cloud.driver = \"openstack\" (the control plane's address on lb_mgmt_net)",
+            )
+        })?;
+    let gateways: Vec<std::net::IpAddr> = [
+        (
+            "kinx_haproxy.primary_l3_gateway_addr",
+            &k.primary_l3_gateway_addr,
+        ),
+        (
+            "kinx_haproxy.secondary_l3_gateway_addr",
+            &k.secondary_l3_gateway_addr,
+        ),
+    ]
+    .into_iter()
+    .map(|(key, v)| {
+        parse_opt(v, key)?.ok_or_else(|| invalid(key, "required with cloud.driver = \"openstack\""))
+    })
+    .collect::<Result<_, _>>()?;
+    // The subnets the seed names are checked for form; the driver reads the real ones from
+    // Neutron.
+    parse_opt::<ipnet::IpNet>(&k.lb_mgmt_subnet, "kinx_haproxy.lb_mgmt_subnet")?;
+    parse_opt::<ipnet::IpNet>(&k.lb_l3_subnet, "kinx_haproxy.lb_l3_subnet")?;
+    let local = local_settings(raw)?;
+    let boot_timeout = Duration::from_secs(o.boot_timeout_secs.unwrap_or(900).max(1));
+    let mut timing = klb_flow::lb::FlowTiming::cloud();
+    timing.boot.timeout = boot_timeout;
+    timing.boot.interval = Duration::from_secs(1);
+    Ok(klb_control::plane::OpenStackSettings {
+        driver,
+        vm_count: local.vm_count,
+        max_vms: local.max_vms,
+        scale_out_cooldown: local.scale_out_cooldown,
+        agent_port: local.agent_port,
+        agent_auth: local.agent_auth,
+        heartbeat_addr: SocketAddr::new(heartbeat_ip, local.heartbeat_port),
+        heartbeat_interval: Duration::from_secs(2),
+        silent_after: Duration::from_secs(6),
+        base_as_number: local.base_as_number,
+        l3_router_as_number: k.l3_router_as_number.unwrap_or(60201),
+        gateways,
+        default_maxconn: local.default_maxconn,
+        pps_threshold: local.pps_threshold,
+        alarm_period_secs: local.alarm_period_secs,
+        alarm_evaluation_periods: local.alarm_evaluation_periods,
+        office_cidr: local.office_cidr,
+        boot_volume_gib: k.loadbalancer_instance_volume_size,
+        availability_zone: k.availibility_zone.clone(),
+        agent_binary: o
+            .agent_binary
+            .clone()
+            .unwrap_or_else(|| "/usr/bin/klb".into()),
+        flow_lease: local.flow_lease,
+        timing,
+    })
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let raw = RawConfig::load(args.config.as_deref())?;
     if let Some(dir) = &args.state_dir {
@@ -266,6 +469,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Driver::Noop => CloudChoice::Noop,
         Driver::Local(settings) => CloudChoice::Local(settings),
         Driver::Fake(settings) => CloudChoice::Fake(settings),
+        Driver::OpenStack(settings) => CloudChoice::OpenStack(settings),
     };
     let plane = ControlPlane::start(PlaneConfig {
         api_bind: config.bind,
@@ -358,12 +562,66 @@ mod tests {
         assert_eq!(s.office_cidr.unwrap().to_string(), "198.18.250.0/24");
         raw.kinx_haproxy.kinx_office_ip = Some("not a cidr".into());
         assert!(ServeConfig::lift(&raw, None).is_err());
-        raw.kinx_haproxy.kinx_office_ip = None;
+    }
+
+    #[test]
+    fn openstack_driver_names_what_is_missing() {
+        let mut raw = RawConfig::default();
         raw.cloud.driver = Some("openstack".into());
+        let missing = |raw: &RawConfig| ServeConfig::lift(raw, None).unwrap_err().to_string();
+        assert!(missing(&raw).contains("auth_url"), "{}", missing(&raw));
+        raw.kinx_haproxy.auth_url = Some("http://192.168.0.2:35357/v2.0/".into());
+        raw.openstack.username = Some("klb".into());
+        raw.openstack.password = Some("pw".into());
+        raw.openstack.project_name = Some("service".into());
         assert!(
-            ServeConfig::lift(&raw, None).is_err(),
-            "not built yet: a clear config error"
+            missing(&raw).contains("kinx_haproxy.image_id"),
+            "{}",
+            missing(&raw)
         );
+        raw.kinx_haproxy.image_id = Some("img".into());
+        assert!(
+            missing(&raw).contains("base_flavor_id"),
+            "{}",
+            missing(&raw)
+        );
+        raw.kinx_haproxy.base_flavor_id = Some("42".into());
+        assert!(missing(&raw).contains("lb_mgmt_net"), "{}", missing(&raw));
+        raw.kinx_haproxy.lb_mgmt_net_name = Some("lb-mgmt-net".into());
+        raw.kinx_haproxy.lb_l3_net_id = Some("bb0d0a66-e039-4b24-a4ba-2b27f1ad1169".into());
+        assert!(
+            missing(&raw).contains("lb_api_agent_addr"),
+            "{}",
+            missing(&raw)
+        );
+        raw.kinx_haproxy.lb_api_agent_addr = Some("198.18.128.1".into());
+        assert!(
+            missing(&raw).contains("primary_l3_gateway_addr"),
+            "{}",
+            missing(&raw)
+        );
+        raw.kinx_haproxy.primary_l3_gateway_addr = Some("198.18.64.1".into());
+        raw.kinx_haproxy.secondary_l3_gateway_addr = Some("not an address".into());
+        assert!(
+            missing(&raw).contains("secondary_l3_gateway_addr"),
+            "{}",
+            missing(&raw)
+        );
+        raw.kinx_haproxy.secondary_l3_gateway_addr = Some("198.18.64.2".into());
+        raw.kinx_haproxy.loadbalancer_instance_volume_size = Some(50);
+        raw.kinx_haproxy.availibility_zone = Some("lbaas-az".into());
+        raw.kinx_haproxy.lb_api_agent_port = Some(6543);
+        let Driver::OpenStack(s) = ServeConfig::lift(&raw, None).unwrap().driver else {
+            panic!("openstack driver expected");
+        };
+        assert_eq!(s.driver.flavor_id, "42");
+        assert_eq!(s.driver.mgmt_network, "lb-mgmt-net");
+        assert_eq!(s.heartbeat_addr.to_string(), "198.18.128.1:6543");
+        assert_eq!(s.boot_volume_gib, Some(50));
+        assert_eq!(s.availability_zone.as_deref(), Some("lbaas-az"));
+        assert_eq!(s.gateways.len(), 2);
+        raw.openstack.alarm_type = Some("threshold".into());
+        assert!(missing(&raw).contains("alarm_type"), "{}", missing(&raw));
     }
 
     #[test]
