@@ -27,6 +27,18 @@ if [ -z "${KLB_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" -eq 0 ] && command -v pg_
   esac
   export KLB_TEST_POSTGRES_URL
 fi
+# Real OpenStack services on loopback for the openstack driver's tests (tests/openstack/).
+# A failure to start them is loud but not fatal: those tests then skip and say why.
+if [ -z "${KLB_TEST_OPENSTACK:-}" ] && [ "$(id -u)" -eq 0 ] && [ -z "${KLB_SKIP_OPENSTACK:-}" ]; then
+  echo "== starting the local OpenStack services (tests/openstack/run-services.sh)"
+  if bash tests/openstack/run-services.sh start; then
+    export KLB_TEST_OPENSTACK=1
+    trap 'bash tests/openstack/run-services.sh stop' EXIT
+  else
+    echo "WARNING: the local OpenStack services did not start; the openstack driver tests will skip" >&2
+  fi
+fi
+echo "== cargo test (KLB_TEST_OPENSTACK=${KLB_TEST_OPENSTACK:-unset})"
 echo "== cargo test (KLB_TEST_POSTGRES_URL=${KLB_TEST_POSTGRES_URL:-unset})"
 cargo build --workspace --bins
 cargo test --workspace -- --test-threads=2

@@ -111,7 +111,7 @@ impl Step<LbEnv> for ResolveNetworks {
 
 /// The rules an LB's security group must hold: listener ports from anywhere, the agent port
 /// from the management subnet, BGP, BFD and HAProxy peers from the L3 subnet, SSH and the agent
-/// port from the operators' office CIDR.
+/// port from the operators' office CIDR; all egress.
 fn desired_rules(ctx: &Ctx<'_>, input: &LbInput) -> Result<Vec<RuleSpec>, StepError> {
     let cidr = |name: &str| -> Result<IpNet, StepError> {
         var_string(ctx, name)?
@@ -139,6 +139,14 @@ fn desired_rules(ctx: &Ctx<'_>, input: &LbInput) -> Result<Vec<RuleSpec>, StepEr
         protocol: Protocol::Udp,
         ports: Some((3784, 3785)),
         remote_cidr: Some(l3),
+    });
+    // Outbound (members, gateways, the control plane) is open, stated explicitly: the exact
+    // diff below would otherwise remove a cloud's default egress rules.
+    rules.push(RuleSpec {
+        direction: Direction::Egress,
+        protocol: Protocol::Any,
+        ports: None,
+        remote_cidr: None,
     });
     if let Some(office) = cfg.office_cidr {
         rules.push(RuleSpec::tcp_in(22, Some(office)));

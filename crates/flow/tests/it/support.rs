@@ -199,10 +199,10 @@ pub fn expected(lbs: &[LiveLb<'_>]) -> BTreeMap<(Kind, String), usize> {
         let sg = names::security_group(lb.lb_id);
         m.insert((Kind::SecurityGroup, sg.clone()), 1);
         // listeners + agent port from mgmt + BGP + BFD + HAProxy peers + SSH and agent from
-        // the office.
+        // the office + all egress.
         m.insert(
             (Kind::SecurityGroupRule, format!("{sg}/rule")),
-            lb.listeners + 6,
+            lb.listeners + 7,
         );
         m.insert((Kind::Port, names::vip_port(lb.lb_id)), 1);
         m.insert((Kind::ServerGroup, names::server_group(lb.lb_id)), 1);
