@@ -211,6 +211,8 @@ def test_provider_list_cli():
     assert isinstance(providers, list) and providers
     for p in providers:
         assert p["name"] and isinstance(p["description"], str), p
+        # Octavia's enabled_provider_drivers is `name:description,...`: no comma can be in one.
+        assert "," not in p["description"], p
 
 
 # --------------------------------------------------------------------------- CLI: load balancer
@@ -860,3 +862,94 @@ def test_sdk_secret_store_and_terminated_https_listener_cli(kms, lb):
     kms.delete_secret(binary_id)
     code, _ = http("GET", f"/v1/secrets/{secret_id}")
     assert code == 404
+
+
+# --------------------------------------------------------------------------- conformance (issue 12)
+
+
+def test_updated_at_set_by_provisioning_cli_and_sdk(conn, lb, listener):
+    """Octavia sets updated_at on every write of a row, the provider's ACTIVE included."""
+    shown = osc("show", lb["id"])
+    assert shown["provisioning_status"] == "ACTIVE" and shown["updated_at"], shown
+    shown = osc("listener", "show", listener["id"])
+    assert shown["provisioning_status"] == "ACTIVE" and shown["updated_at"], shown
+    lbp = conn.load_balancer
+    lb_ = lbp.create_load_balancer(name=name(), vip_subnet_id=fresh_subnet())
+    try:
+        assert lb_.updated_at is None  # the create reply: the row was only inserted
+        lb_ = sdk_wait(conn, lb_.id)
+        assert lb_.updated_at, lb_
+        assert lbp.get_load_balancer(lb_.id).updated_at >= lb_.created_at
+    finally:
+        lbp.delete_load_balancer(lb_.id, cascade=True)
+
+
+def test_listener_allowed_cidrs_must_match_vip_ip_version_cli_and_sdk(conn, lb):
+    vip = lb["vip_address"]
+    out = osc_fails("listener", "create", "--protocol", "TCP", "--protocol-port", "81",
+                    "--allowed-cidr", "192.0.1.0/24", "--allowed-cidr", "2001:db8:a0b:12f0::/64",
+                    lb["id"])
+    assert (f"CIDR 2001:db8:a0b:12f0::/64 IP version incompatible with all VIPs ['{vip}'] "
+            "IP version.") in out, out
+    import openstack.exceptions
+
+    with pytest.raises(openstack.exceptions.BadRequestException) as err:
+        conn.load_balancer.create_listener(loadbalancer_id=lb["id"], protocol="TCP",
+                                           protocol_port=81, allowed_cidrs=["::/0"])
+    assert f"CIDR ::/0 IP version incompatible with all VIPs ['{vip}'] IP version." in str(err.value)
+    wait_lb(lb["id"])
+    li = osc("listener", "create", "--protocol", "TCP", "--protocol-port", "81",
+             "--allowed-cidr", "192.0.1.0/24", "--wait", lb["id"])
+    assert "192.0.1.0/24" in str(li["allowed_cidrs"]), li
+
+
+def test_sdk_default_sort_orders(conn, lb, listener):
+    """Flavors have no created_at in Octavia and list by id; L7 policies list by created_at
+    (not by position) like every object with timestamps."""
+    lbp = conn.load_balancer
+    provider = next(iter(lbp.providers())).name
+    fp = lbp.create_flavor_profile(name=name(), provider_name=provider, flavor_data="{}")
+    mine = [lbp.create_flavor(name=name(), flavor_profile_id=fp.id).id for _ in range(5)]
+    try:
+        assert [f.id for f in lbp.flavors() if f.id in mine] == sorted(mine)
+    finally:
+        for f in mine:
+            lbp.delete_flavor(f)
+        lbp.delete_flavor_profile(fp.id)
+
+    created = []
+    for _ in range(3):
+        created.append(lbp.create_l7_policy(listener_id=listener["id"], action="REJECT",
+                                            position=1).id)
+        sdk_wait(conn, lb["id"])
+    listed = list(lbp.l7_policies(listener_id=listener["id"]))
+    assert [p.id for p in listed] == created
+    assert [p.position for p in listed] == [3, 2, 1]
+
+
+def test_sdk_child_lists_with_parent_filters(conn, lb, listener, pool):
+    """openstacksdk repeats the parent as a query filter (`l7_rules(policy)` sends
+    `?l7policy_id=`); Octavia accepts every attribute of its data model as a filter."""
+    lbp = conn.load_balancer
+    pol = lbp.create_l7_policy(listener_id=listener["id"], action="REJECT")
+    sdk_wait(conn, lb["id"])
+    rule = lbp.create_l7_rule(pol, type="PATH", compare_type="STARTS_WITH", rule_value="/x")
+    sdk_wait(conn, lb["id"])
+    assert [r.id for r in lbp.l7_rules(pol)] == [rule.id]
+    assert [x.id for x in lbp.listeners(load_balancer_id=lb["id"])] == [listener["id"]]
+    m = lbp.create_member(pool["id"], address="192.0.2.60", protocol_port=80)
+    sdk_wait(conn, lb["id"])
+    assert [x.id for x in lbp.members(pool["id"])] == [m.id]
+    assert [x.id for x in lbp.health_monitors(pool_id=pool["id"])] == []
+
+
+def test_oversized_body_gets_413_with_requests():
+    """Python's requests sends the whole body without waiting for 100 Continue: the 413 must
+    reach it (not a reset or a broken pipe while it is still sending)."""
+    import requests
+
+    body = b" " * (20 * 1024 * 1024)
+    resp = requests.post(API + "/loadbalancers", data=body, timeout=60,
+                         headers={"Content-Type": "application/json",
+                                  "Accept": "application/json"})
+    assert resp.status_code == 413, resp.text[:500]

@@ -20,22 +20,29 @@ pub struct JsonBody(pub Value);
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
         let limit = req
             .extensions()
             .get::<BodyLimit>()
             .map(|l| l.0)
             .unwrap_or(usize::MAX);
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(limit)
-            } else {
-                ApiError::BadRequest(format!(
-                    "Could not read the request body: {}",
-                    e.body_text()
-                ))
-            }
-        })?;
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let expects_continue = req
+            .headers()
+            .get(axum::http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if let Some(n) = declared
+            && n > limit as u64
+            && (expects_continue || n - limit as u64 > DISCARD_BYTES as u64)
+        {
+            // A client waiting for `100 Continue` has sent nothing yet: the 413 comes first
+            // and it never sends the body; one too large to read away gets its 413 at once.
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        let bytes = read_limited(req.into_body(), limit).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(Value::Null));
         }
@@ -48,6 +55,47 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 /// The body limit in force (set by the router so the 413 message can name it).
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+/// How much of a body over the limit is read and thrown away, past the limit, before the 413
+/// is answered.
+pub const DISCARD_BYTES: usize = 64 * 1024 * 1024;
+
+/// Reads a request body of at most `limit` bytes.
+///
+/// A longer body is answered 413 only once the client has sent all of it (read and
+/// discarded, never buffered): HTTP/1.1 clients that do not wait for `100 Continue` (Python's
+/// requests, curl for small bodies) are still sending when the answer is ready, and a server
+/// that answers and closes then makes them see a connection reset or a broken pipe instead of
+/// the 413. Past [`DISCARD_BYTES`] more than the limit the 413 is answered at once (and the
+/// connection is closed). Memory stays bounded by `limit` either way.
+pub async fn read_limited(body: axum::body::Body, limit: usize) -> ApiResult<Bytes> {
+    use futures::StreamExt;
+    let unreadable =
+        |e: axum::Error| ApiError::BadRequest(format!("Could not read the request body: {e}"));
+    let mut stream = body.into_data_stream();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total: usize = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(unreadable)?;
+        total = total.saturating_add(chunk.len());
+        if total > limit {
+            chunks.clear();
+            while let Some(rest) = stream.next().await {
+                total = total.saturating_add(rest.map_err(unreadable)?.len());
+                if total - limit > DISCARD_BYTES {
+                    break;
+                }
+            }
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        chunks.push(chunk);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
+}
 
 /// An attribute as found in a body: absent, explicit `null`, or a value.
 #[derive(Debug, Clone, PartialEq)]

@@ -38,8 +38,10 @@ pub use error::{ApiError, ApiResult};
 pub struct ApiConfig {
     /// Provider recorded on load balancers created without one.
     pub default_provider: String,
-    /// Providers accepted in `provider`.
-    pub enabled_providers: Vec<String>,
+    /// Octavia's `[api_settings] enabled_provider_drivers`: the provider names accepted in
+    /// `provider` and listed by `GET /v2/providers` with their descriptions, in this order
+    /// (all of them mean klb's driver). Parsed from `name:description,name:description`.
+    pub enabled_provider_drivers: ProviderDrivers,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
     /// Listener `timeout_client_data` default (ms).
@@ -63,7 +65,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             default_provider: "klb".to_owned(),
-            enabled_providers: vec!["klb".to_owned(), "amphora".to_owned(), "octavia".to_owned()],
+            enabled_provider_drivers: ProviderDrivers::default(),
             max_body_bytes: 4 * 1024 * 1024,
             timeout_client_data: 50_000,
             timeout_member_connect: 5_000,
@@ -72,6 +74,117 @@ impl Default for ApiConfig {
             default_tls_ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256".to_owned(),
             udp_sctp: true,
         }
+    }
+}
+
+/// One enabled provider driver: a `name:description` entry of
+/// [`ApiConfig::enabled_provider_drivers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderDriver {
+    /// The name clients send in `provider`.
+    pub name: String,
+    /// What `GET /v2/providers` says about it.
+    pub description: String,
+}
+
+/// The enabled provider drivers, in configuration order, written the way Octavia's
+/// `enabled_provider_drivers` is (an oslo.config dict option): `name:description` pairs
+/// separated by commas, each name and description trimmed, a description running to the next
+/// comma (so it can hold colons but no comma). `"klb:klb's driver,amphora:The klb driver"`
+/// parses with [`str::parse`]; [`std::fmt::Display`] writes the same form back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderDrivers(Vec<ProviderDriver>);
+
+/// Why an `enabled_provider_drivers` value was refused (oslo.config's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid enabled_provider_drivers: {reason}")]
+pub struct ProviderDriversError {
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ProviderDrivers {
+    /// The drivers, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &ProviderDriver> {
+        self.0.iter()
+    }
+
+    /// True when `name` is enabled.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|d| d.name == name)
+    }
+}
+
+impl Default for ProviderDrivers {
+    /// klb's driver under its own name and under the two names tenants' tools send for
+    /// Octavia's default driver (`amphora`, and its deprecated alias `octavia`); the
+    /// descriptions hold no comma, so the default is expressible in the config format.
+    fn default() -> Self {
+        let driver = |name: &str, description: &str| ProviderDriver {
+            name: name.to_owned(),
+            description: description.to_owned(),
+        };
+        ProviderDrivers(vec![
+            driver(
+                "klb",
+                "klb: active-active LB VMs (HAProxy) behind ECMP over BGP with BFD.",
+            ),
+            driver(
+                "amphora",
+                "The klb driver under the name of Octavia's Amphora driver.",
+            ),
+            driver(
+                "octavia",
+                "Deprecated alias of the klb driver (Octavia's 'octavia' provider name).",
+            ),
+        ])
+    }
+}
+
+impl std::str::FromStr for ProviderDrivers {
+    type Err = ProviderDriversError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason: String| ProviderDriversError { reason };
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(err(
+                "at least one provider driver must be enabled".to_owned()
+            ));
+        }
+        let mut drivers: Vec<ProviderDriver> = Vec::new();
+        for pair in s.split(',') {
+            let Some((name, description)) = pair.split_once(':') else {
+                return Err(err(format!(
+                    "Value should be NAME:VALUE pairs separated by \",\" (got {:?})",
+                    pair.trim()
+                )));
+            };
+            let (name, description) = (name.trim(), description.trim());
+            if name.is_empty() {
+                return Err(err("Key name should not be empty".to_owned()));
+            }
+            if drivers.iter().any(|d| d.name == name) {
+                return Err(err(format!("Duplicate key {name}")));
+            }
+            drivers.push(ProviderDriver {
+                name: name.to_owned(),
+                description: description.to_owned(),
+            });
+        }
+        Ok(ProviderDrivers(drivers))
+    }
+}
+
+impl std::fmt::Display for ProviderDrivers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}:{}", d.name, d.description)?;
+        }
+        Ok(())
     }
 }
 

@@ -127,6 +127,19 @@ impl ListParams {
         Ok(p)
     }
 
+    /// Appends Octavia's default sort keys that were not given, ascending (`PaginationHelper`
+    /// appends `DEFAULT_SORT_KEYS` = `created_at`, `id` when the model has them, after the
+    /// requested keys and in the default direction). Graph kinds need no call: the store's
+    /// order is `(created_at, id)` and sorting is stable. Flavors and the profiles have no
+    /// `created_at`, so they sort by `id`.
+    pub fn default_sort(&mut self, keys: &[&str]) {
+        for key in keys {
+            if !self.sort.iter().any(|(k, _)| k == key) {
+                self.sort.push(((*key).to_owned(), true));
+            }
+        }
+    }
+
     fn has_tag_filters(&self) -> bool {
         !(self.tags.is_empty()
             && self.tags_any.is_empty()

@@ -48,13 +48,14 @@ async fn policies_positions_and_rules() {
             )
         })
         .collect();
+    // Listed in creation order (Octavia's default sort), with the shifted positions.
     assert_eq!(
         order,
         vec![
-            (first.clone(), 1),
             (ids[0].clone(), 2),
             (ids[1].clone(), 3),
-            (ids[2].clone(), 4)
+            (ids[2].clone(), 4),
+            (first.clone(), 1)
         ]
     );
     let l = app

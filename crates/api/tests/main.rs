@@ -4,6 +4,7 @@
 mod util;
 
 mod certificates;
+mod conformance;
 mod errors;
 mod l7;
 mod lists;

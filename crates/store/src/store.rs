@@ -478,6 +478,9 @@ impl Store {
     /// balancer and listeners that were only locked for a child change (`PENDING_UPDATE`,
     /// not the target) go back to `ACTIVE`. The job stays with `state = failed` and
     /// `last_error = reason`; the target's document gets `provisioning_error = reason`.
+    ///
+    /// Every document whose status changes gets `updated_at` = now, and so does a listener
+    /// that loses its default pool (Octavia's `updated_at` changes with every write of a row).
     pub async fn settle_job(&self, job: &Job, outcome: Outcome) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         Self::settle_in(&mut tx, job, &outcome).await?;
@@ -1035,7 +1038,10 @@ impl WriteTx {
                     && r.ref_id.as_ref().is_some_and(|p| ids.contains(p))
             }) {
                 if let Some(mut doc) = self.get_for_update(&rel.kind, &rel.id).await? {
-                    doc.set_body_keys(&[("default_pool_id", serde_json::Value::Null)])?;
+                    doc.set_body_keys(&[
+                        ("default_pool_id", serde_json::Value::Null),
+                        ("updated_at", updated_now()),
+                    ])?;
                     doc.ref_id = None;
                     self.update(&mut doc).await?;
                 }
@@ -1154,22 +1160,34 @@ fn versioned_write(rows: u64, doc: &mut Document) -> Result<(), StoreError> {
 }
 
 /// Sets a document's provisioning status (column and body), optionally with an error reason
-/// in the body; the caller writes it.
+/// in the body, and its `updated_at` (Octavia sets `updated_at` on every change of a row,
+/// the provider's status changes included); the caller writes it.
 fn with_status(
     doc: &mut Document,
     status: ProvisioningStatus,
     error: Option<&str>,
 ) -> Result<(), StoreError> {
-    let mut keys = vec![(
-        "provisioning_status",
-        serde_json::Value::from(status.as_str()),
-    )];
+    let mut keys = vec![
+        (
+            "provisioning_status",
+            serde_json::Value::from(status.as_str()),
+        ),
+        ("updated_at", updated_now()),
+    ];
     if let Some(reason) = error {
         keys.push(("provisioning_error", serde_json::Value::from(reason)));
     }
     doc.set_body_keys(&keys)?;
     doc.provisioning_status = Some(status.as_str().to_owned());
     Ok(())
+}
+
+/// `updated_at` of a change made now, as the model serializes it (microseconds, like
+/// `created_at`).
+fn updated_now() -> serde_json::Value {
+    let now = chrono::Utc::now();
+    let now = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    serde_json::to_value(now).unwrap_or(serde_json::Value::Null)
 }
 
 pub(crate) fn bind_doc<'q>(

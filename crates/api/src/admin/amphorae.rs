@@ -109,7 +109,11 @@ pub async fn list(
     let params = ListParams::parse(&q.0)?;
     let listing = Listing {
         base: ListQuery::kind(Kind::LbVm.as_str()),
-        column_filters: &[("loadbalancer_id", Column::LoadBalancer)],
+        // `loadbalancer_id` (the API name) and `load_balancer_id` (the data model's).
+        column_filters: &[
+            ("loadbalancer_id", Column::LoadBalancer),
+            ("load_balancer_id", Column::LoadBalancer),
+        ],
         with_relations: false,
     };
     let (items, links) =

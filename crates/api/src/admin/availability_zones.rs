@@ -52,7 +52,10 @@ pub async fn list(
     q: QueryPairs,
     OrigPath(path): OrigPath,
 ) -> ApiResult<Response> {
-    let (items, links) = list_config(&state, &ctx, R::AvailabilityZone, KIND, &q.0, &path).await?;
+    // Octavia's AZ model has neither `created_at` nor `id`, so its list has no default order
+    // (no ORDER BY); klb keeps the store's, creation order.
+    let (items, links) =
+        list_config(&state, &ctx, R::AvailabilityZone, KIND, &[], &q.0, &path).await?;
     Ok(reply_list("availability_zones", items, links))
 }
 

@@ -89,7 +89,7 @@ pub async fn list(
     q: QueryPairs,
     OrigPath(path): OrigPath,
 ) -> ApiResult<Response> {
-    let (items, links) = list_config(&state, &ctx, R::Flavor, KIND, &q.0, &path).await?;
+    let (items, links) = list_config(&state, &ctx, R::Flavor, KIND, &["id"], &q.0, &path).await?;
     Ok(reply_list("flavors", items, links))
 }
 

@@ -183,17 +183,20 @@ pub(crate) fn reply_list_with(
 pub(crate) fn no_relations(_: &mut Map<String, Value>, _: &crate::list::RelIndex) {}
 
 /// The listing of a global configuration kind (flavors, availability zones and their
-/// profiles) after the `GetAll` policy check: (items, links).
+/// profiles) after the `GetAll` policy check: (items, links). `default_sort`: Octavia's
+/// default sort keys of the kind (see [`crate::list::ListParams::default_sort`]).
 pub(crate) async fn list_config(
     state: &AppState,
     ctx: &RequestContext,
     resource: crate::context::Resource,
     kind: &str,
+    default_sort: &[&str],
     pairs: &[(String, String)],
     path: &str,
 ) -> ApiResult<(Vec<Value>, Vec<Value>)> {
     authorize_global(ctx, Action::new(resource, crate::context::Op::GetAll))?;
-    let params = crate::list::ListParams::parse(pairs)?;
+    let mut params = crate::list::ListParams::parse(pairs)?;
+    params.default_sort(default_sort);
     let listing = crate::list::Listing {
         base: klb_store::ListQuery::kind(kind),
         column_filters: &[],

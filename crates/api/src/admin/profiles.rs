@@ -88,7 +88,8 @@ pub(crate) async fn list(
     pairs: &[(String, String)],
     path: &str,
 ) -> ApiResult<Response> {
-    let (items, links) = list_config(state, ctx, spec.resource, spec.kind, pairs, path).await?;
+    let (items, links) =
+        list_config(state, ctx, spec.resource, spec.kind, &["id"], pairs, path).await?;
     Ok(reply_list_with(spec.plural, spec.links, items, links))
 }
 

@@ -5,7 +5,9 @@
 //! klb has one driver. It is listed as `klb`, and under the names tenants' tools already
 //! send: `amphora` (Octavia's default provider: Terraform, Heat templates and
 //! cloud-provider-openstack's `lb-provider` commonly name it) and `octavia` (its deprecated
-//! alias). Which names exist is `ApiConfig::enabled_providers`; all of them mean klb's driver.
+//! alias). Which names exist, and their descriptions, is
+//! `ApiConfig::enabled_provider_drivers` (Octavia's `enabled_provider_drivers`); all of them
+//! mean klb's driver.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -54,18 +56,9 @@ pub const AVAILABILITY_ZONE_CAPABILITIES: &[(&str, &str)] = &[
     ),
 ];
 
-fn description(provider: &str) -> &'static str {
-    match provider {
-        "klb" => "klb: active-active LB VMs (HAProxy) behind ECMP over BGP with BFD.",
-        "amphora" => "The klb driver, under the name of Octavia's Amphora driver.",
-        "octavia" => "Deprecated alias of the klb driver (Octavia's 'octavia' provider name).",
-        _ => "The klb driver.",
-    }
-}
-
 /// 400 `Provider '<p>' is not enabled.` unless `provider` is one of the enabled names.
 pub fn require_enabled(state: &AppState, provider: &str) -> ApiResult<()> {
-    if state.config.enabled_providers.iter().any(|p| p == provider) {
+    if state.config.enabled_provider_drivers.contains(provider) {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
@@ -186,14 +179,14 @@ pub async fn list(
     let fields = q.fields();
     let providers: Vec<Value> = state
         .config
-        .enabled_providers
+        .enabled_provider_drivers
         .iter()
-        .map(|name| {
+        .map(|driver| {
             let mut m = Map::new();
-            m.insert("name".into(), Value::String(name.clone()));
+            m.insert("name".into(), Value::String(driver.name.clone()));
             m.insert(
                 "description".into(),
-                Value::String(description(name).to_owned()),
+                Value::String(driver.description.clone()),
             );
             list::select_fields(m, &fields)
         })

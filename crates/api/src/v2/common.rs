@@ -195,19 +195,23 @@ pub async fn begin_write<T: Resource>(
 }
 
 /// Locks the load balancer and every listener in `listener_ids` for a child change: the LB
-/// goes `PENDING_UPDATE`, ACTIVE listeners go `PENDING_UPDATE`.
+/// goes `PENDING_UPDATE`, ACTIVE listeners go `PENDING_UPDATE` (each with `updated_at`: in
+/// Octavia every write of a row sets it).
 pub async fn mark_pending(
     tx: &mut WriteTx,
     lb: &mut LoadBalancer,
     listener_ids: &[Uuid],
 ) -> ApiResult<()> {
+    let stamp = now();
     lb.provisioning_status = ProvisioningStatus::PendingUpdate;
+    lb.updated_at = Some(stamp);
     tx.put_resource(lb).await?;
     for id in listener_ids {
         if let Some(mut l) = tx.get_resource::<klb_model::Listener>(*id).await?
             && l.provisioning_status == ProvisioningStatus::Active
         {
             l.provisioning_status = ProvisioningStatus::PendingUpdate;
+            l.updated_at = Some(stamp);
             tx.put_resource(&l).await?;
         }
     }

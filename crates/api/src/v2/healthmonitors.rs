@@ -373,6 +373,7 @@ pub async fn delete(
     let listeners = listeners_of_pool(&mut tx, h.pool_id).await?;
     mark_pending(&mut tx, &mut lb, &listeners).await?;
     h.provisioning_status = ProvisioningStatus::PendingDelete;
+    h.updated_at = Some(now());
     tx.put_resource(&h).await?;
     enqueue(&mut tx, lb.id, JobOp::Delete, Kind::HealthMonitor, h.id).await?;
     tx.commit().await?;

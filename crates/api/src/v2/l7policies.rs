@@ -226,6 +226,7 @@ async fn place(tx: &mut WriteTx, policy: &mut L7Policy, requested: i64) -> ApiRe
             None => policy.position = pos,
             Some(mut s) if s.position != pos => {
                 s.position = pos;
+                s.updated_at = Some(now());
                 tx.put_resource(&s).await?;
             }
             Some(_) => {}
@@ -241,10 +242,9 @@ pub async fn list(
     q: QueryPairs,
     OrigPath(path): OrigPath,
 ) -> ApiResult<Response> {
-    let mut params = ListParams::parse(&q.0)?;
-    if params.sort.is_empty() {
-        params.sort.push(("position".to_owned(), true));
-    }
+    // Listed by (created_at, id) like every object with timestamps: Octavia's repository
+    // orders by `position` only without a pagination helper, and the API always has one.
+    let params = ListParams::parse(&q.0)?;
     let listing = Listing {
         base: ListQuery {
             kind: Kind::L7Policy.as_str().into(),
@@ -396,6 +396,7 @@ pub async fn delete(
         begin_write::<L7Policy>(&state, &ctx, &id, Action::new(R::L7Policy, Op::Delete)).await?;
     mark_pending(&mut tx, &mut lb, &[p.listener_id]).await?;
     p.provisioning_status = ProvisioningStatus::PendingDelete;
+    p.updated_at = Some(now());
     tx.put_resource(&p).await?;
     // The remaining policies close the gap so positions stay contiguous.
     let mut siblings: Vec<L7Policy> = tx
@@ -411,6 +412,7 @@ pub async fn delete(
     for (i, mut s) in siblings.into_iter().enumerate() {
         if s.position != i as i64 + 1 {
             s.position = i as i64 + 1;
+            s.updated_at = Some(now());
             tx.put_resource(&s).await?;
         }
     }

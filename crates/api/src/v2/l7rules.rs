@@ -143,7 +143,12 @@ pub async fn list(
             project_id: scope_project(&ctx, R::L7Rule)?,
             ..Default::default()
         },
-        column_filters: &[("project_id", Column::Project)],
+        // openstacksdk's `l7_rules(policy)` sends `?l7policy_id=<policy>` (Octavia accepts
+        // any attribute of its data model as a filter, `l7policy_id` included).
+        column_filters: &[
+            ("l7policy_id", Column::Parent),
+            ("project_id", Column::Project),
+        ],
         with_relations: false,
     };
     let (items, links) =
@@ -256,6 +261,7 @@ pub async fn delete(
         .ok_or_else(|| ApiError::not_found(Kind::L7Rule, &id))?;
     mark_pending(&mut tx, &mut lb, &[policy.listener_id]).await?;
     r.provisioning_status = ProvisioningStatus::PendingDelete;
+    r.updated_at = Some(now());
     tx.put_resource(&r).await?;
     enqueue(&mut tx, lb.id, JobOp::Delete, Kind::L7Rule, r.id).await?;
     tx.commit().await?;

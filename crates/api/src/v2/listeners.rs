@@ -273,6 +273,7 @@ pub fn parse_new(
             .get_or_insert_with(|| AlpnProtocol::ALL.to_vec());
     }
     check(&l)?;
+    check_cidrs_vs_vip(lb, &l.allowed_cidrs)?;
     if matches!(l.protocol, ListenerProtocol::Udp | ListenerProtocol::Sctp) {
         check_l4_support(state, lb, l.protocol.as_str())?;
     }
@@ -304,6 +305,37 @@ fn cidrs(obj: &Obj<'_>) -> ApiResult<Field<Vec<ipnet::IpNet>>> {
             Field::Absent => Field::Absent,
         },
     )
+}
+
+/// Octavia's `_validate_cidr_compatible_with_vip` (API 2.12): no allowed CIDRs with custom VIP
+/// security groups, and each CIDR's IP version must be that of at least one of the load
+/// balancer's VIPs (the VIP, then the additional VIPs, listed as Python prints a list).
+pub fn check_cidrs_vs_vip(lb: &LoadBalancer, cidrs: &[ipnet::IpNet]) -> ApiResult<()> {
+    if cidrs.is_empty() {
+        return Ok(());
+    }
+    if !lb.vip_sg_ids.is_empty() {
+        return Err(ApiError::validation(
+            "Allowed CIDRs are not allowed when using custom VIP Security Groups.",
+        ));
+    }
+    let vips: Vec<std::net::IpAddr> = lb
+        .vip_address
+        .iter()
+        .copied()
+        .chain(lb.additional_vips.iter().filter_map(|v| v.ip_address))
+        .collect();
+    for cidr in cidrs {
+        let v6 = matches!(cidr, ipnet::IpNet::V6(_));
+        if !vips.iter().any(|vip| vip.is_ipv6() == v6) {
+            let listed: Vec<String> = vips.iter().map(|v| format!("'{v}'")).collect();
+            return Err(ApiError::validation(format!(
+                "CIDR {cidr} IP version incompatible with all VIPs [{}] IP version.",
+                listed.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn nonempty<T>(name: &str, f: Field<Vec<T>>) -> ApiResult<Field<Vec<T>>> {
@@ -468,6 +500,8 @@ pub async fn list(
         },
         column_filters: &[
             ("loadbalancer_id", Column::LoadBalancer),
+            // The data model's name; openstacksdk's `listeners(load_balancer_id=...)`.
+            ("load_balancer_id", Column::LoadBalancer),
             ("project_id", Column::Project),
         ],
         with_relations: true,
@@ -629,6 +663,7 @@ pub async fn update(
     }
     if let Some(v) = cidrs(&obj)?.update() {
         l.allowed_cidrs = v.unwrap_or_default();
+        check_cidrs_vs_vip(&lb, &l.allowed_cidrs)?;
     }
     let tls = l.protocol == ListenerProtocol::TerminatedHttps;
     if let Some(v) = obj
@@ -699,6 +734,7 @@ pub async fn delete(
     }
     mark_pending(&mut tx, &mut lb, &[]).await?;
     l.provisioning_status = ProvisioningStatus::PendingDelete;
+    l.updated_at = Some(now());
     tx.put_resource(&l).await?;
     enqueue(&mut tx, lb.id, JobOp::Delete, Kind::Listener, l.id).await?;
     tx.commit().await?;

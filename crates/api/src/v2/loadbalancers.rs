@@ -212,7 +212,7 @@ pub async fn create(
     }
     let provider = match obj.string("provider", 64)? {
         Field::Set(p) => {
-            if !state.config.enabled_providers.contains(&p) {
+            if !state.config.enabled_provider_drivers.contains(&p) {
                 return Err(ApiError::BadRequest(format!(
                     "Provider '{}' is not enabled.",
                     validate::printable(&p)
@@ -400,6 +400,7 @@ pub async fn delete(
     if cascade && status::check_lb_deletable(first.id, first.provisioning_status).is_ok() {
         let mut lb = first.clone();
         lb.provisioning_status = ProvisioningStatus::PendingDelete;
+        lb.updated_at = Some(now());
         let mut doc = Document::from_resource(&lb)?;
         doc.version = read.version;
         let mut batch = WriteBatch::new();
@@ -428,6 +429,7 @@ pub async fn delete(
         }
     }
     lb.provisioning_status = ProvisioningStatus::PendingDelete;
+    lb.updated_at = Some(now());
     tx.put_resource(&lb).await?;
     enqueue(&mut tx, lb.id, JobOp::Delete, Kind::LoadBalancer, lb.id).await?;
     tx.commit().await?;
@@ -454,6 +456,7 @@ pub async fn failover(
         .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &id))?;
     status::check_lb_deletable(lb.id, lb.provisioning_status)?;
     lb.provisioning_status = ProvisioningStatus::PendingUpdate;
+    lb.updated_at = Some(now());
     tx.put_resource(&lb).await?;
     enqueue(&mut tx, lb.id, JobOp::Failover, Kind::LoadBalancer, lb.id).await?;
     tx.commit().await?;

@@ -171,7 +171,9 @@ pub async fn list(
             project_id: scope_project(&ctx, R::Member)?,
             ..Default::default()
         },
-        column_filters: &[("project_id", Column::Project)],
+        // openstacksdk and the CLI may repeat the parent as a filter (Octavia accepts any
+        // attribute of its data model, `pool_id` included).
+        column_filters: &[("pool_id", Column::Parent), ("project_id", Column::Project)],
         with_relations: false,
     };
     let (items, links) =
@@ -291,6 +293,7 @@ pub async fn delete(
     let listeners = listeners_of_pool(&mut tx, pool.id).await?;
     mark_pending(&mut tx, &mut lb, &listeners).await?;
     m.provisioning_status = ProvisioningStatus::PendingDelete;
+    m.updated_at = Some(now());
     tx.put_resource(&m).await?;
     enqueue(&mut tx, lb.id, JobOp::Delete, Kind::Member, m.id).await?;
     tx.commit().await?;
@@ -397,6 +400,7 @@ pub async fn batch(
     }
     for mut m in deletes {
         m.provisioning_status = ProvisioningStatus::PendingDelete;
+        m.updated_at = Some(stamp);
         tx.put_resource(&m).await?;
     }
     enqueue(&mut tx, lb.id, JobOp::BatchMembers, Kind::Pool, pool.id).await?;

@@ -320,6 +320,8 @@ pub async fn list(
         },
         column_filters: &[
             ("loadbalancer_id", Column::LoadBalancer),
+            // The data model's name (Octavia accepts it as well).
+            ("load_balancer_id", Column::LoadBalancer),
             ("project_id", Column::Project),
         ],
         with_relations: true,
@@ -388,6 +390,7 @@ pub async fn create(
         }
         super::listeners::check_protocols(l.protocol, p.protocol)?;
         l.default_pool_id = Some(p.id);
+        l.updated_at = Some(now());
         tx.put_resource(&l).await?;
         listener_ids.push(l.id);
     }
@@ -518,6 +521,7 @@ pub async fn delete(
     let listeners = listeners_of_pool(&mut tx, p.id).await?;
     mark_pending(&mut tx, &mut lb, &listeners).await?;
     p.provisioning_status = ProvisioningStatus::PendingDelete;
+    p.updated_at = Some(now());
     tx.put_resource(&p).await?;
     enqueue(&mut tx, lb.id, JobOp::Delete, Kind::Pool, p.id).await?;
     tx.commit().await?;
