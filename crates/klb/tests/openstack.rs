@@ -11,12 +11,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Guard, free_port, wait_up};
+use support::{free_port, serve, wait_up};
 
 const KIT: &str = "/var/lib/klb-openstack-local";
 
@@ -97,22 +96,6 @@ fn network(name: &str, cidr: &str, project: Option<&str>) -> (String, String) {
     (net, subnet)
 }
 
-fn serve(config: &Path, state: &Path) -> Guard {
-    let log = std::fs::File::create(state.join("serve.log")).unwrap();
-    Guard(
-        Command::new(env!("CARGO_BIN_EXE_klb"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .arg("--state-dir")
-            .arg(state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("klb serve starts"),
-    )
-}
-
 fn rules_of(sg: &str) -> Vec<String> {
     let mut rules: Vec<String> = os(&["security", "group", "rule", "list", sg, "--long"])
         .as_array()
@@ -173,7 +156,7 @@ fn create_on_real_openstack_builds_the_seed_resources_and_reverts_cleanly() {
         ),
     )
     .unwrap();
-    let _serve = serve(&config, &state);
+    let _serve = serve(&config, &state, "serve.log");
     wait_up(&url);
     let lbs = format!("{url}/v2/lbaas/loadbalancers");
     let as_tenant = |method: &str, path: &str, body: Option<&str>| {

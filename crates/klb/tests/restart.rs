@@ -5,27 +5,10 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Guard, cannot_run_as_root, free_port, http, lb_status, wait_up};
-
-fn serve(config: &Path, state: &Path, log: &str) -> Guard {
-    let log = std::fs::File::create(state.join(log)).unwrap();
-    Guard(
-        Command::new(env!("CARGO_BIN_EXE_klb"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .arg("--state-dir")
-            .arg(state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("klb serve starts"),
-    )
-}
+use support::{cannot_run_as_root, free_port, http, lb_status, serve, wait_up};
 
 #[test]
 fn serve_killed_mid_create_recovers_after_restart() {

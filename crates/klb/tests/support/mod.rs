@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Why a root/namespace test cannot run here (`None`: it can).
@@ -96,4 +96,21 @@ pub fn lb_status(base: &str, lb_id: &str) -> String {
             .map(str::to_owned)
     })
     .unwrap_or_default()
+}
+
+/// `klb serve --config config --state-dir state`, its log in `state/log`; killed on drop.
+pub fn serve(config: &Path, state: &Path, log: &str) -> Guard {
+    let log = std::fs::File::create(state.join(log)).unwrap();
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_klb"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("klb serve starts"),
+    )
 }
