@@ -180,7 +180,20 @@ impl LbBackend for StoreBackend {
             }
         }
         for vm in &resources.vms {
-            let record = lb_vm_record(lb_uuid, vm);
+            let mut record = lb_vm_record(lb_uuid, vm);
+            let previous = existing
+                .iter()
+                .find(|d| d.id == record.id.to_string())
+                .and_then(|d| serde_json::from_str::<LbVm>(&d.body).ok());
+            if let Some(prev) = previous {
+                // Octavia: `created_at` stays, `updated_at` moves with every change of the row.
+                record.created_at = prev.created_at;
+                record.updated_at = prev.updated_at;
+                if record == prev {
+                    continue;
+                }
+                record.updated_at = Some(chrono::Utc::now());
+            }
             tx.put_resource(&record).await.map_err(step_error)?;
         }
         tx.commit().await.map_err(step_error)
@@ -276,6 +289,59 @@ mod tests {
             l3_port_id: None,
             active: true,
         }
+    }
+
+    #[tokio::test]
+    async fn lb_vm_records_keep_created_at_and_move_updated_at_only_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::testutil::store(&dir).await;
+        let backend = StoreBackend::new(
+            store.clone(),
+            DataPlane {
+                base_as_number: 64_600,
+                l3_router_as_number: 64_512,
+                gateways: vec![IpAddr::from([198, 18, 2, 250])],
+                bfd: true,
+                default_maxconn: 10_000,
+                peer_port: 1025,
+            },
+            Arc::new(CountingCerts::default()),
+        );
+        let lb = Uuid::new_v4().to_string();
+        let mut booting = vm(0);
+        booting.active = false;
+        let read = |store: Store, id: Uuid| async move {
+            let doc = store
+                .get(Kind::LbVm.as_str(), &id.to_string())
+                .await
+                .unwrap()
+                .unwrap();
+            (
+                serde_json::from_str::<LbVm>(&doc.body).unwrap(),
+                doc.version,
+            )
+        };
+        let id = vm_record_id(&booting.server_id);
+        let mut resources = LbResources {
+            vms: vec![booting.clone()],
+            alarm_id: None,
+            vip_ip: None,
+        };
+        backend.record(&lb, &resources).await.unwrap();
+        let (first, v1) = read(store.clone(), id).await;
+        assert_eq!(first.updated_at, None, "a new record was never updated");
+        backend.record(&lb, &resources).await.unwrap();
+        let (_, v2) = read(store.clone(), id).await;
+        assert_eq!(v1, v2, "an unchanged record is not rewritten");
+        resources.vms[0].active = true;
+        backend.record(&lb, &resources).await.unwrap();
+        let (second, _) = read(store.clone(), id).await;
+        assert_eq!(second.created_at, first.created_at);
+        assert_eq!(second.status, LbVmStatus::Allocated);
+        assert!(
+            second.updated_at.is_some(),
+            "updated_at moves with the change"
+        );
     }
 
     #[tokio::test]

@@ -176,6 +176,8 @@ impl HealthManager {
                 continue;
             };
             body["operating_status"] = serde_json::Value::from(new.as_str());
+            // Octavia moves `updated_at` with every change of a row, status changes included.
+            body["updated_at"] = serde_json::to_value(now_micros()).unwrap_or_default();
             current.body = body.to_string();
             tx.update(&mut current).await?;
         }
@@ -279,3 +281,9 @@ fn counters_json(c: &klb_proto::Counters) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests;
+
+/// Now, at the precision the model serializes (microseconds, like `created_at`).
+fn now_micros() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}

@@ -164,6 +164,17 @@ async fn manager_stores_statuses_and_stats_from_heartbeats() {
         status_of::<Member>(&store, lab.members[1].id).await,
         "ERROR"
     );
+    // Octavia moves `updated_at` with an operating-status change too.
+    let member = store
+        .get(Kind::Member.as_str(), &lab.members[1].id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    let member: serde_json::Value = serde_json::from_str(&member.body).unwrap();
+    assert!(
+        member["updated_at"].is_string(),
+        "updated_at after a status change: {member}"
+    );
     let stats = store
         .get(STATS_KIND, &lab.lb.id.to_string())
         .await
