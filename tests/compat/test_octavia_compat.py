@@ -43,8 +43,22 @@ class CliError(Exception):
     pass
 
 
-def osc(*args, fmt=True):
-    """Runs `openstack loadbalancer <args>`; returns parsed JSON (or stdout when fmt=False)."""
+ADMIN_HEADERS = {"X-Roles": "admin"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def admin_env():
+    """The CLI's environment for admin commands: klb's noauth makes a caller admin only with
+    `X-Roles: admin`; admin_headers/sitecustomize.py adds it to the CLI's requests."""
+    env = dict(os.environ)
+    env["KLB_COMPAT_HEADERS"] = json.dumps(ADMIN_HEADERS)
+    env["PYTHONPATH"] = os.path.join(HERE, "admin_headers") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def osc(*args, fmt=True, admin=False):
+    """Runs `openstack loadbalancer <args>` (as the admin when admin=True); returns parsed JSON
+    (or stdout when fmt=False)."""
     cmd = [
         "openstack",
         "--os-auth-type",
@@ -56,7 +70,8 @@ def osc(*args, fmt=True):
     ]
     if fmt:
         cmd += ["-f", "json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    env = admin_env() if admin else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env)
     if proc.returncode != 0:
         raise CliError(
             f"{' '.join(cmd)} -> exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
@@ -66,21 +81,24 @@ def osc(*args, fmt=True):
     return json.loads(proc.stdout) if proc.stdout.strip() else None
 
 
-def osc_fails(*args):
+def osc_fails(*args, admin=False):
     """Runs a CLI command that must fail; returns its combined output for assertions."""
     try:
-        out = osc(*args, fmt=False)
+        out = osc(*args, fmt=False, admin=admin)
     except CliError as err:
         return str(err)
     pytest.fail(f"expected `loadbalancer {' '.join(args)}` to fail, got: {out}")
 
 
-def http(method, path, body=None, expect=None):
-    """Raw request to the API root; returns (status, parsed JSON or None)."""
+def http(method, path, body=None, expect=None, admin=False):
+    """Raw request to the API root (as the admin when admin=True); returns (status, parsed JSON
+    or None)."""
     url = path if path.startswith("http") else ENDPOINT + path
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Accept", "application/json")
+    for key, value in (ADMIN_HEADERS if admin else {}).items():
+        req.add_header(key, value)
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -525,45 +543,58 @@ def test_l7policy_and_l7rule_crud_cli(lb, listener, pool):
 # --------------------------------------------------------------------------- CLI: admin
 
 
+def test_admin_commands_need_the_admin_role(provider_name):
+    """klb's noauth (unlike Octavia's) makes a caller admin only with X-Roles: admin."""
+    out = osc_fails("flavorprofile", "create", "--name", name(), "--provider", provider_name,
+                    "--flavor-data", "{}")
+    assert "403" in out or "Policy does not allow" in out, out
+    code, body = http("PUT", f"/v2/lbaas/quotas/{uuid.uuid4().hex}", {"quota": {"loadbalancer": 7}})
+    assert code == 403, body
+    code, body = http("GET", "/v2/lbaas/loadbalancers", admin=False)
+    assert code == 200, body
+    code, body = http("GET", "/v2/lbaas/loadbalancers?limit=0")
+    assert code == 400, body
+
+
 def test_quota_cli():
     """show / list / defaults with the CLI; set and reset go through the raw API (the CLI's
     `quota set/unset/reset` look the project up in Keystone: see test_quota_set_cli)."""
     project = uuid.uuid4().hex
-    defaults = osc("quota", "defaults", "show")
+    defaults = osc("quota", "defaults", "show", admin=True)
     for key in ("load_balancer", "listener", "pool", "health_monitor", "member", "l7policy", "l7rule"):
         assert key in defaults, defaults
-    before = osc("quota", "show", project)
+    before = osc("quota", "show", project, admin=True)
     assert before["load_balancer"] == defaults["load_balancer"]
 
-    code, body = http("PUT", f"/v2/lbaas/quotas/{project}", {"quota": {"loadbalancer": 7, "member": 70}})
+    code, body = http("PUT", f"/v2/lbaas/quotas/{project}", {"quota": {"loadbalancer": 7, "member": 70}}, admin=True)
     assert code == 202, body
     assert body["quota"]["load_balancer"] == 7 and body["quota"]["member"] == 70, body
-    shown = osc("quota", "show", project)
+    shown = osc("quota", "show", project, admin=True)
     assert shown["load_balancer"] == 7 and shown["member"] == 70
     assert shown["listener"] == defaults["listener"]
-    listed = osc("quota", "list")
+    listed = osc("quota", "list", admin=True)
     assert any(q["project_id"] == project and q["load_balancer"] == 7 for q in listed), listed
 
-    code, _ = http("DELETE", f"/v2/lbaas/quotas/{project}")
+    code, _ = http("DELETE", f"/v2/lbaas/quotas/{project}", admin=True)
     assert code == 202
-    shown = osc("quota", "show", project)
+    shown = osc("quota", "show", project, admin=True)
     assert shown["load_balancer"] == defaults["load_balancer"] and shown["member"] == defaults["member"]
 
 
 @pytest.mark.standalone
 def test_quota_set_cli():
     project = uuid.uuid4().hex
-    defaults = osc("quota", "defaults", "show")
+    defaults = osc("quota", "defaults", "show", admin=True)
     try:
-        osc("quota", "set", "--loadbalancer", "5", "--pool", "9", project, fmt=False)
-        shown = osc("quota", "show", project)
+        osc("quota", "set", "--loadbalancer", "5", "--pool", "9", project, fmt=False, admin=True)
+        shown = osc("quota", "show", project, admin=True)
         assert shown["load_balancer"] == 5 and shown["pool"] == 9, shown
-        osc("quota", "unset", "--pool", project, fmt=False)
-        assert osc("quota", "show", project)["pool"] == defaults["pool"]
-        osc("quota", "reset", project, fmt=False)
-        assert osc("quota", "show", project)["load_balancer"] == defaults["load_balancer"]
+        osc("quota", "unset", "--pool", project, fmt=False, admin=True)
+        assert osc("quota", "show", project, admin=True)["pool"] == defaults["pool"]
+        osc("quota", "reset", project, fmt=False, admin=True)
+        assert osc("quota", "show", project, admin=True)["load_balancer"] == defaults["load_balancer"]
     finally:
-        http("DELETE", f"/v2/lbaas/quotas/{project}")
+        http("DELETE", f"/v2/lbaas/quotas/{project}", admin=True)
 
 # Quota enforcement is not tested here: under noauth Octavia skips quota checks entirely
 # ("Under noauth everything is admin, so no quota", db/repositories.py check_quota_met).
@@ -571,81 +602,81 @@ def test_quota_set_cli():
 
 def test_flavorprofile_and_flavor_crud_cli(provider_name):
     fp = osc("flavorprofile", "create", "--name", name(), "--provider", provider_name,
-             "--flavor-data", "{}")
+             "--flavor-data", "{}", admin=True)
     assert fp["provider_name"] == provider_name and json.loads(fp["flavor_data"]) == {}
-    assert fp["id"] in ids(osc("flavorprofile", "list"))
+    assert fp["id"] in ids(osc("flavorprofile", "list", admin=True))
     fp_name = name()
-    osc("flavorprofile", "set", "--name", fp_name, fp["id"], fmt=False)
-    assert osc("flavorprofile", "show", fp["id"])["name"] == fp_name
+    osc("flavorprofile", "set", "--name", fp_name, fp["id"], fmt=False, admin=True)
+    assert osc("flavorprofile", "show", fp["id"], admin=True)["name"] == fp_name
 
     fn = name()
     fl = osc("flavor", "create", "--name", fn, "--flavorprofile", fp["id"], "--description", "small",
-             "--enable")
+             "--enable", admin=True)
     try:
         assert fl["name"] == fn and fl["flavor_profile_id"] == fp["id"] and fl["enabled"] is True
-        shown = osc("flavor", "show", fl["id"])
+        shown = osc("flavor", "show", fl["id"], admin=True)
         assert shown["description"] == "small"
-        assert fl["id"] in ids(osc("flavor", "list"))
-        osc("flavor", "set", "--disable", "--name", fn + "-2", fl["id"], fmt=False)
-        shown = osc("flavor", "show", fl["id"])
+        assert fl["id"] in ids(osc("flavor", "list", admin=True))
+        osc("flavor", "set", "--disable", "--name", fn + "-2", fl["id"], fmt=False, admin=True)
+        shown = osc("flavor", "show", fl["id"], admin=True)
         assert shown["enabled"] is False and shown["name"] == fn + "-2"
         # name is unique -> 409
-        out = osc_fails("flavor", "create", "--name", fn + "-2", "--flavorprofile", fp["id"])
+        out = osc_fails("flavor", "create", "--name", fn + "-2", "--flavorprofile", fp["id"], admin=True)
         assert "already exists" in out or "409" in out, out
         # a profile in use cannot be deleted -> 409
-        out = osc_fails("flavorprofile", "delete", fp["id"])
+        out = osc_fails("flavorprofile", "delete", fp["id"], admin=True)
         assert "in use" in out or "409" in out, out
     finally:
-        osc("flavor", "delete", fl["id"], fmt=False)
-    assert fl["id"] not in ids(osc("flavor", "list"))
-    osc("flavorprofile", "delete", fp["id"], fmt=False)
-    assert fp["id"] not in ids(osc("flavorprofile", "list"))
+        osc("flavor", "delete", fl["id"], fmt=False, admin=True)
+    assert fl["id"] not in ids(osc("flavor", "list", admin=True))
+    osc("flavorprofile", "delete", fp["id"], fmt=False, admin=True)
+    assert fp["id"] not in ids(osc("flavorprofile", "list", admin=True))
 
 
 def test_loadbalancer_with_flavor(provider_name):
-    fp = osc("flavorprofile", "create", "--name", name(), "--provider", provider_name, "--flavor-data", "{}")
-    fl = osc("flavor", "create", "--name", name(), "--flavorprofile", fp["id"], "--enable")
+    fp = osc("flavorprofile", "create", "--name", name(), "--provider", provider_name, "--flavor-data", "{}", admin=True)
+    fl = osc("flavor", "create", "--name", name(), "--flavorprofile", fp["id"], "--enable", admin=True)
     try:
         lb_ = api_lb(flavor_id=fl["id"])
         try:
             assert lb_["flavor_id"] == fl["id"], lb_
-            out = osc_fails("flavor", "delete", fl["id"])
+            out = osc_fails("flavor", "delete", fl["id"], admin=True)
             assert "in use" in out.lower() or "409" in out, out
         finally:
-            osc("delete", "--wait", lb_["id"], fmt=False)
+            osc("delete", "--wait", lb_["id"], fmt=False, admin=True)
     finally:
-        http("DELETE", f"/v2/lbaas/flavors/{fl['id']}")
-        http("DELETE", f"/v2/lbaas/flavorprofiles/{fp['id']}")
+        http("DELETE", f"/v2/lbaas/flavors/{fl['id']}", admin=True)
+        http("DELETE", f"/v2/lbaas/flavorprofiles/{fp['id']}", admin=True)
 
 
 def test_availabilityzone_crud_cli(provider_name):
     azp = osc("availabilityzoneprofile", "create", "--name", name(), "--provider", provider_name,
-              "--availability-zone-data", "{}")
+              "--availability-zone-data", "{}", admin=True)
     assert azp["provider_name"] == provider_name and json.loads(azp["availability_zone_data"]) == {}
-    assert azp["id"] in ids(osc("availabilityzoneprofile", "list"))
+    assert azp["id"] in ids(osc("availabilityzoneprofile", "list", admin=True))
     azn = name()
     az = osc("availabilityzone", "create", "--name", azn, "--availabilityzoneprofile", azp["id"],
-             "--description", "zone a")
+             "--description", "zone a", admin=True)
     try:
         assert az["name"] == azn and az["availability_zone_profile_id"] == azp["id"]
         assert az["enabled"] is True
-        shown = osc("availabilityzone", "show", azn)
+        shown = osc("availabilityzone", "show", azn, admin=True)
         assert shown["description"] == "zone a"
-        assert azn in {x["name"] for x in osc("availabilityzone", "list")}
-        osc("availabilityzone", "set", "--description", "zone b", "--disable", azn, fmt=False)
-        shown = osc("availabilityzone", "show", azn)
+        assert azn in {x["name"] for x in osc("availabilityzone", "list", admin=True)}
+        osc("availabilityzone", "set", "--description", "zone b", "--disable", azn, fmt=False, admin=True)
+        shown = osc("availabilityzone", "show", azn, admin=True)
         assert shown["description"] == "zone b" and shown["enabled"] is False
     finally:
-        osc("availabilityzone", "delete", azn, fmt=False)
-    assert azn not in {x["name"] for x in osc("availabilityzone", "list")}
-    osc("availabilityzoneprofile", "delete", azp["id"], fmt=False)
-    assert azp["id"] not in ids(osc("availabilityzoneprofile", "list"))
+        osc("availabilityzone", "delete", azn, fmt=False, admin=True)
+    assert azn not in {x["name"] for x in osc("availabilityzone", "list", admin=True)}
+    osc("availabilityzoneprofile", "delete", azp["id"], fmt=False, admin=True)
+    assert azp["id"] not in ids(osc("availabilityzoneprofile", "list", admin=True))
 
 
 def test_amphora_list_cli(lb):
-    amps = osc("amphora", "list")
+    amps = osc("amphora", "list", admin=True)
     assert isinstance(amps, list)
-    mine = osc("amphora", "list", "--loadbalancer", lb["id"])
+    mine = osc("amphora", "list", "--loadbalancer", lb["id"], admin=True)
     assert isinstance(mine, list)
     for a in mine:
         assert a["id"] and a["status"], a
@@ -660,11 +691,15 @@ def test_amphora_list_cli(lb):
 def conn():
     import openstack
 
-    return openstack.connection.Connection(
+    conn = openstack.connection.Connection(
         auth_type="none",
         auth={"endpoint": ENDPOINT},
         load_balancer_endpoint_override=ENDPOINT,
     )
+    # The SDK tests also do admin things (quotas, flavors, AZs, amphorae): klb's noauth makes
+    # a caller admin only with X-Roles: admin.
+    conn.session.additional_headers.update(ADMIN_HEADERS)
+    return conn
 
 
 @pytest.fixture(scope="module")

@@ -260,6 +260,12 @@ impl<'a> Obj<'a> {
         })
     }
 
+    /// Free text (a name, description or tag): a string of at most `max` characters without
+    /// control characters ([`klb_model::validate::free_text`]).
+    pub fn text(&self, name: &str, max: usize) -> ApiResult<Field<String>> {
+        self.checked(name, max, |s| klb_model::validate::free_text(s, max))
+    }
+
     /// A string that must also pass `check`.
     pub fn checked(
         &self,

@@ -3,8 +3,8 @@
 //!
 //! Design: authentication and authorization are separate seams. The stock [`NoAuth`]
 //! authenticator trusts `X-Project-Id`/`X-Roles` headers (local use only); Keystone validation
-//! lives in `crate::auth`. The stock [`ScopePolicy`] allows every action but keeps projects
-//! apart: a non-admin context never sees or changes another project's objects, and handlers
+//! lives in `crate::auth`. The stock [`ScopePolicy`] keeps projects
+//! apart and admin-only actions to admins: a non-admin context never sees or changes another project's objects, and handlers
 //! turn [`Denied::NotVisible`] into the object's 404, as Octavia does. Octavia's RBAC plugs in
 //! as another [`Policy`].
 
@@ -177,7 +177,8 @@ pub trait Policy: Send + Sync + 'static {
     ) -> Result<(), Denied>;
 }
 
-/// Allows everything except crossing projects (non-admin contexts only see their project).
+/// Allows everything except crossing projects (non-admin contexts only see their project) and
+/// Octavia's admin-only actions (403 for non-admin contexts).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScopePolicy;
 
@@ -185,9 +186,15 @@ impl Policy for ScopePolicy {
     fn check(
         &self,
         ctx: &RequestContext,
-        _action: Action,
+        action: Action,
         target_project: Option<&str>,
     ) -> Result<(), Denied> {
+        use crate::auth::policy::{Rule, rule_for};
+        // What Octavia reserves for admins (profiles, flavor and AZ writes, quota writes,
+        // amphorae, failover, provider capabilities) stays admin-only here too.
+        if !ctx.is_admin && matches!(rule_for(action), Rule::Admin | Rule::WriteQuota) {
+            return Err(Denied::Forbidden);
+        }
         match target_project {
             Some(p) if !ctx.can_see(p) => Err(Denied::NotVisible),
             _ => Ok(()),
@@ -195,15 +202,27 @@ impl Policy for ScopePolicy {
     }
 }
 
-/// Failed authentication: bad or missing credentials (401), or the identity service cannot
-/// answer (503, as keystonemiddleware does, so clients retry instead of re-authenticating).
+/// Failed authentication: bad or missing credentials (401), a malformed identity header
+/// (400), or the identity service cannot answer (503, as keystonemiddleware does, so clients
+/// retry instead of re-authenticating).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct AuthError {
     /// The client-facing reason (never a credential).
     pub message: String,
-    /// The identity service is unreachable or failing (503), not the caller's fault.
-    pub unavailable: bool,
+    /// Which answer the failure gets.
+    pub kind: AuthFailure,
+}
+
+/// The class of an [`AuthError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Missing or invalid credentials: 401.
+    Unauthorized,
+    /// A malformed identity header (noauth's `X-Project-Id`, `X-Roles`): 400.
+    Malformed,
+    /// The identity service is unreachable or failing, not the caller's fault: 503.
+    Unavailable,
 }
 
 impl AuthError {
@@ -211,7 +230,15 @@ impl AuthError {
     pub fn unauthorized(message: impl Into<String>) -> AuthError {
         AuthError {
             message: message.into(),
-            unavailable: false,
+            kind: AuthFailure::Unauthorized,
+        }
+    }
+
+    /// A malformed identity header (400).
+    pub fn malformed(message: impl Into<String>) -> AuthError {
+        AuthError {
+            message: message.into(),
+            kind: AuthFailure::Malformed,
         }
     }
 
@@ -219,7 +246,7 @@ impl AuthError {
     pub fn unavailable(message: impl Into<String>) -> AuthError {
         AuthError {
             message: message.into(),
-            unavailable: true,
+            kind: AuthFailure::Unavailable,
         }
     }
 }
@@ -231,48 +258,70 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<RequestContext, AuthError>;
 }
 
-/// `noauth`: trusts the caller. The project comes from `X-Project-Id` (or `X-Tenant-Id`),
-/// else the configured default project. Like Octavia's noauth it is admin-capable: a request
-/// without a project header is admin; with one, it is scoped to that project and is admin only
-/// if `X-Roles` contains `admin`. For local use and tests only.
+/// `noauth`: trusts the caller's headers, for local use and tests only. The project comes
+/// from `X-Project-Id` (or `X-Tenant-Id`), else the configured default project. The caller is
+/// admin only when `X-Roles` names `admin` or `load-balancer_admin` (Octavia's
+/// `context_is_admin` roles); a request without headers is an ordinary member of the default
+/// project. A present but malformed project or roles header (empty, not UTF-8, not a plain
+/// id) is refused with 400 rather than read as absent, so it can never widen the caller's
+/// view. (Octavia's noauth makes every caller admin; klb does not, so a noauth API reachable
+/// by tenants does not hand out other projects' load balancers or quota changes.)
 #[derive(Debug, Clone, Default)]
 pub struct NoAuth {
     /// Project for requests without a project header.
     pub default_project_id: Option<String>,
 }
 
+/// The roles that make a noauth caller admin.
+pub const NOAUTH_ADMIN_ROLES: [&str; 2] = ["admin", "load-balancer_admin"];
+
+/// A noauth identity header: `None` when absent; 400 when present but not a plain id
+/// (1..=64 of `[A-Za-z0-9_.-]`; Keystone ids are 32 hex digits, Octavia stores up to 36).
+fn noauth_id(headers: &HeaderMap, name: &str, max: usize) -> Result<Option<String>, AuthError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let invalid = || AuthError::malformed(format!("Invalid {name} header"));
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if text.is_empty() || text.len() > max || !text.bytes().all(plain) {
+        return Err(invalid());
+    }
+    Ok(Some(text.to_owned()))
+}
+
 #[async_trait::async_trait]
 impl Authenticator for NoAuth {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<RequestContext, AuthError> {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
+        let project = match noauth_id(headers, "x-project-id", 36)? {
+            Some(p) => Some(p),
+            None => noauth_id(headers, "x-tenant-id", 36)?,
         };
-        let project = header("x-project-id").or_else(|| header("x-tenant-id"));
-        let roles: Vec<String> = header("x-roles")
-            .map(|r| {
-                r.split(',')
-                    .map(|s| s.trim().to_lowercase())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (project_id, is_admin) = match project {
-            Some(p) => {
-                if p.len() > 36 || klb_model::validate::has_control(&p) {
-                    return Err(AuthError::unauthorized("Invalid X-Project-Id header"));
-                }
-                let admin = roles.iter().any(|r| r == "admin");
-                (Some(p), admin)
-            }
-            None => (self.default_project_id.clone(), true),
+        let roles: Vec<String> = match headers.get("x-roles") {
+            None => Vec::new(),
+            Some(v) => v
+                .to_str()
+                .map_err(|_| AuthError::malformed("Invalid x-roles header"))?
+                .split(',')
+                .map(|s| s.trim().to_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
         };
-        let mut ctx = RequestContext::new(project_id, roles, is_admin);
-        ctx.user_id = header("x-user-id");
+        if roles
+            .iter()
+            .any(|r| r.len() > 64 || r.bytes().any(|b| b.is_ascii_control()))
+        {
+            return Err(AuthError::malformed("Invalid x-roles header"));
+        }
+        let is_admin = roles
+            .iter()
+            .any(|r| NOAUTH_ADMIN_ROLES.contains(&r.as_str()));
+        let mut ctx = RequestContext::new(
+            project.or_else(|| self.default_project_id.clone()),
+            roles,
+            is_admin,
+        );
+        ctx.user_id = noauth_id(headers, "x-user-id", 64)?;
         Ok(ctx)
     }
 }
@@ -291,12 +340,10 @@ impl FromRequestParts<AppState> for RequestContext {
             .auth
             .authenticate(&parts.headers)
             .await
-            .map_err(|e| {
-                if e.unavailable {
-                    ApiError::Unavailable(e.message)
-                } else {
-                    ApiError::Unauthorized(e.message)
-                }
+            .map_err(|e| match e.kind {
+                AuthFailure::Unavailable => ApiError::Unavailable(e.message),
+                AuthFailure::Malformed => ApiError::BadRequest(e.message),
+                AuthFailure::Unauthorized => ApiError::Unauthorized(e.message),
             })?
             .with_policy(state.policy.clone());
         parts.extensions.insert(ctx.clone());

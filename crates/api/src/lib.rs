@@ -28,8 +28,8 @@ pub mod provider;
 mod v2;
 
 pub use context::{
-    Action, AuthError, Authenticator, Denied, NoAuth, Op, Policy, RequestContext, Resource,
-    ScopePolicy,
+    Action, AuthError, AuthFailure, Authenticator, Denied, NOAUTH_ADMIN_ROLES, NoAuth, Op, Policy,
+    RequestContext, Resource, ScopePolicy,
 };
 pub use error::{ApiError, ApiResult};
 
@@ -335,6 +335,7 @@ async fn versions(req: Request) -> Response {
         .headers()
         .get("host")
         .and_then(|h| h.to_str().ok())
+        .filter(|h| is_host_port(h))
         .unwrap_or("localhost");
     let base = format!("http://{host}/v2");
     let updated = [
@@ -378,6 +379,46 @@ async fn versions(req: Request) -> Response {
         })
         .collect();
     axum::Json(json!({ "versions": versions })).into_response()
+}
+
+/// True for `host[:port]` where host is a DNS name, an IPv4 address or a bracketed IPv6
+/// address: the only `Host` values echoed in the versions document, so a client cannot make
+/// the API hand out links to another site or inject markup or header text.
+fn is_host_port(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => (v6, None),
+            p => match p.strip_prefix(':') {
+                Some(port) => (v6, Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match value.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+    let name_ok = value.starts_with('[')
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    port_ok && name_ok
 }
 
 async fn v2_root() -> Response {

@@ -74,20 +74,23 @@ impl ListParams {
         for (k, v) in pairs {
             match k.as_str() {
                 "limit" => {
+                    // The page cap is never skipped: Octavia reads `infinite` and values < 1
+                    // as "no limit", which lets one request render every row. klb caps
+                    // `infinite` at the maximum page (with a `next` link) and refuses < 1.
                     p.limit = if v == "infinite" {
-                        None
+                        Some(MAX_LIMIT)
                     } else {
-                        let n: i64 = v.parse().map_err(|_| {
+                        let invalid = || {
                             ApiError::BadRequest(format!(
                                 "Supplied pagination limit '{}' is not valid.",
                                 printable(v)
                             ))
-                        })?;
+                        };
+                        let n: i64 = v.trim().parse().map_err(|_| invalid())?;
                         if n < 1 {
-                            None
-                        } else {
-                            Some((n as usize).min(MAX_LIMIT))
+                            return Err(invalid());
                         }
+                        Some(usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT))
                     };
                 }
                 "marker" => p.marker = Some(v.clone()),

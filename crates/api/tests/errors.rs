@@ -343,7 +343,7 @@ async fn projects_are_isolated() {
     app.call("POST", LBS, Some(&body), other)
         .await
         .fault(403, "Policy does not allow");
-    // Admin (noauth without a project header) sees everything.
+    // Admin (noauth with the admin role) sees everything.
     let list = app.call("GET", LBS, None, None).await.expect(200);
     assert_eq!(list["loadbalancers"].as_array().unwrap().len(), 1);
     let list = app

@@ -172,7 +172,12 @@ async fn status_tree_stats_failover() {
         .await
         .expect(200);
     assert_eq!(s["stats"]["bytes_in"], 0);
-    app.put(&format!("/v2/lbaas/loadbalancers/{lb}/failover"), json!({}))
+    // Failover is admin-only, also with noauth.
+    let failover = format!("/v2/lbaas/loadbalancers/{lb}/failover");
+    app.put(&failover, json!({}))
+        .await
+        .fault(403, "Policy does not allow");
+    app.call("PUT", &failover, Some("{}"), None)
         .await
         .expect(202);
     assert_eq!(
@@ -180,7 +185,7 @@ async fn status_tree_stats_failover() {
             .await,
         "PENDING_UPDATE"
     );
-    app.put(&format!("/v2/lbaas/loadbalancers/{lb}/failover"), json!({}))
+    app.call("PUT", &failover, Some("{}"), None)
         .await
         .fault(409, "Invalid state PENDING_UPDATE");
     app.settle().await;

@@ -63,6 +63,8 @@ pub struct RawApi {
     pub auth_strategy: Option<String>,
     /// Project used by `noauth` requests without an X-Project-Id header.
     pub default_project_id: Option<String>,
+    /// Allow `noauth` on a non-loopback `bind` (noauth trusts the caller's headers).
+    pub allow_insecure_noauth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -44,13 +44,17 @@ pub fn has_control(s: &str) -> bool {
         .any(|c| c.is_control() || ('\u{7f}'..='\u{9f}').contains(&c))
 }
 
-/// Free text (names, descriptions, tags): length only, plus no control characters so logs and
-/// tables stay readable. Never rendered into configs.
+/// Free text (names, descriptions, tags): length, plus no control characters (NUL, CR, LF,
+/// TAB, DEL, C1) so log lines and CLI tables stay one line each and cannot be forged. Never
+/// rendered into configs.
 pub fn free_text(s: &str, max: usize) -> Result<(), String> {
     if s.chars().count() > max {
         return Err(format!(
             "Value should have a maximum character requirement of {max}"
         ));
+    }
+    if has_control(s) {
+        return Err("Value must not contain control characters".to_owned());
     }
     Ok(())
 }

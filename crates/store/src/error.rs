@@ -11,6 +11,14 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// The SQLite database file's permissions could not be restricted to its owner.
+    #[error("cannot restrict the permissions of database {url}")]
+    Permissions {
+        /// The URL.
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Applying migrations failed.
     #[error("database migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),

@@ -115,6 +115,11 @@ impl Store {
             (Backend::Postgres, pool.clone(), pool)
         } else {
             let url = sqlite_url(url);
+            // The database holds secrets (certificate keys, webhook tokens): owner-only.
+            restrict_sqlite_file(&url).map_err(|source| StoreError::Permissions {
+                url: redact(&url),
+                source,
+            })?;
             // The writer pool has exactly one connection: write transactions queue on it
             // rather than failing with SQLITE_BUSY.
             // No ping before each acquire (sqlx's default): on SQLite a ping is one more
@@ -589,6 +594,54 @@ fn sqlite_url(url: &str) -> String {
     } else {
         format!("sqlite://{path}?mode=rwc")
     }
+}
+
+/// The file of a `sqlite://PATH?...` URL; `None` for in-memory databases.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|kv| kv == "mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// Creates the database file mode 0600 before SQLite opens it, and takes group/other access
+/// away from an existing one and its `-wal`/`-shm` files. SQLite creates the `-wal` and `-shm`
+/// files with the database file's permissions, so they follow.
+fn restrict_sqlite_file(url: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let Some(path) = sqlite_file(url) else {
+        return Ok(());
+    };
+    if !path.exists() {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(_) => {}
+            // Another process created it first: fall through to the chmod below.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // `mode=ro` databases and missing directories: let SQLite report it.
+            Err(_) => return Ok(()),
+        }
+    }
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let mut shm = path.clone().into_os_string();
+    shm.push("-shm");
+    for file in [path.into_os_string(), wal, shm] {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    Ok(())
 }
 
 fn now_millis() -> i64 {

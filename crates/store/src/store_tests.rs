@@ -746,3 +746,38 @@ async fn concurrent_batches_each_get_their_own_result() {
         }
     }
 }
+
+/// The SQLite file holds secrets: it and its `-wal`/`-shm` files are owner-only whatever the
+/// umask, and a file left world-readable by an older version is tightened on open.
+#[tokio::test]
+async fn sqlite_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let db = dir.path().join("klb.db");
+    let store = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let lb = lb(ProvisioningStatus::PendingCreate);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_resource(&lb).await.unwrap();
+    tx.commit().await.unwrap();
+    for name in ["klb.db", "klb.db-wal", "klb.db-shm"] {
+        assert_eq!(mode(name), 0o600, "{name}");
+    }
+    drop(store);
+
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _store = Store::open(&format!("sqlite://{}?mode=rwc", old.display()))
+        .await
+        .unwrap();
+    assert_eq!(mode("old.db"), 0o600);
+}

@@ -112,7 +112,7 @@ pub async fn create(
             }
         })?,
     )?;
-    let description = obj.string("description", 255)?.opt();
+    let description = obj.text("description", 255)?.opt();
     let enabled = obj.bool("enabled")?.or(true);
     let profile_id = required(
         "availability_zone_profile_id",
@@ -173,7 +173,7 @@ pub async fn update(
         "availability_zone_",
         &["description", "enabled"],
     )?;
-    let description = obj.string("description", 255)?;
+    let description = obj.text("description", 255)?;
     let enabled = obj.bool("enabled")?;
     if matches!(enabled, Field::Null) {
         return Err(ApiError::invalid_option("None", "enabled"));

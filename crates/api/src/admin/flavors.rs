@@ -130,8 +130,8 @@ pub async fn create(
         "flavor_",
         &["name", "description", "enabled", "flavor_profile_id"],
     )?;
-    let name = required("name", obj.string("name", 255)?)?;
-    let description = obj.string("description", 255)?.opt();
+    let name = required("name", obj.text("name", 255)?)?;
+    let description = obj.text("description", 255)?.opt();
     let enabled = obj.bool("enabled")?.or(true);
     let profile_id = required("flavor_profile_id", obj.uuid("flavor_profile_id")?)?.to_string();
     let mut tx = state.store.begin().await?;
@@ -183,8 +183,8 @@ pub async fn update(
         "flavor_",
         &["name", "description", "enabled"],
     )?;
-    let name = obj.string("name", 255)?;
-    let description = obj.string("description", 255)?;
+    let name = obj.text("name", 255)?;
+    let description = obj.text("description", 255)?;
     let enabled = obj.bool("enabled")?;
     if matches!(name, Field::Null) {
         return Err(ApiError::invalid_option("None", "name"));

@@ -125,7 +125,7 @@ pub(crate) async fn create(
 ) -> ApiResult<Response> {
     authorize_global(ctx, Action::new(spec.resource, Op::Post))?;
     let obj = Obj::envelope(body, spec.single, spec.arg, &KEYS(spec))?;
-    let name = required("name", obj.string("name", 255)?)?;
+    let name = required("name", obj.text("name", 255)?)?;
     let provider = required("provider_name", obj.string("provider_name", 255)?)?;
     let data = required(spec.data_field, obj.string(spec.data_field, MAX_DATA)?)?;
     let parsed = parse_data(spec, &data)?;
@@ -152,7 +152,7 @@ pub(crate) async fn update(
 ) -> ApiResult<Response> {
     authorize_global(ctx, Action::new(spec.resource, Op::Put))?;
     let obj = Obj::envelope(body, spec.single, spec.arg, &KEYS(spec))?;
-    let name = obj.string("name", 255)?;
+    let name = obj.text("name", 255)?;
     let provider = obj.string("provider_name", 255)?;
     let data = obj.string(spec.data_field, MAX_DATA)?;
     // `null` is refused for each attribute (`_validate_update_fp`).

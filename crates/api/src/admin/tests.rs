@@ -23,7 +23,7 @@ use tower::ServiceExt;
 const SUBNET: &str = "8a3a5b41-4f0d-4a1b-9f2f-3a6c4e5d6f70";
 const NIL: &str = "00000000-0000-0000-0000-000000000000";
 
-/// Who calls: `None` = noauth admin (no project header).
+/// Who calls: `Admin` = noauth with the admin role and no project header.
 #[derive(Clone, Copy)]
 enum Who {
     Admin,
@@ -162,8 +162,11 @@ impl App {
             .method(method)
             .uri(path)
             .header("content-type", "application/json");
-        if let Who::User(project, roles) = who {
-            req = req.header("x-project-id", project).header("x-roles", roles);
+        match who {
+            Who::User(project, roles) => {
+                req = req.header("x-project-id", project).header("x-roles", roles);
+            }
+            Who::Admin => req = req.header("x-roles", "admin"),
         }
         let req = req
             .body(

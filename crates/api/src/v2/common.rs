@@ -279,12 +279,13 @@ pub fn project_for_create(ctx: &RequestContext, obj: &Obj<'_>) -> ApiResult<Stri
 
 /// Reads `tags`.
 pub fn tags(obj: &Obj<'_>) -> ApiResult<Field<Vec<String>>> {
-    obj.string_list("tags", klb_model::validate::MAX_STR, |_| Ok(()))
+    let max = klb_model::validate::MAX_STR;
+    obj.string_list("tags", max, |s| klb_model::validate::free_text(s, max))
 }
 
 /// Reads `name`/`description`.
 pub fn text(obj: &Obj<'_>, name: &str) -> ApiResult<Field<String>> {
-    obj.string(name, klb_model::validate::MAX_STR)
+    obj.text(name, klb_model::validate::MAX_STR)
 }
 
 /// The common head of every rendered object.

@@ -657,8 +657,9 @@ mod tests {
             project: Option<&str>,
         ) -> (u16, Vec<u8>) {
             let mut req = Request::builder().method(method).uri(path);
-            if let Some(p) = project {
-                req = req.header("x-project-id", p);
+            match project {
+                Some(p) => req = req.header("x-project-id", p),
+                None => req = req.header("x-roles", "admin"),
             }
             let req = req
                 .header("content-type", "application/json")

@@ -71,12 +71,25 @@ impl ServeConfig {
         state_dir: Option<&std::path::Path>,
     ) -> Result<ServeConfig, ConfigError> {
         let bind_text = raw.api.bind.as_deref().unwrap_or(DEFAULT_BIND);
-        let bind = bind_text.parse().map_err(|e| ConfigError::Invalid {
+        let bind: SocketAddr = bind_text.parse().map_err(|e| ConfigError::Invalid {
             key: "api.bind".to_owned(),
             message: format!("{bind_text:?}: {e}"),
         })?;
         let auth = match raw.api.auth_strategy.as_deref().unwrap_or("noauth") {
-            "noauth" => AuthStrategy::NoAuth,
+            "noauth" => {
+                // noauth believes whatever X-Project-Id/X-Roles a caller sends: reachable from
+                // other hosts it is an open admin API, so that takes an explicit opt-in.
+                let allowed = raw.api.allow_insecure_noauth.unwrap_or(false);
+                if !bind.ip().is_loopback() && !allowed {
+                    return Err(ConfigError::Invalid {
+                        key: "api.allow_insecure_noauth".to_owned(),
+                        message: format!(
+                            "auth_strategy \"noauth\" trusts every caller's X-Project-Id and X-Roles headers; binding it to {bind} (not loopback) needs allow_insecure_noauth = true"
+                        ),
+                    });
+                }
+                AuthStrategy::NoAuth
+            }
             "keystone" => {
                 let k = &raw.keystone;
                 let need = |v: &Option<String>, key: &str| {
@@ -443,6 +456,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     use klb_control::plane::{CloudChoice, ControlPlane, PlaneConfig};
     let noauth = matches!(config.auth, AuthStrategy::NoAuth);
+    if noauth && !config.bind.ip().is_loopback() {
+        tracing::warn!(
+            bind = %config.bind,
+            "noauth on a non-loopback address (api.allow_insecure_noauth): any caller who can reach it may act as any project, or as admin with X-Roles: admin"
+        );
+    }
     let (auth, policy): (
         Arc<dyn klb_api::Authenticator>,
         Option<Arc<dyn klb_api::Policy>>,
@@ -525,6 +544,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.database_url, "sqlite:///var/lib/klb/klb.db");
+    }
+
+    #[test]
+    fn noauth_off_loopback_needs_the_opt_in() {
+        let mut raw = RawConfig::default();
+        for bind in ["127.0.0.1:9876", "[::1]:9876"] {
+            raw.api.bind = Some(bind.into());
+            assert!(ServeConfig::lift(&raw, None).is_ok(), "{bind}");
+        }
+        raw.api.bind = Some("0.0.0.0:9876".into());
+        let err = ServeConfig::lift(&raw, None).unwrap_err();
+        assert!(err.to_string().contains("allow_insecure_noauth"), "{err}");
+        raw.api.bind = Some("198.18.0.5:9876".into());
+        assert!(ServeConfig::lift(&raw, None).is_err());
+        raw.api.allow_insecure_noauth = Some(true);
+        assert!(matches!(
+            ServeConfig::lift(&raw, None).unwrap().auth,
+            AuthStrategy::NoAuth
+        ));
     }
 
     #[test]

@@ -448,7 +448,7 @@ async fn bad_service_credentials_never_leak_the_password() {
         err.message,
         "The Keystone service is temporarily unavailable."
     );
-    assert!(err.unavailable);
+    assert_eq!(err.kind, crate::context::AuthFailure::Unavailable);
 }
 
 #[tokio::test]
