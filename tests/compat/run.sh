@@ -6,7 +6,7 @@
 #
 # Usage: tests/compat/run.sh [KLB_BIN] [pytest args...]
 #   KLB_BIN            path of the klb binary (default: $KLB_BIN or target/debug/klb)
-#   KLB_COMPAT_VENV    venv to create or reuse (default: target/compat-venv)
+#   KLB_COMPAT_VENV    venv to create or reuse (default: target/compat-venv; see venv.sh)
 #   KLB_COMPAT_PYTHON  python used to create the venv (default: python3)
 # Exit status: pytest's (non-zero on any failed case), or 2 when setup fails.
 set -euo pipefail
@@ -24,21 +24,7 @@ if [ ! -x "$klb_bin" ]; then
 fi
 klb_bin=$(cd "$(dirname "$klb_bin")" && pwd)/$(basename "$klb_bin")
 
-venv=${KLB_COMPAT_VENV:-$root/target/compat-venv}
-python=${KLB_COMPAT_PYTHON:-python3}
-stamp="$venv/.klb-requirements.sha256"
-want=$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)
-
-# The venv is reused while requirements.txt is unchanged (the stamp holds its hash).
-if [ ! -x "$venv/bin/openstack" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== compat: creating venv $venv"
-  rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  echo "$want" >"$stamp"
-fi
+venv=$(bash "$here/venv.sh")
 "$venv/bin/openstack" --version
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/klb-compat.XXXXXX")
