@@ -402,8 +402,9 @@ impl KeystoneAuth {
     /// One validation call, renewing the service token once if Keystone refuses it.
     async fn validate_remote(&self, token: &str) -> Result<ValidatedToken, KeystoneError> {
         let url = format!("{}/auth/tokens?nocatalog", self.base);
+        let mut refused: Option<Secret> = None;
         for attempt in 0..2 {
-            let service = self.service_token(attempt > 0).await?;
+            let service = self.service_token(refused.as_ref()).await?;
             let resp = self
                 .http
                 .get(&url)
@@ -433,7 +434,7 @@ impl KeystoneAuth {
                 404 => return Err(KeystoneError::InvalidToken),
                 401 if attempt == 0 => {
                     tracing::info!("Keystone refused the service token; authenticating again");
-                    *self.service.lock().await = None;
+                    refused = Some(service);
                 }
                 401 => {
                     return Err(KeystoneError::ServiceAuth {
@@ -456,11 +457,13 @@ impl KeystoneAuth {
     }
 
     /// The current service token, authenticating when there is none, it is about to expire,
-    /// or `force` is set.
-    async fn service_token(&self, force: bool) -> Result<Secret, KeystoneError> {
+    /// or it is the one Keystone just `refused`. Requests refused together all pass the
+    /// same token: the first to take the lock renews it, the others get that renewal instead
+    /// of one password authentication each (a slow hash on Keystone's side).
+    async fn service_token(&self, refused: Option<&Secret>) -> Result<Secret, KeystoneError> {
         let mut slot = self.service.lock().await;
-        if !force
-            && let Some(t) = slot.as_ref()
+        if let Some(t) = slot.as_ref()
+            && refused != Some(&t.token)
             && t.expires_at - SERVICE_TOKEN_MARGIN > Utc::now()
         {
             return Ok(t.token.clone());

@@ -402,6 +402,38 @@ async fn service_token_is_renewed_once_on_401() {
 }
 
 #[tokio::test]
+async fn concurrent_refusals_renew_the_service_token_once() {
+    let ks = FakeKeystone::start().await;
+    ks.user_token("t0", Some("p1"), &["member"], TimeDelta::hours(1))
+        .await;
+    for i in 1..=8 {
+        ks.user_token(
+            &format!("t{i}"),
+            Some("p1"),
+            &["member"],
+            TimeDelta::hours(1),
+        )
+        .await;
+    }
+    let auth = Arc::new(KeystoneAuth::new(config(&ks.url)).expect("auth"));
+    auth.validate("t0").await.expect("valid");
+    ks.revoke_service_tokens().await;
+    // Eight requests all see the revoked service token refused: the first to get the lock
+    // renews it, the others use that renewal instead of authenticating again each (every
+    // password authentication is a slow hash on Keystone's side).
+    let tasks: Vec<_> = (1..=8)
+        .map(|i| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.validate(&format!("t{i}")).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("valid after renewal");
+    }
+    assert_eq!(ks.password_auths(), 2, "one renewal for all eight");
+}
+
+#[tokio::test]
 async fn service_token_is_renewed_before_it_expires() {
     let ks = FakeKeystone::start().await;
     // 30 s is inside the renewal margin: every use renews it.
