@@ -385,7 +385,7 @@ fn project_tokens_follow_octavias_default_rbac() {
 }
 
 #[test]
-fn system_scoped_tokens_are_refused_like_octavia() {
+fn system_and_domain_scoped_tokens_are_refused_like_octavia() {
     if skip() {
         return;
     }
@@ -432,6 +432,30 @@ fn system_scoped_tokens_are_refused_like_octavia() {
             r.body
         );
     }
+    // A domain-scoped admin token is no project token either (the test's own service user
+    // gets the admin role on the Default domain; the grant goes with the user).
+    let admin_role = id_by_name(&w.admin, "roles", "admin");
+    let r = call(
+        "PUT",
+        &format!(
+            "{KEYSTONE}/domains/default/users/{}/roles/{admin_role}",
+            w.service_user
+        ),
+        Some(&w.admin),
+        &[],
+        None,
+    );
+    assert_eq!(r.code, 204, "domain grant: {}", r.body);
+    let domain = issue(json!({
+        "identity": {"methods": ["password"], "password": {"user": {
+            "id": w.service_user, "password": w.service_password}}},
+        "scope": {"domain": {"id": "default"}},
+    }));
+    for url in [w.lbs(), one.clone()] {
+        let r = w.get(&url, &domain);
+        assert_eq!(r.code, 403, "GET {url} with a domain token: {}", r.body);
+    }
+
     // Without a project in the body there is no owner to check at all: Octavia's
     // load_balancer.py answers 400 before any policy check, and so does klb.
     let r = call(
