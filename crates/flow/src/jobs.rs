@@ -131,7 +131,10 @@ fn payload_action(job: &Job) -> Option<String> {
     payload.get("action")?.as_str().map(str::to_owned)
 }
 
-/// The index of an LB VM record (its server's `klb_vm_index` metadata).
+/// The index of an LB VM record (its server's `klb_vm_index` metadata). When the server is
+/// gone (a failover that failed after deleting it, or a server removed behind klb's back),
+/// the lowest index no server of the LB holds: the replacement fills the hole instead of the
+/// job failing on every health-manager tick.
 async fn vm_index(store: &Store, env: &LbEnv, lb_vm_id: &str) -> Result<u32, FlowError> {
     let doc = store
         .get(Kind::LbVm.as_str(), lb_vm_id)
@@ -147,8 +150,25 @@ async fn vm_index(store: &Store, env: &LbEnv, lb_vm_id: &str) -> Result<u32, Flo
         .compute
         .get_server(&server_id)
         .await
-        .map_err(|e| FlowError::Input(e.to_string()))?
-        .ok_or_else(|| FlowError::Input(format!("server {server_id} is gone")))?;
+        .map_err(|e| FlowError::Input(e.to_string()))?;
+    let Some(server) = server else {
+        let lb_id = vm
+            .loadbalancer_id
+            .ok_or_else(|| FlowError::Input(format!("LB VM {lb_vm_id} has no load balancer")))?
+            .to_string();
+        let held: Vec<u32> = env
+            .cloud
+            .compute
+            .find_servers(&ServerFilter::lb(&lb_id))
+            .await
+            .map_err(|e| FlowError::Input(e.to_string()))?
+            .iter()
+            .filter_map(|s| s.metadata.get(META_VM_INDEX)?.parse().ok())
+            .collect();
+        let free = (0u32..).find(|i| !held.contains(i)).unwrap_or(0);
+        tracing::warn!(%lb_id, server = %server_id, index = free, "the failed LB VM's server is gone: rebuilding the free index");
+        return Ok(free);
+    };
     server
         .metadata
         .get(META_VM_INDEX)
@@ -300,9 +320,16 @@ impl FinishHook<LbEnv> for SettleJobs {
         if job.state == JobState::Failed {
             return Ok(());
         }
+        let reason = || run.reason.clone().unwrap_or_else(|| "flow failed".into());
         let outcome = match run.state {
             RunState::Completed => Outcome::Success,
-            _ => Outcome::Failed(run.reason.clone().unwrap_or_else(|| "flow failed".into())),
+            // A PPS scale-out the cloud refused (e.g. no host left under anti-affinity) was
+            // reverted: the LB serves on its VMs as before, so it is not put in ERROR.
+            RunState::Failed if run.kind == kind::SCALE_OUT_LB => {
+                tracing::warn!(lb = %run.key, reason = %reason(), "scale-out refused and reverted; the load balancer keeps its VMs");
+                Outcome::Reverted(reason())
+            }
+            _ => Outcome::Failed(reason()),
         };
         self.store
             .settle_job(&job, outcome)

@@ -135,6 +135,10 @@ pub enum Outcome {
     Success,
     /// The change failed (after retries/revert): the target becomes ERROR with this reason.
     Failed(String),
+    /// A change klb made on its own (a PPS scale-out) could not be made and was reverted
+    /// completely: the load balancer serves as before, so pending objects go back to ACTIVE;
+    /// the job stays `failed` with this reason for operators.
+    Reverted(String),
 }
 
 impl Job {

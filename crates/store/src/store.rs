@@ -484,6 +484,9 @@ impl Store {
     /// not the target) go back to `ACTIVE`. The job stays with `state = failed` and
     /// `last_error = reason`; the target's document gets `provisioning_error = reason`.
     ///
+    /// Reverted (a change klb made on its own, undone completely): the job fails the same way
+    /// and every pending object goes back to `ACTIVE`.
+    ///
     /// Every document whose status changes gets `updated_at` = now, and so does a listener
     /// that loses its default pool (Octavia's `updated_at` changes with every write of a row).
     pub async fn settle_job(&self, job: &Job, outcome: Outcome) -> Result<(), StoreError> {
@@ -553,15 +556,19 @@ impl Store {
     async fn settle_in(tx: &mut WriteTx, job: &Job, outcome: &Outcome) -> Result<(), StoreError> {
         match outcome {
             Outcome::Success => Self::settle_successes_in(tx, std::slice::from_ref(job)).await?,
+            Outcome::Reverted(reason) => {
+                let pending =
+                    pending_of(&mut tx.tx, std::slice::from_ref(&job.loadbalancer_id)).await?;
+                Self::fail_job_row(tx, job, reason).await?;
+                for mut doc in pending {
+                    tx.set_status(&mut doc, ProvisioningStatus::Active, None)
+                        .await?;
+                }
+            }
             Outcome::Failed(reason) => {
                 let pending =
                     pending_of(&mut tx.tx, std::slice::from_ref(&job.loadbalancer_id)).await?;
-                sqlx::query("UPDATE jobs SET state = 'failed', last_error = $1, lease_owner = NULL, lease_expires_at = NULL WHERE id = $2")
-                    .bind(reason.as_str())
-                    .bind(&job.id)
-                    .execute(&mut *tx.tx)
-                    .await
-                    .map_err(query("settle job"))?;
+                Self::fail_job_row(tx, job, reason).await?;
                 let target_is_lb = job.target_kind == Kind::LoadBalancer.as_str();
                 for mut doc in pending {
                     let is_target = doc.id == job.target_id && doc.kind == job.target_kind;
@@ -579,6 +586,16 @@ impl Store {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn fail_job_row(tx: &mut WriteTx, job: &Job, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET state = 'failed', last_error = $1, lease_owner = NULL, lease_expires_at = NULL WHERE id = $2")
+            .bind(reason)
+            .bind(&job.id)
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(query("settle job"))?;
         Ok(())
     }
 }

@@ -283,6 +283,9 @@ pub struct FlowTiming {
     pub boot: Polling,
     /// Waiting for deleted VMs to disappear.
     pub vm_delete: Polling,
+    /// Waiting for the agents of new VMs to answer (a cloud's ACTIVE comes before the guest
+    /// booted and cloud-init started `klb agent`).
+    pub agent_up: Polling,
 }
 
 impl FlowTiming {
@@ -296,6 +299,10 @@ impl FlowTiming {
             vm_delete: Polling {
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_secs(300),
+            },
+            agent_up: Polling {
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(600),
             },
         }
     }
@@ -311,6 +318,10 @@ impl FlowTiming {
                 interval: Duration::from_millis(20),
                 timeout: Duration::from_secs(60),
             },
+            agent_up: Polling {
+                interval: Duration::from_millis(50),
+                timeout: Duration::from_secs(60),
+            },
         }
     }
 }
@@ -323,6 +334,9 @@ pub fn flows() -> Vec<Flow<LbEnv>> {
 /// All LB flows. Each reads like the seed's list.
 pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
     let boot = timing.boot;
+    let agents_up = WaitAgentsUp {
+        poll: timing.agent_up,
+    };
     vec![
         // The seed's "Create Loadbalancer", in its order.
         Flow::new(kind::CREATE_LB)
@@ -338,6 +352,7 @@ pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
                 name: "record_alarm",
             })
             .step(SetVipAddressPairs)
+            .step(agents_up.clone())
             .step(PushDesiredState),
         Flow::new(kind::DELETE_LB)
             .step(DeleteAlarm)
@@ -365,6 +380,7 @@ pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
             .step(WaitVmsActive { poll: boot })
             .step(SetVipAddressPairs)
             .step(EnsureAlarm { owned: false })
+            .step(agents_up.clone())
             .step(PushDesiredState),
         Flow::new(kind::SCALE_OUT_LB)
             .step(ResolveNetworks)
@@ -373,6 +389,7 @@ pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
             .step(WaitVmsActive { poll: boot })
             .step(SetVipAddressPairs)
             .step(EnsureAlarm { owned: false })
+            .step(agents_up.clone())
             .step(PushDesiredState),
         // Drain first so no connection is cut, then remove, then tell the survivors.
         Flow::new(kind::SCALE_IN_LB)

@@ -507,6 +507,61 @@ impl Step<LbEnv> for WaitVmsActive {
     }
 }
 
+/// Wait until the agents of the VMs of `vm_indices` answer. A cloud reports a server ACTIVE
+/// once the hypervisor started it; the guest still boots and cloud-init starts `klb agent`
+/// tens of seconds later (Octavia waits the same way for its amphora agent). Until then every
+/// look is "pending"; after [`FlowTiming::agent_up`](super::FlowTiming) the run reverts with
+/// the last reason (e.g. the VM's agent refused the connection).
+#[derive(Clone)]
+pub struct WaitAgentsUp {
+    pub poll: Polling,
+}
+
+#[async_trait]
+impl Step<LbEnv> for WaitAgentsUp {
+    fn name(&self) -> &'static str {
+        "wait_agents_up"
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.poll.interval
+    }
+
+    fn max_polls(&self) -> u32 {
+        self.poll.max_polls()
+    }
+
+    async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
+        let input = input(ctx)?;
+        let vms: Vec<Vm> = lb_vms(ctx, &input.lb_id)
+            .await?
+            .into_iter()
+            .filter(|v| v.active && input.vm_indices.contains(&v.index))
+            .collect();
+        let mut waiting = Vec::new();
+        for vm in &vms {
+            let Some(target) = agent_target(ctx, vm) else {
+                waiting.push(format!("{}: no management address yet", vm.name));
+                continue;
+            };
+            match ctx.env.cloud.agents.status(&target).await {
+                Ok(_) => {}
+                // Not up yet (refused, timed out, 5xx): look again.
+                Err(e) if e.retryable => waiting.push(format!("{}: {e}", vm.name)),
+                Err(e) => return Err(StepError::fatal(format!("{}: {e}", vm.name))),
+            }
+        }
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::pending(format!(
+                "waiting for agents: {}",
+                waiting.join("; ")
+            )))
+        }
+    }
+}
+
 /// The PPS alarm over the LB's VMs (recreated when the VM set changed).
 /// `owned` (create): revert deletes it. Otherwise (failover, scale) revert restores an alarm
 /// over the VMs that remain once this run's own VMs are reverted.

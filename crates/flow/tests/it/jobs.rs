@@ -216,6 +216,96 @@ async fn jobs_become_flows_and_are_settled() {
         None
     );
 
+    // A failed LB VM whose server is already gone (a failover that failed after deleting
+    // it): the health manager's job rebuilds the free index instead of failing forever.
+    let victim = after[0].clone();
+    klb_cloud::Compute::delete_server(&*s.fake.cloud().compute, &victim)
+        .await
+        .unwrap();
+    let record = klb_model::LbVm {
+        id: Uuid::new_v4(),
+        loadbalancer_id: Some(lb.id),
+        compute_id: Some(victim.clone()),
+        lb_network_ip: None,
+        vrrp_ip: None,
+        ha_ip: None,
+        vrrp_port_id: None,
+        ha_port_id: None,
+        cert_expiration: None,
+        cert_busy: false,
+        role: None,
+        status: klb_model::LbVmStatus::Allocated,
+        vrrp_interface: None,
+        vrrp_id: None,
+        vrrp_priority: None,
+        cached_zone: None,
+        created_at: Utc::now(),
+        updated_at: None,
+        image_id: None,
+        compute_flavor: None,
+    };
+    lb.provisioning_status = ProvisioningStatus::PendingUpdate;
+    let mut tx = s.store.begin().await.unwrap();
+    tx.insert_resource(&record).await.unwrap();
+    tx.put_resource(&lb).await.unwrap();
+    tx.enqueue_job(NewJob {
+        loadbalancer_id: lb.id.to_string(),
+        op: JobOp::Failover,
+        target_kind: "lbvm".into(),
+        target_id: record.id.to_string(),
+        payload: None,
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(settled(&s, &lb).await, Some(ProvisioningStatus::Active));
+    let rebuilt = s.fake.live(klb_cloud::fake::Kind::Server).await;
+    assert_eq!(rebuilt.len(), 2, "the missing VM is rebuilt: {rebuilt:?}");
+    assert!(!rebuilt.contains(&victim));
+    assert_eq!(
+        diff(
+            &crate::support::count_ledger(&s.fake).await,
+            &expected(&live)
+        ),
+        None
+    );
+
+    // A PPS scale-out the cloud refuses (Nova: no host left under anti-affinity) is reverted
+    // and leaves the LB ACTIVE on its VMs, the reason on the job.
+    s.fake
+        .inject_next(Op::CreateServer, Fault::Error { retryable: false })
+        .await;
+    lb.provisioning_status = ProvisioningStatus::PendingUpdate;
+    let mut tx = s.store.begin().await.unwrap();
+    tx.put_resource(&lb).await.unwrap();
+    tx.enqueue_job(NewJob {
+        loadbalancer_id: lb.id.to_string(),
+        op: JobOp::Update,
+        target_kind: "loadbalancer".into(),
+        target_id: lb.id.to_string(),
+        payload: Some(r#"{"action":"scale_out"}"#.into()),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(settled(&s, &lb).await, Some(ProvisioningStatus::Active));
+    let jobs = s.store.jobs_of(&lb.id.to_string()).await.unwrap();
+    assert!(
+        jobs.iter().any(|j| j
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("create_vms"))),
+        "the reason stays on the job: {jobs:?}"
+    );
+    assert_eq!(
+        diff(
+            &crate::support::count_ledger(&s.fake).await,
+            &expected(&live)
+        ),
+        None,
+        "the partial VM is reverted"
+    );
+
     // Delete both (the ERROR one too).
     api_write(
         &s,
