@@ -166,7 +166,7 @@ impl CloudInit {
             heartbeat_host: self.heartbeat_host,
         });
         let unit = format!(
-            "[Unit]\nDescription=klb LB VM agent\nAfter=network-online.target\n\n[Service]\nExecStart={} agent --config {VM_ETC_DIR}/agent.toml\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n",
+            "[Unit]\nDescription=klb LB VM agent\nAfter=network-online.target\n\n[Service]\nExecStart={} agent --config {VM_ETC_DIR}/agent.toml\nRestart=always\nLimitNOFILE=1048576\n\n[Install]\nWantedBy=multi-user.target\n",
             self.agent_binary
         );
         let file = |path: String, content: &str, permissions: &str| serde_json::json!({"path": path, "content": content, "permissions": permissions, "owner": "root:root"});

@@ -18,6 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    raise_nofile_limit();
     let config = klb_agent::AgentConfig::load(&args.config).map_err(|e| {
         anyhow::Error::new(crate::config::ConfigError::Invalid {
             key: args.config.display().to_string(),
@@ -60,5 +61,41 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// HAProxy needs about two descriptors per connection (`default_maxconn` 12000 needs ~24000)
+/// and refuses to start when it cannot raise its limit that far; it can raise the soft limit
+/// but not the hard one. The agent runs as root on the LB VM, so it lifts both to the kernel's
+/// ceiling (`fs.nr_open`, at most 2^20) before HAProxy inherits them; without the privilege,
+/// the soft limit goes up to the hard one. Never lowers a limit.
+fn raise_nofile_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20)
+        .min(1 << 20);
+    let now = getrlimit(Resource::Nofile);
+    let hard = now.maximum.unwrap_or(u64::MAX);
+    let soft = now.current.unwrap_or(u64::MAX);
+    if hard < ceiling {
+        let raised = Rlimit {
+            current: Some(ceiling),
+            maximum: Some(ceiling),
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            tracing::info!(from = hard, to = ceiling, "descriptor limit raised");
+            return;
+        }
+    }
+    if soft < hard {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: now.maximum,
+                maximum: now.maximum,
+            },
+        );
     }
 }
