@@ -11,111 +11,12 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::os_cli::{Nets, id_of, network, os, rules_of};
 use support::{free_port, serve, wait_up};
-
-const KIT: &str = "/var/lib/klb-openstack-local";
-
-/// `openstack ... -f json` as the cloud admin.
-fn os(args: &[&str]) -> Value {
-    let out = Command::new(format!("{KIT}/venv/bin/openstack"))
-        .args(args)
-        .args(["-f", "json"])
-        .env("OS_AUTH_URL", "http://127.0.0.1:15000/v3")
-        .env("OS_USERNAME", "admin")
-        .env("OS_PASSWORD", "secretadmin")
-        .env("OS_PROJECT_NAME", "admin")
-        .env("OS_USER_DOMAIN_NAME", "Default")
-        .env("OS_PROJECT_DOMAIN_NAME", "Default")
-        .env("OS_REGION_NAME", "RegionOne")
-        .env("OS_IDENTITY_API_VERSION", "3")
-        .env("PYTHONWARNINGS", "ignore")
-        .output()
-        .expect("openstack CLI runs");
-    assert!(
-        out.status.success(),
-        "openstack {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn os_quiet(args: &[&str]) {
-    let _ = Command::new(format!("{KIT}/venv/bin/openstack"))
-        .args(args)
-        .env("OS_AUTH_URL", "http://127.0.0.1:15000/v3")
-        .env("OS_USERNAME", "admin")
-        .env("OS_PASSWORD", "secretadmin")
-        .env("OS_PROJECT_NAME", "admin")
-        .env("OS_USER_DOMAIN_NAME", "Default")
-        .env("OS_PROJECT_DOMAIN_NAME", "Default")
-        .env("OS_REGION_NAME", "RegionOne")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().expect("an id").to_owned()
-}
-
-/// Networks of the test, removed on drop.
-struct Nets(Vec<String>);
-
-impl Drop for Nets {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            os_quiet(&["network", "delete", n]);
-        }
-    }
-}
-
-fn network(name: &str, cidr: &str, project: Option<&str>) -> (String, String) {
-    let mut args = vec!["network", "create", name];
-    if let Some(p) = project {
-        args.extend(["--project", p]);
-    }
-    let net = id_of(&os(&args));
-    let mut args = vec![
-        "subnet",
-        "create",
-        name,
-        "--network",
-        &net,
-        "--subnet-range",
-        cidr,
-        "--no-dhcp",
-    ];
-    if let Some(p) = project {
-        args.extend(["--project", p]);
-    }
-    let subnet = id_of(&os(&args));
-    (net, subnet)
-}
-
-fn rules_of(sg: &str) -> Vec<String> {
-    let mut rules: Vec<String> = os(&["security", "group", "rule", "list", sg, "--long"])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {} {} {} {}",
-                r["Direction"].as_str().unwrap_or(""),
-                r["Ethertype"].as_str().unwrap_or(""),
-                r["IP Protocol"].as_str().unwrap_or("any"),
-                r["Port Range"].as_str().unwrap_or(""),
-                r["IP Range"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
-    rules.sort();
-    rules
-}
 
 #[test]
 fn create_on_real_openstack_builds_the_seed_resources_and_reverts_cleanly() {
@@ -125,13 +26,15 @@ fn create_on_real_openstack_builds_the_seed_resources_and_reverts_cleanly() {
     }
     let tag = format!("e{}", std::process::id());
     let tenant = id_of(&os(&["project", "show", "klbtenant"]));
-    let (mgmt, _) = network(&format!("{tag}-mgmt"), "198.18.130.0/24", None);
-    let (l3, _) = network(&format!("{tag}-l3"), "198.18.66.0/24", None);
-    let (vip_net, vip_subnet) = network(&format!("{tag}-vip"), "198.19.2.0/24", Some(&tenant));
+    let (mgmt, _) = network(&format!("{tag}-mgmt"), "198.18.130.0/24", None, None);
+    let (l3, _) = network(&format!("{tag}-l3"), "198.18.66.0/24", None, None);
+    let (vip_net, vip_subnet) =
+        network(&format!("{tag}-vip"), "198.19.2.0/24", Some(&tenant), None);
     let _nets = Nets(vec![mgmt.clone(), l3.clone(), vip_net]);
     // Another project's subnet is not usable for a VIP.
     let other = id_of(&os(&["project", "show", "klbother"]));
-    let (other_net, other_subnet) = network(&format!("{tag}-other"), "198.19.3.0/24", Some(&other));
+    let (other_net, other_subnet) =
+        network(&format!("{tag}-other"), "198.19.3.0/24", Some(&other), None);
     let _other = Nets(vec![other_net]);
 
     let dir = tempfile::tempdir().unwrap();

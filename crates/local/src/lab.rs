@@ -83,6 +83,19 @@ pub struct VmNet {
     pub dir: PathBuf,
 }
 
+/// Addresses and MACs a cloud gave an LB VM's two ports (see [`Lab::add_guest_vm`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestNics {
+    /// Address of its port on the L3 network.
+    pub l3_addr: Ipv4Addr,
+    /// MAC of that port.
+    pub l3_mac: String,
+    /// Address of its port on the management network.
+    pub mgmt_addr: Ipv4Addr,
+    /// MAC of that port.
+    pub mgmt_mac: String,
+}
+
 /// A member namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberNet {
@@ -363,20 +376,7 @@ impl Lab {
 
     /// [`Lab::add_vm`] in a given slot (used when re-creating a recorded VM).
     pub async fn add_vm_at(&mut self, short_id: &str, slot: u32) -> Result<VmNet> {
-        if short_id.is_empty()
-            || short_id.len() > 8
-            || !short_id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        {
-            return Err(LocalError::InvalidName {
-                name: short_id.into(),
-                reason: "a VM short id is 1-8 characters [a-z0-9]",
-            });
-        }
-        if self.vms.contains_key(short_id) {
-            return Err(LocalError::Invalid(format!("VM {short_id} already exists")));
-        }
+        Self::check_short_id(short_id)?;
         if self.vms.values().any(|v| v.slot == slot) {
             return Err(LocalError::Invalid(format!("slot {slot} is in use")));
         }
@@ -389,17 +389,92 @@ impl Lab {
             mgmt_addr: p.vm_mgmt_addr(slot)?,
             dir: self.cfg.runtime_dir.join(format!("vm-{short_id}")),
         };
+        // A slot's addresses are reused by the next VM in that slot (failover); with a MAC
+        // derived from the slot too, neighbours' ARP caches stay right across the swap (else
+        // the host and the gateways keep sending to the dead VM's MAC until their entries age).
+        let macs = [1u32, 2].map(|kind| {
+            format!(
+                "02:6b:{kind:02x}:{:02x}:{:02x}:{:02x}",
+                (slot >> 16) & 0xff,
+                (slot >> 8) & 0xff,
+                slot & 0xff
+            )
+        });
+        self.create_vm(vm, &macs).await
+    }
+
+    /// An LB VM whose addresses and MACs a cloud assigned (a stand-in for a hypervisor booting
+    /// an OpenStack server: the addresses and MACs of its Neutron ports). The slot only names
+    /// its bridge ports. Addresses must lie in the plan's L3 and management subnets.
+    pub async fn add_guest_vm(&mut self, short_id: &str, nics: &GuestNics) -> Result<VmNet> {
+        let p = &self.cfg.plan;
+        if !p.l3_subnet.contains(&nics.l3_addr) || !p.mgmt_subnet.contains(&nics.mgmt_addr) {
+            return Err(LocalError::Invalid(format!(
+                "guest addresses {} / {} are outside the L3 subnet {} / management subnet {}",
+                nics.l3_addr, nics.mgmt_addr, p.l3_subnet, p.mgmt_subnet
+            )));
+        }
+        for mac in [&nics.l3_mac, &nics.mgmt_mac] {
+            let ok = mac.len() == 17
+                && mac.split(':').count() == 6
+                && mac
+                    .split(':')
+                    .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+            if !ok {
+                return Err(LocalError::Invalid(format!("invalid MAC address {mac:?}")));
+            }
+        }
+        Self::check_short_id(short_id)?;
+        let used: Vec<u32> = self.vms.values().map(|v| v.slot).collect();
+        let slot = (1..=self.cfg.plan.max_vm_slot())
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| LocalError::Plan("no free LB VM slot".into()))?;
+        let vm = VmNet {
+            short_id: short_id.into(),
+            ns: self.ns(&format!("vm-{short_id}")),
+            slot,
+            l3_addr: nics.l3_addr,
+            mgmt_addr: nics.mgmt_addr,
+            dir: self.cfg.runtime_dir.join(format!("vm-{short_id}")),
+        };
+        let macs = [nics.l3_mac.to_lowercase(), nics.mgmt_mac.to_lowercase()];
+        self.create_vm(vm, &macs).await
+    }
+
+    fn check_short_id(short_id: &str) -> Result<()> {
+        if short_id.is_empty()
+            || short_id.len() > 8
+            || !short_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(LocalError::InvalidName {
+                name: short_id.into(),
+                reason: "a VM short id is 1-8 characters [a-z0-9]",
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_vm(&mut self, vm: VmNet, macs: &[String; 2]) -> Result<VmNet> {
+        if self.vms.contains_key(&vm.short_id) {
+            return Err(LocalError::Invalid(format!(
+                "VM {} already exists",
+                vm.short_id
+            )));
+        }
+        let short_id = vm.short_id.clone();
         self.owned.add_ns(&vm.ns).await?;
-        if let Err(e) = self.wire_vm(&vm).await {
+        if let Err(e) = self.wire_vm(&vm, macs).await {
             let _ = self.owned.remove_ns(&vm.ns, self.cfg.stop_grace).await;
             return Err(e);
         }
-        self.vms.insert(short_id.into(), vm.clone());
-        info!(vm = short_id, ns = %vm.ns, l3 = %vm.l3_addr, mgmt = %vm.mgmt_addr, "LB VM namespace ready");
+        self.vms.insert(short_id.clone(), vm.clone());
+        info!(vm = %short_id, ns = %vm.ns, l3 = %vm.l3_addr, mgmt = %vm.mgmt_addr, "LB VM namespace ready");
         Ok(vm)
     }
 
-    async fn wire_vm(&mut self, vm: &VmNet) -> Result<()> {
+    async fn wire_vm(&mut self, vm: &VmNet, macs: &[String; 2]) -> Result<()> {
         let p = self.cfg.plan.clone();
         let port = format!("vm{}", vm.slot);
         let (l3, mgmt) = (self.ns("l3"), self.ns("mgmt"));
@@ -409,19 +484,10 @@ impl Lab {
         netns::add_veth(End::ns(&vm.ns, "mgmt"), End::ns(&mgmt, &port)).await?;
         netns::set_master(&mgmt, &port, BRIDGE).await?;
         addr(&vm.ns, "mgmt", net(vm.mgmt_addr, p.mgmt_subnet)).await?;
-        // A slot's addresses are reused by the next VM in that slot (failover); with a MAC
-        // derived from the slot too, neighbours' ARP caches stay right across the swap (else
-        // the host and the gateways keep sending to the dead VM's MAC until their entries age).
-        for (dev, kind) in [("l3", 1u32), ("mgmt", 2u32)] {
-            let mac = format!(
-                "02:6b:{kind:02x}:{:02x}:{:02x}:{:02x}",
-                (vm.slot >> 16) & 0xff,
-                (vm.slot >> 8) & 0xff,
-                vm.slot & 0xff
-            );
+        for (dev, mac) in [("l3", &macs[0]), ("mgmt", &macs[1])] {
             netns::run(
                 "ip",
-                &["-n", &vm.ns, "link", "set", "dev", dev, "address", &mac],
+                &["-n", &vm.ns, "link", "set", "dev", dev, "address", mac],
             )
             .await?;
         }

@@ -32,5 +32,5 @@ pub use driver::{
     AgentLaunch, BootInfo, LocalCloud, LocalCloudConfig, PpsSource, VmBootstrap, stable_networks,
 };
 pub use error::LocalError;
-pub use lab::{AdoptReport, Lab, LabConfig, MemberNet, VmNet};
+pub use lab::{AdoptReport, GuestNics, Lab, LabConfig, MemberNet, VmNet};
 pub use plan::AddressPlan;

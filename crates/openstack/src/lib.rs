@@ -44,8 +44,11 @@ use klb_cloud::{Agents, Cloud, CloudError, CloudErrorKind, CloudResult, Network 
 
 pub use barbican::BarbicanCertificates;
 pub use config::{AlarmBackend, OpenStackConfig};
+/// For [`Call`]s made outside this crate (tests, tools).
+pub use http::Method;
 pub use network::ReservedVip;
-pub use session::{Credentials, Session, SessionConfig};
+pub use openstack_sdk::types::ServiceType;
+pub use session::{Call, Credentials, Session, SessionConfig};
 
 /// Server tag on every LB VM klb boots.
 pub const TAG: &str = "klb";

@@ -1,6 +1,9 @@
 //! Helpers shared by the `klb` binary's integration tests (each test binary uses a subset).
 #![allow(dead_code)]
 
+pub mod os_cli;
+pub mod standin;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
