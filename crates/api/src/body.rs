@@ -267,16 +267,17 @@ impl<'a> Obj<'a> {
     }
 
     /// A string that must also pass `check`.
-    pub fn checked(
+    pub fn checked<E: std::fmt::Display>(
         &self,
         name: &str,
         max: usize,
-        check: impl FnOnce(&str) -> Result<(), String>,
+        check: impl FnOnce(&str) -> Result<(), E>,
     ) -> ApiResult<Field<String>> {
         let f = self.string(name, max)?;
         if let Field::Set(s) = &f {
-            check(s)
-                .map_err(|reason| ApiError::invalid(name, &Value::from(s.as_str()), &reason))?;
+            check(s).map_err(|reason| {
+                ApiError::invalid(name, &Value::from(s.as_str()), &reason.to_string())
+            })?;
         }
         Ok(f)
     }

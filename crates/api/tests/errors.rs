@@ -398,3 +398,116 @@ async fn quotas_are_enforced() {
         .await
         .expect(201);
 }
+
+/// Issue 11 §5: ten values the API used to accept and the agent then refused (render or
+/// `haproxy -c`), which left the load balancer in ERROR. Each is now a 400 with Octavia's
+/// fault body, from the same checks the renderer runs (`klb_proto::check`).
+#[tokio::test]
+async fn values_the_renderer_refuses_are_400_at_the_api() {
+    let app = App::new().await;
+    let lb = app.lb().await;
+    let listener = app.listener(&lb, 80).await;
+    let pool = app.pool(&lb, None).await;
+    let policy = app
+        .post(
+            "/v2/lbaas/l7policies",
+            json!({"l7policy": {"listener_id": listener, "action": "REJECT"}}),
+        )
+        .await
+        .expect(201);
+    app.settle().await;
+    let rules = format!(
+        "/v2/lbaas/l7policies/{}/rules",
+        policy["l7policy"]["id"].as_str().unwrap()
+    );
+    // 1-2: HEADER and COOKIE keys with `#$'` or a backtick.
+    for (t, key) in [("HEADER", "X#$'a"), ("COOKIE", "c`d")] {
+        app.post(
+            &rules,
+            json!({"rule": {"type": t, "compare_type": "EQUAL_TO", "key": key, "value": "v"}}),
+        )
+        .await
+        .fault(
+            400,
+            "Error parsing L7Rule: Invalid L7 Rule: key must be a header or cookie name",
+        );
+    }
+    // 3: cookie_name with `#$'` or a backtick.
+    for bad in ["a#b", "a$b", "a'b", "a`b"] {
+        app.post("/v2/lbaas/pools", json!({"pool": {"loadbalancer_id": lb, "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN",
+            "session_persistence": {"type": "APP_COOKIE", "cookie_name": bad}}}))
+            .await
+            .fault(400, "Invalid input for field/attribute cookie_name");
+    }
+    // 4: redirect_url with an upper-case scheme.
+    app.post("/v2/lbaas/l7policies", json!({"l7policy": {"listener_id": listener, "action": "REDIRECT_TO_URL", "redirect_url": "HTTPS://example.com/"}}))
+        .await
+        .fault(400, "Invalid input for field/attribute redirect_url. Value: 'HTTPS://example.com/'. must be an http:// or https:// URL (lower-case scheme)");
+    let hm = |extra: serde_json::Value| {
+        let mut body =
+            json!({"pool_id": pool, "type": "HTTP", "delay": 5, "timeout": 3, "max_retries": 3});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        json!({ "healthmonitor": body })
+    };
+    // 5: domain_name with a trailing dot.
+    app.post(
+        "/v2/lbaas/healthmonitors",
+        hm(json!({"http_version": 1.1, "domain_name": "app.example."})),
+    )
+    .await
+    .fault(400, "Invalid input for field/attribute domain_name. Value: 'app.example.'. must be a DNS host name");
+    // 6: a descending expected_codes range.
+    app.post(
+        "/v2/lbaas/healthmonitors",
+        hm(json!({"expected_codes": "300-200"})),
+    )
+    .await
+    .fault(
+        400,
+        "Invalid input for field/attribute expected_codes. Value: '300-200'",
+    );
+    // 7: an empty REGEX value.
+    app.post(
+        &rules,
+        json!({"rule": {"type": "PATH", "compare_type": "REGEX", "value": ""}}),
+    )
+    .await
+    .fault(
+        400,
+        "Error parsing L7Rule: Invalid L7 Rule: value must not be empty",
+    );
+    // 8: an SSL_DN_FIELD key over 64 characters.
+    app.post(&rules, json!({"rule": {"type": "SSL_DN_FIELD", "compare_type": "EQUAL_TO", "key": "A".repeat(65), "value": "v"}}))
+        .await
+        .fault(400, "Error parsing L7Rule: Invalid L7 Rule: key must be at most 64 characters");
+    // 9-10: delay and timeout past HAProxy's 32-bit millisecond timers.
+    for field in ["delay", "timeout"] {
+        app.post("/v2/lbaas/healthmonitors", hm(json!({ field: 3_000_000 })))
+            .await
+            .fault(400, &format!("Invalid input for field/attribute {field}. Value: '3000000'. Value should be lower or equal to 2147483"));
+    }
+    // 11: more than 64 allowed_cidrs.
+    let cidrs: Vec<String> = (0..65).map(|i| format!("10.{i}.0.0/16")).collect();
+    app.post(
+        "/v2/lbaas/listeners",
+        json!({"listener": {"loadbalancer_id": lb, "protocol": "HTTP", "protocol_port": 81, "allowed_cidrs": cidrs}}),
+    )
+    .await
+    .fault(400, "Invalid input for field/attribute allowed_cidrs");
+    // The limits themselves are accepted.
+    app.post(
+        "/v2/lbaas/healthmonitors",
+        hm(json!({"delay": 2_147_483, "timeout": 2_147_483})),
+    )
+    .await
+    .expect(201);
+    app.settle().await;
+    app.post(
+        "/v2/lbaas/listeners",
+        json!({"listener": {"loadbalancer_id": lb, "protocol": "HTTP", "protocol_port": 82, "allowed_cidrs": &cidrs[..64]}}),
+    )
+    .await
+    .expect(201);
+}

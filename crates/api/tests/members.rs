@@ -164,3 +164,50 @@ async fn batch_update_replaces_members() {
             "Another member on this pool is already using ip 192.0.2.99 on protocol_port 80",
         );
 }
+
+/// Issue 11 §6: member and monitor addresses are judged as parsed addresses, so the metadata
+/// address in IPv4-mapped form is refused too, and so are loopback, unspecified, multicast
+/// and broadcast addresses.
+#[tokio::test]
+async fn reserved_member_and_monitor_addresses_are_400() {
+    let app = App::new().await;
+    let lb = app.lb().await;
+    let pool = app.pool(&lb, None).await;
+    let members = format!("/v2/lbaas/pools/{pool}/members");
+    for bad in [
+        "169.254.169.254",
+        "::ffff:169.254.169.254",
+        "127.0.0.1",
+        "::1",
+        "0.0.0.0",
+        "::",
+        "224.0.0.1",
+        "ff02::1",
+        "255.255.255.255",
+    ] {
+        app.post(
+            &members,
+            json!({"member": {"address": bad, "protocol_port": 80}}),
+        )
+        .await
+        .fault(
+            400,
+            &format!("Validation failure: The IP Address {bad} is a reserved address"),
+        );
+        app.post(&members, json!({"member": {"address": "192.0.2.20", "protocol_port": 80, "monitor_address": bad}}))
+            .await
+            .fault(400, "is a reserved address");
+    }
+    let m = app
+        .post(&members, json!({"member": {"address": "192.0.2.20", "protocol_port": 80, "monitor_address": "192.0.2.21"}}))
+        .await
+        .expect(201);
+    app.settle().await;
+    let id = m["member"]["id"].as_str().unwrap();
+    app.put(
+        &format!("{members}/{id}"),
+        json!({"member": {"monitor_address": "::ffff:127.0.0.1"}}),
+    )
+    .await
+    .fault(400, "is a reserved address");
+}

@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use klb_proto::check::{self, Invalid};
 use klb_proto::{
     AlpnProtocol, ClientAuthentication, DesiredState, HealthMonitor, HealthMonitorType,
     HttpVersion, L7CompareType, L7PolicyAction, L7Rule, L7RuleType, LbAlgorithm, Listener,
@@ -33,6 +34,10 @@ use super::text::{self, arg, log_format_arg, shown};
 
 /// Name of the `peers` section shared by all LB VMs of a load balancer.
 pub const PEERS_SECTION: &str = "klb_peers";
+
+/// The ACL holding a listener's `allowed_cidrs`, and how many networks go on one of its lines.
+const ALLOWED_CIDRS_ACL: &str = "klb:allowed_cidrs";
+const CIDRS_PER_LINE: usize = 32;
 
 /// Where the files HAProxy uses live on the LB VM. Agent configuration, not user input (still
 /// escaped when rendered).
@@ -462,6 +467,8 @@ impl<'a> Renderer<'a> {
         if let Some(p) = &l.default_pool_id {
             self.pool_ref(&obj, "default_pool_id", p)?;
         }
+        check::allowed_cidrs_count(l.allowed_cidrs.len())
+            .map_err(|e| invalid(&obj, "allowed_cidrs", e.to_string()))?;
         for (key, value) in &l.insert_headers {
             insert_header(l.protocol, key).ok_or_else(|| {
                 invalid(
@@ -479,7 +486,7 @@ impl<'a> Renderer<'a> {
             }
         }
         if let Some(c) = &l.tls_ciphers {
-            text::ciphers(c).map_err(|r| invalid(&obj, "tls_ciphers", r))?;
+            check::ciphers(c).map_err(|e| refused(&obj, "tls_ciphers", c, e))?;
         }
         let tls_refs = l.default_tls_certificate_id.is_some() || !l.sni_certificate_ids.is_empty();
         if l.protocol == ListenerProtocol::TerminatedHttps {
@@ -554,14 +561,14 @@ impl<'a> Renderer<'a> {
                         .redirect_url
                         .as_deref()
                         .ok_or_else(|| invalid(&pobj, "redirect_url", "required".into()))?;
-                    text::redirect_url(u).map_err(|r| invalid(&pobj, "redirect_url", r))?;
+                    check::redirect_url(u).map_err(|e| refused(&pobj, "redirect_url", u, e))?;
                 }
                 L7PolicyAction::RedirectPrefix => {
                     let u = p
                         .redirect_prefix
                         .as_deref()
                         .ok_or_else(|| invalid(&pobj, "redirect_prefix", "required".into()))?;
-                    text::redirect_url(u).map_err(|r| invalid(&pobj, "redirect_prefix", r))?;
+                    check::redirect_url(u).map_err(|e| refused(&pobj, "redirect_prefix", u, e))?;
                 }
             }
             if let Some(code) = p.redirect_http_code
@@ -573,7 +580,7 @@ impl<'a> Renderer<'a> {
                     format!("{code} is not 301, 302, 303, 307 or 308"),
                 ));
             }
-            if p.rules.len() > 50 {
+            if p.rules.len() > check::MAX_L7_RULES_PER_POLICY {
                 return Err(invalid(&pobj, "rules", "at most 50 rules".into()));
             }
             for r in &p.rules {
@@ -602,8 +609,8 @@ impl<'a> Renderer<'a> {
                             "required for APP_COOKIE".into(),
                         )
                     })?;
-                    text::fetch_key(name)
-                        .map_err(|r| invalid(&obj, "session_persistence.cookie_name", r))?;
+                    check::fetch_key(name)
+                        .map_err(|e| refused(&obj, "session_persistence.cookie_name", name, e))?;
                 }
                 _ if sp.cookie_name.is_some() => {
                     return Err(invalid(
@@ -619,7 +626,7 @@ impl<'a> Renderer<'a> {
             validate_monitor(&obj, hm)?;
         }
         if let Some(c) = &p.tls_ciphers {
-            text::ciphers(c).map_err(|r| invalid(&obj, "tls_ciphers", r))?;
+            check::ciphers(c).map_err(|e| refused(&obj, "tls_ciphers", c, e))?;
         }
         for (field, c) in [
             ("tls_container_ref", &p.tls_certificate_id),
@@ -716,11 +723,15 @@ impl<'a> Renderer<'a> {
             );
         }
         if !l.allowed_cidrs.is_empty() {
-            let cidrs: Vec<String> = l.allowed_cidrs.iter().map(|c| c.to_string()).collect();
+            // HAProxy reads at most 64 words a line: the networks go on several lines of one
+            // ACL (lines of the same ACL are OR-ed). Its name has a ':', which ids never have.
+            for chunk in l.allowed_cidrs.chunks(CIDRS_PER_LINE) {
+                let cidrs: Vec<String> = chunk.iter().map(|c| c.to_string()).collect();
+                emit!(self, "    acl {ALLOWED_CIDRS_ACL} src {}", cidrs.join(" "));
+            }
             emit!(
                 self,
-                "    tcp-request connection reject unless {{ src {} }}",
-                cidrs.join(" ")
+                "    tcp-request connection reject unless {ALLOWED_CIDRS_ACL}"
             );
         }
         if l.protocol == ListenerProtocol::Prometheus {
@@ -948,9 +959,14 @@ impl<'a> Renderer<'a> {
                         (None, _) => {}
                     }
                     self.push_line(&send);
-                    let codes = text::expected_codes(hm.expected_codes.as_deref().unwrap_or("200"))
-                        .expect("validated");
-                    emit!(self, "    http-check expect rstatus {}", arg(&codes));
+                    let codes =
+                        check::expected_codes(hm.expected_codes.as_deref().unwrap_or("200"))
+                            .expect("validated");
+                    emit!(
+                        self,
+                        "    http-check expect rstatus {}",
+                        arg(&text::status_regex(&codes))
+                    );
                 }
                 HealthMonitorType::TlsHello => emit!(self, "    option ssl-hello-chk"),
                 HealthMonitorType::Ping => {
@@ -1152,60 +1168,12 @@ fn enabled_policies(l: &Listener) -> Vec<&klb_proto::L7Policy> {
 fn validate_rule(r: &L7Rule) -> Result<(), RenderError> {
     let obj = format!("l7rule {}", shown(&r.id));
     text::id(&r.id).map_err(|e| invalid(&obj, "id", e))?;
-    let key = r.key.as_deref();
-    match r.rule_type {
-        L7RuleType::Header | L7RuleType::Cookie => {
-            let k = key.ok_or_else(|| invalid(&obj, "key", "required".into()))?;
-            text::fetch_key(k).map_err(|e| invalid(&obj, "key", e))?;
-        }
-        L7RuleType::SslDnField => {
-            let k = key.ok_or_else(|| invalid(&obj, "key", "required".into()))?;
-            text::dn_field(k).map_err(|e| invalid(&obj, "key", e))?;
-        }
-        _ if key.is_some() => {
-            return Err(invalid(
-                &obj,
-                "key",
-                format!("not allowed for {}", r.rule_type),
-            ));
-        }
-        _ => {}
-    }
-    text::l7_value(&r.value).map_err(|e| invalid(&obj, "value", e))?;
-    match r.rule_type {
-        L7RuleType::FileType
-            if !matches!(
-                r.compare_type,
-                L7CompareType::Regex | L7CompareType::EqualTo
-            ) =>
-        {
-            Err(invalid(
-                &obj,
-                "compare_type",
-                "FILE_TYPE allows only REGEX or EQUAL_TO".into(),
-            ))
-        }
-        L7RuleType::SslConnHasCert
-            if !r.value.eq_ignore_ascii_case("true")
-                || r.compare_type != L7CompareType::EqualTo =>
-        {
-            Err(invalid(
-                &obj,
-                "value",
-                "SSL_CONN_HAS_CERT needs EQUAL_TO \"true\"".into(),
-            ))
-        }
-        L7RuleType::SslVerifyResult
-            if r.value.parse::<u32>().is_err() || r.compare_type != L7CompareType::EqualTo =>
-        {
-            Err(invalid(
-                &obj,
-                "value",
-                "SSL_VERIFY_RESULT needs EQUAL_TO a non-negative integer".into(),
-            ))
-        }
-        _ => Ok(()),
-    }
+    // The API's own check (klb_proto::check), so whatever the API accepted renders.
+    check::l7_rule(r.rule_type, r.compare_type, r.key.as_deref(), &r.value).map_err(|e| match e {
+        Invalid::Key(why) => refused(&obj, "key", r.key.as_deref().unwrap_or(""), *why),
+        Invalid::Value(why) => refused(&obj, "value", &r.value, *why),
+        other => invalid(&obj, "value", other.to_string()),
+    })
 }
 
 /// `<fetch> [flags] -- <value>` of a rule's ACL. `--` ends the flags, so a value starting with
@@ -1219,7 +1187,8 @@ fn acl_body(r: &L7Rule) -> String {
         L7CompareType::EqualTo => "-m str",
     };
     let v = arg(&r.value);
-    let key = r.key.as_deref().map(arg).unwrap_or_default();
+    // Only the rule types that use a key read it (the API ignores it on the others).
+    let key = || arg(r.key.as_deref().expect("validated"));
     match r.rule_type {
         L7RuleType::HostName => format!("req.hdr(host) -i {m} -- {v}"),
         L7RuleType::Path => format!("path {m} -- {v}"),
@@ -1227,13 +1196,14 @@ fn acl_body(r: &L7Rule) -> String {
             format!("path_end -- .{v}")
         }
         L7RuleType::FileType => format!("path_end {m} -- {v}"),
-        L7RuleType::Header => format!("req.hdr({key}) {m} -- {v}"),
-        L7RuleType::Cookie => format!("req.cook({key}) {m} -- {v}"),
+        L7RuleType::Header => format!("req.hdr({}) {m} -- {v}", key()),
+        L7RuleType::Cookie => format!("req.cook({}) {m} -- {v}", key()),
         L7RuleType::SslConnHasCert => "ssl_c_used".to_owned(),
-        L7RuleType::SslVerifyResult => {
-            format!("ssl_c_verify eq {}", r.value.parse::<u32>().unwrap_or(0))
-        }
-        L7RuleType::SslDnField => format!("ssl_c_s_dn({key}) {m} -- {v}"),
+        L7RuleType::SslVerifyResult => format!(
+            "ssl_c_verify eq {}",
+            check::ssl_verify_result(&r.value).expect("validated")
+        ),
+        L7RuleType::SslDnField => format!("ssl_c_s_dn({}) {m} -- {v}", key()),
     }
 }
 
@@ -1256,6 +1226,9 @@ fn validate_monitor(obj: &str, hm: &HealthMonitor) -> Result<(), RenderError> {
     if !(1..=10).contains(&hm.max_retries) || !(1..=10).contains(&hm.max_retries_down) {
         return Err(invalid(&obj, "max_retries", "must be 1-10".into()));
     }
+    for (field, secs) in [("delay", hm.delay), ("timeout", hm.timeout)] {
+        check::monitor_seconds(u64::from(secs)).map_err(|e| invalid(&obj, field, e.to_string()))?;
+    }
     if !http
         && (hm.http_method.is_some()
             || hm.url_path.is_some()
@@ -1269,13 +1242,13 @@ fn validate_monitor(obj: &str, hm: &HealthMonitor) -> Result<(), RenderError> {
         ));
     }
     if let Some(p) = &hm.url_path {
-        text::url_path(p).map_err(|e| invalid(&obj, "url_path", e))?;
+        check::url_path(p).map_err(|e| refused(&obj, "url_path", p, e))?;
     }
     if let Some(c) = &hm.expected_codes {
-        text::expected_codes(c).map_err(|e| invalid(&obj, "expected_codes", e))?;
+        check::expected_codes(c).map_err(|e| refused(&obj, "expected_codes", c, e))?;
     }
     if let Some(d) = &hm.domain_name {
-        text::domain_name(d).map_err(|e| invalid(&obj, "domain_name", e))?;
+        check::domain_name(d).map_err(|e| refused(&obj, "domain_name", d, e))?;
         if hm.http_version != Some(HttpVersion::Http11) {
             return Err(invalid(
                 &obj,
@@ -1334,6 +1307,11 @@ fn insert_header(protocol: ListenerProtocol, key: &str) -> Option<InsertHeader> 
         _ => return None,
     };
     Some(h)
+}
+
+/// A value the shared check refused; the value is shown escaped and shortened.
+fn refused(object: &str, field: &'static str, value: &str, why: Invalid) -> RenderError {
+    invalid(object, field, format!("{} {why}", shown(value)))
 }
 
 fn invalid(object: &str, field: &'static str, reason: String) -> RenderError {

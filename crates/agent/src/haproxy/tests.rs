@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use klb_proto::{
-    ApplyMethod, L7CompareType, L7PolicyAction, L7Rule, L7RuleType, ListenerProtocol, MemberStatus,
-};
+use klb_proto::{ApplyMethod, ListenerProtocol, MemberStatus};
 
 use super::apply::ApplyError;
 use super::bench::{Lab, free_port, run_load, run_load_observed, wait_for_progress};
@@ -343,35 +341,16 @@ async fn kh_config_failing_check_never_replaces_the_running_one() {
     }
     let mut lab = Lab::start(Path::new(HAPROXY), 2).await.unwrap();
     let before = std::fs::read_to_string(lab.haproxy.paths().config()).unwrap();
-    // Passes render-time validation, but PCRE refuses the regex: only `haproxy -c` knows.
+    // Passes render-time validation (the syntax is checked), but OpenSSL knows no such
+    // cipher: only `haproxy -c` does.
     let mut bad = lab.state.clone();
     bad.version += 1;
-    bad.listeners[0].l7_policies = vec![klb_proto::L7Policy {
-        id: "pol1".into(),
-        admin_state_up: true,
-        action: L7PolicyAction::Reject,
-        position: 1,
-        redirect_pool_id: None,
-        redirect_url: None,
-        redirect_prefix: None,
-        redirect_http_code: None,
-        rules: vec![L7Rule {
-            id: "r1".into(),
-            admin_state_up: true,
-            rule_type: L7RuleType::Path,
-            compare_type: L7CompareType::Regex,
-            key: None,
-            value: "(unclosed".into(),
-            invert: false,
-        }],
-    }];
+    bad.pools[0].tls_enabled = true;
+    bad.pools[0].tls_ciphers = Some("NO-SUCH-CIPHER".into());
     match lab.haproxy.apply(&bad).await {
         Err(ApplyError::Check { version, output }) => {
             assert_eq!(version, bad.version);
-            assert!(
-                output.contains("regex") || output.contains("missing closing parenthesis"),
-                "{output}"
-            );
+            assert!(output.contains("unable to set SSL cipher list"), "{output}");
         }
         other => panic!("expected a check failure, got {other:?}"),
     }

@@ -35,6 +35,9 @@ pub const POST_KEYS: &[&str] = &[
     "tenant_id",
     "tags",
 ];
+/// HAProxy keeps timers as 32-bit milliseconds: a larger `delay`/`timeout` would pass here
+/// and fail `haproxy -c` on the LB VM (issue 11 §5).
+const MAX_MONITOR_SECONDS: i64 = validate::MAX_MONITOR_SECONDS as i64;
 const PUT_KEYS: &[&str] = &[
     "name",
     "admin_state_up",
@@ -192,8 +195,8 @@ pub fn parse_new(obj: &Obj<'_>, pool: &Pool) -> ApiResult<HealthMonitor> {
         updated_at: None,
         tags: tags(obj)?.or(Vec::new()),
         kind: required("type", obj.enumerated("type", HealthMonitorType::ALL)?)?,
-        delay: required("delay", obj.int("delay", 0, i64::from(i32::MAX))?)?,
-        timeout: required("timeout", obj.int("timeout", 0, i64::from(i32::MAX))?)?,
+        delay: required("delay", obj.int("delay", 0, MAX_MONITOR_SECONDS)?)?,
+        timeout: required("timeout", obj.int("timeout", 0, MAX_MONITOR_SECONDS)?)?,
         max_retries: required("max_retries", obj.int("max_retries", 1, 10)?)?,
         max_retries_down: obj.int("max_retries_down", 1, 10)?.or(3),
         http_method: None,
@@ -321,10 +324,10 @@ pub async fn update(
     if let Field::Set(v) = obj.bool_null_false("admin_state_up")? {
         h.admin_state_up = v;
     }
-    if let Field::Set(v) = obj.int("delay", 0, i64::from(i32::MAX))? {
+    if let Field::Set(v) = obj.int("delay", 0, MAX_MONITOR_SECONDS)? {
         h.delay = v;
     }
-    if let Field::Set(v) = obj.int("timeout", 0, i64::from(i32::MAX))? {
+    if let Field::Set(v) = obj.int("timeout", 0, MAX_MONITOR_SECONDS)? {
         h.timeout = v;
     }
     if let Field::Set(v) = obj.int("max_retries", 1, 10)? {

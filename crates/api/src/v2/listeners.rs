@@ -300,7 +300,13 @@ fn cidrs(obj: &Obj<'_>) -> ApiResult<Field<Vec<ipnet::IpNet>>> {
                 .map(|_| ())
                 .map_err(|_| "Value should be a valid CIDR".to_owned())
         })? {
-            Field::Set(v) => Field::Set(v.iter().filter_map(|s| s.parse().ok()).collect()),
+            Field::Set(v) => {
+                // HAProxy reads 64 words a line at most; the renderer splits the list, this
+                // bounds it (issue 11 §5).
+                validate::allowed_cidrs_count(v.len())
+                    .map_err(|e| ApiError::invalid("allowed_cidrs", &json!(v), &e.to_string()))?;
+                Field::Set(v.iter().filter_map(|s| s.parse().ok()).collect())
+            }
             Field::Null => Field::Null,
             Field::Absent => Field::Absent,
         },

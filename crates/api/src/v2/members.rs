@@ -44,7 +44,6 @@ const PUT_KEYS: &[&str] = &[
     "monitor_port",
     "tags",
 ];
-const RESERVED_IPS: &[&str] = &["169.254.169.254"];
 
 /// Renders a member.
 pub fn render(m: &Member) -> Map<String, Value> {
@@ -76,13 +75,20 @@ fn render_doc(d: &Document) -> ApiResult<Map<String, Value>> {
 
 fn no_relations(_: &mut Map<String, Value>, _: &RelIndex) {}
 
+/// Octavia's `ip_not_reserved` plus loopback, unspecified, multicast and broadcast, on the
+/// parsed address (so `::ffff:169.254.169.254` is the metadata address too).
+fn check_address(address: IpAddr) -> ApiResult<()> {
+    validate::member_address(address)
+        .map_err(|e| ApiError::validation(format!("The IP Address {address} {e}.")))
+}
+
 /// Reads a new member of `pool` (POST, batch and single-create).
 pub fn parse_new(obj: &Obj<'_>, pool: &Pool, has_monitor: bool) -> ApiResult<Member> {
     let address: IpAddr = required("address", obj.ip("address")?)?;
-    if RESERVED_IPS.contains(&address.to_string().as_str()) {
-        return Err(ApiError::validation(format!(
-            "The IP Address {address} is reserved."
-        )));
+    check_address(address)?;
+    let monitor_address = obj.ip("monitor_address")?.opt();
+    if let Some(a) = monitor_address {
+        check_address(a)?;
     }
     if obj.bool("request_sriov")?.or(false) {
         return Err(ApiError::BadRequest("Validation failure: SR-IOV members are not enabled by the flavor of this load balancer.".to_owned()));
@@ -108,7 +114,7 @@ pub fn parse_new(obj: &Obj<'_>, pool: &Pool, has_monitor: bool) -> ApiResult<Mem
         weight: obj.int("weight", 0, 256)?.or(1) as u16,
         backup: obj.bool("backup")?.or(false),
         subnet_id: obj.uuid("subnet_id")?.opt(),
-        monitor_address: obj.ip("monitor_address")?.opt(),
+        monitor_address,
         monitor_port: obj.int("monitor_port", 1, 65535)?.opt().map(|p| p as u16),
         request_sriov: false,
         vnic_type: "normal".to_owned(),
@@ -131,6 +137,9 @@ fn apply_update(m: &mut Member, obj: &Obj<'_>) -> ApiResult<bool> {
         m.backup = v.unwrap_or(false);
     }
     if let Some(v) = obj.ip("monitor_address")?.update() {
+        if let Some(a) = v {
+            check_address(a)?;
+        }
         m.monitor_address = v;
     }
     if let Some(v) = obj.int("monitor_port", 1, 65535)?.update() {
