@@ -228,6 +228,13 @@ impl regex_syntax::ast::Visitor for PcreSubset {
                 GroupKind::NonCapturing(f) => Some(f),
                 _ => None,
             },
+            // PCRE2: "quantifier does not follow a repeatable item" (`^{2}`, `\b+`).
+            Ast::Repetition(r) => {
+                return match *r.ast {
+                    Ast::Assertion(_) | Ast::Empty(_) | Ast::Flags(_) => Err(Invalid::Regex),
+                    _ => Ok(()),
+                };
+            }
             Ast::Literal(l) => {
                 return match l.kind {
                     LiteralKind::HexBrace(_)

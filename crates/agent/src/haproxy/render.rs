@@ -1089,7 +1089,13 @@ fn member_server(m: &Member, puid: u32, options: &str, checked: bool, cookie: bo
     };
     if checked {
         if let Some(a) = m.monitor_address {
-            push(format!("addr {a}"));
+            // `addr` takes an optional port: a bare IPv6 address (even with `ipv6@`) loses
+            // its last group to it, brackets keep it whole (found by the api_valid property
+            // test).
+            push(match a {
+                IpAddr::V4(a) => format!("addr {a}"),
+                IpAddr::V6(a) => format!("addr [{a}]"),
+            });
         }
         if let Some(p) = m.monitor_port {
             push(format!("port {p}"));

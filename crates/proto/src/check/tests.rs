@@ -82,6 +82,10 @@ fn regexes_must_compile_and_not_be_empty() {
             r"\x{41}",
             r"\u0041",
             r"\U00000041",
+            "^{2}",
+            r"\b+",
+            "$*",
+            "a(?i){2}",
             r"[\x{41}-\x{5a}]",
         ],
     );

@@ -1003,3 +1003,371 @@ fn server_ids_are_stable_whatever_the_member_order() {
     let ids = server_ids(&same);
     assert_eq!(ids[1], ids[0] % 2_000_000_000 + 1);
 }
+
+mod api_valid {
+    //! Property (issue 11 §5): every state built only from values the API's validation accepts
+    //! (`klb_proto::check`, which the API runs through `klb_model::validate`) renders, and
+    //! `haproxy -c` accepts the result. Candidate values mix benign and hostile characters;
+    //! a candidate the shared check refuses is replaced by a benign value, so the generator
+    //! explores exactly the accepted set and never filters whole cases away.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use klb_proto::check;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    /// Text from pieces that stress HAProxy's tokenizer, sample-fetch arguments and PCRE2.
+    fn text(pieces: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(select(pieces), 1..max).prop_map(|v| v.concat())
+    }
+
+    const WORD: &[&str] = &[
+        "a", "Z", "0", "9", "-", ".", "_", "~", "!", "%", "&", "*", "+", "^", "|", "#", "$", "'",
+        "`", "\"", "\\", " ", "(", ")", ",", ";", "=", ":", "/", "?", "@", "[", "]", "{", "}", "é",
+        "\t",
+    ];
+    const REGEX: &[&str] = &[
+        "a", "^", "$", ".*", "\\d+", "[a-z]", "(x|y)", "{2}", "?", "\\.", " ", "#", "'", "\"", "%",
+        "\\x41", "\\pL", "(?i)", "[^/]", "\\", "(", ")", "é", "[a&&b]", "(?u)", "\\x{41}",
+    ];
+    const URL: &[&str] = &[
+        "http://",
+        "https://",
+        "HTTP://",
+        "x.example",
+        "/",
+        "a",
+        "%",
+        "%[src]",
+        "?q=1",
+        "#f",
+        "'",
+        "\"",
+        "\\",
+        ":8080",
+        "@",
+        "$",
+        "{",
+        "é",
+        " ",
+    ];
+    const CODES: &[&str] = &["1", "2", "3", "5", "9", "0", ",", "-", " "];
+
+    /// `v` if `ok(v)` accepts it, otherwise `fallback`.
+    fn accepted<E>(v: String, ok: impl Fn(&str) -> Result<(), E>, fallback: &str) -> String {
+        if ok(&v).is_ok() {
+            v
+        } else {
+            fallback.to_owned()
+        }
+    }
+
+    fn l7_rule_strategy(idx: usize) -> impl Strategy<Value = L7Rule> {
+        use L7CompareType as C;
+        use L7RuleType as T;
+        (
+            select(vec![
+                T::HostName,
+                T::Path,
+                T::FileType,
+                T::Header,
+                T::Cookie,
+                T::SslConnHasCert,
+                T::SslVerifyResult,
+                T::SslDnField,
+            ]),
+            select(vec![
+                C::Regex,
+                C::StartsWith,
+                C::EndsWith,
+                C::Contains,
+                C::EqualTo,
+            ]),
+            text(WORD, 12),
+            prop_oneof![text(WORD, 16), text(REGEX, 10)],
+            any::<bool>(),
+        )
+            .prop_map(move |(t, c, key, value, invert)| {
+                let key = Some(key);
+                let valid =
+                    |k: &Option<String>, v: &str, c| check::l7_rule(t, c, k.as_deref(), v).is_ok();
+                // Fall back step by step to a rule of this type the API accepts.
+                let (c, key, value) = if valid(&key, &value, c) {
+                    (c, key, value)
+                } else {
+                    let key = match t {
+                        T::Header | T::Cookie => Some("X-K".to_owned()),
+                        T::SslDnField => Some("CN".to_owned()),
+                        _ => None,
+                    };
+                    let c = match t {
+                        T::SslConnHasCert | T::SslVerifyResult => C::EqualTo,
+                        T::FileType if c != C::Regex => C::EqualTo,
+                        _ => c,
+                    };
+                    let value = match t {
+                        T::SslConnHasCert => "true".to_owned(),
+                        T::SslVerifyResult => "0".to_owned(),
+                        _ if valid(&key, &value, c) => value,
+                        _ => "v".to_owned(),
+                    };
+                    (c, key, value)
+                };
+                assert!(valid(&key, &value, c), "{t} {c} {key:?} {value:?}");
+                rule(&format!("r{idx}"), t, c, key.as_deref(), &value, invert)
+            })
+    }
+
+    fn policy_strategy(idx: usize) -> impl Strategy<Value = L7Policy> {
+        (
+            select(vec![
+                L7PolicyAction::Reject,
+                L7PolicyAction::RedirectToUrl,
+                L7PolicyAction::RedirectPrefix,
+                L7PolicyAction::RedirectToPool,
+            ]),
+            proptest::collection::vec(
+                (0..4usize).prop_flat_map(move |i| l7_rule_strategy(idx * 10 + i)),
+                1..4,
+            ),
+            text(URL, 8),
+            select(vec![
+                None,
+                Some(301u16),
+                Some(302),
+                Some(303),
+                Some(307),
+                Some(308),
+            ]),
+        )
+            .prop_map(move |(action, mut rules, url, code)| {
+                for (i, r) in rules.iter_mut().enumerate() {
+                    r.id = format!("r{idx}-{i}");
+                }
+                let mut p = policy(&format!("pol{idx}"), idx as u32 + 1, action, rules);
+                let url = accepted(url, check::redirect_url, "https://x.example/");
+                match action {
+                    L7PolicyAction::RedirectToUrl => p.redirect_url = Some(url),
+                    L7PolicyAction::RedirectPrefix => p.redirect_prefix = Some(url),
+                    L7PolicyAction::RedirectToPool => p.redirect_pool_id = Some("p1".into()),
+                    L7PolicyAction::Reject => {}
+                }
+                if action != L7PolicyAction::Reject && action != L7PolicyAction::RedirectToPool {
+                    p.redirect_http_code = code;
+                }
+                p
+            })
+    }
+
+    fn monitor_strategy() -> impl Strategy<Value = HealthMonitor> {
+        (
+            select(vec![
+                HealthMonitorType::Http,
+                HealthMonitorType::Https,
+                HealthMonitorType::Tcp,
+                HealthMonitorType::TlsHello,
+                HealthMonitorType::Ping,
+            ]),
+            prop_oneof![0..=60u32, Just(check::MAX_MONITOR_SECONDS)],
+            prop_oneof![0..=60u32, Just(check::MAX_MONITOR_SECONDS)],
+            (1..=10u8, 1..=10u8),
+            text(URL, 6),
+            text(CODES, 8),
+            text(WORD, 10),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(t, delay, timeout, (rise, fall), path, codes, domain, v11)| {
+                    let mut hm = monitor(t);
+                    hm.delay = delay;
+                    hm.timeout = timeout;
+                    hm.max_retries = rise;
+                    hm.max_retries_down = fall;
+                    if matches!(t, HealthMonitorType::Http | HealthMonitorType::Https) {
+                        let path = format!("/{}", path.trim_start_matches('/'));
+                        hm.url_path = Some(accepted(path, check::url_path, "/"));
+                        hm.expected_codes = Some(accepted(
+                            codes,
+                            |c| check::expected_codes(c).map(drop),
+                            "200",
+                        ));
+                        hm.http_method = Some(HttpMethod::Get);
+                        if v11 {
+                            hm.http_version = Some(HttpVersion::Http11);
+                            hm.domain_name = check::domain_name(&domain).is_ok().then_some(domain);
+                        } else {
+                            hm.http_version = Some(HttpVersion::Http10);
+                        }
+                    }
+                    hm
+                },
+            )
+    }
+
+    fn address() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<std::net::Ipv4Addr>().prop_map(IpAddr::V4),
+            any::<std::net::Ipv6Addr>().prop_map(IpAddr::V6)
+        ]
+        .prop_map(|a| {
+            if check::member_address(a).is_ok() {
+                a
+            } else {
+                ip("192.0.2.1")
+            }
+        })
+    }
+
+    fn member_strategy(idx: usize) -> impl Strategy<Value = Member> {
+        (
+            address(),
+            1..=65535u16,
+            0..=256u16,
+            any::<bool>(),
+            proptest::option::of(address()),
+            proptest::option::of(1..=65535u16),
+            any::<bool>(),
+        )
+            .prop_map(move |(a, port, weight, backup, mon_a, mon_p, up)| {
+                let mut m = member(&format!("m{idx}"), a, port);
+                m.weight = weight;
+                m.backup = backup;
+                m.monitor_address = mon_a;
+                m.monitor_port = mon_p;
+                m.admin_state_up = up;
+                m
+            })
+    }
+
+    fn pool_strategy(id: &'static str) -> impl Strategy<Value = Pool> {
+        (
+            select(vec![
+                PoolProtocol::Http,
+                PoolProtocol::Proxy,
+                PoolProtocol::ProxyV2,
+                PoolProtocol::Tcp,
+            ]),
+            select(vec![
+                LbAlgorithm::RoundRobin,
+                LbAlgorithm::LeastConnections,
+                LbAlgorithm::SourceIp,
+                LbAlgorithm::SourceIpPort,
+            ]),
+            0..4usize,
+            text(WORD, 12),
+            proptest::option::of(monitor_strategy()),
+            proptest::collection::vec((0..100usize).prop_flat_map(member_strategy), 0..4),
+        )
+            .prop_map(
+                move |(protocol, alg, persistence, cookie, hm, mut members)| {
+                    for (i, m) in members.iter_mut().enumerate() {
+                        m.id = format!("{id}-m{i}");
+                    }
+                    let mut p = pool(id, protocol, alg, members);
+                    p.session_persistence = match persistence {
+                        1 => Some((SessionPersistenceType::SourceIp, None)),
+                        2 => Some((SessionPersistenceType::HttpCookie, None)),
+                        3 => Some((
+                            SessionPersistenceType::AppCookie,
+                            Some(accepted(cookie, check::fetch_key, "JSESSIONID")),
+                        )),
+                        _ => None,
+                    }
+                    .map(|(t, cookie_name)| SessionPersistence {
+                        persistence_type: t,
+                        cookie_name,
+                        persistence_timeout: None,
+                        persistence_granularity: None,
+                    });
+                    p.health_monitor = hm;
+                    p
+                },
+            )
+    }
+
+    fn cidr() -> impl Strategy<Value = ipnet::IpNet> {
+        prop_oneof![
+            (any::<std::net::Ipv4Addr>(), 0..=32u8)
+                .prop_map(|(a, l)| ipnet::IpNet::V4(ipnet::Ipv4Net::new(a, l).unwrap().trunc())),
+            (any::<std::net::Ipv6Addr>(), 0..=128u8)
+                .prop_map(|(a, l)| ipnet::IpNet::V6(ipnet::Ipv6Net::new(a, l).unwrap().trunc())),
+        ]
+    }
+
+    fn state_strategy() -> impl Strategy<Value = DesiredState> {
+        (
+            select(vec![ListenerProtocol::Http, ListenerProtocol::Tcp]),
+            proptest::option::of(1..=1_000_000u32),
+            proptest::array::uniform4(prop_oneof![0..=100_000u32, Just(check::MAX_TIMEOUT_MS)]),
+            proptest::collection::vec(cidr(), 0..=check::MAX_ALLOWED_CIDRS),
+            proptest::collection::vec((0..3usize).prop_flat_map(policy_strategy), 0..3),
+            pool_strategy("p1"),
+            pool_strategy("p2"),
+            proptest::collection::vec(address(), 0..3),
+        )
+            .prop_map(
+                |(protocol, limit, timeouts, cidrs, mut policies, p1, p2, extra)| {
+                    let mut s = base();
+                    s.pools = vec![p1, p2];
+                    let l = &mut s.listeners[0];
+                    l.protocol = protocol;
+                    l.connection_limit = limit;
+                    [
+                        l.timeout_client_data,
+                        l.timeout_member_connect,
+                        l.timeout_member_data,
+                        l.timeout_tcp_inspect,
+                    ] = timeouts;
+                    assert!(check::allowed_cidrs_count(cidrs.len()).is_ok());
+                    l.allowed_cidrs = cidrs;
+                    if protocol == ListenerProtocol::Http {
+                        // Octavia's listener/pool protocol map: HTTP, PROXY or PROXYV2 pools.
+                        for p in &mut s.pools {
+                            if p.protocol == PoolProtocol::Tcp {
+                                p.protocol = PoolProtocol::Http;
+                            }
+                        }
+                        for (i, p) in policies.iter_mut().enumerate() {
+                            p.id = format!("pol{i}");
+                            p.position = i as u32 + 1;
+                            if p.redirect_pool_id.is_some() {
+                                p.redirect_pool_id = Some("p2".into());
+                            }
+                        }
+                        l.l7_policies = policies;
+                    } else {
+                        // The API refuses L7 policies on TCP listeners; every pool protocol
+                        // generated here is allowed behind one.
+                    }
+                    // Additional VIPs of the VIP's family, like the API allows.
+                    s.additional_vips = extra.into_iter().filter(|a| a.is_ipv4()).collect();
+                    s
+                },
+            )
+    }
+
+    static HAPROXY_CHECKS: AtomicUsize = AtomicUsize::new(0);
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            // Bounded: about 10-30 ms of `haproxy -c` per case.
+            cases: 96,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn api_valid_states_pass_haproxy_check(s in state_strategy()) {
+            if let Err(e) = render_and_check(&s) {
+                prop_assert!(false, "an API-valid state was refused: {e}");
+            }
+            let n = HAPROXY_CHECKS.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_multiple_of(32) {
+                eprintln!("{n} API-valid states rendered and passed haproxy -c");
+            }
+        }
+    }
+}
