@@ -45,6 +45,18 @@ pub trait VipNetwork: Send + Sync + 'static {
         project_id: &str,
         request: &VipRequest,
     ) -> Result<Vip, String>;
+
+    /// The CIDR of `subnet_id` as `project_id` sees it, to check addresses the caller picks on
+    /// it (`additional_vips[].ip_address`). `Ok(None)`: this network cannot tell (the noop
+    /// network accepts any subnet id, as Octavia's noop driver does). Errors are client-facing
+    /// reasons (`Subnet <id> not found.`).
+    async fn subnet_cidr(
+        &self,
+        _project_id: &str,
+        _subnet_id: Uuid,
+    ) -> Result<Option<ipnet::IpNet>, String> {
+        Ok(None)
+    }
 }
 
 /// Accepts any well-formed ids, like Octavia's noop network driver, and picks an address in

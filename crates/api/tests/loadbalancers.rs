@@ -2,6 +2,8 @@ use serde_json::json;
 
 use crate::util::*;
 
+const LBS: &str = "/v2/lbaas/loadbalancers";
+
 #[tokio::test]
 async fn create_show_update_delete() {
     let app = App::new().await;
@@ -268,4 +270,83 @@ async fn fully_populated_create() {
     app.post("/v2/lbaas/loadbalancers", json!({"loadbalancer": {"vip_subnet_id": SUBNET, "listeners": [{"protocol": "HTTP", "protocol_port": 80, "default_pool": {"name": "nope"}}]}}))
         .await
         .fault(400, "Pool 'nope' was referenced but no full definition was found.");
+}
+
+/// A VIP network that knows one subnet, 198.18.4.0/24 (the noop network knows none).
+struct OneSubnet;
+
+const KNOWN_SUBNET: &str = "5b0d1f5e-8e1a-4c7f-9f43-0b7a1f1d2c3e";
+
+#[async_trait::async_trait]
+impl klb_api::provider::VipNetwork for OneSubnet {
+    async fn allocate_vip(
+        &self,
+        lb_id: uuid::Uuid,
+        project_id: &str,
+        request: &klb_api::provider::VipRequest,
+    ) -> Result<klb_api::provider::Vip, String> {
+        klb_api::provider::NoopNetwork
+            .allocate_vip(lb_id, project_id, request)
+            .await
+    }
+
+    async fn subnet_cidr(
+        &self,
+        _project_id: &str,
+        subnet_id: uuid::Uuid,
+    ) -> Result<Option<ipnet::IpNet>, String> {
+        if subnet_id.to_string() == KNOWN_SUBNET || subnet_id.to_string() == SUBNET {
+            Ok(Some("198.18.4.0/24".parse().unwrap()))
+        } else {
+            Err(format!("Subnet {subnet_id} not found."))
+        }
+    }
+}
+
+/// Issue 11 §6: an additional VIP's address must be inside its subnet, not the VIP itself,
+/// and not a reserved address (it ends up in every listener's `bind` lines).
+#[tokio::test]
+async fn additional_vip_addresses_are_checked_against_their_subnet() {
+    let app = App::new_with(|mut s| {
+        s.network = std::sync::Arc::new(OneSubnet);
+        s
+    })
+    .await;
+    let lb = |ip: &str, subnet: &str| {
+        json!({"loadbalancer": {"vip_subnet_id": SUBNET, "vip_address": "198.18.4.10",
+            "additional_vips": [{"subnet_id": subnet, "ip_address": ip}]}})
+    };
+    app.post(LBS, lb("8.8.8.8", KNOWN_SUBNET)).await.fault(
+        400,
+        &format!(
+            "Validation failure: Additional VIP address 8.8.8.8 is not in subnet {KNOWN_SUBNET} (198.18.4.0/24)."
+        ),
+    );
+    app.post(LBS, lb("198.18.4.10", KNOWN_SUBNET)).await.fault(
+        400,
+        "Additional VIP address 198.18.4.10 is the VIP address.",
+    );
+    app.post(LBS, lb("::ffff:198.18.4.10", KNOWN_SUBNET))
+        .await
+        .fault(400, "is the VIP address.");
+    app.post(LBS, lb("127.0.0.1", KNOWN_SUBNET))
+        .await
+        .fault(400, "is a reserved address");
+    app.post(
+        LBS,
+        lb("198.18.4.11", "0d6f1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"),
+    )
+    .await
+    .fault(
+        400,
+        "Subnet 0d6f1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b not found.",
+    );
+    let ok = app
+        .post(LBS, lb("198.18.4.11", KNOWN_SUBNET))
+        .await
+        .expect(201);
+    assert_eq!(
+        ok["loadbalancer"]["additional_vips"][0]["ip_address"],
+        "198.18.4.11"
+    );
 }

@@ -735,6 +735,19 @@ impl VipNetwork for OpenStackVipNetwork {
             network_id: uuid(&vip.network_id)?,
         })
     }
+
+    async fn subnet_cidr(
+        &self,
+        _project_id: &str,
+        subnet_id: Uuid,
+    ) -> Result<Option<ipnet::IpNet>, String> {
+        let id = subnet_id.to_string();
+        match klb_cloud::Network::find_subnet(&self.cloud, &id).await {
+            Ok(Some(subnet)) => Ok(Some(subnet.cidr)),
+            Ok(None) => Err(format!("Subnet {id} not found.")),
+            Err(e) => Err(format!("Could not read subnet {id}: {e}")),
+        }
+    }
 }
 
 async fn start_fake(
@@ -837,6 +850,15 @@ impl VipNetwork for FakeVipNetwork {
         vip.network_id = self.network_id;
         vip.subnet_id = self.subnet_id;
         Ok(vip)
+    }
+
+    async fn subnet_cidr(
+        &self,
+        _project_id: &str,
+        subnet_id: Uuid,
+    ) -> Result<Option<ipnet::IpNet>, String> {
+        // Other subnet ids are accepted unchecked, as by the noop network.
+        Ok((subnet_id == self.subnet_id).then(|| "198.19.0.0/20".parse().expect("constant CIDR")))
     }
 }
 
@@ -965,5 +987,16 @@ impl VipNetwork for LocalVipNetwork {
             subnet_id: plan::VIP_SUBNET_ID,
             network_id: plan::VIP_NETWORK_ID,
         })
+    }
+
+    async fn subnet_cidr(
+        &self,
+        _project_id: &str,
+        subnet_id: Uuid,
+    ) -> Result<Option<ipnet::IpNet>, String> {
+        if subnet_id != plan::VIP_SUBNET_ID {
+            return Err(format!("Subnet {subnet_id} not found."));
+        }
+        Ok(Some(ipnet::IpNet::V4(self.plan.vip_subnet)))
     }
 }

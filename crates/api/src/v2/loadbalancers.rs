@@ -1,5 +1,7 @@
 //! `/v2/loadbalancers` (octavia-api.md §1).
 
+use std::net::IpAddr;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -272,11 +274,23 @@ pub async fn create(
     let listeners = obj.objects("listeners")?.opt().unwrap_or_default();
     let pools = obj.objects("pools")?.opt().unwrap_or_default();
     let id = Uuid::new_v4();
+    // Before the VIP is reserved, so a refusal leaves nothing behind in the cloud.
+    check_additional_vips(&state, &project_id, request.address, &additional_vips).await?;
     let vip = state
         .network
         .allocate_vip(id, &project_id, &request)
         .await
         .map_err(ApiError::BadRequest)?;
+    let same = |a: IpAddr| a.to_canonical() == vip.address.to_canonical();
+    if additional_vips
+        .iter()
+        .any(|v| v.ip_address.is_some_and(same))
+    {
+        return Err(ApiError::validation(format!(
+            "Additional VIP address {} is the VIP address.",
+            vip.address
+        )));
+    }
     let lb = LoadBalancer {
         id,
         project_id,
@@ -315,6 +329,40 @@ pub async fn create(
         m.insert("pools".into(), Value::Array(graph.render_pools()));
     }
     Ok(reply(StatusCode::CREATED, "loadbalancer", Value::Object(m)))
+}
+
+/// Issue 11 §6: an additional VIP's address ends up in every listener's `bind` lines, so it
+/// must be on the subnet it names, not the VIP itself, and not a reserved address.
+async fn check_additional_vips(
+    state: &AppState,
+    project_id: &str,
+    vip: Option<IpAddr>,
+    additional: &[AdditionalVip],
+) -> ApiResult<()> {
+    for v in additional {
+        let Some(ip) = v.ip_address else { continue };
+        if vip.is_some_and(|vip| ip.to_canonical() == vip.to_canonical()) {
+            return Err(ApiError::validation(format!(
+                "Additional VIP address {ip} is the VIP address."
+            )));
+        }
+        validate::member_address(ip)
+            .map_err(|e| ApiError::validation(format!("Additional VIP address {ip} {e}.")))?;
+        let cidr = state
+            .network
+            .subnet_cidr(project_id, v.subnet_id)
+            .await
+            .map_err(ApiError::BadRequest)?;
+        if let Some(cidr) = cidr
+            && !cidr.contains(&ip.to_canonical())
+        {
+            return Err(ApiError::validation(format!(
+                "Additional VIP address {ip} is not in subnet {} ({cidr}).",
+                v.subnet_id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// PUT /v2/loadbalancers/{id}
