@@ -228,10 +228,12 @@ impl regex_syntax::ast::Visitor for PcreSubset {
                 GroupKind::NonCapturing(f) => Some(f),
                 _ => None,
             },
-            // PCRE2: "quantifier does not follow a repeatable item" (`^{2}`, `\b+`).
+            // PCRE2: "quantifier does not follow a repeatable item" (`^{2}`, `\b+`, `a*{2}`).
             Ast::Repetition(r) => {
                 return match *r.ast {
-                    Ast::Assertion(_) | Ast::Empty(_) | Ast::Flags(_) => Err(Invalid::Regex),
+                    Ast::Assertion(_) | Ast::Empty(_) | Ast::Flags(_) | Ast::Repetition(_) => {
+                        Err(Invalid::Regex)
+                    }
                     _ => Ok(()),
                 };
             }

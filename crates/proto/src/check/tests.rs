@@ -86,6 +86,8 @@ fn regexes_must_compile_and_not_be_empty() {
             r"\b+",
             "$*",
             "a(?i){2}",
+            ".*{2}",
+            "a+{1,3}",
             r"[\x{41}-\x{5a}]",
         ],
     );

@@ -1297,9 +1297,80 @@ mod api_valid {
         ]
     }
 
+    /// Certificates are expensive to generate: one TLS base state for all cases.
+    static TLS_BASE: std::sync::LazyLock<DesiredState> = std::sync::LazyLock::new(tls_state);
+
+    /// TLS and header settings of a listener, applied where its protocol allows them.
+    #[derive(Debug, Clone)]
+    struct ListenerExtras {
+        insert_headers: Vec<(&'static str, bool)>,
+        hsts: Option<(u32, bool, bool)>,
+        versions: Vec<TlsVersion>,
+        alpn: Vec<AlpnProtocol>,
+        client_auth: ClientAuthentication,
+    }
+
+    fn extras_strategy() -> impl Strategy<Value = ListenerExtras> {
+        (
+            proptest::collection::vec(
+                (
+                    select(vec![
+                        "X-Forwarded-For",
+                        "X-Forwarded-Port",
+                        "X-Forwarded-Proto",
+                        "X-Forwarded-IP",
+                        "X-Client-IP",
+                        "X-Real-IP",
+                        "X-SSL-Client-Verify",
+                        "X-SSL-Client-Has-Cert",
+                        "X-SSL-Client-DN",
+                        "X-SSL-Client-CN",
+                        "X-SSL-Issuer",
+                        "X-SSL-Client-SHA1",
+                        "X-SSL-Client-Not-Before",
+                        "X-SSL-Client-Not-After",
+                    ]),
+                    any::<bool>(),
+                ),
+                0..5,
+            ),
+            proptest::option::of((0..=u32::MAX / 2, any::<bool>(), any::<bool>())),
+            proptest::sample::subsequence(vec![TlsVersion::TlsV1_2, TlsVersion::TlsV1_3], 0..=2),
+            proptest::sample::subsequence(
+                vec![AlpnProtocol::H2, AlpnProtocol::Http11, AlpnProtocol::Http10],
+                0..=3,
+            ),
+            select(vec![
+                ClientAuthentication::None,
+                ClientAuthentication::Optional,
+                ClientAuthentication::Mandatory,
+            ]),
+        )
+            .prop_map(|(insert_headers, hsts, versions, alpn, client_auth)| {
+                ListenerExtras {
+                    insert_headers,
+                    hsts,
+                    versions,
+                    alpn,
+                    client_auth,
+                }
+            })
+    }
+
+    /// `klb_model::validate::insert_header_key` (klb-agent cannot depend on klb-model): the
+    /// forwarding headers on HTTP and TERMINATED_HTTPS, the X-SSL ones on the latter only.
+    fn insert_header_allowed(tls: bool, key: &str) -> bool {
+        !key.starts_with("X-SSL-") || tls
+    }
+
     fn state_strategy() -> impl Strategy<Value = DesiredState> {
         (
-            select(vec![ListenerProtocol::Http, ListenerProtocol::Tcp]),
+            select(vec![
+                ListenerProtocol::Http,
+                ListenerProtocol::Tcp,
+                ListenerProtocol::TerminatedHttps,
+            ]),
+            extras_strategy(),
             proptest::option::of(1..=1_000_000u32),
             proptest::array::uniform4(prop_oneof![0..=100_000u32, Just(check::MAX_TIMEOUT_MS)]),
             proptest::collection::vec(cidr(), 0..=check::MAX_ALLOWED_CIDRS),
@@ -1309,11 +1380,34 @@ mod api_valid {
             proptest::collection::vec(address(), 0..3),
         )
             .prop_map(
-                |(protocol, limit, timeouts, cidrs, mut policies, p1, p2, extra)| {
-                    let mut s = base();
+                |(protocol, extras, limit, timeouts, cidrs, mut policies, p1, p2, extra)| {
+                    let tls = protocol == ListenerProtocol::TerminatedHttps;
+                    let mut s = if tls { TLS_BASE.clone() } else { base() };
                     s.pools = vec![p1, p2];
                     let l = &mut s.listeners[0];
                     l.protocol = protocol;
+                    if protocol != ListenerProtocol::Tcp {
+                        l.insert_headers = extras
+                            .insert_headers
+                            .iter()
+                            .filter(|(k, _)| insert_header_allowed(tls, k))
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect();
+                    }
+                    if tls {
+                        if let Some((age, sub, preload)) = extras.hsts {
+                            l.hsts_max_age = Some(age);
+                            l.hsts_include_subdomains = sub;
+                            l.hsts_preload = preload;
+                        }
+                        l.tls_versions = extras.versions.clone();
+                        l.alpn_protocols = extras.alpn.clone();
+                        l.tls_ciphers = Some("ECDHE-RSA-AES128-GCM-SHA256:!aNULL".into());
+                        if extras.client_auth != ClientAuthentication::None {
+                            l.client_ca_certificate_id = Some("ca".into());
+                            l.client_authentication = extras.client_auth;
+                        }
+                    }
                     l.connection_limit = limit;
                     [
                         l.timeout_client_data,
@@ -1323,7 +1417,7 @@ mod api_valid {
                     ] = timeouts;
                     assert!(check::allowed_cidrs_count(cidrs.len()).is_ok());
                     l.allowed_cidrs = cidrs;
-                    if protocol == ListenerProtocol::Http {
+                    if protocol != ListenerProtocol::Tcp {
                         // Octavia's listener/pool protocol map: HTTP, PROXY or PROXYV2 pools.
                         for p in &mut s.pools {
                             if p.protocol == PoolProtocol::Tcp {
