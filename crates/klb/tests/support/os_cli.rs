@@ -37,6 +37,19 @@ pub fn os(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// `openstack ... -f json`, `Null` on any failure (cleanup code must not panic in a drop).
+pub fn os_try(args: &[&str]) -> Value {
+    admin(&mut Command::new(format!("{KIT}/venv/bin/openstack")))
+        .args(args)
+        .args(["-f", "json"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+        .unwrap_or(Value::Null)
+}
+
 /// `openstack ...`, ignoring the outcome (cleanup).
 pub fn os_quiet(args: &[&str]) {
     let _ = admin(&mut Command::new(format!("{KIT}/venv/bin/openstack")))
@@ -122,7 +135,7 @@ pub fn rules_of(sg: &str) -> Vec<String> {
 /// leftovers; a passing test asserts there are none before this runs).
 pub fn purge_lb(lb_id: &str) {
     let tag = format!("klb-lb-{lb_id}");
-    let servers = os(&["server", "list", "--all-projects", "--tags", &tag]);
+    let servers = os_try(&["server", "list", "--all-projects", "--tags", &tag]);
     for s in servers.as_array().into_iter().flatten() {
         if let Some(id) = s["ID"].as_str() {
             os_quiet(&["server", "delete", "--wait", id]);
@@ -139,7 +152,7 @@ pub fn purge_lb(lb_id: &str) {
             vec!["server", "group", "delete"],
         ),
     ] {
-        for item in os(&list).as_array().into_iter().flatten() {
+        for item in os_try(&list).as_array().into_iter().flatten() {
             if item["Name"].as_str().unwrap_or("").contains(lb_id)
                 && let Some(id) = item["ID"].as_str()
             {
@@ -150,7 +163,7 @@ pub fn purge_lb(lb_id: &str) {
         }
     }
     // Aodh has no CLI in the kit's venv: its API with an admin token.
-    let token = os(&["token", "issue"])["id"]
+    let token = os_try(&["token", "issue"])["id"]
         .as_str()
         .unwrap_or("")
         .to_owned();
