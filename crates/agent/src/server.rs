@@ -540,7 +540,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Serves the API over mutual TLS on `listener` until `shutdown` turns true (then finishes
-/// in-flight requests for up to 5 s).
+/// in-flight requests for up to 5 s). The TLS handshake and each request head must arrive in
+/// time and the open connections are bounded (`klb_http::Limits::AGENT`), so stalled clients
+/// on the management network cannot keep the control plane out.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -549,23 +551,22 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let app = router(agent, auth);
-    let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(
-        listener,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    )
-    .map_err(AgentError::Serve)?
-    .handle(handle.clone());
-    tokio::spawn(async move {
+    listener.set_nonblocking(true).map_err(AgentError::Serve)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(AgentError::Serve)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshake = move |stream: tokio::net::TcpStream| {
+        let acceptor = acceptor.clone();
+        async move { acceptor.accept(stream).await }
+    };
+    let stop = async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
             }
         }
-        handle.graceful_shutdown(Some(Duration::from_secs(5)));
-    });
-    server
-        .serve(app.into_make_service())
+    };
+    let limits = klb_http::Limits::AGENT.fit_descriptors(klb_http::soft_nofile(), 256);
+    klb_http::serve_with(listener, handshake, app, limits, stop)
         .await
         .map_err(AgentError::Serve)
 }

@@ -260,15 +260,15 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback_service(rewritten)
 }
 
-/// Serves `router(state)` on `listener` until `shutdown` resolves (in-flight requests finish).
+/// Serves `router(state)` on `listener` until `shutdown` resolves, with the API's limits
+/// (header-read and idle timeouts, a connection limit: see `klb-http`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = klb_http::Limits::API.fit_descriptors(klb_http::soft_nofile(), 256);
+    klb_http::serve(listener, router(state), limits, shutdown).await
 }
 
 /// `/v2.0/...`, `/v2/lbaas/...`, `/v2.0/lbaas/...` → `/v2/...`; a `.json` suffix and a

@@ -275,11 +275,11 @@ impl ControlPlane {
         })?;
         let app = extra.merge(klb_api::router(state));
         let shutdown = wait_stop(stop_rx.clone());
+        // Header/idle timeouts and a connection limit: slow or stalled clients cannot hold
+        // every descriptor (issue 11 §3).
+        let limits = klb_http::Limits::API.fit_descriptors(klb_http::soft_nofile(), 1024);
         tasks.push(tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(err) = klb_http::serve(listener, app, limits, shutdown).await {
                 tracing::error!(error = %err, "API server failed");
             }
         }));
@@ -414,11 +414,9 @@ async fn start_health(
         scale_out_cooldown,
     ));
     let shutdown = wait_stop(stop_rx.clone());
+    let limits = klb_http::Limits::INTERNAL.fit_descriptors(klb_http::soft_nofile(), 1024);
     tasks.push(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        if let Err(err) = klb_http::serve(listener, app, limits, shutdown).await {
             tracing::error!(error = %err, "heartbeat receiver failed");
         }
     }));

@@ -277,3 +277,52 @@ async fn basic_auth_on_top_of_mtls() {
         assert!(!printed.contains("correct horse"), "{printed}");
     }
 }
+
+/// Issue 11 §3: stalled TLS handshakes (connections that send nothing, or half a
+/// ClientHello) do not keep the control plane out, and are dropped after the handshake
+/// timeout.
+#[tokio::test]
+async fn stalled_handshakes_do_not_lock_out_the_control_plane() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const STALLED: usize = 300;
+    let pki = Pki::new();
+    let served = serve(
+        &pki,
+        Arc::new(FakeProxy::default()),
+        None,
+        None,
+        Duration::ZERO,
+    );
+    let mut stalled = Vec::with_capacity(STALLED);
+    for i in 0..STALLED {
+        let mut s = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+        if i % 2 == 0 {
+            // The first bytes of a TLS record header and ClientHello, then silence.
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                .await
+                .unwrap();
+        }
+        stalled.push(s);
+    }
+    let client = pki.client(None);
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(2), client.status(served.addr))
+            .await
+            .expect("answered within 2 s despite the stalled handshakes")
+            .unwrap();
+        assert_eq!(status.status.version, None);
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+    // The handshake timeout (5 s) closes every stalled connection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for s in &mut stalled {
+        let mut buf = [0u8; 64];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!("{n} unexpected bytes on a stalled handshake"),
+            Err(_) => panic!("a stalled handshake was still open after 15 s"),
+        }
+    }
+}
