@@ -104,8 +104,13 @@ impl AgentClient {
     /// Builds the client (mTLS with klb's CA only).
     pub fn new(config: AgentClientConfig) -> Result<AgentClient, ClientError> {
         let tls = tls::client_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
+        // Agents close keep-alive connections idle for longer than their head timeout
+        // (`klb_http::Limits::AGENT`): drop them from the pool well before that, so a push
+        // never goes out on a connection the agent is closing.
+        let idle = klb_http::Limits::AGENT.header_read_timeout / 2;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
+            .pool_idle_timeout(idle)
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .no_proxy()

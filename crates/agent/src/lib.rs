@@ -84,7 +84,13 @@ fn heartbeat_client(
     url: &str,
     read: &dyn Fn(&std::path::Path) -> Result<String, AgentError>,
 ) -> Result<reqwest::Client, AgentError> {
-    let mut builder = reqwest::Client::builder().no_proxy();
+    // The receiver closes a keep-alive connection after 5 s idle (`klb_http::Limits::INTERNAL`),
+    // the default period is 5 s: never reuse a connection that old, or a heartbeat may go out
+    // on a connection the receiver is closing.
+    let idle = klb_http::Limits::INTERNAL.header_read_timeout / 2;
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .pool_idle_timeout(idle);
     if url.starts_with("https://") {
         let tls = tls::client_config(
             &read(&config.tls.ca_cert)?,
