@@ -565,7 +565,7 @@ pub async fn serve(
             }
         }
     };
-    let limits = klb_http::Limits::AGENT.fit_descriptors(klb_http::soft_nofile(), 256);
+    let limits = klb_http::Limits::AGENT;
     klb_http::serve_with(listener, handshake, app, limits, stop)
         .await
         .map_err(AgentError::Serve)

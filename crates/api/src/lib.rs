@@ -267,8 +267,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = klb_http::Limits::API.fit_descriptors(klb_http::soft_nofile(), 256);
-    klb_http::serve(listener, router(state), limits, shutdown).await
+    klb_http::serve(listener, router(state), klb_http::Limits::API, shutdown).await
 }
 
 /// `/v2.0/...`, `/v2/lbaas/...`, `/v2.0/lbaas/...` → `/v2/...`; a `.json` suffix and a

@@ -277,7 +277,7 @@ impl ControlPlane {
         let shutdown = wait_stop(stop_rx.clone());
         // Header/idle timeouts and a connection limit: slow or stalled clients cannot hold
         // every descriptor (issue 11 §3).
-        let limits = klb_http::Limits::API.fit_descriptors(klb_http::soft_nofile(), 1024);
+        let limits = klb_http::Limits::API;
         tasks.push(tokio::spawn(async move {
             if let Err(err) = klb_http::serve(listener, app, limits, shutdown).await {
                 tracing::error!(error = %err, "API server failed");
@@ -414,7 +414,7 @@ async fn start_health(
         scale_out_cooldown,
     ));
     let shutdown = wait_stop(stop_rx.clone());
-    let limits = klb_http::Limits::INTERNAL.fit_descriptors(klb_http::soft_nofile(), 1024);
+    let limits = klb_http::Limits::INTERNAL;
     tasks.push(tokio::spawn(async move {
         if let Err(err) = klb_http::serve(listener, app, limits, shutdown).await {
             tracing::error!(error = %err, "heartbeat receiver failed");

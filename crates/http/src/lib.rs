@@ -10,7 +10,9 @@
 //! - the request head must arrive within [`Limits::header_read_timeout`]; hyper starts this
 //!   timer whenever the connection waits for a head, so it also closes idle keep-alive
 //!   connections;
-//! - at most [`Limits::max_connections`] connections are open; one more is accepted and closed
+//! - the soft descriptor limit is raised to the hard one, and at most
+//!   [`Limits::max_connections`] connections (fewer if the descriptors do not allow them)
+//!   are open; one more is accepted and closed
 //!   at once (the client sees a reset now instead of waiting in the backlog behind stalled
 //!   connections), and accept errors (`EMFILE`) back off instead of spinning;
 //! - on shutdown the listener closes, open connections finish their request and close, and
@@ -46,6 +48,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// On shutdown, how long open connections may take to finish.
     pub shutdown_grace: Duration,
+    /// Descriptors kept for everything else (store, files, outgoing calls): the server raises
+    /// the soft descriptor limit to the hard one, then lowers `max_connections` to fit
+    /// ([`Limits::fit_descriptors`]).
+    pub reserve_descriptors: u64,
 }
 
 impl Limits {
@@ -57,6 +63,7 @@ impl Limits {
         handshake_timeout: Duration::from_secs(10),
         max_connections: 4096,
         shutdown_grace: Duration::from_secs(10),
+        reserve_descriptors: 1024,
     };
 
     /// The heartbeat receiver and alarm webhook: LB VMs and the alarm evaluator, each sending
@@ -66,6 +73,7 @@ impl Limits {
         handshake_timeout: Duration::from_secs(5),
         max_connections: 1024,
         shutdown_grace: Duration::from_secs(5),
+        reserve_descriptors: 256,
     };
 
     /// The LB VM agent: only the control plane calls it, over mTLS, but anyone on the
@@ -76,17 +84,38 @@ impl Limits {
         handshake_timeout: Duration::from_secs(5),
         max_connections: 1024,
         shutdown_grace: Duration::from_secs(5),
+        reserve_descriptors: 256,
     };
 
     /// These limits with `max_connections` lowered so the open connections fit in the
-    /// process's descriptor limit with `reserve` descriptors to spare (store, files, clients).
+    /// process's descriptor limit with `reserve` descriptors to spare (store, files, clients;
+    /// at most half the limit is reserved).
     pub fn fit_descriptors(mut self, soft_nofile: Option<u64>, reserve: u64) -> Limits {
         if let Some(nofile) = soft_nofile {
+            let reserve = reserve.min(nofile / 2);
             let fit = usize::try_from(nofile.saturating_sub(reserve)).unwrap_or(usize::MAX);
             self.max_connections = self.max_connections.min(fit.max(16));
         }
         self
     }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (systemd and most shells start services
+/// at 1,024, far below what a server with a connection limit of thousands needs; the hard
+/// limit is the administrator's choice). Returns the soft limit now in force.
+pub fn raise_nofile_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(err) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %err, "cannot raise the descriptor limit to the hard limit");
+        }
+    }
+    soft_nofile()
 }
 
 /// The soft `RLIMIT_NOFILE` of this process (from `/proc/self/limits`), if readable.
@@ -124,6 +153,7 @@ where
     F: Future<Output = io::Result<IO>> + Send + 'static,
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let limits = limits.fit_descriptors(raise_nofile_limit(), limits.reserve_descriptors);
     let max = limits.max_connections.max(1);
     let permits = Arc::new(Semaphore::new(max));
     let (closing_tx, closing_rx) = watch::channel(false);

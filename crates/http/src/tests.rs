@@ -13,6 +13,7 @@ const FAST: Limits = Limits {
     handshake_timeout: Duration::from_millis(300),
     max_connections: 4,
     shutdown_grace: Duration::from_secs(2),
+    reserve_descriptors: 0,
 };
 
 struct Server {
@@ -181,9 +182,14 @@ fn connection_limit_fits_the_descriptor_limit() {
     assert_eq!(Limits::API.fit_descriptors(None, 256).max_connections, 4096);
     assert_eq!(
         Limits::API.fit_descriptors(Some(100), 256).max_connections,
+        50
+    );
+    assert_eq!(
+        Limits::API.fit_descriptors(Some(20), 256).max_connections,
         16
     );
-    assert!(soft_nofile().is_some_and(|n| n > 0));
+    let before = soft_nofile().unwrap();
+    assert!(raise_nofile_limit().is_some_and(|n| n >= before));
 }
 
 #[tokio::test]
