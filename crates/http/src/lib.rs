@@ -18,7 +18,9 @@
 //! - on shutdown the listener closes, open connections finish their request and close, and
 //!   after [`Limits::shutdown_grace`] the rest are dropped.
 //!
-//! Request bodies are bounded by each router (`DefaultBodyLimit`).
+//! - a request body must arrive within [`Limits::body_read_timeout`] of its head.
+//!
+//! Request body sizes are bounded by each router (`DefaultBodyLimit`).
 //!
 //! **Invariant:** no klb dependency, so the agent can use it and still ship alone.
 
@@ -42,6 +44,9 @@ pub struct Limits {
     /// connection starts waiting for it: after accept, and after each response on a
     /// keep-alive connection (so it is the idle timeout too).
     pub header_read_timeout: Duration,
+    /// Time for a request's body to arrive, counted from its complete head: a client that
+    /// trickles a body cannot hold a connection (and the buffered part of the body) longer.
+    pub body_read_timeout: Duration,
     /// Time for the TLS handshake (servers with a handshake only).
     pub handshake_timeout: Duration,
     /// Open connections at most; one more is closed right after accept.
@@ -60,6 +65,7 @@ impl Limits {
     /// request head on any network that can use the API.
     pub const API: Limits = Limits {
         header_read_timeout: Duration::from_secs(10),
+        body_read_timeout: Duration::from_secs(30),
         handshake_timeout: Duration::from_secs(10),
         max_connections: 4096,
         shutdown_grace: Duration::from_secs(10),
@@ -70,6 +76,7 @@ impl Limits {
     /// a small request every few seconds.
     pub const INTERNAL: Limits = Limits {
         header_read_timeout: Duration::from_secs(5),
+        body_read_timeout: Duration::from_secs(10),
         handshake_timeout: Duration::from_secs(5),
         max_connections: 1024,
         shutdown_grace: Duration::from_secs(5),
@@ -81,6 +88,7 @@ impl Limits {
     /// (each costs a socket and a few KiB until its timeout) beside the control plane's.
     pub const AGENT: Limits = Limits {
         header_read_timeout: Duration::from_secs(10),
+        body_read_timeout: Duration::from_secs(60),
         handshake_timeout: Duration::from_secs(5),
         max_connections: 1024,
         shutdown_grace: Duration::from_secs(5),
@@ -217,7 +225,9 @@ where
             };
             let service = TowerToHyperService::new(tower::ServiceExt::map_request(
                 app,
-                |req: hyper::Request<Incoming>| req.map(axum::body::Body::new),
+                move |req: hyper::Request<Incoming>| {
+                    req.map(|body| with_deadline(body, limits.body_read_timeout))
+                },
             ));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -252,6 +262,64 @@ where
         );
     }
     Ok(())
+}
+
+/// A request body that fails once `timeout` has passed (bodies known to be empty are passed
+/// as they are).
+fn with_deadline(body: Incoming, timeout: Duration) -> axum::body::Body {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return axum::body::Body::new(body);
+    }
+    axum::body::Body::new(DeadlineBody {
+        inner: body,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+    })
+}
+
+/// See [`with_deadline`].
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error a [`DeadlineBody`] ends with.
+#[derive(Debug)]
+struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body timed out")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The most of a request head [`read_head`] buffers before handing the connection to hyper

@@ -10,6 +10,7 @@ use super::*;
 
 const FAST: Limits = Limits {
     header_read_timeout: Duration::from_millis(300),
+    body_read_timeout: Duration::from_millis(500),
     handshake_timeout: Duration::from_millis(300),
     max_connections: 4,
     shutdown_grace: Duration::from_secs(2),
@@ -222,6 +223,40 @@ async fn a_head_in_pieces_and_a_body_are_served() {
         .unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with("got hello"), "{out}");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_trickled_body_fails_after_the_body_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/echo",
+        axum::routing::post(|body: String| async move { format!("got {body}") }),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, app, FAST, async {
+        let _ = stopped.await;
+    }));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut out = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut out))
+        .await
+        .expect("answered once the body timed out")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out[..n]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(closed_after(&mut s, Duration::from_secs(3)).await.is_some());
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }

@@ -319,8 +319,11 @@ impl LocalCloud {
             core: Mutex::new(Core { lab, st }),
             pps: Arc::new(Mutex::new(None)),
             evaluators: Mutex::new(BTreeMap::new()),
+            // The webhook closes keep-alive connections idle for 5 s (klb-http's INTERNAL
+            // limits): never reuse one that old.
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .map_err(|e| LocalError::Invalid(format!("HTTP client: {e}")))?,
         });
