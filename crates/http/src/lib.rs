@@ -20,7 +20,9 @@
 //!
 //! - a request body must arrive within [`Limits::body_read_timeout`] of its head.
 //!
-//! Request body sizes are bounded by each router (`DefaultBodyLimit`).
+//! Request body sizes are bounded by each router (`DefaultBodyLimit`). HTTP/1.1 only: every
+//! client of these listeners (OpenStack SDKs and CLIs, reqwest in klb) speaks it, and
+//! `axum::serve`'s cleartext HTTP/2 was never used.
 //!
 //! **Invariant:** no klb dependency, so the agent can use it and still ship alone.
 
