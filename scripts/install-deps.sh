@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need=()
-for pkg in haproxy frr frr-pythontools postgresql iproute2 iptables socat curl openssl python3-venv ca-certificates; do
+for pkg in haproxy frr frr-pythontools postgresql iproute2 iptables socat curl openssl python3-venv ca-certificates sqlite3; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

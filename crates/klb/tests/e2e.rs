@@ -85,6 +85,13 @@ async fn lb_lifecycle_on_the_local_cloud() {
         klb_control::demo::run(&plane, &options),
     )
     .await;
+    // Each create step's time, next to the openstack driver's (BENCHMARKS.md); read before
+    // the stop removes the lab's directory and the state in it.
+    let times = support::step_times(&state_dir, "create_lb");
+    println!(
+        "{}",
+        support::step_table("local cloud: LB create → ACTIVE", &times)
+    );
     plane.stop().await.expect("control plane stops");
 
     // Nothing left behind: no namespace with our prefix, no process in them.

@@ -25,7 +25,7 @@ use klb_openstack::{Call, Credentials, Method, ServiceType, Session, SessionConf
 use serde_json::{Value, json};
 use support::os_cli::{AUTH_URL, LbLeftovers, Nets, id_of, network, os, rules_of};
 use support::standin::{StandIn, StandInConfig};
-use support::{cannot_run_as_root, free_port, serve, wait_up};
+use support::{cannot_run_as_root, free_port, serve, step_table, step_times, wait_up};
 use tokio::sync::Mutex;
 
 const KLB: &str = env!("CARGO_BIN_EXE_klb");
@@ -734,6 +734,51 @@ async fn lb_on_openstack_serves_fails_over_and_scales_with_a_real_data_plane() {
             .contains(&lb_id),
         "server group left"
     );
+
+    // A clean create (no crash) for BENCHMARKS.md: API POST → ACTIVE and each step's time.
+    let t = Instant::now();
+    let (code, body) = api
+        .call(
+            Method::POST,
+            "/v2/lbaas/loadbalancers",
+            Some(&tenant),
+            Some(json!({"loadbalancer": {"vip_subnet_id": vip_subnet, "name": "timed"}})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let timed = body["loadbalancer"]["id"].as_str().unwrap().to_owned();
+    let _timed_leftovers = LbLeftovers(Some(timed.clone()));
+    api.wait_status(&tenant, &timed, "ACTIVE", Duration::from_secs(120))
+        .await;
+    let took = t.elapsed();
+    let times = step_times(&state, "create_lb");
+    println!(
+        "{}",
+        step_table(
+            &format!("openstack driver: LB create → ACTIVE {took:?} (API)"),
+            &times
+        )
+    );
+    assert!(
+        times.0.iter().any(|(s, _)| s == "wait_agents_up"),
+        "step times read: {times:?}"
+    );
+    let (code, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v2/lbaas/loadbalancers/{timed}"),
+            Some(&tenant),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !servers_of(&admin, &timed).await.is_empty() || !ports_of(&admin, &timed).await.is_empty()
+    {
+        assert!(Instant::now() < deadline, "timed LB not removed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     let deadline = Instant::now() + Duration::from_secs(10);
     while !standin.guests().await.is_empty() {
         assert!(Instant::now() < deadline, "guest namespaces left");

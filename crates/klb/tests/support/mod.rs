@@ -117,3 +117,53 @@ pub fn serve(config: &Path, state: &Path, log: &str) -> Guard {
             .expect("klb serve starts"),
     )
 }
+
+/// Wall time of each step of the last completed flow run of `kind` in the flow database of a
+/// control plane on SQLite (`<state dir>/flows.db`; first start to last finish of the step, so
+/// a waiting step's polls and pauses count), as `(step, ms)` in step order, and the run's
+/// total. Reads with the `sqlite3` CLI.
+pub fn step_times(state_dir: &Path, kind: &str) -> (Vec<(String, i64)>, i64) {
+    let db = state_dir.join("flows.db");
+    let sql = format!(
+        "WITH run AS (SELECT id FROM flow_runs WHERE kind = '{kind}' AND state = 'completed' \
+         ORDER BY seq DESC LIMIT 1) \
+         SELECT name, MAX(finished_ms) - MIN(started_ms), MIN(started_ms), MAX(finished_ms) \
+         FROM flow_steps WHERE run_id = (SELECT id FROM run) AND phase = 'execute' \
+         GROUP BY step, name ORDER BY step"
+    );
+    let out = Command::new("sqlite3")
+        .args(["-separator", "|"])
+        .arg(&db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 runs (scripts/install-deps.sh installs it)");
+    let rows: Vec<(String, i64, i64, i64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('|');
+            Some((
+                f.next()?.to_owned(),
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let total = match (rows.first(), rows.last()) {
+        (Some(first), Some(last)) => last.3 - first.2,
+        _ => 0,
+    };
+    (
+        rows.into_iter().map(|(n, ms, _, _)| (n, ms)).collect(),
+        total,
+    )
+}
+
+/// `step_times` as printable lines.
+pub fn step_table(title: &str, times: &(Vec<(String, i64)>, i64)) -> String {
+    let mut out = format!("{title} (total {} ms)\n", times.1);
+    for (name, ms) in &times.0 {
+        out.push_str(&format!("  {name:<22} {ms:>6} ms\n"));
+    }
+    out
+}
