@@ -179,6 +179,8 @@ pub struct PlaneConfig {
     /// Answer the Neutron subnet/network and Keystone project reads that CLIs make when klb is
     /// their only endpoint (noauth).
     pub standalone_lookups: bool,
+    /// API settings (providers; the plane turns UDP/SCTP off with a real provider).
+    pub api: klb_api::ApiConfig,
 }
 
 /// A running control plane.
@@ -203,6 +205,7 @@ impl ControlPlane {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut state = AppState::new(store.clone(), config.auth.clone());
+        state.config = Arc::new(config.api.clone());
         // Quotas from the `/v2/quotas` documents (the API enforces them in every create).
         state.quotas = Arc::new(klb_api::admin::StoredQuotas::default());
         if let Some(policy) = &config.policy {

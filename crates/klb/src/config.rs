@@ -65,6 +65,12 @@ pub struct RawApi {
     pub default_project_id: Option<String>,
     /// Allow `noauth` on a non-loopback `bind` (noauth trusts the caller's headers).
     pub allow_insecure_noauth: Option<bool>,
+    /// Octavia's `enabled_provider_drivers`: `name:description,name:description` (default: klb,
+    /// amphora, octavia, all meaning klb's driver).
+    pub enabled_provider_drivers: Option<String>,
+    /// Octavia's `default_provider_driver`: recorded on LBs created without a provider
+    /// (default `klb`); must be one of the enabled drivers.
+    pub default_provider_driver: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +157,9 @@ pub struct RawOpenStack {
     pub agent_binary: Option<String>,
     /// Seconds to wait for a VM to become ACTIVE (default 900).
     pub boot_timeout_secs: Option<u64>,
+    /// Seconds to wait, once a VM is ACTIVE, for its agent to answer (cloud-init starts it;
+    /// default 600).
+    pub agent_timeout_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for RawOpenStack {

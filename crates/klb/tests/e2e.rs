@@ -61,6 +61,7 @@ async fn lb_lifecycle_on_the_local_cloud() {
             default_project_id: Some("e2e".into()),
         }),
         standalone_lookups: true,
+        api: klb_api::ApiConfig::default(),
         policy: None,
         cloud: CloudChoice::Local(Box::new(LocalSettings {
             lab,

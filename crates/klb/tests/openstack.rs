@@ -6,7 +6,7 @@
 //! Aodh must hold exactly what the seed's create flow makes (security group and its rules,
 //! anti-affinity group with two servers on different hosts, their ports with the LB's group,
 //! the VIP port, the VIP as an allowed-address pair on the L3 ports, the PPS alarm). Nova's
-//! fake driver runs no guest, so no agent ever answers: the push fails, the flow reverts, the
+//! fake driver runs no guest, so no agent ever answers: the wait for it ends, the flow reverts, the
 //! LB shows ERROR with the reason, and nothing klb made is left in the cloud.
 
 mod support;
@@ -49,7 +49,7 @@ fn create_on_real_openstack_builds_the_seed_resources_and_reverts_cleanly() {
             "[api]\nbind = \"127.0.0.1:{port}\"\n\
              [cloud]\ndriver = \"openstack\"\n\
              [openstack]\nusername = \"klb\"\npassword = \"klbpass\"\nproject_name = \"service\"\n\
-             region_name = \"RegionOne\"\nimage_tag = \"klb-lb-image\"\n\
+             region_name = \"RegionOne\"\nimage_tag = \"klb-lb-image\"\nagent_timeout_secs = 15\n\
              [kinx_haproxy]\nauth_url = \"http://127.0.0.1:15000/v2.0/\"\n\
              base_flavor_id = 42\nlb_mgmt_net_id = \"{mgmt}\"\nlb_l3_net_name = \"{tag}-l3\"\n\
              lb_api_agent_addr = \"127.0.0.1\"\nlb_api_agent_port = {}\n\
@@ -201,8 +201,8 @@ fn create_on_real_openstack_builds_the_seed_resources_and_reverts_cleanly() {
         assert!(p["Security Groups"].to_string().contains(&sg_id), "{p}");
     }
 
-    // No agent answers on Nova's fake guests: the push fails, the flow reverts, the LB is
-    // ERROR, and nothing klb made is left.
+    // No agent answers on Nova's fake guests: the wait for the agents ends (agent_timeout_secs),
+    // the flow reverts, the LB is ERROR, and nothing klb made is left.
     let deadline = Instant::now() + Duration::from_secs(180);
     while status() != "ERROR" {
         assert!(Instant::now() < deadline, "LB not ERROR: {}", status());

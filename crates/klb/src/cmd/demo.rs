@@ -90,6 +90,7 @@ async fn demo(args: &Args) -> anyhow::Result<Summary> {
             default_project_id: Some("demo".to_owned()),
         }),
         standalone_lookups: true,
+        api: klb_api::ApiConfig::default(),
         policy: None,
         cloud: CloudChoice::Local(Box::new(settings)),
     })

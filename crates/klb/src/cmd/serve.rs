@@ -63,6 +63,8 @@ struct ServeConfig {
     database_url: String,
     /// Default project of noauth requests.
     default_project_id: String,
+    /// API settings (providers).
+    api: klb_api::ApiConfig,
 }
 
 impl ServeConfig {
@@ -153,12 +155,32 @@ impl ServeConfig {
                 });
             }
         };
+        let mut api = klb_api::ApiConfig::default();
+        if let Some(text) = &raw.api.enabled_provider_drivers {
+            api.enabled_provider_drivers =
+                text.parse().map_err(|e: klb_api::ProviderDriversError| {
+                    invalid("api.enabled_provider_drivers", e.reason)
+                })?;
+        }
+        if let Some(name) = &raw.api.default_provider_driver {
+            api.default_provider = name.trim().to_owned();
+        }
+        if !api.enabled_provider_drivers.contains(&api.default_provider) {
+            return Err(invalid(
+                "api.default_provider_driver",
+                format!(
+                    "{:?} is not one of the enabled provider drivers ({})",
+                    api.default_provider, api.enabled_provider_drivers
+                ),
+            ));
+        }
         Ok(ServeConfig {
             driver,
             state_dir,
             auth,
             bind,
             database_url,
+            api,
             default_project_id: raw
                 .api
                 .default_project_id
@@ -410,6 +432,9 @@ fn openstack_settings(
     let mut timing = klb_flow::lb::FlowTiming::cloud();
     timing.boot.timeout = boot_timeout;
     timing.boot.interval = Duration::from_secs(1);
+    if let Some(secs) = o.agent_timeout_secs {
+        timing.agent_up.timeout = Duration::from_secs(secs.max(1));
+    }
     Ok(klb_control::plane::OpenStackSettings {
         driver,
         vm_count: local.vm_count,
@@ -498,6 +523,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         policy,
         cloud,
         standalone_lookups: noauth,
+        api: config.api,
     })
     .await
     .context("cannot start the control plane")?;
@@ -544,6 +570,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.database_url, "sqlite:///var/lib/klb/klb.db");
+    }
+
+    #[test]
+    fn provider_drivers_come_from_the_config_the_octavia_way() {
+        let mut raw = RawConfig::default();
+        let c = ServeConfig::lift(&raw, None).unwrap();
+        assert_eq!(c.api.default_provider, "klb");
+        assert!(c.api.enabled_provider_drivers.contains("amphora"));
+        raw.api.enabled_provider_drivers =
+            Some("amphora: The klb driver, klb: klb's own name".into());
+        raw.api.default_provider_driver = Some("amphora".into());
+        let c = ServeConfig::lift(&raw, None).unwrap();
+        let names: Vec<&str> = c
+            .api
+            .enabled_provider_drivers
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(names, ["amphora", "klb"]);
+        assert_eq!(c.api.default_provider, "amphora");
+        raw.api.default_provider_driver = Some("octavia".into());
+        let err = ServeConfig::lift(&raw, None).unwrap_err().to_string();
+        assert!(err.contains("api.default_provider_driver"), "{err}");
+        raw.api.default_provider_driver = None;
+        raw.api.enabled_provider_drivers = Some("amphora".into());
+        let err = ServeConfig::lift(&raw, None).unwrap_err().to_string();
+        assert!(err.contains("api.enabled_provider_drivers"), "{err}");
     }
 
     #[test]
