@@ -3,6 +3,7 @@
 //! PPS-driven scale-out, then removed. Progress goes to stdout; the summary table at the end.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,12 +55,18 @@ pub struct Row {
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub rows: Vec<Row>,
+    /// Where each row is echoed as it is measured (`None`: stdout directly).
+    console: Option<Console>,
 }
 
 impl Summary {
     fn add(&mut self, what: &str, value: impl Into<String>) {
         let value = value.into();
-        println!("        {what}: {value}");
+        let line = format!("        {what}: {value}");
+        match &self.console {
+            Some(c) => c.line(line),
+            None => println!("{line}"),
+        }
         self.rows.push(Row {
             what: what.to_owned(),
             value,
@@ -78,21 +85,155 @@ impl Summary {
     }
 }
 
+/// What the console thread prints.
+enum ConsoleMsg {
+    Line(String),
+    Begin(String),
+    /// Close an open line, flush, then answer.
+    Finish(std::sync::mpsc::Sender<()>),
+}
+
+/// The demo's terminal output, printed by one thread that owns stdout (no lock shared with
+/// the async code): whole lines, except that on a terminal the current step's line stays open
+/// and gets an elapsed-seconds ticker (`  (12s)`) until the next line. Off a terminal (tests,
+/// pipes) every line is printed whole, without ticker.
+#[derive(Debug, Clone)]
+struct Console {
+    tx: std::sync::mpsc::Sender<ConsoleMsg>,
+}
+
+impl Console {
+    /// Starts the printing thread on stdout; live if it is a terminal.
+    fn stdout() -> Console {
+        let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let mut screen = Screen::new(Box::new(std::io::stdout()), live);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::sync::mpsc::RecvTimeoutError;
+            loop {
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(ConsoleMsg::Line(t)) => screen.line(&t),
+                    Ok(ConsoleMsg::Begin(t)) => screen.begin(&t),
+                    Ok(ConsoleMsg::Finish(ack)) => {
+                        screen.close();
+                        let _ = ack.send(());
+                    }
+                    Err(RecvTimeoutError::Timeout) => screen.tick(),
+                    Err(RecvTimeoutError::Disconnected) => {
+                        screen.close();
+                        return;
+                    }
+                }
+            }
+        });
+        Console { tx }
+    }
+
+    fn line(&self, text: String) {
+        let _ = self.tx.send(ConsoleMsg::Line(text));
+    }
+
+    fn begin(&self, text: String) {
+        let _ = self.tx.send(ConsoleMsg::Begin(text));
+    }
+
+    /// Closes an open line and waits (at most 1 s) until everything sent is printed, so that
+    /// what the caller prints next comes after it.
+    fn finish(&self) {
+        let (ack, done) = std::sync::mpsc::channel();
+        if self.tx.send(ConsoleMsg::Finish(ack)).is_ok() {
+            let _ = done.recv_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// The console's state: an output and the open step line, if any.
+struct Screen {
+    out: Box<dyn std::io::Write + Send>,
+    /// A terminal: keep the step line open and tick.
+    live: bool,
+    /// The open step line: when it began and how many ticker bytes follow it.
+    open: Option<(Instant, usize)>,
+}
+
+impl Screen {
+    fn new(out: Box<dyn std::io::Write + Send>, live: bool) -> Screen {
+        Screen {
+            out,
+            live,
+            open: None,
+        }
+    }
+
+    /// A whole line (closing an open step line first).
+    fn line(&mut self, text: &str) {
+        self.close();
+        let _ = writeln!(self.out, "{text}");
+        let _ = self.out.flush();
+    }
+
+    /// A step line, left open for the ticker on a terminal.
+    fn begin(&mut self, text: &str) {
+        self.close();
+        if self.live {
+            let _ = write!(self.out, "{text}");
+            self.open = Some((Instant::now(), 0));
+        } else {
+            let _ = writeln!(self.out, "{text}");
+        }
+        let _ = self.out.flush();
+    }
+
+    /// Updates the open line's ticker to the seconds since it began.
+    fn tick(&mut self) {
+        if let Some((since, _)) = self.open {
+            self.tick_to(since.elapsed().as_secs());
+        }
+    }
+
+    /// Backspaces over the previous ticker (they stay on the line even when a long step line
+    /// wrapped, unlike `\r`), then the new one; it never gets shorter, so nothing is left over.
+    fn tick_to(&mut self, secs: u64) {
+        if let Some((since, len)) = self.open {
+            let text = format!("  ({secs}s)");
+            let _ = write!(self.out, "{}{text}", "\x08".repeat(len));
+            let _ = self.out.flush();
+            self.open = Some((since, text.len()));
+        }
+    }
+
+    /// Ends an open step line.
+    fn close(&mut self) {
+        if self.open.take().is_some() {
+            let _ = writeln!(self.out);
+        }
+        let _ = self.out.flush();
+    }
+}
+
 struct Progress {
     step: u32,
     total: u32,
     start: Instant,
+    console: Console,
 }
 
 impl Progress {
     fn step(&mut self, text: &str) {
         self.step += 1;
-        println!(
+        self.console.begin(format!(
             "[{:>2}/{}] {:>6.1}s  {text}",
             self.step,
             self.total,
             self.start.elapsed().as_secs_f64()
-        );
+        ));
+    }
+}
+
+impl Drop for Progress {
+    /// On every way out of the demo (also errors), end the open line before others print.
+    fn drop(&mut self) {
+        self.console.finish();
     }
 }
 
@@ -102,11 +243,16 @@ fn ms(d: Duration) -> String {
 
 /// Runs the demo on a started control plane (local cloud provider).
 pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, DemoError> {
-    let mut summary = Summary::default();
+    let console = Console::stdout();
+    let mut summary = Summary {
+        rows: Vec::new(),
+        console: Some(console.clone()),
+    };
     let mut progress = Progress {
         step: 0,
         total: 13,
         start: Instant::now(),
+        console,
     };
     let local = plane
         .local_cloud()
@@ -687,4 +833,63 @@ async fn wait_vm_count(
     Err(DemoError::Step(format!(
         "the LB did not reach {want} VMs within {limit:?}"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer into a shared buffer. A std lock is right here: these tests are synchronous,
+    /// there is no async runtime to stall.
+    #[allow(clippy::disallowed_types)]
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn script(screen: &mut Screen) {
+        screen.begin("[1/2] wait");
+        screen.tick_to(1);
+        screen.tick_to(12);
+        screen.line("        rate: 5/s");
+        screen.begin("[2/2] done");
+        screen.close();
+        screen.line("table");
+    }
+
+    #[test]
+    fn a_terminal_gets_a_ticker_on_the_open_step_line() {
+        let buf = Buf::default();
+        script(&mut Screen::new(Box::new(buf.clone()), true));
+        assert_eq!(
+            buf.text(),
+            "[1/2] wait  (1s)\x08\x08\x08\x08\x08\x08  (12s)\n        rate: 5/s\n[2/2] done\ntable\n"
+        );
+    }
+
+    #[test]
+    fn a_pipe_gets_whole_lines_without_ticker() {
+        let buf = Buf::default();
+        let mut screen = Screen::new(Box::new(buf.clone()), false);
+        script(&mut screen);
+        screen.tick();
+        assert_eq!(
+            buf.text(),
+            "[1/2] wait\n        rate: 5/s\n[2/2] done\ntable\n"
+        );
+    }
 }

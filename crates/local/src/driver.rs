@@ -278,6 +278,19 @@ impl Drop for Inner {
     }
 }
 
+/// What [`LocalCloud::teardown_recorded`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TeardownReport {
+    /// Recorded processes that were still running and were stopped.
+    pub stopped_processes: usize,
+    /// Namespaces of the prefix removed.
+    pub removed_namespaces: Vec<String>,
+    /// Whether a state file was removed.
+    pub removed_state_file: bool,
+    /// Whether the runtime directory was removed.
+    pub removed_runtime_dir: bool,
+}
+
 /// The local cloud driver. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct LocalCloud {
@@ -415,6 +428,65 @@ impl LocalCloud {
         self.stop_evaluators().await;
         let mut core = self.inner.core.lock().await;
         core.lab.forget();
+    }
+
+    /// Tears down a local cloud that no process holds any more (`klb serve` leaves it running
+    /// on exit for the next start to adopt): stops the processes recorded in the state file
+    /// (by PID, only while still in their namespace, which guards against PID reuse), removes
+    /// every namespace of the prefix (stopping whatever else runs inside) and the
+    /// root-namespace veth, then the state file and the runtime directory. Idempotent; a
+    /// missing or unreadable state file still removes everything of the prefix.
+    pub async fn teardown_recorded(
+        lab: &LabConfig,
+        state_file: Option<&Path>,
+    ) -> Result<TeardownReport> {
+        let state_file = state_file
+            .map(PathBuf::from)
+            .unwrap_or_else(|| lab.runtime_dir.join("state.json"));
+        // Only the lab part matters here; reading just it keeps a newer or damaged record of
+        // servers and ports from blocking the cleanup.
+        #[derive(Deserialize)]
+        struct LabOnly {
+            lab: Option<LabSnapshot>,
+        }
+        let snap = match std::fs::read(&state_file) {
+            Ok(b) => match serde_json::from_slice::<LabOnly>(&b) {
+                Ok(r) => r.lab,
+                Err(e) => {
+                    warn!(path = %state_file.display(), error = %e,
+                          "state file unreadable; removing the namespaces of the prefix only");
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(LocalError::io(&state_file, e)),
+        };
+        let mut report = TeardownReport::default();
+        if let Some(snap) = snap.filter(|s| s.prefix == lab.prefix) {
+            let pids: Vec<u32> = snap
+                .processes
+                .iter()
+                .filter(|p| netns::pid_alive(p.pid) && crate::lab::pid_in_ns(p.pid, &p.ns))
+                .map(|p| p.pid)
+                .collect();
+            netns::stop_pids(&pids, lab.stop_grace).await;
+            report.stopped_processes = pids.len();
+        }
+        report.removed_namespaces = crate::lab::cleanup_prefix(&lab.prefix, lab.stop_grace).await?;
+        match std::fs::remove_file(&state_file) {
+            Ok(()) => report.removed_state_file = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LocalError::io(&state_file, e)),
+        }
+        // The runtime directory is the lab's own (configs, logs, sockets), as `Lab::teardown`
+        // assumes; still, only remove one that looks like it.
+        let dir = &lab.runtime_dir;
+        if dir.join("gw1").is_dir() || (report.removed_state_file && state_file.starts_with(dir)) {
+            std::fs::remove_dir_all(dir).map_err(|e| LocalError::io(dir, e))?;
+            report.removed_runtime_dir = true;
+        }
+        info!(prefix = %lab.prefix, ?report, "local cloud torn down");
+        Ok(report)
     }
 
     async fn stop_evaluators(&self) {

@@ -234,6 +234,9 @@ impl Lab {
         let t0 = Instant::now();
         netns::prepare_dir(&self.cfg.runtime_dir, false).await?;
         self.owned.add_dir(&self.cfg.runtime_dir);
+        // FRR drops to the `frr` user: below a directory it cannot traverse, zebra cannot
+        // create its socket and the gateways' start times out 10 s later with no hint why.
+        check_frr_can_reach(&self.cfg.runtime_dir)?;
         let p = self.cfg.plan.clone();
         let (client, edge, gw1, gw2) = (
             self.ns("client"),
@@ -887,6 +890,96 @@ pub async fn cleanup_prefix(prefix: &str, grace: Duration) -> Result<Vec<String>
     Ok(removed)
 }
 
+/// A user's identity, as far as directory traversal is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIds {
+    /// Name (for messages).
+    pub name: String,
+    /// UID.
+    pub uid: u32,
+    /// Primary and supplementary GIDs.
+    pub gids: Vec<u32>,
+}
+
+/// The user `name` from `/etc/passwd` (primary group) and `/etc/group` (supplementary groups).
+pub fn lookup_user(name: &str) -> Result<UserIds> {
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|e| LocalError::io(Path::new("/etc/passwd"), e))?;
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    parse_user(name, &passwd, &group).ok_or_else(|| {
+        LocalError::Invalid(format!(
+            "user {name:?} (FRR's daemons run as it) is not in /etc/passwd"
+        ))
+    })
+}
+
+/// [`lookup_user`] over the files' texts.
+fn parse_user(name: &str, passwd: &str, group: &str) -> Option<UserIds> {
+    let f: Vec<&str> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[0] == name)?;
+    let uid = f[2].parse().ok()?;
+    let mut gids = vec![f[3].parse().ok()?];
+    for g in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+        if g.len() >= 4
+            && g[3].split(',').any(|m| m == name)
+            && let Ok(gid) = g[2].parse::<u32>()
+            && !gids.contains(&gid)
+        {
+            gids.push(gid);
+        }
+    }
+    Some(UserIds {
+        name: name.into(),
+        uid,
+        gids,
+    })
+}
+
+/// Fails, naming the directory, unless the `frr` user can traverse `dir` and each of its
+/// ancestors.
+pub fn check_frr_can_reach(dir: &Path) -> Result<()> {
+    check_user_can_reach(dir, &lookup_user("frr")?)
+}
+
+/// Fails, naming the first directory in the way, unless `user` can traverse (search
+/// permission: the `x` bit for owner, group or other, whichever applies) `dir` and every
+/// ancestor of it. Root (UID 0) can traverse anything.
+pub fn check_user_can_reach(dir: &Path, user: &UserIds) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if user.uid == 0 {
+        return Ok(());
+    }
+    let dir = std::path::absolute(dir).map_err(|e| LocalError::io(dir, e))?;
+    // Outermost first, so the message names the directory that actually blocks.
+    let mut chain: Vec<&Path> = dir.ancestors().collect();
+    chain.reverse();
+    for d in chain {
+        let md = std::fs::metadata(d).map_err(|e| LocalError::io(d, e))?;
+        let mode = md.mode();
+        let can = if md.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if user.gids.contains(&md.gid()) {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !can {
+            return Err(LocalError::Invalid(format!(
+                "runtime directory {}: user {:?} (FRR) cannot traverse {} (mode {:o}); \
+                 choose a runtime directory it can reach or open {} (chmod o+x)",
+                dir.display(),
+                user.name,
+                d.display(),
+                mode & 0o7777,
+                d.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_prefix(prefix: &str) -> Result<()> {
     netns::check_ns_name(prefix)?;
     if prefix.len() > 10 {
@@ -925,4 +1018,68 @@ async fn router_sysctls(ns: &str) -> Result<()> {
         netns::sysctl(ns, k, v).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_0700_parent_is_named_for_a_user_that_is_not_its_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path().join("private");
+        let run = parent.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        chmod(tmp.path(), 0o755);
+        chmod(&parent, 0o700);
+        let owner = std::fs::metadata(&parent).unwrap();
+        // A user that owns nothing here and is in none of its groups, like `frr`.
+        let stranger = UserIds {
+            name: "frr".into(),
+            uid: owner.uid().wrapping_add(4242).max(1),
+            gids: vec![owner.gid().wrapping_add(4242)],
+        };
+        let err = check_user_can_reach(&run, &stranger)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("traverse {} (mode 700)", parent.display())),
+            "{err}"
+        );
+        // The owner passes; so does anyone once `x` is set for others.
+        let me = UserIds {
+            name: "me".into(),
+            uid: owner.uid().max(1),
+            gids: vec![],
+        };
+        if owner.uid() != 0 {
+            check_user_can_reach(&run, &me).unwrap();
+        }
+        chmod(&parent, 0o711);
+        check_user_can_reach(&run, &stranger).unwrap();
+        // Group access counts only through the group bits.
+        chmod(&parent, 0o710);
+        assert!(check_user_can_reach(&run, &stranger).is_err());
+        let member = UserIds {
+            gids: vec![owner.gid()],
+            ..stranger.clone()
+        };
+        check_user_can_reach(&run, &member).unwrap();
+    }
+
+    #[test]
+    fn users_come_from_passwd_and_group() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\nfrr:x:101:102:Frr:/nonexistent:/usr/sbin/nologin\n";
+        let group = "frr:x:102:\nfrrvty:x:103:frr\nother:x:104:alice,frr,bob\nnope:x:105:frrx\n";
+        let u = parse_user("frr", passwd, group).unwrap();
+        assert_eq!(u.uid, 101);
+        assert_eq!(u.gids, vec![102, 103, 104]);
+        assert!(parse_user("zebra", passwd, group).is_none());
+    }
 }

@@ -29,7 +29,8 @@ pub mod netns;
 pub mod plan;
 
 pub use driver::{
-    AgentLaunch, BootInfo, LocalCloud, LocalCloudConfig, PpsSource, VmBootstrap, stable_networks,
+    AgentLaunch, BootInfo, LocalCloud, LocalCloudConfig, PpsSource, TeardownReport, VmBootstrap,
+    stable_networks,
 };
 pub use error::LocalError;
 pub use lab::{AdoptReport, GuestNics, Lab, LabConfig, MemberNet, VmNet};

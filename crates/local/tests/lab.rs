@@ -557,3 +557,126 @@ echo done
     }
     lab.teardown().await.unwrap();
 }
+
+/// Removes everything of `prefix` synchronously on drop, in case the test fails before the
+/// teardown under test ran (the lab itself was `forget`-ten, as `klb serve` leaves it).
+struct PrefixGuard(String);
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        use std::process::Command;
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(ns) = line.split_whitespace().next() else {
+                continue;
+            };
+            if !ns.starts_with(&self.0) {
+                continue;
+            }
+            if let Ok(p) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("{}mgmt", self.0)])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_left_lab_is_torn_down_completely_from_its_state_file() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = test_config(7, tmp.path());
+    let prefix = cfg.prefix.clone();
+    let _guard = PrefixGuard(prefix.clone());
+    let mut lab = Lab::build(cfg.clone()).await.unwrap();
+    // A VM and a member with a process each, like a demo LB left by `klb serve`.
+    let vm = lab.add_vm("t1").await.unwrap();
+    let m = lab.add_member(1).await.unwrap();
+    let sleep = Path::new("/bin/sleep");
+    let args = vec!["60".to_string()];
+    let vm_pid = lab.spawn_in(&vm.ns, "sleep", sleep, &args).await.unwrap();
+    let m_pid = lab.spawn_in(&m.ns, "sleep", sleep, &args).await.unwrap();
+    let pids: Vec<u32> = lab.owned().processes().iter().map(|p| p.pid()).collect();
+    assert_eq!(pids.len(), 8, "FRR on two gateways + 2 sleeps: {pids:?}");
+    // `ip netns exec` enters the namespace a moment after it starts (bounded wait).
+    for _ in 0..40 {
+        if lab::pid_in_ns(vm_pid, &vm.ns) && lab::pid_in_ns(m_pid, &m.ns) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state_file = cfg.runtime_dir.join("state.json");
+    let state = serde_json::json!({ "lab": lab.snapshot(), "servers": {} });
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    // Leave it running, as `klb serve` does on exit.
+    lab.forget();
+    drop(lab);
+    assert!(netns::pid_alive(vm_pid) && netns::pid_alive(m_pid));
+
+    let report = klb_local::LocalCloud::teardown_recorded(&cfg, None)
+        .await
+        .unwrap();
+    assert_eq!(report.stopped_processes, 8, "{report:?}");
+    assert_eq!(report.removed_namespaces.len(), 9, "{report:?}");
+    assert!(report.removed_state_file && report.removed_runtime_dir);
+
+    let left: Vec<String> = netns::list_ns()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    let alive: Vec<u32> = pids.into_iter().filter(|&p| netns::pid_alive(p)).collect();
+    assert!(alive.is_empty(), "processes left: {alive:?}");
+    let veth = std::process::Command::new("ip")
+        .args(["link", "show", &format!("{prefix}mgmt")])
+        .output()
+        .unwrap();
+    assert!(!veth.status.success(), "root-namespace veth left");
+    assert!(!state_file.exists() && !cfg.runtime_dir.exists());
+    // Idempotent: a second run finds nothing and does not fail.
+    let again = klb_local::LocalCloud::teardown_recorded(&cfg, None)
+        .await
+        .unwrap();
+    assert_eq!(again, klb_local::TeardownReport::default());
+}
+
+#[tokio::test]
+async fn a_runtime_dir_frr_cannot_reach_fails_the_build_up_front_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let private = tmp.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut cfg = test_config(8, &private);
+    cfg.stop_grace = Duration::from_millis(200);
+    let _guard = PrefixGuard(cfg.prefix.clone());
+    let err = Lab::build(cfg.clone()).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("cannot traverse {}", private.display())),
+        "{err}"
+    );
+    // Up front (this message, not zebra's socket timeout) and nothing of the prefix is left.
+    let left: Vec<String> = netns::list_ns()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&cfg.prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

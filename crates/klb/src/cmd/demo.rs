@@ -22,9 +22,31 @@ pub struct Args {
     /// Directory for the demo's database, CA and keys (removed at the end).
     #[arg(long, default_value = "/run/klb/demo")]
     pub state_dir: PathBuf,
+    /// Show the logs live on stderr, interleaved with the steps, instead of in the log file.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// The log file (without --verbose); default: `<state-dir>.log`, e.g. /run/klb/demo.log
+    /// (the state dir itself is removed at the end).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+impl Args {
+    /// Where the logs go: `None` = stderr (`--verbose`), else the file.
+    pub fn log_destination(&self) -> Option<PathBuf> {
+        if self.verbose {
+            return None;
+        }
+        Some(
+            self.log_file
+                .clone()
+                .unwrap_or_else(|| self.state_dir.with_extension("log")),
+        )
+    }
+}
+
+/// Runs the demo; `log_file` is where main sent the logs (`None`: stderr), named at the end.
+pub fn run(args: Args, log_file: Option<PathBuf>) -> anyhow::Result<()> {
     preflight()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -33,13 +55,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let summary = runtime.block_on(demo(&args));
     // The state dir holds only this run's database and keys.
     let _ = std::fs::remove_dir_all(&args.state_dir);
-    let summary = summary?;
+    let logs = log_file.map(|p| format!("klb demo: logs in {}", p.display()));
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(l) = &logs {
+                eprintln!("{l}");
+            }
+            return Err(e);
+        }
+    };
     println!("\nklb demo summary\n{}", summary.table());
+    if let Some(l) = &logs {
+        println!("{l}");
+    }
     Ok(())
 }
 
 fn preflight() -> anyhow::Result<()> {
-    if !nix_is_root() {
+    if !is_root() {
         bail!("klb demo needs root (it creates network namespaces); run it with sudo");
     }
     for bin in [
@@ -55,7 +89,7 @@ fn preflight() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nix_is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -109,4 +143,37 @@ async fn demo(args: &Args) -> anyhow::Result<Summary> {
     println!("klb demo: removing the local cloud...");
     plane.stop().await.context("stopping the control plane")?;
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn dest(argv: &[&str]) -> Option<PathBuf> {
+        let mut full = vec!["demo"];
+        full.extend_from_slice(argv);
+        Cli::try_parse_from(full).unwrap().args.log_destination()
+    }
+
+    #[test]
+    fn logs_go_to_a_file_next_to_the_state_dir_unless_verbose() {
+        assert_eq!(dest(&[]), Some(PathBuf::from("/run/klb/demo.log")));
+        assert_eq!(
+            dest(&["--state-dir", "/tmp/x/demo"]),
+            Some(PathBuf::from("/tmp/x/demo.log"))
+        );
+        assert_eq!(
+            dest(&["--log-file", "demo.log"]),
+            Some(PathBuf::from("demo.log"))
+        );
+        assert_eq!(dest(&["-v"]), None);
+        assert_eq!(dest(&["--verbose", "--log-file", "x.log"]), None);
+    }
 }

@@ -6,4 +6,5 @@ pub mod bench;
 pub mod ca;
 pub mod demo;
 pub mod load;
+pub mod local;
 pub mod serve;

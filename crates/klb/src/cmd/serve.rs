@@ -191,7 +191,9 @@ impl ServeConfig {
 }
 
 /// The local cloud's settings from `[cloud]` and the seed's `[kinx_haproxy]` options.
-fn local_settings(raw: &RawConfig) -> Result<klb_control::plane::LocalSettings, ConfigError> {
+pub(crate) fn local_settings(
+    raw: &RawConfig,
+) -> Result<klb_control::plane::LocalSettings, ConfigError> {
     let k = &raw.kinx_haproxy;
     let mut s = klb_control::plane::LocalSettings::default();
     if let Some(n) = raw.cloud.lb_vm_count {
