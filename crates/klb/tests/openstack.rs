@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::os_cli::{Nets, id_of, network, os, rules_of};
+use support::os_cli::{LbLeftovers, Nets, id_of, network, os, rules_of};
 use support::{free_port, serve, wait_up};
 
 #[test]
@@ -101,6 +101,8 @@ fn create_on_real_openstack_builds_the_seed_resources_and_reverts_cleanly() {
     assert_eq!(code, 201, "{body}");
     let lb: Value = serde_json::from_str(&body).unwrap();
     let lb_id = lb["loadbalancer"]["id"].as_str().unwrap().to_owned();
+    // Dropped before the networks: a failed run leaves nothing in the shared cloud.
+    let _leftovers = LbLeftovers(Some(lb_id.clone()));
     let vip: String = lb["loadbalancer"]["vip_address"]
         .as_str()
         .unwrap()

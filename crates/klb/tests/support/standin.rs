@@ -10,7 +10,7 @@
 //! (a namespace has no chroot). The VIP goes on `lo` the way it does on a real LB VM: the
 //! agent puts the addresses it announces there.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +21,12 @@ use klb_local::{GuestNics, Lab};
 use klb_openstack::{Call, Method, ServiceType, Session};
 use serde_json::Value;
 use tokio::sync::{Mutex, watch};
+
+/// Looks (250 ms apart) at a server that cannot boot yet before the stand-in gives up on it.
+const MAX_BOOT_ATTEMPTS: u32 = 40;
+
+/// The boot "error" of a server whose ports are on other networks.
+const NOT_MINE: &str = "not on this hypervisor's networks";
 
 /// What the stand-in needs to know.
 #[derive(Clone)]
@@ -60,7 +66,9 @@ impl StandIn {
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let (g, e) = (guests.clone(), errors.clone());
         let task = tokio::spawn(async move {
-            let mut failed = BTreeSet::new();
+            // Boot attempts per server: Nova may report ACTIVE before Neutron shows the ports
+            // bound to the server, so a failed boot is retried on the next ticks (10 s).
+            let mut failed: BTreeMap<String, u32> = BTreeMap::new();
             loop {
                 if let Err(why) = tick(&lab, &cfg, &g, &mut failed).await {
                     e.lock().await.push(why);
@@ -111,7 +119,7 @@ async fn tick(
     lab: &Arc<Mutex<Lab>>,
     cfg: &StandInConfig,
     guests: &Arc<Mutex<BTreeMap<String, Guest>>>,
-    failed: &mut BTreeSet<String>,
+    failed: &mut BTreeMap<String, u32>,
 ) -> Result<(), String> {
     let servers: Vec<Value> = cfg
         .session
@@ -151,16 +159,23 @@ async fn tick(
         }
     }
     for (id, server) in active {
-        if guests.lock().await.contains_key(&id) || failed.contains(&id) {
+        let attempts = failed.get(&id).copied().unwrap_or(0);
+        if guests.lock().await.contains_key(&id) || attempts >= MAX_BOOT_ATTEMPTS {
             continue;
         }
         match boot(lab, cfg, &id, server).await {
             Ok(g) => {
+                failed.remove(&id);
                 guests.lock().await.insert(id, g);
             }
+            Err(why) if why == NOT_MINE => {
+                failed.insert(id.clone(), MAX_BOOT_ATTEMPTS);
+            }
             Err(why) => {
-                failed.insert(id.clone());
-                result = Err(format!("booting server {id}: {why}"));
+                failed.insert(id.clone(), attempts + 1);
+                if attempts + 1 == MAX_BOOT_ATTEMPTS {
+                    result = Err(format!("booting server {id}: {why}"));
+                }
             }
         }
     }
@@ -210,6 +225,14 @@ async fn boot(
             .to_owned();
         Ok((addr, mac))
     };
+    if !ports.is_empty()
+        && !ports
+            .iter()
+            .any(|p| p["network_id"] == cfg.mgmt_network.as_str())
+    {
+        // Another test's (or a leftover) klb server on other networks: not this hypervisor's.
+        return Err(NOT_MINE.to_owned());
+    }
     let (mgmt_addr, mgmt_mac) = nic(&cfg.mgmt_network)?;
     let (l3_addr, l3_mac) = nic(&cfg.l3_network)?;
     let user_data = server["OS-EXT-SRV-ATTR:user_data"]
