@@ -74,6 +74,20 @@ impl Api {
         }
     }
 
+    /// POSTs a load balancer on `vip_subnet` as `project`; the reply (201 asserted).
+    async fn create_lb(&self, project: &str, vip_subnet: &str, name: &str) -> Value {
+        let (code, body) = self
+            .call(
+                Method::POST,
+                "/v2/lbaas/loadbalancers",
+                Some(project),
+                Some(json!({"loadbalancer": {"vip_subnet_id": vip_subnet, "name": name}})),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        body
+    }
+
     async fn lb(&self, project: &str, lb_id: &str) -> Value {
         let (_, v) = self
             .call(
@@ -416,15 +430,7 @@ async fn lb_on_openstack_serves_fails_over_and_scales_with_a_real_data_plane() {
 
     // Create, and SIGKILL the control plane once Nova has the first server.
     let t_create = Instant::now();
-    let (code, body) = api
-        .call(
-            Method::POST,
-            "/v2/lbaas/loadbalancers",
-            Some(&tenant),
-            Some(json!({"loadbalancer": {"vip_subnet_id": vip_subnet, "name": "web"}})),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
+    let body = api.create_lb(&tenant, &vip_subnet, "web").await;
     let lb_id = body["loadbalancer"]["id"].as_str().unwrap().to_owned();
     // Dropped before the networks (declared after them): a failed run leaves nothing.
     let _leftovers = LbLeftovers(Some(lb_id.clone()));
@@ -737,15 +743,7 @@ async fn lb_on_openstack_serves_fails_over_and_scales_with_a_real_data_plane() {
 
     // A clean create (no crash) for BENCHMARKS.md: API POST → ACTIVE and each step's time.
     let t = Instant::now();
-    let (code, body) = api
-        .call(
-            Method::POST,
-            "/v2/lbaas/loadbalancers",
-            Some(&tenant),
-            Some(json!({"loadbalancer": {"vip_subnet_id": vip_subnet, "name": "timed"}})),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
+    let body = api.create_lb(&tenant, &vip_subnet, "timed").await;
     let timed = body["loadbalancer"]["id"].as_str().unwrap().to_owned();
     let _timed_leftovers = LbLeftovers(Some(timed.clone()));
     api.wait_status(&tenant, &timed, "ACTIVE", Duration::from_secs(120))
