@@ -6,6 +6,7 @@
 //! [`heartbeat::verify_heartbeat`]) and klb's certificate authority ([`tls`]), so both ends of
 //! the protocol live in one place.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod client;

@@ -16,6 +16,7 @@
 //! certificate chain and the private key of its first certificate; CA bundles need certificates;
 //! CRLs need CRLs. Messages never contain key material.
 
+#![warn(missing_docs)]
 pub mod bundle;
 mod local;
 mod reference;

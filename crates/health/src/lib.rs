@@ -5,6 +5,7 @@
 //! Ingest ([`receiver`]) keeps only the latest report per LB VM in memory, so it never waits on
 //! the database; the [`HealthManager`] loop writes statuses when they change.
 
+#![warn(missing_docs)]
 use std::time::Duration;
 
 use klb_agent::heartbeat::HmacKey;

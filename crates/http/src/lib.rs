@@ -26,6 +26,7 @@
 //!
 //! **Invariant:** no klb dependency, so the agent can use it and still ship alone.
 
+#![warn(missing_docs)]
 use std::future::Future;
 use std::io;
 use std::sync::Arc;

@@ -19,6 +19,7 @@
 //! Everything here needs root (network namespaces) and the `ip`, `sysctl` and `kill` commands;
 //! FRR for the gateways. Nothing is sent anywhere but into namespaces this crate created.
 
+#![warn(missing_docs)]
 pub mod backend;
 pub mod driver;
 pub mod error;

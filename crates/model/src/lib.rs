@@ -3,6 +3,7 @@
 //! config ([`validate`]) and the provisioning status machine ([`status`]). No I/O: this crate
 //! depends on no runtime, database or HTTP library, so it has no I/O failure path.
 
+#![warn(missing_docs)]
 pub mod enums;
 pub mod resources;
 pub mod status;
