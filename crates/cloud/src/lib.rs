@@ -141,14 +141,18 @@ pub enum ServerGroupPolicy {
 pub struct ServerGroupSpec {
     /// Deterministic name, e.g. [`names::server_group`].
     pub name: String,
+    /// Placement policy.
     pub policy: ServerGroupPolicy,
 }
 
 /// A server group as the cloud reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerGroup {
+    /// Cloud id.
     pub id: String,
+    /// Name (see [`names::server_group`]).
     pub name: String,
+    /// Placement policy.
     pub policy: ServerGroupPolicy,
     /// Ids of the servers in the group.
     pub members: Vec<String>,
@@ -159,12 +163,16 @@ pub struct ServerGroup {
 pub enum NicSpec {
     /// Let the cloud create a port on this network (deleted with the server).
     Network {
+        /// The network.
         network_id: String,
         /// A fixed address on that network, if wanted.
         fixed_ip: Option<IpAddr>,
     },
     /// Attach an existing port (created with [`Network::create_port`]; not deleted with the server).
-    Port { port_id: String },
+    Port {
+        /// The port.
+        port_id: String,
+    },
 }
 
 /// What to create: one LB VM.
@@ -172,7 +180,9 @@ pub enum NicSpec {
 pub struct ServerSpec {
     /// Deterministic name, e.g. [`names::server`].
     pub name: String,
+    /// Image to boot (the seed's `image_id`).
     pub image_id: String,
+    /// Compute flavor (the seed's `base_flavor_id`).
     pub flavor_id: String,
     /// Server group id (anti-affinity), if any.
     pub server_group_id: Option<String>,
@@ -184,6 +194,7 @@ pub struct ServerSpec {
     pub user_data: Option<String>,
     /// Boot from a new volume of this size in GiB (the seed's `loadbalancer_instance_volume_size`).
     pub boot_volume_gib: Option<u32>,
+    /// Availability zone, if the LB asks for one.
     pub availability_zone: Option<String>,
     /// Free-form metadata; klb sets [`META_LB_ID`] and [`META_VM_INDEX`].
     pub metadata: BTreeMap<String, String>,
@@ -214,8 +225,11 @@ pub const META_VM_INDEX: &str = "klb_vm_index";
 /// Server lifecycle status, reduced to what flows act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerStatus {
+    /// Still booting.
     Build,
+    /// Running.
     Active,
+    /// Failed to boot or broken.
     Error,
     /// Any other status string the cloud reports (SHUTOFF, DELETED, ...).
     Other(String),
@@ -224,7 +238,9 @@ pub enum ServerStatus {
 /// One address of a server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerAddress {
+    /// The network.
     pub network_id: String,
+    /// The address.
     pub ip: IpAddr,
     /// The port carrying the address (needed for allowed-address pairs).
     pub port_id: String,
@@ -233,10 +249,15 @@ pub struct ServerAddress {
 /// A server as the cloud reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Server {
+    /// Cloud id.
     pub id: String,
+    /// Name (see [`names::server`]).
     pub name: String,
+    /// Lifecycle status.
     pub status: ServerStatus,
+    /// Addresses, one per NIC address.
     pub addresses: Vec<ServerAddress>,
+    /// Metadata (klb sets [`META_LB_ID`] and [`META_VM_INDEX`]).
     pub metadata: BTreeMap<String, String>,
     /// The reason for `Error`, if the cloud gives one.
     pub fault: Option<String>,
@@ -281,14 +302,18 @@ impl ServerFilter {
 /// Servers and server groups (Nova, or namespaces on the local cloud).
 #[async_trait]
 pub trait Compute: Send + Sync {
+    /// Create a server group.
     async fn create_server_group(&self, spec: &ServerGroupSpec) -> CloudResult<ServerGroup>;
+    /// The server group with this exact name, if any.
     async fn find_server_group(&self, name: &str) -> CloudResult<Option<ServerGroup>>;
     /// Idempotent: a missing group is `Ok`.
     async fn delete_server_group(&self, id: &str) -> CloudResult<()>;
 
     /// Start booting a server; it is usually in `Build` when this returns.
     async fn create_server(&self, spec: &ServerSpec) -> CloudResult<Server>;
+    /// A server by id; `None` when the cloud has no such server.
     async fn get_server(&self, id: &str) -> CloudResult<Option<Server>>;
+    /// Servers matching every set field of `filter`.
     async fn find_servers(&self, filter: &ServerFilter) -> CloudResult<Vec<Server>>;
     /// Idempotent: a missing server is `Ok`. Ports the cloud created for [`NicSpec::Network`]
     /// go with the server; ports passed as [`NicSpec::Port`] stay.
@@ -302,18 +327,26 @@ pub trait Compute: Send + Sync {
 /// A network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkInfo {
+    /// Cloud id.
     pub id: String,
+    /// Name.
     pub name: String,
+    /// Its subnets.
     pub subnet_ids: Vec<String>,
 }
 
 /// A subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subnet {
+    /// Cloud id.
     pub id: String,
+    /// Name.
     pub name: String,
+    /// The network.
     pub network_id: String,
+    /// Address range.
     pub cidr: IpNet,
+    /// Gateway address, if any.
     pub gateway_ip: Option<IpAddr>,
 }
 
@@ -322,28 +355,36 @@ pub struct Subnet {
 pub struct SecurityGroupSpec {
     /// Deterministic name, e.g. [`names::security_group`].
     pub name: String,
+    /// Shown to operators.
     pub description: String,
 }
 
 /// A security group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityGroup {
+    /// Cloud id.
     pub id: String,
+    /// Name (see [`names::security_group`]).
     pub name: String,
 }
 
 /// Traffic direction of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Direction {
+    /// Towards the port.
     Ingress,
+    /// From the port.
     Egress,
 }
 
 /// IP protocol of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Protocol {
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
+    /// ICMP (v4 or v6 by the remote prefix).
     Icmp,
     /// All protocols (port range ignored).
     Any,
@@ -352,7 +393,9 @@ pub enum Protocol {
 /// A rule to add; also the identity used to find an existing equal rule.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RuleSpec {
+    /// Traffic direction.
     pub direction: Direction,
+    /// IP protocol.
     pub protocol: Protocol,
     /// Inclusive port range; `None` = all ports.
     pub ports: Option<(u16, u16)>,
@@ -375,8 +418,11 @@ impl RuleSpec {
 /// A rule as the cloud reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityGroupRule {
+    /// Cloud id.
     pub id: String,
+    /// The group holding it.
     pub security_group_id: String,
+    /// What it allows.
     pub spec: RuleSpec,
 }
 
@@ -385,11 +431,13 @@ pub struct SecurityGroupRule {
 pub struct PortSpec {
     /// Deterministic name, e.g. [`names::vip_port`].
     pub name: String,
+    /// The network.
     pub network_id: String,
     /// Allocate from this subnet (else any subnet of the network).
     pub subnet_id: Option<String>,
     /// A requested fixed address (else the cloud picks one).
     pub fixed_ip: Option<IpAddr>,
+    /// Security groups applied to the port.
     pub security_group_ids: Vec<String>,
     /// E.g. `klb:vip` so operators see what owns it.
     pub device_owner: Option<String>,
@@ -398,15 +446,21 @@ pub struct PortSpec {
 /// A port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Port {
+    /// Cloud id.
     pub id: String,
+    /// Name.
     pub name: String,
+    /// The network.
     pub network_id: String,
+    /// Its fixed addresses.
     pub fixed_ips: Vec<IpAddr>,
+    /// Security groups applied to it.
     pub security_group_ids: Vec<String>,
     /// Extra addresses the port may send from (the VIP on LB VM ports).
     pub allowed_address_pairs: Vec<IpAddr>,
     /// The server the port is attached to, if any.
     pub device_id: Option<String>,
+    /// What owns the port (e.g. `klb:vip`, `compute:nova`).
     pub device_owner: Option<String>,
 }
 
@@ -418,15 +472,19 @@ pub trait Network: Send + Sync {
     /// Find a subnet by id or name.
     async fn find_subnet(&self, id_or_name: &str) -> CloudResult<Option<Subnet>>;
 
+    /// Create a security group without rules.
     async fn create_security_group(&self, spec: &SecurityGroupSpec) -> CloudResult<SecurityGroup>;
+    /// The security group with this exact name, if any.
     async fn find_security_group(&self, name: &str) -> CloudResult<Option<SecurityGroup>>;
     /// Idempotent; also removes the group's rules.
     async fn delete_security_group(&self, id: &str) -> CloudResult<()>;
+    /// Add a rule; an equal existing rule is returned as is.
     async fn add_security_group_rule(
         &self,
         security_group_id: &str,
         rule: &RuleSpec,
     ) -> CloudResult<SecurityGroupRule>;
+    /// Rules of a security group.
     async fn list_security_group_rules(
         &self,
         security_group_id: &str,
@@ -436,6 +494,7 @@ pub trait Network: Send + Sync {
 
     /// Create a port; with `device_owner = "klb:vip"` this allocates the VIP.
     async fn create_port(&self, spec: &PortSpec) -> CloudResult<Port>;
+    /// A port by id; `None` when the cloud has no such port.
     async fn get_port(&self, id: &str) -> CloudResult<Option<Port>>;
     /// Ports with this exact name.
     async fn find_ports(&self, name: &str) -> CloudResult<Vec<Port>>;
@@ -458,6 +517,7 @@ pub trait Network: Send + Sync {
 pub struct PpsAlarmSpec {
     /// Deterministic name, e.g. [`names::alarm`].
     pub name: String,
+    /// The load balancer the alarm scales.
     pub lb_id: String,
     /// The LB VMs whose packet rate is summed.
     pub server_ids: Vec<String>,
@@ -474,16 +534,22 @@ pub struct PpsAlarmSpec {
 /// An alarm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alarm {
+    /// Cloud id.
     pub id: String,
+    /// Name (see [`names::alarm`]).
     pub name: String,
+    /// The load balancer it scales.
     pub lb_id: String,
+    /// The LB VMs it watches.
     pub server_ids: Vec<String>,
 }
 
 /// Threshold alarms (Aodh, or klb's local evaluator).
 #[async_trait]
 pub trait Alarms: Send + Sync {
+    /// Create the packets-per-second alarm.
     async fn create_pps_alarm(&self, spec: &PpsAlarmSpec) -> CloudResult<Alarm>;
+    /// The alarm with this exact name, if any.
     async fn find_alarm(&self, name: &str) -> CloudResult<Option<Alarm>>;
     /// Idempotent.
     async fn delete_alarm(&self, id: &str) -> CloudResult<()>;

@@ -23,6 +23,7 @@ pub struct BarbicanCertificates {
 }
 
 impl BarbicanCertificates {
+    /// Reads certificates through `session` (klb's service identity).
     pub fn new(session: Session) -> Self {
         BarbicanCertificates { session }
     }

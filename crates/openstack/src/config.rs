@@ -8,11 +8,17 @@ use crate::session::SessionConfig;
 pub enum AlarmBackend {
     /// `prometheus`: `query` with `{servers}` (a `|`-joined regex of the LB's server ids) and
     /// `{period}` (seconds) filled in.
-    Prometheus { query: String },
+    Prometheus {
+        /// The PromQL template.
+        query: String,
+    },
     /// `gnocchi_aggregation_by_resources_threshold` over `metric` of the LB's instances.
     Gnocchi {
+        /// Gnocchi metric name.
         metric: String,
+        /// Gnocchi resource type holding the metric.
         resource_type: String,
+        /// Aggregation applied across resources.
         aggregation_method: String,
     },
 }
@@ -42,6 +48,7 @@ impl AlarmBackend {
 /// Everything the driver needs.
 #[derive(Debug, Clone)]
 pub struct OpenStackConfig {
+    /// Where the cloud is and who klb is there.
     pub session: SessionConfig,
     /// `image_id` (wins over `image_tag`).
     pub image_id: Option<String>,

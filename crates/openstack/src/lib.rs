@@ -27,6 +27,7 @@
 //! Errors keep the flows' split: quota, an address or port in use, a missing image or flavor
 //! are permanent (the flow reverts and the LB shows the reason); 5xx, timeouts and transient
 //! conflicts are retried.
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod alarms;
@@ -61,6 +62,7 @@ pub fn lb_tag(lb_id: &str) -> String {
 /// What the [`UserData`] hook knows about a VM about to boot.
 #[derive(Debug, Clone)]
 pub struct VmBoot {
+    /// The server's name.
     pub server_name: String,
     /// `klb_lb_id`, `klb_vm_index`.
     pub metadata: std::collections::BTreeMap<String, String>,
@@ -74,6 +76,7 @@ pub struct VmBoot {
 /// `klb agent`). May hold secrets: drivers never log it.
 #[async_trait]
 pub trait UserData: Send + Sync {
+    /// The user data for `boot`; the error says why it could not be rendered.
     async fn render(&self, boot: &VmBoot) -> Result<String, String>;
 }
 

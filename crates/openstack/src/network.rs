@@ -561,9 +561,13 @@ mod tests {
 /// the port by its deterministic name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservedVip {
+    /// The VIP.
     pub address: IpAddr,
+    /// The port holding it.
     pub port_id: String,
+    /// Its subnet.
     pub subnet_id: String,
+    /// Its network.
     pub network_id: String,
 }
 

@@ -29,14 +29,24 @@ use klb_cloud::{CloudError, CloudErrorKind, CloudResult};
 pub enum Credentials {
     /// User name and password, scoped to a project.
     Password {
+        /// Keystone user name.
         username: String,
+        /// Its password (never logged).
         password: SecretString,
+        /// Domain of the user.
         user_domain_name: String,
+        /// Project to scope the token to.
         project_name: String,
+        /// Domain of that project.
         project_domain_name: String,
     },
     /// An application credential (already scoped to its project).
-    ApplicationCredential { id: String, secret: SecretString },
+    ApplicationCredential {
+        /// Application credential id.
+        id: String,
+        /// Its secret (never logged).
+        secret: SecretString,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -64,6 +74,7 @@ impl std::fmt::Debug for Credentials {
 pub struct SessionConfig {
     /// Keystone v3 URL (`auth_url`); a legacy `/v2.0` URL is rewritten to `/v3` with a warning.
     pub auth_url: String,
+    /// How klb authenticates.
     pub credentials: Credentials,
     /// Catalog region (`None`: the only one).
     pub region: Option<String>,
@@ -268,6 +279,7 @@ pub struct Call {
 }
 
 impl Call {
+    /// A call named `operation` on `resource` (both for errors and logs) to `path` of `service`.
     pub fn new(
         operation: &'static str,
         resource: impl Into<String>,
@@ -289,26 +301,31 @@ impl Call {
         }
     }
 
+    /// Adds a query parameter.
     pub fn query(mut self, key: &str, value: impl Into<String>) -> Self {
         self.query.push((key.to_owned(), value.into()));
         self
     }
 
+    /// Sets the JSON body.
     pub fn body(mut self, body: &serde_json::Value) -> Self {
         self.body = Some(body.to_string().into_bytes());
         self
     }
 
+    /// The reply JSON is under this key.
     pub fn key(mut self, key: &'static str) -> Self {
         self.key = Some(key);
         self
     }
 
+    /// Sends this microversion.
     pub fn version(mut self, major: u8, minor: u8) -> Self {
         self.version = Some(ApiVersion::new(major, minor));
         self
     }
 
+    /// Sets `Accept` (e.g. Barbican payloads).
     pub fn accept(mut self, mime: &'static str) -> Self {
         self.headers
             .insert(http::header::ACCEPT, HeaderValue::from_static(mime));

@@ -35,6 +35,8 @@ use crate::{
 };
 
 /// Every operation of the four traits, for fault scripting and call counting.
+// Each variant is the trait method of the same name (see `Op::name`).
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     CreateServerGroup,
@@ -136,7 +138,10 @@ impl Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Fail without doing anything.
-    Error { retryable: bool },
+    Error {
+        /// Whether the error says "try again".
+        retryable: bool,
+    },
     /// Sleep this long, then behave normally.
     Delay(Duration),
     /// Never return (the caller's timeout must fire). Nothing is done.
@@ -149,7 +154,8 @@ pub enum Fault {
     BootError,
 }
 
-/// The kinds of resources in the ledger.
+/// The kinds of resources in the ledger (named as the cloud types they stand for).
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     ServerGroup,
@@ -163,7 +169,9 @@ pub enum Kind {
 /// One live resource.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LedgerEntry {
+    /// What it is.
     pub kind: Kind,
+    /// Its id.
     pub id: String,
     /// The resource name; rules are named `<group name>/rule`, ports the cloud made for a
     /// server `<server name>/nic<i>`.
@@ -400,15 +408,20 @@ pub enum SharedStateError {
     /// Opening, locking, reading or writing the file failed.
     #[error("fake cloud state file {path}: {what}: {source}")]
     Io {
+        /// The operation that failed.
         what: &'static str,
+        /// The state file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The file exists but does not hold a fake cloud's state.
     #[error("fake cloud state file {path} does not hold a fake cloud's state: {source}")]
     Corrupt {
+        /// The state file.
         path: PathBuf,
+        /// Why it does not parse.
         #[source]
         source: serde_json::Error,
     },
