@@ -593,7 +593,7 @@ pub async fn run(plane: &ControlPlane, opts: &DemoOptions) -> Result<Summary, De
     let m2 = &members[1];
     let member2_id = member_id(&api, &pool_id, &m2.addr.to_string()).await?;
     for pid in klb_local::netns::ns_pids(&m2.ns).await? {
-        klb_local::netns::run("kill", &["-TERM", &pid.to_string()]).await?;
+        klb_local::netns::send_signal(pid, klb_local::netns::Signal::TERM)?;
     }
     let member2_path = format!("/v2/lbaas/pools/{pool_id}/members/{member2_id}");
     let marked = api

@@ -68,6 +68,17 @@ pub enum LocalError {
         /// Its id.
         id: String,
     },
+    /// A signal could not be sent (kill(2) failed: no such process, not permitted).
+    #[error("sending {signal:?} to process {pid}: {source}")]
+    Signal {
+        /// The target process.
+        pid: u32,
+        /// The signal.
+        signal: rustix::process::Signal,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A request the caller made is invalid (bad argument).
     #[error("invalid request: {0}")]
     Invalid(String),

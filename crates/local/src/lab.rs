@@ -715,15 +715,12 @@ impl Lab {
     /// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to every process inside VM `short_id`, by
     /// PID: fault injection for failover tests and the demo (`STOP` = a silent hang).
     pub async fn signal_vm(&self, short_id: &str, signal: &str) -> Result<()> {
-        if !signal
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        {
+        let Some(sig) = netns::parse_signal(signal) else {
             return Err(LocalError::Invalid(format!("bad signal name {signal:?}")));
-        }
+        };
         let vm = self.vm(short_id)?;
         for pid in netns::ns_pids(&vm.ns).await? {
-            netns::run("kill", &[&format!("-{signal}"), &pid.to_string()]).await?;
+            netns::send_signal(pid, sig)?;
         }
         Ok(())
     }

@@ -1,10 +1,11 @@
 //! Network-namespace primitives: namespaces, veth pairs, bridges, addresses, routes, sysctls and
 //! processes started inside a namespace.
 //!
-//! Everything goes through the `ip`, `sysctl` and `kill` commands (run with `tokio::process`)
-//! rather than netlink or `setns(2)`: the workspace forbids `unsafe`, the commands are what an
-//! operator types to inspect or repair the same state, and their error messages are passed on
-//! verbatim in [`LocalError::Command`].
+//! Network state goes through the `ip` and `sysctl` commands (run with `tokio::process`) rather
+//! than netlink or `setns(2)`: the workspace forbids `unsafe`, the commands are what an operator
+//! types to inspect or repair the same state, and their error messages are passed on verbatim in
+//! [`LocalError::Command`]. Plain syscalls with a safe wrapper (signals through rustix, `chown`
+//! through std) are made directly: a `kill` command would only add a fork per signal.
 //!
 //! [`Owned`] records every namespace and process created through it, so that
 //! [`Owned::teardown`] (async) or [`Owned::teardown_blocking`] (usable from `Drop`) removes all
@@ -15,6 +16,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use rustix::process::Pid;
+pub use rustix::process::Signal;
 use tokio::process::{Child, Command};
 use tracing::{debug, info, warn};
 
@@ -348,7 +351,7 @@ impl Process {
                 if let Ok(Some(_)) = child.try_wait() {
                     return Ok(());
                 }
-                signal(self.pid, "TERM").await;
+                signal(self.pid, Signal::TERM);
                 if tokio::time::timeout(grace, child.wait()).await.is_err() {
                     warn!(name = %self.name, pid = self.pid, "still running after SIGTERM, sending SIGKILL");
                     let _ = child.start_kill();
@@ -446,9 +449,41 @@ pub fn pid_netns(pid: u32) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-async fn signal(pid: u32, sig: &str) {
-    if let Err(e) = run("kill", &[&format!("-{sig}"), &pid.to_string()]).await {
-        debug!(pid, sig, error = %e, "kill failed (process probably gone)");
+/// A signal by the name `kill -NAME` takes (`TERM`, `KILL`, `STOP`, `CONT`, `HUP`, `INT`,
+/// `QUIT`, `USR1`, `USR2`); `None` for any other name.
+pub fn parse_signal(name: &str) -> Option<Signal> {
+    Some(match name {
+        "TERM" => Signal::TERM,
+        "KILL" => Signal::KILL,
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        "HUP" => Signal::HUP,
+        "INT" => Signal::INT,
+        "QUIT" => Signal::QUIT,
+        "USR1" => Signal::USR1,
+        "USR2" => Signal::USR2,
+        _ => return None,
+    })
+}
+
+/// Sends `sig` to `pid` with kill(2). PID 0 (or one that does not fit a `pid_t`) is refused:
+/// kill(2) would read it as "my process group".
+pub fn send_signal(pid: u32, sig: Signal) -> Result<()> {
+    let err = |source| LocalError::Signal {
+        pid,
+        signal: sig,
+        source,
+    };
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| err(std::io::ErrorKind::InvalidInput.into()))?;
+    rustix::process::kill_process(target, sig).map_err(|e| err(e.into()))
+}
+
+fn signal(pid: u32, sig: Signal) {
+    if let Err(e) = send_signal(pid, sig) {
+        debug!(pid, ?sig, error = %e, "kill failed (process probably gone)");
     }
 }
 
@@ -457,8 +492,8 @@ pub async fn stop_pids(pids: &[u32], grace: Duration) {
     for &pid in pids {
         if pid_alive(pid) {
             // A SIGSTOPped process (fault-injection tests freeze VMs) would never see TERM.
-            signal(pid, "CONT").await;
-            signal(pid, "TERM").await;
+            signal(pid, Signal::CONT);
+            signal(pid, Signal::TERM);
         }
     }
     let deadline = tokio::time::Instant::now() + grace;
@@ -468,7 +503,7 @@ pub async fn stop_pids(pids: &[u32], grace: Duration) {
     for &pid in pids {
         if pid_alive(pid) {
             warn!(pid, "still running after SIGTERM, sending SIGKILL");
-            signal(pid, "KILL").await;
+            signal(pid, Signal::KILL);
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -661,16 +696,10 @@ impl Owned {
         }
         pids.sort_unstable();
         pids.dedup();
-        let kill = |sig: &str, pid: u32| {
-            let _ = std::process::Command::new("kill")
-                .args([format!("-{sig}"), pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        };
         for &pid in &pids {
             if pid_alive(pid) {
-                kill("CONT", pid);
-                kill("TERM", pid);
+                signal(pid, Signal::CONT);
+                signal(pid, Signal::TERM);
             }
         }
         let deadline = std::time::Instant::now() + grace;
@@ -679,7 +708,7 @@ impl Owned {
         }
         for &pid in &pids {
             if pid_alive(pid) {
-                kill("KILL", pid);
+                signal(pid, Signal::KILL);
             }
         }
         // Our own children: reap them so no zombie remains (kill_on_drop would only SIGKILL).
@@ -752,14 +781,52 @@ where
 }
 
 /// Creates `dir` (and parents) readable by other users (FRR drops to user `frr` and must reach
-/// its files through every parent) and `chown -R frr:frr` it when `frr_owned`.
+/// its files through every parent) and hands it (recursively) to `frr:frr` when `frr_owned`.
 pub async fn prepare_dir(dir: &Path, frr_owned: bool) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).map_err(|e| LocalError::io(dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| LocalError::io(dir, e))?;
     if frr_owned {
-        run("chown", &["-R", "frr:frr", &dir.display().to_string()]).await?;
+        let uid = account_id(Path::new("/etc/passwd"), "frr")?;
+        let gid = account_id(Path::new("/etc/group"), "frr")?;
+        chown_recursive(dir, uid, gid)?;
+    }
+    Ok(())
+}
+
+/// The numeric id of `name` in a `passwd`- or `group`-format file (`name:x:ID:...`). FRR's
+/// package creates its user and group there; NSS sources beyond the files are not consulted.
+fn account_id(file: &Path, name: &str) -> Result<u32> {
+    let text = std::fs::read_to_string(file).map_err(|e| LocalError::io(file, e))?;
+    text.lines()
+        .map(|l| l.split(':'))
+        .find_map(|mut f| {
+            (f.next() == Some(name))
+                .then(|| f.nth(1).and_then(|id| id.parse().ok()))
+                .flatten()
+        })
+        .ok_or_else(|| {
+            LocalError::io(
+                file,
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("no entry {name:?}")),
+            )
+        })
+}
+
+/// `chown -R uid:gid dir` without the command: symbolic links are changed themselves, never
+/// followed (lchown), as `chown -R` does by default.
+fn chown_recursive(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|e| LocalError::io(dir, e))?;
+    if !std::fs::symlink_metadata(dir)
+        .map_err(|e| LocalError::io(dir, e))?
+        .is_dir()
+    {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| LocalError::io(dir, e))? {
+        let path = entry.map_err(|e| LocalError::io(dir, e))?.path();
+        chown_recursive(&path, uid, gid)?;
     }
     Ok(())
 }
@@ -777,6 +844,72 @@ mod tests {
         assert!(check_ns_name("a/b").is_err());
         assert!(check_if_name("0123456789abcde").is_ok());
         assert!(check_if_name("0123456789abcdef").is_err());
+    }
+
+    #[test]
+    fn account_ids_come_from_passwd_and_group_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            "root:x:0:0:root:/root:/bin/sh\nfrrx:x:7:7::/:/bin/false\nfrr:x:101:102:FRR:/:/bin/false\n",
+        )
+        .unwrap();
+        assert_eq!(account_id(&passwd, "frr").unwrap(), 101);
+        assert_eq!(account_id(&passwd, "root").unwrap(), 0);
+        let missing = account_id(&passwd, "nobody").unwrap_err();
+        assert!(
+            missing.to_string().contains("no entry \"nobody\""),
+            "{missing}"
+        );
+        let group = dir.path().join("group");
+        std::fs::write(&group, "frrvty:x:85:\nfrr:x:102:\n").unwrap();
+        assert_eq!(account_id(&group, "frr").unwrap(), 102);
+    }
+
+    #[test]
+    fn chown_recursive_reaches_every_entry_and_skips_link_targets() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        let before = std::fs::metadata(outside.path()).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/f"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        // Root can give the tree away (so a missed entry shows); others keep their own ids.
+        let (uid, gid) = if rustix::process::geteuid().is_root() {
+            (4242, 4343)
+        } else {
+            (before.uid(), before.gid())
+        };
+        chown_recursive(dir.path(), uid, gid).unwrap();
+        for p in ["sub", "sub/f", "link"] {
+            let m = std::fs::symlink_metadata(dir.path().join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (uid, gid), "{p}");
+        }
+        let after = std::fs::metadata(outside.path()).unwrap();
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        let err = chown_recursive(&dir.path().join("absent"), uid, gid).unwrap_err();
+        assert!(matches!(err, LocalError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn signals_by_name_and_by_pid() {
+        assert_eq!(parse_signal("STOP"), Some(Signal::STOP));
+        assert_eq!(parse_signal("KILL"), Some(Signal::KILL));
+        assert_eq!(parse_signal("-9"), None);
+        assert_eq!(parse_signal("term"), None);
+        // PID 0 would signal our own process group: refused before the syscall.
+        let err = send_signal(0, Signal::TERM).unwrap_err();
+        assert!(matches!(err, LocalError::Signal { pid: 0, .. }), "{err}");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        send_signal(child.id(), Signal::TERM).unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(15), "{status:?}");
     }
 
     #[test]

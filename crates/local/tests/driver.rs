@@ -52,10 +52,8 @@ impl Drop for PrefixGuard {
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
-            for pid in pids.split_whitespace() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", pid])
-                    .status();
+            for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
+                let _ = netns::send_signal(pid, netns::Signal::KILL);
             }
             let _ = std::process::Command::new("ip")
                 .args(["netns", "del", ns])
@@ -395,9 +393,7 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
     .expect("the management address is reachable on an allowed port");
     // The test's listeners go (by PID); only the agent is left in the VM.
     for pid in listeners {
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
+        let _ = netns::send_signal(pid, netns::Signal::TERM);
     }
     for _ in 0..50 {
         if netns::ns_pids(&vm1.ns).await.unwrap().len() <= 1 {
@@ -434,9 +430,7 @@ async fn local_cloud_servers_ports_alarms_and_adoption() {
     // The agent of s1 dies: the server turns ERROR with a fault.
     let agent_pid = netns::ns_pids(&vm1.ns).await.unwrap();
     assert_eq!(agent_pid.len(), 1, "only the agent runs in the VM");
-    netns::run("kill", &["-KILL", &agent_pid[0].to_string()])
-        .await
-        .unwrap();
+    netns::send_signal(agent_pid[0], netns::Signal::KILL).unwrap();
     let mut st = ServerStatus::Active;
     for _ in 0..50 {
         st = cloud.get_server(&s1.id).await.unwrap().unwrap().status;

@@ -576,8 +576,9 @@ impl Drop for PrefixGuard {
                 continue;
             }
             if let Ok(p) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                let out = String::from_utf8_lossy(&p.stdout);
+                for pid in out.split_whitespace().filter_map(|p| p.parse().ok()) {
+                    let _ = netns::send_signal(pid, netns::Signal::KILL);
                 }
             }
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
