@@ -85,7 +85,8 @@ pub enum Denied {
     Forbidden,
 }
 
-/// The resource an action is about (Octavia's RBAC resource names).
+/// The resource an action is about (Octavia's RBAC resource names, one per API collection).
+#[allow(missing_docs)] // each variant is the API collection of the same name
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource {
     LoadBalancer,
@@ -104,17 +105,26 @@ pub enum Resource {
     Amphora,
 }
 
-/// What is done.
+/// What is done (Octavia's RBAC action names: `os_load-balancer_api:<resource>:<op>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// Read one object.
     GetOne,
+    /// List the caller's project.
     GetAll,
+    /// List every project.
     GetAllGlobal,
+    /// Create.
     Post,
+    /// Update.
     Put,
+    /// Delete.
     Delete,
+    /// Read statistics.
     GetStats,
+    /// Read the status tree.
     GetStatus,
+    /// Fail over.
     Failover,
 }
 

@@ -7,6 +7,7 @@
 //! [`router`] builds the whole service (tests drive it with `tower::ServiceExt::oneshot`);
 //! [`serve`] runs it on a listener until shutdown.
 
+#![warn(missing_docs)]
 use std::future::Future;
 use std::sync::Arc;
 

@@ -34,12 +34,16 @@ pub struct DemoOptions {
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// A call to klb's API failed.
     #[error("API: {0}")]
     Api(#[from] ClientError),
+    /// The local cloud failed.
     #[error("local cloud: {0}")]
     Local(#[from] klb_local::LocalError),
+    /// The store failed.
     #[error("store: {0}")]
     Store(#[from] klb_store::StoreError),
+    /// A step's check failed (the message says which).
     #[error("{0}")]
     Step(String),
 }
@@ -47,13 +51,16 @@ pub enum DemoError {
 /// One measured row of the summary.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// What was measured.
     pub what: String,
+    /// The figure.
     pub value: String,
 }
 
 /// The final report.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
+    /// The rows, in measurement order.
     pub rows: Vec<Row>,
     /// Where each row is echoed as it is measured (`None`: stdout directly).
     console: Option<Console>,

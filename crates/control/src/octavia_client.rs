@@ -8,29 +8,49 @@ use serde_json::Value;
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The request did not get a reply.
     #[error("{method} {path}: {source}")]
     Transport {
+        /// HTTP method.
         method: &'static str,
+        /// Request path.
         path: String,
+        /// The transport error.
         #[source]
         source: reqwest::Error,
     },
+    /// The reply was an error.
     #[error("{method} {path}: HTTP {status}: {body}")]
     Status {
+        /// HTTP method.
         method: &'static str,
+        /// Request path.
         path: String,
+        /// HTTP status.
         status: u16,
+        /// Reply body.
         body: String,
     },
+    /// A status was not reached in time.
     #[error("{path}: {what} not reached within {waited:?} (last: {last})")]
     Timeout {
+        /// The polled object.
         path: String,
+        /// The awaited status.
         what: String,
+        /// How long the client polled.
         waited: Duration,
+        /// The last status seen.
         last: String,
     },
+    /// The object went to ERROR.
     #[error("{path}: went to ERROR: {body}")]
-    Failed { path: String, body: String },
+    Failed {
+        /// The polled object.
+        path: String,
+        /// Its last body.
+        body: String,
+    },
 }
 
 /// Octavia API client (noauth: the project rides in `X-Project-Id`).
