@@ -6,6 +6,7 @@ mod util;
 mod certificates;
 mod conformance;
 mod errors;
+mod golden;
 mod hardening;
 mod l7;
 mod lists;
