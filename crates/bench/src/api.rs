@@ -16,13 +16,20 @@
 //!    ACTIVE again before its next create (as Octavia requires: a PENDING LB answers 409).
 //! 7. `member_create`: each client on its own pool (created unmeasured) on another LB than in
 //!    the listener phase when enough LBs exist, same pattern.
-//! 8. `lb_delete`: cascade-delete every LB this level created, then wait until they are gone.
+//! 8. Child writes on distinct ACTIVE LBs, back to back (no waiting between POSTs):
+//!    `listener_create_burst`, then `pool_create_burst`, then `member_create_burst` (a member of
+//!    each of those pools). Op i goes to LB i mod n, n = min(`count`, LBs not used by phases
+//!    6 and 7); with `count` ≤ n every op of a sub-phase writes to its own ACTIVE LB, so none
+//!    meets a `PENDING_UPDATE` LB. All LBs are waited for (unmeasured) between the sub-phases.
+//!    With `count` > n an op may meet its LB still pending: Octavia's 409 is then counted in
+//!    `conflicts` (and among the op's errors).
+//! 9. `lb_delete`: cascade-delete every LB this level created, then wait until they are gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -148,6 +155,10 @@ pub struct ConcurrencyRun {
     pub list_items: usize,
     /// LBs of the list/top-up set that went to ERROR (not used for listener/member phases).
     pub lbs_in_error: usize,
+    /// Distinct LBs the `*_create_burst` phases wrote to.
+    pub burst_lbs: usize,
+    /// HTTP 409 answers per operation (an LB still `PENDING_UPDATE`); also among its errors.
+    pub conflicts: BTreeMap<String, u64>,
 }
 
 /// A concurrency level that could not complete (its LBs were removed).
@@ -161,12 +172,15 @@ pub struct FailedLevel {
 pub const ISOLATED_CREATES: usize = 20;
 
 /// Operations whose ops_per_s is a throughput (the `*_to_active` ones are latencies only).
-pub const THROUGHPUT_OPS: [&str; 6] = [
+pub const THROUGHPUT_OPS: [&str; 9] = [
     "lb_create",
     "lb_show",
     "lb_list",
     "listener_create",
     "member_create",
+    "listener_create_burst",
+    "pool_create_burst",
+    "member_create_burst",
     "lb_delete",
 ];
 
@@ -200,6 +214,12 @@ impl ApiBenchReport {
             line("baseline GET /", &run.baseline_version_get, None);
             for (name, s) in &run.ops {
                 line(name, s, run.relative_to_baseline.get(name).copied());
+            }
+            for (name, n) in run.conflicts.iter().filter(|(_, n)| **n > 0) {
+                out.push_str(&format!(
+                    "{:>5}  {name}: {n} HTTP 409 (LB still pending; among its errors)\n",
+                    run.concurrency
+                ));
             }
             if let Some(all) = run.lb_all_active_s {
                 out.push_str(&format!(
@@ -638,7 +658,21 @@ async fn run_level(
         member.to_active_stats,
     );
 
-    // 7. Delete everything this level created (cascade), then wait until it is gone.
+    // 7. Child writes back to back, each op on its own ACTIVE LB (those phases 5 and 6 left
+    // alone: the isolated phase's LBs are ACTIVE too and make up for them).
+    let mut spare: Vec<String> = usable
+        .iter()
+        .skip(2 * c)
+        .chain(iso.ids.iter())
+        .cloned()
+        .collect();
+    if spare.len() < config.count.min(usable.len()) {
+        spare = usable.clone();
+    }
+    spare.truncate(config.count);
+    let burst = child_burst(api, config, c, Arc::new(spare), &mut ops).await?;
+
+    // 8. Delete everything this level created (cascade), then wait until it is gone.
     tracing::info!(concurrency = c, lbs = created.lbs.len(), "lb delete");
     for id in &created.lbs {
         wait_lb_settled(api, config, id)
@@ -689,7 +723,150 @@ async fn run_level(
         lb_all_active_s,
         list_items,
         lbs_in_error,
+        burst_lbs: burst.lbs,
+        conflicts: burst.conflicts,
     })
+}
+
+struct BurstOutcome {
+    lbs: usize,
+    conflicts: BTreeMap<String, u64>,
+}
+
+/// Phase 7: listener, pool and member POSTs back to back on `lbs` (op i on LB i mod n), every
+/// LB waited for ACTIVE (unmeasured) between the three.
+async fn child_burst(
+    api: &Api,
+    config: &ApiBenchConfig,
+    c: usize,
+    lbs: Arc<Vec<String>>,
+    ops: &mut BTreeMap<String, OpStats>,
+) -> Result<BurstOutcome, BenchError> {
+    let limit = config.phase_time_limit;
+    let n = lbs.len();
+    if n == 0 {
+        return Err(BenchError::Setup(
+            "no ACTIVE LB for the child write burst".into(),
+        ));
+    }
+    let mut conflicts = BTreeMap::new();
+    let settle_all = |what: &'static str| {
+        let lbs = lbs.clone();
+        async move {
+            for id in lbs.iter() {
+                wait_lb_active(api, config, id)
+                    .await
+                    .map_err(|e| BenchError::Setup(format!("after {what}: {e}")))?;
+            }
+            Ok::<(), BenchError>(())
+        }
+    };
+
+    tracing::info!(concurrency = c, lbs = n, "listener create burst");
+    let conflicted = Arc::new(AtomicU64::new(0));
+    let (a, l2, k) = (api.clone(), lbs.clone(), conflicted.clone());
+    let out = run_phase(c, config.count, limit, move |i, _| {
+        let (a, lbs, k) = (a.clone(), l2.clone(), k.clone());
+        async move {
+            let body = json!({"listener": {
+                "loadbalancer_id": lbs[i % lbs.len()], "protocol": "HTTP", "protocol_port": 1000 + i}});
+            count_conflict(
+                &k,
+                a.timed(Method::POST, "/v2/lbaas/listeners", Some(&body), &[StatusCode::CREATED])
+                    .await,
+            )
+        }
+    })
+    .await;
+    ops.insert("listener_create_burst".into(), out.stats);
+    conflicts.insert(
+        "listener_create_burst".into(),
+        conflicted.load(Ordering::Relaxed),
+    );
+    settle_all("the listener burst").await?;
+
+    tracing::info!(concurrency = c, lbs = n, "pool create burst");
+    // pools[j]: the pool made on LB j (the member burst adds to it).
+    let pools: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let conflicted = Arc::new(AtomicU64::new(0));
+    let (a, l2, k, p2) = (api.clone(), lbs.clone(), conflicted.clone(), pools.clone());
+    let out = run_phase(c, config.count, limit, move |i, _| {
+        let (a, lbs, k, pools) = (a.clone(), l2.clone(), k.clone(), p2.clone());
+        async move {
+            let j = i % lbs.len();
+            let body = json!({"pool": {
+                "loadbalancer_id": lbs[j], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}});
+            let start = Instant::now();
+            let v = a
+                .request(
+                    Method::POST,
+                    "/v2/lbaas/pools",
+                    Some(&body),
+                    &[StatusCode::CREATED],
+                )
+                .await;
+            let latency = start.elapsed();
+            let id = id_of(&count_conflict(&k, v)?, "pool")?;
+            pools.lock().await[j].get_or_insert(id);
+            Ok(Sample {
+                latency,
+                to_active: None,
+                id: None,
+            })
+        }
+    })
+    .await;
+    ops.insert("pool_create_burst".into(), out.stats);
+    conflicts.insert(
+        "pool_create_burst".into(),
+        conflicted.load(Ordering::Relaxed),
+    );
+    settle_all("the pool burst").await?;
+
+    tracing::info!(concurrency = c, lbs = n, "member create burst");
+    let pools = Arc::new(pools.lock().await.clone());
+    let conflicted = Arc::new(AtomicU64::new(0));
+    let (a, k) = (api.clone(), conflicted.clone());
+    let out = run_phase(c, config.count, limit, move |i, _| {
+        let (a, k, pools) = (a.clone(), k.clone(), pools.clone());
+        async move {
+            let Some(pool) = &pools[i % pools.len()] else {
+                return Err(format!(
+                    "no pool on LB {} (its pool create failed)",
+                    i % pools.len()
+                ));
+            };
+            let body = json!({"member": {"address": member_address(i), "protocol_port": 80}});
+            count_conflict(
+                &k,
+                a.timed(
+                    Method::POST,
+                    &format!("/v2/lbaas/pools/{pool}/members"),
+                    Some(&body),
+                    &[StatusCode::CREATED],
+                )
+                .await,
+            )
+        }
+    })
+    .await;
+    ops.insert("member_create_burst".into(), out.stats);
+    conflicts.insert(
+        "member_create_burst".into(),
+        conflicted.load(Ordering::Relaxed),
+    );
+    settle_all("the member burst").await?;
+    Ok(BurstOutcome { lbs: n, conflicts })
+}
+
+/// Counts an HTTP 409 answer in `conflicts` (the result is passed on unchanged).
+fn count_conflict<T>(conflicts: &AtomicU64, r: Result<T, String>) -> Result<T, String> {
+    if let Err(e) = &r
+        && e.contains(": HTTP 409")
+    {
+        conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+    r
 }
 
 /// Member address for op `i`: 198.18.0.1 + i (198.18.0.0/15, benchmark range; never contacted).
@@ -1135,6 +1312,18 @@ mod tests {
         c.count = 10;
         c.url = "127.0.0.1:9876".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn only_409_answers_count_as_conflicts() {
+        let k = AtomicU64::new(0);
+        let conflict: Result<(), String> =
+            Err("POST /v2/lbaas/pools: HTTP 409 Conflict: {}".into());
+        let other: Result<(), String> = Err("POST /v2/lbaas/pools: HTTP 400 Bad Request".into());
+        assert!(count_conflict(&k, conflict).is_err());
+        assert!(count_conflict(&k, other).is_err());
+        assert!(count_conflict(&k, Ok::<(), String>(())).is_ok());
+        assert_eq!(k.load(Ordering::Relaxed), 1);
     }
 
     #[test]
