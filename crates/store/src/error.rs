@@ -81,7 +81,19 @@ impl StoreError {
                 ) || source
                     .as_database_error()
                     .and_then(|e| e.code())
-                    .is_some_and(|c| c == "40001" || c == "40P01" || c == "5" || c == "6")
+                    .is_some_and(|c| {
+                        // Serialization failure, deadlock, SQLITE_BUSY/LOCKED; PostgreSQL's
+                        // connection exceptions (08xxx) and operator intervention (57P01
+                        // admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now):
+                        // the server is stopping or restarting, so the request is answered
+                        // 503 and may be retried, not 500.
+                        c == "40001"
+                            || c == "40P01"
+                            || c == "5"
+                            || c == "6"
+                            || c.starts_with("08")
+                            || c.starts_with("57P")
+                    })
             }
             _ => false,
         }

@@ -34,7 +34,8 @@ pub enum Backend {
 pub struct StoreOptions {
     /// `sqlite://PATH`, `sqlite:PATH` or `postgres://...`.
     pub url: String,
-    /// Reader connections (SQLite) or total connections (PostgreSQL).
+    /// Reader connections (SQLite; one writer), or connections of each of the writer and
+    /// the reader pool (PostgreSQL).
     pub max_connections: u32,
     /// Bound of the [`RenderCache`] in bytes (0 disables it).
     pub cache_bytes: usize,
@@ -106,13 +107,28 @@ impl Store {
         let (backend, writer, reader) = if url.starts_with("postgres://")
             || url.starts_with("postgresql://")
         {
-            let pool = AnyPoolOptions::new()
-                .max_connections(options.max_connections.max(2))
-                .acquire_timeout(Duration::from_secs(30))
+            // Two pools, as on SQLite: a request that holds a write transaction and reads
+            // through the store (e.g. the quota limit inside a create's transaction) takes a
+            // second connection. From one shared pool, as many such requests as connections
+            // each held one and waited for another until the acquire timeout (every create
+            // stalled 30 s with 20 concurrent clients: the reliability suite's finding).
+            // Plain reads never wait for a writer connection, so two pools cannot deadlock.
+            // Acquire timeout 10 s: while PostgreSQL is down, sqlx retries refused connects
+            // until this deadline, so it bounds how long a request waits before its 503.
+            let pool = |n: u32| {
+                AnyPoolOptions::new()
+                    .max_connections(n.max(2))
+                    .acquire_timeout(Duration::from_secs(10))
+            };
+            let writer = pool(options.max_connections)
                 .connect(url)
                 .await
                 .map_err(open_err)?;
-            (Backend::Postgres, pool.clone(), pool)
+            let reader = pool(options.max_connections)
+                .connect(url)
+                .await
+                .map_err(open_err)?;
+            (Backend::Postgres, writer, reader)
         } else {
             let url = sqlite_url(url);
             // The database holds secrets (certificate keys, webhook tokens): owner-only.

@@ -781,3 +781,60 @@ async fn sqlite_files_are_owner_only() {
         .unwrap();
     assert_eq!(mode("old.db"), 0o600);
 }
+
+/// A read through the store while every writer connection is inside a transaction answers
+/// at once: creates read the quota limit inside their transaction, and with one shared pool
+/// on PostgreSQL as many concurrent creates as connections waited for each other until the
+/// acquire timeout (30 s).
+#[tokio::test]
+async fn reads_do_not_wait_for_busy_write_transactions() {
+    let (store, _dir) = test_store().await;
+    let lb = lb(ProvisioningStatus::Active);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_resource(&lb).await.unwrap();
+    tx.commit().await.unwrap();
+    // SQLite has one writer connection; PostgreSQL's default pool has four.
+    let writers = if std::env::var("KLB_TEST_POSTGRES_URL").is_ok() {
+        StoreOptions::new("").max_connections
+    } else {
+        1
+    };
+    let mut held = Vec::new();
+    for _ in 0..writers {
+        held.push(store.begin().await.unwrap());
+    }
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.get("loadbalancer", &lb.id.to_string()),
+    )
+    .await
+    .expect("a read while all writers are busy answers within 5 s")
+    .unwrap();
+    assert!(read.is_some());
+    drop(held);
+}
+
+/// A session PostgreSQL terminates (fast shutdown or restart: 57P01) is a retryable error, so
+/// the API answers 503 rather than 500 while the database restarts.
+#[tokio::test]
+async fn a_terminated_postgres_session_is_retryable() {
+    let Ok(url) = std::env::var("KLB_TEST_POSTGRES_URL") else {
+        eprintln!("skipping PostgreSQL test: KLB_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let source = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut conn)
+        .await
+        .expect_err("the session is terminated");
+    assert_eq!(
+        source.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("57P01"),
+        "{source}"
+    );
+    let err = StoreError::Query { op: "test", source };
+    assert!(err.is_retryable());
+}
