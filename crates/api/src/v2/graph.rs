@@ -132,7 +132,7 @@ pub fn build(
         })
     };
     let listener_keys = without(
-        super::listeners::POST_KEYS,
+        super::listeners::post_keys(),
         &[
             "loadbalancer_id",
             "project_id",

@@ -1,5 +1,7 @@
 //! `/v2/listeners` (octavia-api.md §2).
 
+use std::sync::LazyLock;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -9,6 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
+use super::fields::{Attr, Reader, Table, read};
 use super::loadbalancers::{scope_project, stored_stats};
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
@@ -17,63 +20,248 @@ use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing, RelIndex};
 use crate::provider::CertUsage;
 
-/// Attributes accepted on POST (the single-create form adds `default_pool`, `l7policies`).
-pub const POST_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "admin_state_up",
-    "project_id",
-    "tenant_id",
-    "loadbalancer_id",
-    "protocol",
-    "protocol_port",
-    "connection_limit",
-    "default_pool_id",
-    "insert_headers",
-    "default_tls_container_ref",
-    "sni_container_refs",
-    "client_ca_tls_container_ref",
-    "client_authentication",
-    "client_crl_container_ref",
-    "timeout_client_data",
-    "timeout_member_connect",
-    "timeout_member_data",
-    "timeout_tcp_inspect",
-    "allowed_cidrs",
-    "tls_ciphers",
-    "tls_versions",
-    "alpn_protocols",
-    "hsts_max_age",
-    "hsts_include_subdomains",
-    "hsts_preload",
-    "tags",
-];
-const PUT_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "admin_state_up",
-    "connection_limit",
-    "default_pool_id",
-    "insert_headers",
-    "default_tls_container_ref",
-    "sni_container_refs",
-    "client_ca_tls_container_ref",
-    "client_authentication",
-    "client_crl_container_ref",
-    "timeout_client_data",
-    "timeout_member_connect",
-    "timeout_member_data",
-    "timeout_tcp_inspect",
-    "allowed_cidrs",
-    "tls_ciphers",
-    "tls_versions",
-    "alpn_protocols",
-    "hsts_max_age",
-    "hsts_include_subdomains",
-    "hsts_preload",
-    "tags",
-];
 const MAX_TIMEOUT: i64 = 2_073_600_000;
+/// The key PUT's default-pool check looks for.
+const DEFAULT_POOL_ID: &str = "default_pool_id";
+
+/// The listener's attributes: how each is read (with its bounds), stored, updated and
+/// rendered (see [`super::fields`]).
+static TABLE: LazyLock<Table<Listener>> = LazyLock::new(|| {
+    type A = Attr<Listener>;
+    let container_ref = || read::checked(validate::MAX_STR, validate::container_ref);
+    let timeout = || read::int(0, MAX_TIMEOUT);
+    let tls = |l: &Listener| l.protocol == ListenerProtocol::TerminatedHttps;
+    Table::new(vec![
+        A::key("loadbalancer_id"),
+        A::key("project_id"),
+        A::key("tenant_id"),
+        A::new(
+            "protocol",
+            read::one_of(ListenerProtocol::ALL),
+            |l, v, _| l.protocol = v.unwrap_or(l.protocol),
+            |l| json!(l.protocol.as_str()),
+        )
+        .required()
+        .first(),
+        A::new(
+            "protocol_port",
+            read::int(1, 65535),
+            |l, v, _| l.protocol_port = v.map_or(l.protocol_port, |p| p as u16),
+            |l| json!(l.protocol_port),
+        )
+        .required()
+        .first(),
+        A::new(
+            "name",
+            read::text(),
+            |l, v, _| l.name = v,
+            |l| json!(l.name),
+        )
+        .updatable(),
+        A::new(
+            "description",
+            read::text(),
+            |l, v, _| l.description = v,
+            |l| json!(l.description),
+        )
+        .updatable(),
+        A::new(
+            "admin_state_up",
+            read::admin(),
+            |l, v, _| l.admin_state_up = v.unwrap_or(true),
+            |l| json!(l.admin_state_up),
+        )
+        .updatable(),
+        A::new(
+            "connection_limit",
+            read::int(-1, i64::from(i32::MAX)),
+            |l, v, _| l.connection_limit = v.unwrap_or(-1),
+            |l| json!(l.connection_limit),
+        )
+        .updatable(),
+        A::new(
+            DEFAULT_POOL_ID,
+            read::uuid(),
+            |l, v, _| l.default_pool_id = v,
+            |l| opt(&l.default_pool_id),
+        )
+        .updatable(),
+        A::shown("loadbalancers", |l| json!([{"id": l.loadbalancer_id}])),
+        // Filled by `relate`.
+        A::shown("l7policies", |_| json!([])),
+        A::new(
+            "insert_headers",
+            read::string_map(validate::MAX_STR),
+            |l, v, _| l.insert_headers = v.unwrap_or_default(),
+            |l| json!(l.insert_headers),
+        )
+        .updatable(),
+        A::new(
+            "default_tls_container_ref",
+            container_ref(),
+            |l, v, _| l.default_tls_container_ref = v,
+            |l| json!(l.default_tls_container_ref),
+        )
+        .updatable(),
+        A::new(
+            "sni_container_refs",
+            read::strings(validate::MAX_STR, validate::container_ref),
+            |l, v, _| l.sni_container_refs = v.unwrap_or_default(),
+            |l| json!(l.sni_container_refs),
+        )
+        .updatable(),
+        A::new(
+            "client_ca_tls_container_ref",
+            container_ref(),
+            |l, v, _| l.client_ca_tls_container_ref = v,
+            |l| json!(l.client_ca_tls_container_ref),
+        )
+        .updatable(),
+        A::new(
+            "client_authentication",
+            read::one_of(ClientAuthentication::ALL),
+            |l, v, _| l.client_authentication = v.unwrap_or(ClientAuthentication::None),
+            |l| json!(l.client_authentication.as_str()),
+        )
+        .updatable(),
+        A::new(
+            "client_crl_container_ref",
+            container_ref(),
+            |l, v, _| l.client_crl_container_ref = v,
+            |l| json!(l.client_crl_container_ref),
+        )
+        .updatable(),
+        A::new(
+            "timeout_client_data",
+            timeout(),
+            |l, v, c| l.timeout_client_data = v.unwrap_or(c.config.timeout_client_data),
+            |l| json!(l.timeout_client_data),
+        )
+        .updatable(),
+        A::new(
+            "timeout_member_connect",
+            timeout(),
+            |l, v, c| l.timeout_member_connect = v.unwrap_or(c.config.timeout_member_connect),
+            |l| json!(l.timeout_member_connect),
+        )
+        .updatable(),
+        A::new(
+            "timeout_member_data",
+            timeout(),
+            |l, v, c| l.timeout_member_data = v.unwrap_or(c.config.timeout_member_data),
+            |l| json!(l.timeout_member_data),
+        )
+        .updatable(),
+        A::new(
+            "timeout_tcp_inspect",
+            timeout(),
+            |l, v, c| l.timeout_tcp_inspect = v.unwrap_or(c.config.timeout_tcp_inspect),
+            |l| json!(l.timeout_tcp_inspect),
+        )
+        .updatable(),
+        A::new(
+            "allowed_cidrs",
+            cidrs(),
+            |l, v, c| {
+                l.allowed_cidrs = v.unwrap_or_default();
+                // On create the VIP check comes after the cross-field rules (`parse_new`).
+                match c.lb {
+                    Some(lb) if c.updating => check_cidrs_vs_vip(lb, &l.allowed_cidrs),
+                    _ => Ok(()),
+                }
+            },
+            |l| {
+                if l.allowed_cidrs.is_empty() {
+                    Value::Null
+                } else {
+                    json!(
+                        l.allowed_cidrs
+                            .iter()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                    )
+                }
+            },
+        )
+        .updatable(),
+        // TLS options left out (or null) get the defaults on TERMINATED_HTTPS listeners.
+        A::new(
+            "tls_ciphers",
+            read::checked(validate::MAX_CIPHERS, validate::tls_ciphers),
+            move |l, v, c| {
+                l.tls_ciphers = v.or_else(|| tls(l).then(|| c.config.default_tls_ciphers.clone()))
+            },
+            |l| json!(l.tls_ciphers),
+        )
+        .updatable(),
+        A::new(
+            "tls_versions",
+            read::nonempty(read::list_of(TlsVersion::ALL)),
+            move |l, v, _| {
+                l.tls_versions =
+                    v.or_else(|| tls(l).then(|| vec![TlsVersion::TlsV1_2, TlsVersion::TlsV1_3]))
+            },
+            |l| {
+                json!(
+                    l.tls_versions
+                        .as_ref()
+                        .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
+                )
+            },
+        )
+        .updatable(),
+        A::new(
+            "alpn_protocols",
+            read::nonempty(read::list_of(AlpnProtocol::ALL)),
+            move |l, v, _| {
+                l.alpn_protocols = v.or_else(|| tls(l).then(|| AlpnProtocol::ALL.to_vec()))
+            },
+            |l| {
+                json!(
+                    l.alpn_protocols
+                        .as_ref()
+                        .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
+                )
+            },
+        )
+        .updatable(),
+        A::new(
+            "hsts_max_age",
+            read::int(0, i64::from(i32::MAX)),
+            |l, v, _| l.hsts_max_age = v,
+            |l| json!(l.hsts_max_age),
+        )
+        .updatable(),
+        A::new(
+            "hsts_include_subdomains",
+            read::boolean(),
+            |l, v, _| l.hsts_include_subdomains = v.unwrap_or(false),
+            |l| json!(l.hsts_include_subdomains),
+        )
+        .updatable(),
+        A::new(
+            "hsts_preload",
+            read::boolean(),
+            |l, v, _| l.hsts_preload = v.unwrap_or(false),
+            |l| json!(l.hsts_preload),
+        )
+        .updatable(),
+        // Rendered by `head`.
+        A::new(
+            "tags",
+            read::tags(),
+            |l, v, _| l.tags = v.unwrap_or_default(),
+            |_| Value::Null,
+        )
+        .updatable()
+        .unrendered(),
+    ])
+});
+
+/// Attributes accepted on POST (the single-create form adds `default_pool`, `l7policies`).
+pub fn post_keys() -> &'static [&'static str] {
+    TABLE.create_keys()
+}
 
 /// Renders a listener without relation lists.
 pub fn render(l: &Listener) -> Map<String, Value> {
@@ -86,72 +274,7 @@ pub fn render(l: &Listener) -> Map<String, Value> {
         l.updated_at,
         &l.tags,
     );
-    m.insert("name".into(), json!(l.name));
-    m.insert("description".into(), json!(l.description));
-    m.insert("admin_state_up".into(), json!(l.admin_state_up));
-    m.insert("protocol".into(), json!(l.protocol.as_str()));
-    m.insert("protocol_port".into(), json!(l.protocol_port));
-    m.insert("connection_limit".into(), json!(l.connection_limit));
-    m.insert("default_pool_id".into(), opt(&l.default_pool_id));
-    m.insert("loadbalancers".into(), json!([{"id": l.loadbalancer_id}]));
-    m.insert("l7policies".into(), json!([]));
-    m.insert("insert_headers".into(), json!(l.insert_headers));
-    m.insert(
-        "default_tls_container_ref".into(),
-        json!(l.default_tls_container_ref),
-    );
-    m.insert("sni_container_refs".into(), json!(l.sni_container_refs));
-    m.insert(
-        "client_ca_tls_container_ref".into(),
-        json!(l.client_ca_tls_container_ref),
-    );
-    m.insert(
-        "client_authentication".into(),
-        json!(l.client_authentication.as_str()),
-    );
-    m.insert(
-        "client_crl_container_ref".into(),
-        json!(l.client_crl_container_ref),
-    );
-    m.insert("timeout_client_data".into(), json!(l.timeout_client_data));
-    m.insert(
-        "timeout_member_connect".into(),
-        json!(l.timeout_member_connect),
-    );
-    m.insert("timeout_member_data".into(), json!(l.timeout_member_data));
-    m.insert("timeout_tcp_inspect".into(), json!(l.timeout_tcp_inspect));
-    let cidrs: Vec<String> = l.allowed_cidrs.iter().map(|c| c.to_string()).collect();
-    m.insert(
-        "allowed_cidrs".into(),
-        if cidrs.is_empty() {
-            Value::Null
-        } else {
-            json!(cidrs)
-        },
-    );
-    m.insert("tls_ciphers".into(), json!(l.tls_ciphers));
-    m.insert(
-        "tls_versions".into(),
-        json!(
-            l.tls_versions
-                .as_ref()
-                .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
-        ),
-    );
-    m.insert(
-        "alpn_protocols".into(),
-        json!(
-            l.alpn_protocols
-                .as_ref()
-                .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
-        ),
-    );
-    m.insert("hsts_max_age".into(), json!(l.hsts_max_age));
-    m.insert(
-        "hsts_include_subdomains".into(),
-        json!(l.hsts_include_subdomains),
-    );
-    m.insert("hsts_preload".into(), json!(l.hsts_preload));
+    TABLE.render(l, &mut m);
     m
 }
 
@@ -177,101 +300,42 @@ pub fn parse_new(
     lb: &LoadBalancer,
     project_id: &str,
 ) -> ApiResult<Listener> {
-    let protocol: ListenerProtocol = required(
-        "protocol",
-        obj.enumerated("protocol", ListenerProtocol::ALL)?,
-    )?;
-    let protocol_port = required("protocol_port", obj.int("protocol_port", 1, 65535)?)? as u16;
-    let tls = protocol == ListenerProtocol::TerminatedHttps;
-    let cfg = &state.config;
+    // The table sets every attribute below (absent ones get their defaults).
     let mut l = Listener {
         id: Uuid::new_v4(),
         project_id: project_id.to_owned(),
         loadbalancer_id: lb.id,
-        name: text(obj, "name")?.opt(),
-        description: text(obj, "description")?.opt(),
-        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        name: None,
+        description: None,
+        admin_state_up: true,
         provisioning_status: ProvisioningStatus::PendingCreate,
         operating_status: OperatingStatus::Offline,
         created_at: now(),
         updated_at: None,
-        tags: tags(obj)?.or(Vec::new()),
-        protocol,
-        protocol_port,
-        connection_limit: obj.int("connection_limit", -1, i64::from(i32::MAX))?.or(-1),
-        default_pool_id: obj.uuid("default_pool_id")?.opt(),
-        insert_headers: obj
-            .string_map("insert_headers", validate::MAX_STR)?
-            .or(Default::default()),
-        default_tls_container_ref: obj
-            .checked(
-                "default_tls_container_ref",
-                validate::MAX_STR,
-                validate::container_ref,
-            )?
-            .opt(),
-        sni_container_refs: obj
-            .string_list(
-                "sni_container_refs",
-                validate::MAX_STR,
-                validate::container_ref,
-            )?
-            .or(Vec::new()),
-        client_ca_tls_container_ref: obj
-            .checked(
-                "client_ca_tls_container_ref",
-                validate::MAX_STR,
-                validate::container_ref,
-            )?
-            .opt(),
-        client_authentication: obj
-            .enumerated("client_authentication", ClientAuthentication::ALL)?
-            .or(ClientAuthentication::None),
-        client_crl_container_ref: obj
-            .checked(
-                "client_crl_container_ref",
-                validate::MAX_STR,
-                validate::container_ref,
-            )?
-            .opt(),
-        timeout_client_data: obj
-            .int("timeout_client_data", 0, MAX_TIMEOUT)?
-            .or(cfg.timeout_client_data),
-        timeout_member_connect: obj
-            .int("timeout_member_connect", 0, MAX_TIMEOUT)?
-            .or(cfg.timeout_member_connect),
-        timeout_member_data: obj
-            .int("timeout_member_data", 0, MAX_TIMEOUT)?
-            .or(cfg.timeout_member_data),
-        timeout_tcp_inspect: obj
-            .int("timeout_tcp_inspect", 0, MAX_TIMEOUT)?
-            .or(cfg.timeout_tcp_inspect),
-        allowed_cidrs: cidrs(obj)?.or(Vec::new()),
-        tls_ciphers: obj
-            .checked("tls_ciphers", validate::MAX_CIPHERS, validate::tls_ciphers)?
-            .opt(),
-        tls_versions: nonempty(
-            "tls_versions",
-            obj.enum_list("tls_versions", TlsVersion::ALL)?,
-        )?
-        .opt(),
-        alpn_protocols: nonempty(
-            "alpn_protocols",
-            obj.enum_list("alpn_protocols", AlpnProtocol::ALL)?,
-        )?
-        .opt(),
-        hsts_max_age: obj.int("hsts_max_age", 0, i64::from(i32::MAX))?.opt(),
-        hsts_include_subdomains: obj.bool("hsts_include_subdomains")?.or(false),
-        hsts_preload: obj.bool("hsts_preload")?.or(false),
+        tags: Vec::new(),
+        protocol: ListenerProtocol::Http,
+        protocol_port: 0,
+        connection_limit: -1,
+        default_pool_id: None,
+        insert_headers: Default::default(),
+        default_tls_container_ref: None,
+        sni_container_refs: Vec::new(),
+        client_ca_tls_container_ref: None,
+        client_authentication: ClientAuthentication::None,
+        client_crl_container_ref: None,
+        timeout_client_data: 0,
+        timeout_member_connect: 0,
+        timeout_member_data: 0,
+        timeout_tcp_inspect: 0,
+        allowed_cidrs: Vec::new(),
+        tls_ciphers: None,
+        tls_versions: None,
+        alpn_protocols: None,
+        hsts_max_age: None,
+        hsts_include_subdomains: false,
+        hsts_preload: false,
     };
-    if tls {
-        l.tls_ciphers
-            .get_or_insert_with(|| cfg.default_tls_ciphers.clone());
-        l.tls_versions
-            .get_or_insert_with(|| vec![TlsVersion::TlsV1_2, TlsVersion::TlsV1_3]);
-        l.alpn_protocols
-            .get_or_insert_with(|| AlpnProtocol::ALL.to_vec());
-    }
+    TABLE.create(obj, &mut l, &state.config, Some(lb))?;
     check(&l)?;
     check_cidrs_vs_vip(lb, &l.allowed_cidrs)?;
     if matches!(l.protocol, ListenerProtocol::Udp | ListenerProtocol::Sctp) {
@@ -293,24 +357,27 @@ pub fn check_l4_support(state: &AppState, lb: &LoadBalancer, protocol: &str) -> 
     )))
 }
 
-fn cidrs(obj: &Obj<'_>) -> ApiResult<Field<Vec<ipnet::IpNet>>> {
-    Ok(
-        match obj.string_list("allowed_cidrs", 64, |s| {
-            s.parse::<ipnet::IpNet>()
-                .map(|_| ())
-                .map_err(|_| "Value should be a valid CIDR".to_owned())
-        })? {
-            Field::Set(v) => {
-                // HAProxy reads 64 words a line at most; the renderer splits the list, this
-                // bounds it (issue 11 §5).
-                validate::allowed_cidrs_count(v.len())
-                    .map_err(|e| ApiError::invalid("allowed_cidrs", &json!(v), &e.to_string()))?;
-                Field::Set(v.iter().filter_map(|s| s.parse().ok()).collect())
-            }
-            Field::Null => Field::Null,
-            Field::Absent => Field::Absent,
-        },
-    )
+/// `allowed_cidrs`: at most 64 CIDRs.
+fn cidrs() -> Reader<Vec<ipnet::IpNet>> {
+    Box::new(|obj: &Obj<'_>, key: &str| {
+        Ok(
+            match obj.string_list(key, 64, |s| {
+                s.parse::<ipnet::IpNet>()
+                    .map(|_| ())
+                    .map_err(|_| "Value should be a valid CIDR".to_owned())
+            })? {
+                Field::Set(v) => {
+                    // HAProxy reads 64 words a line at most; the renderer splits the list, this
+                    // bounds it (issue 11 §5).
+                    validate::allowed_cidrs_count(v.len())
+                        .map_err(|e| ApiError::invalid(key, &json!(v), &e.to_string()))?;
+                    Field::Set(v.iter().filter_map(|s| s.parse().ok()).collect())
+                }
+                Field::Null => Field::Null,
+                Field::Absent => Field::Absent,
+            },
+        )
+    })
 }
 
 /// Octavia's `_validate_cidr_compatible_with_vip` (API 2.12): no allowed CIDRs with custom VIP
@@ -342,19 +409,6 @@ pub fn check_cidrs_vs_vip(lb: &LoadBalancer, cidrs: &[ipnet::IpNet]) -> ApiResul
         }
     }
     Ok(())
-}
-
-fn nonempty<T>(name: &str, f: Field<Vec<T>>) -> ApiResult<Field<Vec<T>>> {
-    if let Field::Set(v) = &f
-        && v.is_empty()
-    {
-        return Err(ApiError::invalid(
-            name,
-            &json!([]),
-            "Value should not be an empty list",
-        ));
-    }
-    Ok(f)
 }
 
 /// Cross-field rules on the final listener (octavia-api.md §2.1, §2.2).
@@ -537,7 +591,7 @@ pub async fn create(
     ctx: RequestContext,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "listener", "listener_", POST_KEYS)?;
+    let obj = Obj::envelope(&body, "listener", "listener_", TABLE.create_keys())?;
     let lb_id = required("loadbalancer_id", obj.uuid("loadbalancer_id")?)?;
     let (mut tx, _, mut lb) = begin_write::<LoadBalancer>(
         &state,
@@ -580,135 +634,16 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "listener", "listener_", PUT_KEYS)?;
+    let obj = Obj::envelope(&body, "listener", "listener_", TABLE.update_keys())?;
     let (mut tx, mut l, mut lb) =
         begin_write::<Listener>(&state, &ctx, &id, Action::new(R::Listener, Op::Put)).await?;
-    let cfg = &state.config;
-    if let Some(v) = text(&obj, "name")?.update() {
-        l.name = v;
-    }
-    if let Some(v) = text(&obj, "description")?.update() {
-        l.description = v;
-    }
-    if let Field::Set(v) = obj.bool_null_false("admin_state_up")? {
-        l.admin_state_up = v;
-    }
-    if let Some(v) = obj
-        .int("connection_limit", -1, i64::from(i32::MAX))?
-        .update()
-    {
-        l.connection_limit = v.unwrap_or(-1);
-    }
-    let new_pool = obj.uuid("default_pool_id")?.update();
-    if let Some(v) = new_pool {
-        l.default_pool_id = v;
-    }
-    if let Some(v) = obj
-        .string_map("insert_headers", validate::MAX_STR)?
-        .update()
-    {
-        l.insert_headers = v.unwrap_or_default();
-    }
-    if let Some(v) = obj
-        .checked(
-            "default_tls_container_ref",
-            validate::MAX_STR,
-            validate::container_ref,
-        )?
-        .update()
-    {
-        l.default_tls_container_ref = v;
-    }
-    if let Some(v) = obj
-        .string_list(
-            "sni_container_refs",
-            validate::MAX_STR,
-            validate::container_ref,
-        )?
-        .update()
-    {
-        l.sni_container_refs = v.unwrap_or_default();
-    }
-    if let Some(v) = obj
-        .checked(
-            "client_ca_tls_container_ref",
-            validate::MAX_STR,
-            validate::container_ref,
-        )?
-        .update()
-    {
-        l.client_ca_tls_container_ref = v;
-    }
-    if let Some(v) = obj
-        .enumerated("client_authentication", ClientAuthentication::ALL)?
-        .update()
-    {
-        l.client_authentication = v.unwrap_or(ClientAuthentication::None);
-    }
-    if let Some(v) = obj
-        .checked(
-            "client_crl_container_ref",
-            validate::MAX_STR,
-            validate::container_ref,
-        )?
-        .update()
-    {
-        l.client_crl_container_ref = v;
-    }
-    if let Some(v) = obj.int("timeout_client_data", 0, MAX_TIMEOUT)?.update() {
-        l.timeout_client_data = v.unwrap_or(cfg.timeout_client_data);
-    }
-    if let Some(v) = obj.int("timeout_member_connect", 0, MAX_TIMEOUT)?.update() {
-        l.timeout_member_connect = v.unwrap_or(cfg.timeout_member_connect);
-    }
-    if let Some(v) = obj.int("timeout_member_data", 0, MAX_TIMEOUT)?.update() {
-        l.timeout_member_data = v.unwrap_or(cfg.timeout_member_data);
-    }
-    if let Some(v) = obj.int("timeout_tcp_inspect", 0, MAX_TIMEOUT)?.update() {
-        l.timeout_tcp_inspect = v.unwrap_or(cfg.timeout_tcp_inspect);
-    }
-    if let Some(v) = cidrs(&obj)?.update() {
-        l.allowed_cidrs = v.unwrap_or_default();
-        check_cidrs_vs_vip(&lb, &l.allowed_cidrs)?;
-    }
-    let tls = l.protocol == ListenerProtocol::TerminatedHttps;
-    if let Some(v) = obj
-        .checked("tls_ciphers", validate::MAX_CIPHERS, validate::tls_ciphers)?
-        .update()
-    {
-        l.tls_ciphers = v.or_else(|| tls.then(|| cfg.default_tls_ciphers.clone()));
-    }
-    if let Some(v) = nonempty(
-        "tls_versions",
-        obj.enum_list("tls_versions", TlsVersion::ALL)?,
-    )?
-    .update()
-    {
-        l.tls_versions = v.or_else(|| tls.then(|| vec![TlsVersion::TlsV1_2, TlsVersion::TlsV1_3]));
-    }
-    if let Some(v) = nonempty(
-        "alpn_protocols",
-        obj.enum_list("alpn_protocols", AlpnProtocol::ALL)?,
-    )?
-    .update()
-    {
-        l.alpn_protocols = v.or_else(|| tls.then(|| AlpnProtocol::ALL.to_vec()));
-    }
-    if let Some(v) = obj.int("hsts_max_age", 0, i64::from(i32::MAX))?.update() {
-        l.hsts_max_age = v;
-    }
-    if let Some(v) = obj.bool("hsts_include_subdomains")?.update() {
-        l.hsts_include_subdomains = v.unwrap_or(false);
-    }
-    if let Some(v) = obj.bool("hsts_preload")?.update() {
-        l.hsts_preload = v.unwrap_or(false);
-    }
-    if let Some(v) = tags(&obj)?.update() {
-        l.tags = v.unwrap_or_default();
-    }
+    TABLE.update(&obj, &mut l, &state.config, Some(&lb))?;
     check(&l)?;
     check_certs(&state, &l.project_id, &cert_refs(&l)).await?;
-    if let Some(Some(pid)) = new_pool {
+    // A default pool named in the body (not null) must exist and fit.
+    if obj.raw(DEFAULT_POOL_ID).is_some_and(|v| !v.is_null())
+        && let Some(pid) = l.default_pool_id
+    {
         let pool: Option<Pool> = tx.get_resource(pid).await?;
         check_default_pool(&l, pool.as_ref(), pid)?;
     }

@@ -6,6 +6,7 @@ use axum::routing::get;
 use crate::AppState;
 
 pub mod common;
+pub mod fields;
 pub mod graph;
 pub mod healthmonitors;
 pub mod l7policies;

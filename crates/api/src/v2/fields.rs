@@ -1,0 +1,352 @@
+//! Field tables: one declarative description per API resource (issue 13 §2).
+//!
+//! A resource's [`Table`] lists its attributes once: the key, how a body's value is read
+//! (type, bounds, allow-list: the reader), how it is stored on the model object (the setter,
+//! which also holds the default: `null`, and on create an absent attribute, stores `None`),
+//! whether PUT may change it, and how it is rendered. POST and PUT bodies, the accepted key
+//! lists (so a misspelled key is a 400, never silently absent) and the rendered object (hence
+//! the list sort and filter keys) all come from it.
+//!
+//! **Order.** Attributes are read in table order and the first bad one answers, so the order
+//! is part of the API's replies. On create, attributes marked [`Attr::first`] are read first,
+//! then the common ones (`name`, `description`, `admin_state_up`, `tags`), then the rest; on
+//! update, plain table order. (This is the order the hand-written parsers had; the golden test
+//! `crates/api/tests/golden.rs` pins it.)
+
+use klb_model::LoadBalancer;
+use serde_json::{Map, Value};
+
+use crate::ApiConfig;
+use crate::body::{Field, Obj, required};
+use crate::error::ApiResult;
+
+/// Reads an attribute from a body: absent, `null`, or a checked value.
+pub type Reader<V> = Box<dyn Fn(&Obj<'_>, &str) -> ApiResult<Field<V>> + Send + Sync>;
+
+type Apply<T> = Box<dyn Fn(&Obj<'_>, &Attr<T>, &mut T, &Ctx<'_>) -> ApiResult<()> + Send + Sync>;
+
+/// What a setter may return: nothing, or a check's result.
+pub trait SetResult {
+    /// As a result.
+    fn into_result(self) -> ApiResult<()>;
+}
+
+impl SetResult for () {
+    fn into_result(self) -> ApiResult<()> {
+        Ok(())
+    }
+}
+
+impl SetResult for ApiResult<()> {
+    fn into_result(self) -> ApiResult<()> {
+        self
+    }
+}
+
+/// What setters may look at besides the value.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The API's configuration (defaults of timeouts and ciphers).
+    pub config: &'a ApiConfig,
+    /// The load balancer of the object, where the setter needs it.
+    pub lb: Option<&'a LoadBalancer>,
+    /// PUT (absent attributes are left alone) rather than POST.
+    pub updating: bool,
+}
+
+/// One attribute of a resource.
+pub struct Attr<T> {
+    key: &'static str,
+    create: bool,
+    update: bool,
+    required: bool,
+    first: bool,
+    apply: Option<Apply<T>>,
+    render: Option<fn(&T) -> Value>,
+}
+
+impl<T: 'static> Attr<T> {
+    /// An attribute accepted on create, read by `read` and stored by `set` (`None` for `null`
+    /// and, on create, for absent), rendered by `render`.
+    pub fn new<V: 'static, R: SetResult>(
+        key: &'static str,
+        read: Reader<V>,
+        set: impl Fn(&mut T, Option<V>, &Ctx<'_>) -> R + Send + Sync + 'static,
+        render: fn(&T) -> Value,
+    ) -> Self {
+        let apply =
+            move |obj: &Obj<'_>, a: &Attr<T>, t: &mut T, c: &Ctx<'_>| match read(obj, a.key)? {
+                Field::Set(v) => set(t, Some(v), c).into_result(),
+                Field::Absent if c.updating => Ok(()),
+                _ if a.required && !c.updating => required::<()>(a.key, Field::Null),
+                _ => set(t, None, c).into_result(),
+            };
+        Attr {
+            key,
+            create: true,
+            update: false,
+            required: false,
+            first: false,
+            apply: Some(Box::new(apply)),
+            render: Some(render),
+        }
+    }
+
+    /// A key accepted on create whose value the handler reads itself (a parent id, the
+    /// project, an attribute read together with others); not rendered.
+    pub fn key(key: &'static str) -> Self {
+        Attr {
+            key,
+            create: true,
+            update: false,
+            required: false,
+            first: false,
+            apply: None,
+            render: None,
+        }
+    }
+
+    /// A rendered attribute that no body sets (relations, derived values).
+    pub fn shown(key: &'static str, render: fn(&T) -> Value) -> Self {
+        Attr {
+            render: Some(render),
+            create: false,
+            ..Attr::key(key)
+        }
+    }
+
+    /// PUT may change it too.
+    pub fn updatable(mut self) -> Self {
+        self.update = true;
+        self
+    }
+
+    /// Create fails with `Mandatory field missing.` when it is absent or `null`.
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+
+    /// Read before the others on create.
+    pub fn first(mut self) -> Self {
+        self.first = true;
+        self
+    }
+
+    /// Not rendered by the table (the common head renders it).
+    pub fn unrendered(mut self) -> Self {
+        self.render = None;
+        self
+    }
+
+    fn is_common(&self) -> bool {
+        matches!(self.key, "name" | "description" | "admin_state_up" | "tags")
+    }
+
+    fn apply(&self, obj: &Obj<'_>, t: &mut T, c: &Ctx<'_>) -> ApiResult<()> {
+        match &self.apply {
+            Some(apply) => apply(obj, self, t, c),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A resource's attributes, in the order they are read.
+pub struct Table<T> {
+    attrs: Vec<Attr<T>>,
+    create_keys: Vec<&'static str>,
+    update_keys: Vec<&'static str>,
+    create_order: Vec<usize>,
+}
+
+impl<T: 'static> Table<T> {
+    /// The table of `attrs` (in update order; see the module doc for the create order).
+    pub fn new(attrs: Vec<Attr<T>>) -> Self {
+        let create_keys = attrs.iter().filter(|a| a.create).map(|a| a.key).collect();
+        let update_keys = attrs.iter().filter(|a| a.update).map(|a| a.key).collect();
+        let rank = |a: &Attr<T>| {
+            if a.first {
+                0
+            } else if a.is_common() {
+                1
+            } else {
+                2
+            }
+        };
+        let mut create_order: Vec<usize> = (0..attrs.len()).collect();
+        create_order.sort_by_key(|i| rank(&attrs[*i]));
+        Table {
+            attrs,
+            create_keys,
+            update_keys,
+            create_order,
+        }
+    }
+
+    /// Keys a POST body may hold.
+    pub fn create_keys(&self) -> &[&'static str] {
+        &self.create_keys
+    }
+
+    /// Keys a PUT body may hold.
+    pub fn update_keys(&self) -> &[&'static str] {
+        &self.update_keys
+    }
+
+    /// Fills `t` from a POST body: every attribute the body lacks gets its default.
+    pub fn create(
+        &self,
+        obj: &Obj<'_>,
+        t: &mut T,
+        config: &ApiConfig,
+        lb: Option<&LoadBalancer>,
+    ) -> ApiResult<()> {
+        let c = Ctx {
+            config,
+            lb,
+            updating: false,
+        };
+        for i in &self.create_order {
+            let a = &self.attrs[*i];
+            if a.create {
+                a.apply(obj, t, &c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a PUT body to `t`: attributes the body lacks are left as they are.
+    pub fn update(
+        &self,
+        obj: &Obj<'_>,
+        t: &mut T,
+        config: &ApiConfig,
+        lb: Option<&LoadBalancer>,
+    ) -> ApiResult<()> {
+        let c = Ctx {
+            config,
+            lb,
+            updating: true,
+        };
+        for a in self.attrs.iter().filter(|a| a.update) {
+            a.apply(obj, t, &c)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the rendered attributes to `m`.
+    pub fn render(&self, t: &T, m: &mut Map<String, Value>) {
+        for a in &self.attrs {
+            if let Some(render) = a.render {
+                m.insert(a.key.to_owned(), render(t));
+            }
+        }
+    }
+}
+
+/// Readers, one per kind of value ([`Obj`]'s typed getters with their bounds).
+pub mod read {
+    use std::collections::BTreeMap;
+    use std::str::FromStr;
+
+    use klb_model::validate;
+    use uuid::Uuid;
+
+    use super::Reader;
+    use crate::body::{Field, Obj};
+
+    /// Free text: a name or description.
+    pub fn text() -> Reader<String> {
+        Box::new(|o: &Obj<'_>, k: &str| o.text(k, validate::MAX_STR))
+    }
+
+    /// `tags`.
+    pub fn tags() -> Reader<Vec<String>> {
+        Box::new(|o: &Obj<'_>, k: &str| {
+            let max = validate::MAX_STR;
+            o.string_list(k, max, |s| validate::free_text(s, max))
+        })
+    }
+
+    /// `admin_state_up`: a boolean where `null` means false.
+    pub fn admin() -> Reader<bool> {
+        Box::new(|o: &Obj<'_>, k: &str| o.bool_null_false(k))
+    }
+
+    /// A boolean.
+    pub fn boolean() -> Reader<bool> {
+        Box::new(|o: &Obj<'_>, k: &str| o.bool(k))
+    }
+
+    /// An integer in `[min, max]`.
+    pub fn int(min: i64, max: i64) -> Reader<i64> {
+        Box::new(move |o: &Obj<'_>, k: &str| o.int(k, min, max))
+    }
+
+    /// A UUID.
+    pub fn uuid() -> Reader<Uuid> {
+        Box::new(|o: &Obj<'_>, k: &str| o.uuid(k))
+    }
+
+    /// A string of at most `max` characters that passes `check`.
+    pub fn checked<E: std::fmt::Display + 'static>(
+        max: usize,
+        check: fn(&str) -> Result<(), E>,
+    ) -> Reader<String> {
+        Box::new(move |o: &Obj<'_>, k: &str| o.checked(k, max, check))
+    }
+
+    /// A list of strings, each of at most `max` characters and passing `check`.
+    pub fn strings(max: usize, check: fn(&str) -> Result<(), String>) -> Reader<Vec<String>> {
+        Box::new(move |o: &Obj<'_>, k: &str| o.string_list(k, max, check))
+    }
+
+    /// A string → string map.
+    pub fn string_map(max: usize) -> Reader<BTreeMap<String, String>> {
+        Box::new(move |o: &Obj<'_>, k: &str| o.string_map(k, max))
+    }
+
+    /// One of an enum's spellings.
+    pub fn one_of<E>(all: &'static [E]) -> Reader<E>
+    where
+        E: FromStr + std::fmt::Display + Clone + Send + Sync + 'static,
+    {
+        Box::new(move |o: &Obj<'_>, k: &str| o.enumerated(k, all))
+    }
+
+    /// A list of an enum's spellings.
+    pub fn list_of<E>(all: &'static [E]) -> Reader<Vec<E>>
+    where
+        E: FromStr + std::fmt::Display + Clone + Send + Sync + 'static,
+    {
+        Box::new(move |o: &Obj<'_>, k: &str| o.enum_list(k, all))
+    }
+
+    /// A list that, when given, must not be empty.
+    pub fn nonempty<E: 'static>(read: Reader<Vec<E>>) -> Reader<Vec<E>> {
+        then(read, |k: &str, v: &Vec<E>| {
+            if v.is_empty() {
+                return Err(crate::error::ApiError::invalid(
+                    k,
+                    &serde_json::json!([]),
+                    "Value should not be an empty list",
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// `read`, then `check` on a value that was given.
+    pub fn then<V: 'static>(
+        read: Reader<V>,
+        check: impl Fn(&str, &V) -> crate::error::ApiResult<()> + Send + Sync + 'static,
+    ) -> Reader<V> {
+        Box::new(move |o: &Obj<'_>, k: &str| {
+            let f = read(o, k)?;
+            if let Field::Set(v) = &f {
+                check(k, v)?;
+            }
+            Ok(f)
+        })
+    }
+}
