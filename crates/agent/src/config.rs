@@ -21,9 +21,9 @@
 //!
 //! [heartbeat]                      # optional
 //! url = "http://198.18.0.1:6543/v1/heartbeat"
-//! hmac_key = "shared secret"
 //! interval_ms = 5000               # health_interval
-//! load_balancer_id / vm_id are taken from the applied desired state
+//! load_balancer_id / vm_id and this VM's own HMAC key are taken from the applied desired
+//! state (`hmac_key`, the old shared key, is still accepted and ignored)
 //!
 //! [frr]                            # optional; defaults are Debian's paths
 //! daemon_dir = "/usr/lib/frr"
@@ -41,7 +41,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::frr::FrrConfig;
-use crate::heartbeat::HmacKey;
 
 /// Default agent port (the seed's `agent_port`).
 pub const DEFAULT_AGENT_PORT: u16 = 62000;
@@ -119,7 +118,10 @@ impl fmt::Debug for RawAuth {
 #[serde(deny_unknown_fields)]
 struct RawHeartbeat {
     url: String,
-    hmac_key: String,
+    /// Ignored: keys are per VM now and come with the desired state. Accepted so an
+    /// `agent.toml` written by an older control plane still loads.
+    #[serde(default, rename = "hmac_key")]
+    _hmac_key: Option<String>,
     interval_ms: Option<u64>,
 }
 
@@ -200,8 +202,6 @@ pub struct TlsPaths {
 pub struct HeartbeatConfig {
     /// Receiver URL.
     pub url: String,
-    /// Shared HMAC key.
-    pub key: HmacKey,
     /// Send period (`health_interval`).
     pub interval: Duration,
 }
@@ -273,9 +273,6 @@ impl AgentConfig {
                 if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
                     return Err(invalid("heartbeat.url", "must be an http(s) URL"));
                 }
-                if h.hmac_key.len() < 16 {
-                    return Err(invalid("heartbeat.hmac_key", "must be at least 16 bytes"));
-                }
                 let interval = Duration::from_millis(h.interval_ms.unwrap_or(5000));
                 if interval < Duration::from_millis(100) || interval > Duration::from_secs(300) {
                     return Err(invalid(
@@ -285,7 +282,6 @@ impl AgentConfig {
                 }
                 Some(HeartbeatConfig {
                     url: h.url,
-                    key: HmacKey::new(h.hmac_key),
                     interval,
                 })
             }
@@ -426,11 +422,11 @@ mod tests {
             ))
             .is_err()
         );
-        assert!(
-            parse(&format!(
-                "{TLS}[heartbeat]\nurl = \"http://x\"\nhmac_key = \"short\"\n"
-            ))
-            .is_err()
-        );
+        // The old shared key is ignored (keys come with the desired state), so an older
+        // agent.toml still loads, and a [heartbeat] without one is complete.
+        for key in ["hmac_key = \"short\"\n", ""] {
+            let c = parse(&format!("{TLS}[heartbeat]\nurl = \"http://x\"\n{key}")).unwrap();
+            assert_eq!(c.heartbeat.unwrap().url, "http://x");
+        }
     }
 }

@@ -2,11 +2,19 @@
 //! control plane runs on each one it receives.
 //!
 //! Wire format: `POST <heartbeat_url>` with the JSON [`Heartbeat`] as body and the header
-//! [`SIGNATURE_HEADER`] = lowercase hex HMAC-SHA256 of the exact body bytes under a shared key.
+//! [`SIGNATURE_HEADER`] = lowercase hex HMAC-SHA256 of the exact body bytes under the sending
+//! VM's own key. Keys are per VM: the control plane derives each VM's key from one master
+//! secret and the VM's identity ([`HeartbeatKeys::for_vm`]: load balancer id and VM id) and
+//! hands it to that VM alone, inside the desired state it pushes over mTLS. The receiver
+//! verifies every report with the key of the VM the report claims to come from, so a VM's key
+//! cannot sign for another VM (of its own load balancer or another), and a restarted control
+//! plane derives the same keys without storing any.
+//!
 //! The signature covers `seq` and `sent_at` inside the body, so the receiver can drop stale
 //! reports ([`verify_heartbeat`] checks the age) and replays ([`ReplayGuard`] keeps the last
-//! sequence number per VM). `seq` starts at the agent's start time in milliseconds and then
-//! counts up, so it keeps increasing across agent restarts without any persisted state.
+//! sequence number per VM, fed only with verified reports). `seq` starts at the agent's start
+//! time in milliseconds and then counts up, so it keeps increasing across agent restarts without
+//! any persisted state.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
-use klb_proto::Heartbeat;
+use klb_proto::{Heartbeat, HeartbeatKey};
 use sha2::Sha256;
 use tokio::sync::watch;
 
@@ -25,7 +33,7 @@ pub const SIGNATURE_HEADER: &str = "x-klb-signature";
 /// Heartbeats from further in the future than this are rejected (clock skew allowance).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
 
-/// The shared HMAC key. `Debug` never shows it.
+/// An HMAC key. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HmacKey(Arc<[u8]>);
 
@@ -44,6 +52,46 @@ impl HmacKey {
 impl fmt::Debug for HmacKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("HmacKey(<redacted>)")
+    }
+}
+
+impl From<&HeartbeatKey> for HmacKey {
+    fn from(key: &HeartbeatKey) -> Self {
+        HmacKey::new(key.expose())
+    }
+}
+
+/// The control plane's master secret, from which every VM's heartbeat key is derived. `Debug`
+/// never shows it.
+#[derive(Clone)]
+pub struct HeartbeatKeys {
+    master: HmacKey,
+}
+
+impl HeartbeatKeys {
+    /// Keys derived from `master` (the control plane's `heartbeat.key`).
+    pub fn new(master: impl AsRef<[u8]>) -> Self {
+        HeartbeatKeys {
+            master: HmacKey::new(master),
+        }
+    }
+
+    /// The key of VM `vm_id` of load balancer `lb_id`: hex HMAC-SHA256 under the master secret
+    /// of a label and both ids, each length-prefixed so no two identities share an input.
+    pub fn for_vm(&self, lb_id: &str, vm_id: &str) -> HeartbeatKey {
+        let mut mac = self.master.mac();
+        mac.update(b"klb heartbeat key v1");
+        for part in [lb_id, vm_id] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        HeartbeatKey::new(to_hex(&mac.finalize().into_bytes()))
+    }
+}
+
+impl fmt::Debug for HeartbeatKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeartbeatKeys(<redacted>)")
     }
 }
 
@@ -87,23 +135,26 @@ pub fn sign(key: &HmacKey, body: &[u8]) -> String {
     to_hex(&mac.finalize().into_bytes())
 }
 
-/// Verifies a received heartbeat: signature (constant time), then parses it and checks that
-/// `sent_at` is not older than `max_age` nor more than [`MAX_CLOCK_SKEW`] ahead of `now`.
-/// Replay protection across reports is [`ReplayGuard`]'s job.
+/// Verifies a received heartbeat: parses it to learn which VM it claims to come from, checks
+/// the signature (constant time) with that VM's key from `keys`, then checks that `sent_at` is
+/// not older than `max_age` nor more than [`MAX_CLOCK_SKEW`] ahead of `now`. Nothing of an
+/// unverified body is kept. Replay protection across reports is [`ReplayGuard`]'s job, fed
+/// only with what this returns.
 pub fn verify_heartbeat(
-    key: &HmacKey,
+    keys: &HeartbeatKeys,
     body: &[u8],
     signature: &str,
     now: SystemTime,
     max_age: Duration,
 ) -> Result<Heartbeat, HeartbeatError> {
     let sig = from_hex(signature.trim()).ok_or(HeartbeatError::BadSignature)?;
+    let hb: Heartbeat =
+        serde_json::from_slice(body).map_err(|e| HeartbeatError::Malformed(e.to_string()))?;
+    let key = HmacKey::from(&keys.for_vm(&hb.load_balancer_id, &hb.vm_id));
     let mut mac = key.mac();
     mac.update(body);
     mac.verify_slice(&sig)
         .map_err(|_| HeartbeatError::BadSignature)?;
-    let hb: Heartbeat =
-        serde_json::from_slice(body).map_err(|e| HeartbeatError::Malformed(e.to_string()))?;
     let now_ms = unix_ms(now);
     if hb.sent_at > now_ms {
         let ahead_ms = hb.sent_at - now_ms;
@@ -120,8 +171,9 @@ pub fn verify_heartbeat(
     Ok(hb)
 }
 
-/// Last accepted sequence number per VM id; rejects reports that do not increase it. One per
-/// receiver process (a restarted receiver accepts the next report of each VM, which is fine
+/// Last accepted sequence number per VM id; rejects reports that do not increase it. Feed it
+/// only reports [`verify_heartbeat`] accepted: then only a VM's own key can move its entry. One
+/// per receiver process (a restarted receiver accepts the next report of each VM, which is fine
 /// because [`verify_heartbeat`] already bounds the age).
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
@@ -160,11 +212,20 @@ pub fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// One report to send and the key to sign it with (this VM's, from its desired state).
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The report; `seq` and `sent_at` are filled in by the sender.
+    pub heartbeat: Heartbeat,
+    /// This VM's heartbeat key.
+    pub key: HmacKey,
+}
+
 /// Where the sender gets the report contents from (the agent's state).
 #[async_trait::async_trait]
 pub trait HeartbeatSource: Send + Sync {
-    /// A fresh report; `seq` and `sent_at` are filled in by the sender.
-    async fn heartbeat(&self) -> Option<Heartbeat>;
+    /// A fresh report, or `None` while there is nothing to report or no key to sign with.
+    async fn heartbeat(&self) -> Option<Report>;
 }
 
 /// Periodic sender: every `interval`, signs and POSTs one heartbeat. Failures are logged and
@@ -172,8 +233,6 @@ pub trait HeartbeatSource: Send + Sync {
 pub struct HeartbeatSender {
     /// Receiver URL (the control plane's heartbeat endpoint).
     pub url: String,
-    /// Shared key.
-    pub key: HmacKey,
     /// Period.
     pub interval: Duration,
     /// HTTP client (with the klb CA and client cert when the URL is https).
@@ -196,21 +255,25 @@ impl HeartbeatSender {
             if *shutdown.borrow() {
                 return;
             }
-            let Some(mut hb) = self.source.heartbeat().await else {
-                continue; // Nothing to report yet (no state applied).
+            let Some(Report {
+                heartbeat: mut hb,
+                key,
+            }) = self.source.heartbeat().await
+            else {
+                continue; // Nothing to report yet (no state applied, or no key in it).
             };
             hb.seq = seq.fetch_add(1, Ordering::Relaxed);
             hb.sent_at = unix_ms(SystemTime::now());
-            if let Err(e) = self.send(&hb).await {
+            if let Err(e) = self.send(&hb, &key).await {
                 tracing::warn!(url = %self.url, seq = hb.seq, error = %e, "heartbeat not delivered");
             }
         }
     }
 
-    /// Signs and POSTs one heartbeat.
-    pub async fn send(&self, hb: &Heartbeat) -> Result<(), reqwest::Error> {
+    /// Signs `hb` with `key` and POSTs it.
+    pub async fn send(&self, hb: &Heartbeat, key: &HmacKey) -> Result<(), reqwest::Error> {
         let body = serde_json::to_vec(hb).expect("heartbeat serializes");
-        let sig = sign(&self.key, &body);
+        let sig = sign(key, &body);
         self.client
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -273,27 +336,78 @@ mod tests {
 
     const MAX: Duration = Duration::from_secs(30);
 
+    fn keys() -> HeartbeatKeys {
+        HeartbeatKeys::new("master-secret")
+    }
+
+    /// vm1's own key (the one `hb` claims).
+    fn vm1_key() -> HmacKey {
+        HmacKey::from(&keys().for_vm("lb1", "vm1"))
+    }
+
     #[test]
     fn good_heartbeat_verifies() {
-        let key = HmacKey::new("k3y");
         let body = serde_json::to_vec(&hb(1, 1_000_000)).unwrap();
-        let sig = sign(&key, &body);
+        let sig = sign(&vm1_key(), &body);
         assert_eq!(sig.len(), 64);
-        let got = verify_heartbeat(&key, &body, &sig, at(1_000_500), MAX).unwrap();
+        let got = verify_heartbeat(&keys(), &body, &sig, at(1_000_500), MAX).unwrap();
         assert_eq!(got, hb(1, 1_000_000));
         // Uppercase hex is the same signature.
-        verify_heartbeat(&key, &body, &sig.to_uppercase(), at(1_000_500), MAX).unwrap();
+        verify_heartbeat(&keys(), &body, &sig.to_uppercase(), at(1_000_500), MAX).unwrap();
+    }
+
+    #[test]
+    fn keys_are_per_vm_and_stable() {
+        let k = keys();
+        let key = k.for_vm("lb1", "vm1");
+        assert_eq!(key.expose().len(), 64);
+        // A restarted control plane derives the same key from the same master secret.
+        assert_eq!(
+            HeartbeatKeys::new("master-secret").for_vm("lb1", "vm1"),
+            key
+        );
+        for other in [
+            k.for_vm("lb1", "vm2"),
+            k.for_vm("lb2", "vm1"),
+            k.for_vm("lb1v", "m1"), // Same concatenation, other split.
+            HeartbeatKeys::new("other-master").for_vm("lb1", "vm1"),
+        ] {
+            assert_ne!(other, key);
+        }
+        assert!(!format!("{k:?}").contains("master-secret"));
+    }
+
+    #[test]
+    fn another_vms_key_cannot_sign_for_it() {
+        // vm2's own key (valid for vm2) signing a report that claims to be vm1, of the same
+        // load balancer or another one.
+        let body = serde_json::to_vec(&hb(1, 1_000_000)).unwrap();
+        for (lb, vm) in [("lb1", "vm2"), ("lb2", "vm1"), ("lb2", "vm2")] {
+            let sig = sign(&HmacKey::from(&keys().for_vm(lb, vm)), &body);
+            assert_eq!(
+                verify_heartbeat(&keys(), &body, &sig, at(1_000_000), MAX),
+                Err(HeartbeatError::BadSignature),
+                "{lb}/{vm}"
+            );
+        }
+        // The master secret itself is not a VM key either.
+        let sig = sign(&HmacKey::new("master-secret"), &body);
+        assert_eq!(
+            verify_heartbeat(&keys(), &body, &sig, at(1_000_000), MAX),
+            Err(HeartbeatError::BadSignature)
+        );
     }
 
     #[test]
     fn bad_signatures_are_rejected() {
-        let key = HmacKey::new("k3y");
+        let key = vm1_key();
         let body = serde_json::to_vec(&hb(1, 1_000_000)).unwrap();
         let sig = sign(&key, &body);
         let now = at(1_000_000);
-        let check = |k: &HmacKey, b: &[u8], s: &str| verify_heartbeat(k, b, s, now, MAX);
+        let check = |k: &HeartbeatKeys, b: &[u8], s: &str| verify_heartbeat(k, b, s, now, MAX);
+        let key = keys();
         assert_eq!(
-            check(&HmacKey::new("other"), &body, &sig),
+            check(&HeartbeatKeys::new("other"), &body, &sig),
             Err(HeartbeatError::BadSignature)
         );
         let mut tampered = body.clone();
@@ -309,19 +423,19 @@ mod tests {
             check(&key, &body, &sig[..62]),
             Err(HeartbeatError::BadSignature)
         );
-        // A correctly signed non-heartbeat is malformed, not accepted.
+        // A signed non-heartbeat is malformed, not accepted.
         let junk = b"{\"x\":1}";
         assert!(matches!(
-            check(&key, junk, &sign(&key, junk)),
+            check(&key, junk, &sign(&vm1_key(), junk)),
             Err(HeartbeatError::Malformed(_))
         ));
     }
 
     #[test]
     fn stale_and_future_heartbeats_are_rejected() {
-        let key = HmacKey::new("k3y");
+        let key = keys();
         let body = serde_json::to_vec(&hb(1, 1_000_000)).unwrap();
-        let sig = sign(&key, &body);
+        let sig = sign(&vm1_key(), &body);
         assert_eq!(
             verify_heartbeat(&key, &body, &sig, at(1_031_000), MAX),
             Err(HeartbeatError::Stale {

@@ -58,7 +58,6 @@ pub async fn run(
         let client = heartbeat_client(&config, &hb.url, &read)?;
         let sender = heartbeat::HeartbeatSender {
             url: hb.url.clone(),
-            key: hb.key.clone(),
             interval: hb.interval,
             client,
             source: agent.clone(),

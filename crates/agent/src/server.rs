@@ -31,7 +31,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use klb_proto::{
-    ApplyMethod, ApplyReply, DesiredState, Heartbeat, PROTOCOL_VERSION, Stats, StatusReply,
+    ApplyMethod, ApplyReply, DesiredState, Heartbeat, HeartbeatKey, PROTOCOL_VERSION, Stats,
+    StatusReply,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,7 +41,7 @@ use tokio::sync::{Mutex, watch};
 use crate::config::BasicAuth;
 use crate::dataplane::{Proxy, ProxyError};
 use crate::frr::{BgpSession, Frr, FrrError};
-use crate::heartbeat::HeartbeatSource;
+use crate::heartbeat::{HeartbeatSource, HmacKey, Report};
 
 /// Largest accepted request body (a state with thousands of members and certificates).
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -182,6 +183,8 @@ struct Snapshot {
     load_balancer_id: Option<String>,
     vm_id: Option<String>,
     version: Option<u64>,
+    /// This VM's heartbeat key, from the applied state.
+    heartbeat_key: Option<HeartbeatKey>,
     drained: bool,
 }
 
@@ -298,6 +301,7 @@ impl Agent {
             s.load_balancer_id = Some(state.load_balancer_id.clone());
             s.vm_id = Some(state.vm.id.clone());
             s.version = Some(state.version);
+            s.heartbeat_key = state.heartbeat_key.clone();
         });
         inner.applied = Some(state);
         Ok(ApplyReply::new(
@@ -402,23 +406,27 @@ fn reply(drained: bool, changed: bool, started: Instant) -> DrainReply {
 
 #[async_trait::async_trait]
 impl HeartbeatSource for Agent {
-    async fn heartbeat(&self) -> Option<Heartbeat> {
+    async fn heartbeat(&self) -> Option<Report> {
         let snap = self.snapshot.borrow().clone();
         let (lb, vm, version) = (snap.load_balancer_id?, snap.vm_id?, snap.version?);
+        let key = HmacKey::from(snap.heartbeat_key.as_ref()?);
         let haproxy_up = self.proxy.is_up().await;
         let stats = if haproxy_up {
             self.proxy.stats().await.unwrap_or_default()
         } else {
             Stats::default()
         };
-        Some(Heartbeat {
-            load_balancer_id: lb,
-            vm_id: vm,
-            seq: 0,
-            sent_at: 0,
-            version: Some(version),
-            haproxy_up,
-            stats,
+        Some(Report {
+            heartbeat: Heartbeat {
+                load_balancer_id: lb,
+                vm_id: vm,
+                seq: 0,
+                sent_at: 0,
+                version: Some(version),
+                haproxy_up,
+                stats,
+            },
+            key,
         })
     }
 }

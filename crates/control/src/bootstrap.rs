@@ -1,7 +1,9 @@
 //! What a new LB VM gets before its agent starts (cloud-init's `write_files` on OpenStack, the
 //! local cloud's [`VmBootstrap`] hook here): an agent certificate issued by klb's CA for the
 //! VM's management address, the CA certificate, and `agent.toml` pointing the heartbeat at
-//! the control plane, and, when the seed's `agent_user`/`agent_password` are set, the `[auth]`
+//! the control plane (no key: each VM's own heartbeat key comes with its first desired state,
+//! because an OpenStack VM's id, which the key is derived from, does not exist before Nova
+//! creates the server this user data boots), and, when the seed's `agent_user`/`agent_password` are set, the `[auth]`
 //! the agent then requires on every request. Keys and the password are secrets: written 0600
 //! by the local cloud, never logged.
 
@@ -20,8 +22,6 @@ pub struct AgentBootstrap {
     agent_port: u16,
     /// Port of the heartbeat receiver on the control plane (`lb_api_agent_port`).
     heartbeat_port: u16,
-    /// Heartbeat HMAC key (a secret, at least 16 bytes).
-    hmac_key: String,
     /// Heartbeat period.
     heartbeat_interval_ms: u64,
     /// Basic auth every agent requires (`agent_user`/`agent_password`), if set.
@@ -44,14 +44,12 @@ impl AgentBootstrap {
         ca: Arc<Ca>,
         agent_port: u16,
         heartbeat_port: u16,
-        hmac_key: String,
         heartbeat_interval_ms: u64,
     ) -> Self {
         AgentBootstrap {
             ca,
             agent_port,
             heartbeat_port,
-            hmac_key,
             heartbeat_interval_ms,
             auth: None,
         }
@@ -88,7 +86,6 @@ impl AgentBootstrap {
             key = (format!("{etc}/agent.key"))
             [heartbeat]
             url = (format!("http://{heartbeat}/v1/heartbeat"))
-            hmac_key = (self.hmac_key.clone())
             interval_ms = (self.heartbeat_interval_ms as i64)
         };
         if let Some(auth) = &self.auth {
@@ -156,7 +153,7 @@ impl CloudInit {
         }
     }
 
-    /// The user data of one VM (holds its private key and the heartbeat key: never logged).
+    /// The user data of one VM (holds its private key: never logged).
     pub fn render_for(&self, boot: &klb_openstack::VmBoot) -> Result<String, String> {
         let (cert, key) = self.bootstrap.issue(&boot.server_name, boot.mgmt_addr)?;
         let toml = self.bootstrap.render_toml(&Layout {
@@ -234,7 +231,7 @@ mod tests {
     async fn written_files_make_a_valid_agent_config() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(Ca::generate("klb test CA").unwrap());
-        let hook = AgentBootstrap::new(ca, 62000, 6543, "0123456789abcdef0123".into(), 1000);
+        let hook = AgentBootstrap::new(ca, 62000, 6543, 1000);
         let boot = boot_info(dir.path());
         let files = hook.files(&boot).await.unwrap();
         for (name, bytes) in &files {
@@ -245,15 +242,13 @@ mod tests {
         let config = AgentConfig::load(&dir.path().join("agent.toml")).unwrap();
         let debug = format!("{config:?}");
         assert!(debug.contains("198.18.128.2"), "{debug}");
-        assert!(
-            !debug.contains("0123456789abcdef0123"),
-            "the HMAC key must not show in Debug output"
-        );
         let toml = hook.agent_toml(&boot);
         assert!(
             toml.contains("url = \"http://198.18.128.1:6543/v1/heartbeat\""),
             "{toml}"
         );
+        // No heartbeat key in the file: each VM's own key comes with its desired state.
+        assert!(!toml.contains("hmac_key"), "{toml}");
         // Without agent_user/agent_password: no [auth], the agent runs on mTLS alone.
         assert!(config.auth.is_none(), "{toml}");
     }
@@ -264,11 +259,10 @@ mod tests {
         let ca = Arc::new(Ca::generate("klb test CA").unwrap());
         // Characters TOML must escape survive the round trip.
         let password = "ee71f1d3 \"quoted\" \\ #not-a-comment";
-        let hook = AgentBootstrap::new(ca, 62000, 6543, "0123456789abcdef0123".into(), 1000)
-            .with_auth(Some(BasicAuth {
-                user: "kinx_haproxy_user".into(),
-                password: Password::new(password),
-            }));
+        let hook = AgentBootstrap::new(ca, 62000, 6543, 1000).with_auth(Some(BasicAuth {
+            user: "kinx_haproxy_user".into(),
+            password: Password::new(password),
+        }));
         assert!(!format!("{hook:?}").contains(password));
         let boot = boot_info(dir.path());
         for (name, bytes) in hook.files(&boot).await.unwrap() {

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use klb_agent::heartbeat::HeartbeatKeys;
 use klb_model::{
     HealthMonitor, Kind, L7Policy, L7Rule, Listener, LoadBalancer, Member, Pool,
     ProvisioningStatus, Resource,
@@ -80,6 +81,9 @@ pub struct DataPlane {
     pub default_maxconn: u32,
     /// TCP port of HAProxy's peers listener on each VM.
     pub peer_port: u16,
+    /// Derives each VM's heartbeat key, sent in its desired state; `None`: no heartbeats
+    /// (providers without a receiver).
+    pub heartbeat_keys: Option<HeartbeatKeys>,
 }
 
 /// One LB VM as the state builder needs it.
@@ -175,6 +179,10 @@ pub fn build(
             maxconn: data_plane.default_maxconn,
         },
         certificates: Vec::new(),
+        heartbeat_key: data_plane
+            .heartbeat_keys
+            .as_ref()
+            .map(|keys| keys.for_vm(&lb.id.to_string(), &vm.id)),
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use klb_agent::client::{AgentClient, AgentClientConfig};
 use klb_agent::config::BasicAuth;
-use klb_agent::heartbeat::HmacKey;
+use klb_agent::heartbeat::HeartbeatKeys;
 use klb_agent::tls::{Ca, CertKind};
 use klb_api::provider::{Vip, VipNetwork, VipRequest};
 use klb_api::{AppState, Authenticator};
@@ -350,11 +350,11 @@ struct LocalStarted {
 }
 
 /// What every real provider (local, OpenStack) shares: klb's CA and the control plane's
-/// client identity, the heartbeat key and the webhook token (kept in the state dir so a
-/// restart keeps talking to running VMs).
+/// client identity, the heartbeat master secret (each VM's key is derived from it) and the
+/// webhook token (kept in the state dir so a restart keeps talking to running VMs).
 struct Identity {
     ca: Arc<Ca>,
-    hmac_secret: String,
+    heartbeat_keys: HeartbeatKeys,
     webhook_token: String,
     client: AgentClient,
 }
@@ -366,7 +366,7 @@ fn identity(dir: &std::path::Path, agent_auth: Option<BasicAuth>) -> Result<Iden
         source,
     })?;
     let ca = Arc::new(load_or_create_ca(dir)?);
-    let hmac_secret = load_or_create_secret(dir, "heartbeat.key")?;
+    let heartbeat_keys = HeartbeatKeys::new(load_or_create_secret(dir, "heartbeat.key")?);
     let webhook_token = load_or_create_secret(dir, "alarm-webhook.token")?;
     let plane_cert = ca.issue("klb-control-plane", CertKind::Client, &[])?;
     let client = AgentClient::new(AgentClientConfig {
@@ -379,7 +379,7 @@ fn identity(dir: &std::path::Path, agent_auth: Option<BasicAuth>) -> Result<Iden
     })?;
     Ok(Identity {
         ca,
-        hmac_secret,
+        heartbeat_keys,
         webhook_token,
         client,
     })
@@ -398,7 +398,7 @@ async fn start_health(
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<Reports, PlaneError> {
     let health = Arc::new(HealthConfig {
-        hmac_key: HmacKey::new(id.hmac_secret.as_bytes()),
+        heartbeat_keys: id.heartbeat_keys.clone(),
         max_age: Duration::from_secs(10),
         silent_after,
         boot_grace: Duration::from_secs(20),
@@ -488,7 +488,6 @@ async fn start_local(
         id.ca.clone(),
         settings.agent_port,
         settings.heartbeat_port,
-        id.hmac_secret.clone(),
         settings.heartbeat_interval.as_millis() as u64,
     )
     .with_auth(settings.agent_auth.clone());
@@ -545,6 +544,7 @@ async fn start_local(
         bfd: true,
         default_maxconn: cap_maxconn(settings.default_maxconn),
         peer_port: lb_config.peer_port,
+        heartbeat_keys: Some(id.heartbeat_keys.clone()),
     };
     let env = LbEnv {
         cloud: cloud.cloud(Arc::new(HttpAgents::new(id.client.clone()))),
@@ -631,7 +631,6 @@ async fn start_openstack(
         id.ca.clone(),
         settings.agent_port,
         settings.heartbeat_addr.port(),
-        id.hmac_secret.clone(),
         settings.heartbeat_interval.as_millis() as u64,
     )
     .with_auth(settings.agent_auth.clone());
@@ -675,6 +674,7 @@ async fn start_openstack(
         bfd: true,
         default_maxconn: settings.default_maxconn,
         peer_port: lb_config.peer_port,
+        heartbeat_keys: Some(id.heartbeat_keys.clone()),
     };
     let certs = Arc::new(klb_openstack::BarbicanCertificates::new(
         cloud.session().clone(),
@@ -783,6 +783,8 @@ async fn start_fake(
         bfd: true,
         default_maxconn: klb_proto::DEFAULT_MAXCONN,
         peer_port: lb_config.peer_port,
+        // The fake cloud's VMs send no heartbeats.
+        heartbeat_keys: None,
     };
     let env = LbEnv {
         cloud: fake.cloud(),

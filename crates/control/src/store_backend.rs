@@ -254,6 +254,7 @@ fn lb_vm_record(lb_id: Uuid, vm: &Vm) -> LbVm {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
+    use klb_agent::heartbeat::HeartbeatKeys;
     use klb_model::*;
     use klb_proto::SecretPem;
     use std::collections::BTreeMap;
@@ -304,6 +305,7 @@ mod tests {
                 bfd: true,
                 default_maxconn: 10_000,
                 peer_port: 1025,
+                heartbeat_keys: None,
             },
             Arc::new(CountingCerts::default()),
         );
@@ -398,6 +400,7 @@ mod tests {
                 bfd: true,
                 default_maxconn: 10_000,
                 peer_port: 1025,
+                heartbeat_keys: Some(HeartbeatKeys::new("master-secret")),
             },
             certs.clone(),
         );
@@ -414,7 +417,14 @@ mod tests {
             assert_eq!(state.peers.len(), 3);
             assert_eq!(state.certificates.len(), 2);
             assert_eq!(state.listeners.len(), 1);
+            // Each VM gets its own heartbeat key, the one the receiver derives for it.
+            let keys = HeartbeatKeys::new("master-secret");
+            assert_eq!(
+                state.heartbeat_key,
+                Some(keys.for_vm(&lb.id.to_string(), &state.vm.id))
+            );
         }
+        assert_ne!(states[0].heartbeat_key, states[1].heartbeat_key);
         let mut fetched = certs.fetched.lock().await.clone();
         fetched.sort();
         assert_eq!(

@@ -8,7 +8,7 @@
 #![warn(missing_docs)]
 use std::time::Duration;
 
-use klb_agent::heartbeat::HmacKey;
+use klb_agent::heartbeat::HeartbeatKeys;
 
 pub mod manager;
 pub mod receiver;
@@ -23,8 +23,9 @@ pub use receiver::{Reports, router};
 /// Health manager settings.
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
-    /// Key the agents sign heartbeats with (a secret).
-    pub hmac_key: HmacKey,
+    /// The master secret each LB VM's heartbeat key is derived from; every report is verified
+    /// with the key of the VM it claims to come from.
+    pub heartbeat_keys: HeartbeatKeys,
     /// Reports older than this when they arrive are rejected.
     pub max_age: std::time::Duration,
     /// An LB VM whose last report is older than this is silent: not counted as serving, and

@@ -1,5 +1,5 @@
-//! The heartbeat receiver: `POST /v1/heartbeat` with an HMAC-signed body (see
-//! `klb_agent::heartbeat`). Accepted reports are kept in memory only; the [`crate::HealthManager`]
+//! The heartbeat receiver: `POST /v1/heartbeat` with a body HMAC-signed by the sending VM's own
+//! key (see `klb_agent::heartbeat`). Accepted reports are kept in memory only; the [`crate::HealthManager`]
 //! turns them into stored statuses on its own schedule, so ingest never waits on the database.
 
 use std::collections::HashMap;
@@ -94,7 +94,7 @@ async fn receive(
         return (StatusCode::UNAUTHORIZED, "missing signature".to_owned());
     };
     let verified = verify_heartbeat(
-        &state.config.hmac_key,
+        &state.config.heartbeat_keys,
         &body,
         signature,
         SystemTime::now(),
@@ -104,8 +104,8 @@ async fn receive(
         Ok(hb) => hb,
         Err(err) => return reject(err),
     };
-    // The replay guard is checked only after the signature, so forged reports cannot advance a
-    // VM's sequence number.
+    // The replay guard is checked only after the signature (with the claimed VM's own key), so
+    // no other VM can advance this VM's sequence number or displace its report.
     if let Err(err) = state.reports.replay.lock().await.check(&heartbeat) {
         return reject(err);
     }

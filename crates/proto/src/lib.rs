@@ -80,6 +80,13 @@ pub struct DesiredState {
     /// TLS material referenced by id from listeners and pools.
     #[serde(default)]
     pub certificates: Vec<Certificate>,
+    /// The key this VM signs its heartbeats with: derived by the control plane from its
+    /// master secret and this VM's identity (`load_balancer_id`, `vm.id`), so one VM's key
+    /// is useless for another VM's reports. It travels here, over the mTLS push to exactly
+    /// this VM, because an OpenStack VM's id (Nova's server id) does not exist yet when its
+    /// cloud-init is rendered. `None`: the VM sends no heartbeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_key: Option<HeartbeatKey>,
 }
 
 fn protocol_version() -> u32 {
@@ -222,6 +229,30 @@ impl SecretPem {
 impl fmt::Debug for SecretPem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretPem(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// A per-VM heartbeat HMAC key (the key text itself is the HMAC key): never printed by
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HeartbeatKey(String);
+
+impl HeartbeatKey {
+    /// Wraps key text.
+    pub fn new(key: impl Into<String>) -> Self {
+        HeartbeatKey(key.into())
+    }
+
+    /// The key text, for signing. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HeartbeatKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeartbeatKey(<redacted>)")
     }
 }
 
@@ -799,6 +830,16 @@ mod tests {
         // The wire form carries the PEM text itself.
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains("secret"));
+    }
+
+    #[test]
+    fn heartbeat_key_is_never_debug_printed() {
+        let key = HeartbeatKey::new("0123456789abcdef-topsecret");
+        assert!(!format!("{key:?}").contains("topsecret"));
+        assert_eq!(
+            serde_json::to_string(&key).unwrap(),
+            "\"0123456789abcdef-topsecret\""
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn state(vip: IpAddr, listeners: Vec<Listener>, pools: Vec<Pool>) -> Desired
         bgp: None,
         global: Global::default(),
         certificates: Vec::new(),
+        heartbeat_key: None,
     }
 }
 

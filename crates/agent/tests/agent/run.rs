@@ -1,5 +1,6 @@
 //! `klb_agent::run` as the binary runs it: config file, TLS files, API and heartbeats to a
-//! receiver that verifies them with `verify_heartbeat` and `ReplayGuard`.
+//! receiver that verifies them with `verify_heartbeat` (the VM's own key, which came with its
+//! desired state) and `ReplayGuard`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,18 +10,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use klb_agent::config::{AgentConfig, BasicAuth, Password};
 use klb_agent::dataplane::fake::FakeProxy;
-use klb_agent::heartbeat::{HmacKey, ReplayGuard, SIGNATURE_HEADER, verify_heartbeat};
+use klb_agent::heartbeat::{HeartbeatKeys, ReplayGuard, SIGNATURE_HEADER, verify_heartbeat};
 use klb_agent::tls::CertKind;
 use klb_proto::{DesiredState, Heartbeat};
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::util::Pki;
 
-const KEY: &str = "heartbeat-key-0123456789";
+const MASTER: &str = "heartbeat-master-0123456789";
 
 /// A heartbeat receiver on 127.0.0.1 (https with client certificates from the CA when `pki`
 /// is given); verified heartbeats go to the channel, others get 401.
-async fn receiver(key: HmacKey, pki: Option<&Pki>) -> (String, mpsc::Receiver<Heartbeat>) {
+async fn receiver(key: HeartbeatKeys, pki: Option<&Pki>) -> (String, mpsc::Receiver<Heartbeat>) {
     let (tx, rx) = mpsc::channel(64);
     let guard = Arc::new(Mutex::new(ReplayGuard::default()));
     let app = axum::Router::new().route(
@@ -90,7 +91,8 @@ async fn check_run(https: bool) {
     write("ca.crt", pki.ca.cert_pem());
     write("agent.crt", &pki.server.cert_pem);
     write("agent.key", pki.server.key_pem.expose());
-    let (url, mut heartbeats) = receiver(HmacKey::new(KEY), https.then_some(&pki)).await;
+    let keys = HeartbeatKeys::new(MASTER);
+    let (url, mut heartbeats) = receiver(keys.clone(), https.then_some(&pki)).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -103,7 +105,7 @@ async fn check_run(https: bool) {
             "listen_addr = \"127.0.0.1\"\nport = {port}\nruntime_dir = \"{d}/run\"\n\
              [tls]\nca_cert = \"{d}/ca.crt\"\ncert = \"{d}/agent.crt\"\nkey = \"{d}/agent.key\"\n\
              [auth]\nuser = \"klb\"\npassword = \"agent-pass\"\n\
-             [heartbeat]\nurl = \"{url}\"\nhmac_key = \"{KEY}\"\ninterval_ms = 100\n"
+             [heartbeat]\nurl = \"{url}\"\ninterval_ms = 100\n"
         ),
     );
     let config = AgentConfig::load(&dir.path().join("agent.toml")).unwrap();
@@ -118,7 +120,8 @@ async fn check_run(https: bool) {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let state: DesiredState = serde_json::from_value(serde_json::json!({
         "version": 7, "load_balancer_id": "lb-run", "vip": "198.19.0.10",
-        "vm": {"id": "vm-run", "index": 0, "name": "vm-run"}
+        "vm": {"id": "vm-run", "index": 0, "name": "vm-run"},
+        "heartbeat_key": keys.for_vm("lb-run", "vm-run"),
     }))
     .unwrap();
     // The API comes up asynchronously: retry the first PUT for a bounded time.

@@ -22,6 +22,7 @@ fn state(version: u64) -> DesiredState {
         bgp: None,
         global: Default::default(),
         certificates: vec![],
+        heartbeat_key: None,
     }
 }
 

@@ -89,5 +89,6 @@ fn state_of(lb_id: &str, vip: IpAddr, vm: &Vm, vms: &[Vm], version: u64) -> Desi
         bgp: None,
         global: Global::default(),
         certificates: Vec::new(),
+        heartbeat_key: None,
     }
 }

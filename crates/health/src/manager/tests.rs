@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use klb_agent::heartbeat::{HmacKey, SIGNATURE_HEADER, sign, unix_ms};
+use klb_agent::heartbeat::{HeartbeatKeys, HmacKey, SIGNATURE_HEADER, sign, unix_ms};
 use klb_model::{
     Kind, LbVm, LbVmStatus, LoadBalancer, Member, OperatingStatus, ProvisioningStatus,
 };
@@ -20,7 +20,7 @@ use crate::testutil::{Lab, lab};
 
 fn config(failover: bool) -> Arc<HealthConfig> {
     Arc::new(HealthConfig {
-        hmac_key: HmacKey::new(b"test-key-0123456789"),
+        heartbeat_keys: HeartbeatKeys::new(b"test-key-0123456789"),
         max_age: Duration::from_secs(10),
         silent_after: Duration::from_millis(300),
         boot_grace: Duration::from_millis(0),
@@ -62,7 +62,19 @@ fn vm(id: Uuid, lb_id: Uuid) -> LbVm {
     .unwrap()
 }
 
-async fn post(app: &axum::Router, key: &HmacKey, mut hb: Heartbeat, seq: u64) -> StatusCode {
+/// The key of the VM `hb` claims to come from.
+fn own_key(cfg: &HealthConfig, hb: &Heartbeat) -> HmacKey {
+    HmacKey::from(&cfg.heartbeat_keys.for_vm(&hb.load_balancer_id, &hb.vm_id))
+}
+
+/// Posts `hb` signed by the VM it claims to come from.
+async fn post(app: &axum::Router, cfg: &HealthConfig, hb: Heartbeat, seq: u64) -> StatusCode {
+    let key = own_key(cfg, &hb);
+    post_signed(app, &key, hb, seq).await
+}
+
+/// Posts `hb` signed with `key`.
+async fn post_signed(app: &axum::Router, key: &HmacKey, mut hb: Heartbeat, seq: u64) -> StatusCode {
     hb.seq = seq;
     hb.sent_at = unix_ms(SystemTime::now());
     let body = serde_json::to_vec(&hb).unwrap();
@@ -82,18 +94,15 @@ async fn receiver_rejects_forged_replayed_and_stale_reports() {
     let hb = lab.heartbeat("vm-a", &[MemberStatus::Up], 1);
 
     assert_eq!(
-        post(&app, &cfg.hmac_key, hb.clone(), 10).await,
+        post(&app, &cfg, hb.clone(), 10).await,
         StatusCode::NO_CONTENT
     );
     // Same sequence number again: replay.
-    assert_eq!(
-        post(&app, &cfg.hmac_key, hb.clone(), 10).await,
-        StatusCode::CONFLICT
-    );
+    assert_eq!(post(&app, &cfg, hb.clone(), 10).await, StatusCode::CONFLICT);
     // Signed with another key.
     let other = HmacKey::new(b"not-the-key");
     assert_eq!(
-        post(&app, &other, hb.clone(), 11).await,
+        post_signed(&app, &other, hb.clone(), 11).await,
         StatusCode::UNAUTHORIZED
     );
     // Stale: sent a minute ago.
@@ -102,7 +111,7 @@ async fn receiver_rejects_forged_replayed_and_stale_reports() {
     old.sent_at = unix_ms(SystemTime::now()) - 60_000;
     let body = serde_json::to_vec(&old).unwrap();
     let req = Request::post("/v1/heartbeat")
-        .header(SIGNATURE_HEADER, sign(&cfg.hmac_key, &body))
+        .header(SIGNATURE_HEADER, sign(&own_key(&cfg, &old), &body))
         .body(Body::from(body))
         .unwrap();
     assert_eq!(
@@ -115,6 +124,65 @@ async fn receiver_rejects_forged_replayed_and_stale_reports() {
         .unwrap();
     assert_eq!(
         app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Issue 11 §7: each VM signs with its own key, so a VM cannot report for another VM (of its
+/// load balancer or another one), nor move another VM's sequence number.
+#[tokio::test]
+async fn a_vm_cannot_forge_or_poison_another_vms_heartbeats() {
+    let (lab, other_lab) = (lab(1, true), lab(1, true));
+    let cfg = config(false);
+    let reports = Reports::default();
+    let app = router(reports.clone(), cfg.clone());
+    let up = [MemberStatus::Up];
+    let hb_a = lab.heartbeat("vm-a", &up, 1);
+    let hb_b = lab.heartbeat("vm-b", &up, 2);
+    let hb_c = other_lab.heartbeat("vm-c", &up, 3);
+    assert_eq!(
+        post(&app, &cfg, hb_b.clone(), 5).await,
+        StatusCode::NO_CONTENT
+    );
+    let b_seq = || async {
+        reports.snapshot().await[&hb_b.load_balancer_id]["vm-b"]
+            .heartbeat
+            .seq
+    };
+    assert_eq!(b_seq().await, 5);
+
+    // A's key (same LB), C's key (another LB), and the master secret itself, each signing a
+    // report that claims to be B with a huge sequence number: all refused as forged.
+    let mut forged = hb_b.clone();
+    forged.stats = Default::default();
+    for key in [
+        own_key(&cfg, &hb_a),
+        own_key(&cfg, &hb_c),
+        HmacKey::new(b"test-key-0123456789"),
+    ] {
+        assert_eq!(
+            post_signed(&app, &key, forged.clone(), u64::MAX - 1).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // B's report and sequence state are untouched ...
+    let snapshot = reports.snapshot().await;
+    let b = &snapshot[&hb_b.load_balancer_id]["vm-b"].heartbeat;
+    assert_eq!((b.seq, &b.stats), (5, &hb_b.stats));
+    // ... so B's next real report is accepted, and A and C still report for themselves.
+    assert_eq!(
+        post(&app, &cfg, hb_b.clone(), 6).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(b_seq().await, 6);
+    assert_eq!(post(&app, &cfg, hb_a, 1).await, StatusCode::NO_CONTENT);
+    assert_eq!(post(&app, &cfg, hb_c, 1).await, StatusCode::NO_CONTENT);
+    // A report claiming B under another load balancer id is B's key's no more.
+    let mut moved = hb_b.clone();
+    moved.load_balancer_id = other_lab.lb.id.to_string();
+    let key = own_key(&cfg, &hb_b);
+    assert_eq!(
+        post_signed(&app, &key, moved, 7).await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -142,14 +210,8 @@ async fn manager_stores_statuses_and_stats_from_heartbeats() {
     let up_down = [MemberStatus::Up, MemberStatus::Down];
     let hb_a = lab.heartbeat(&a.to_string(), &up_down, 30);
     let hb_b = lab.heartbeat(&b.to_string(), &up_down, 12);
-    assert_eq!(
-        post(&app, &cfg.hmac_key, hb_a, 1).await,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        post(&app, &cfg.hmac_key, hb_b, 1).await,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(post(&app, &cfg, hb_a, 1).await, StatusCode::NO_CONTENT);
+    assert_eq!(post(&app, &cfg, hb_b, 1).await, StatusCode::NO_CONTENT);
     manager.tick().await.unwrap();
 
     assert_eq!(
@@ -191,14 +253,8 @@ async fn manager_stores_statuses_and_stats_from_heartbeats() {
     let up_up = [MemberStatus::Up, MemberStatus::Up];
     let hb_a = lab.heartbeat(&a.to_string(), &up_up, 31);
     let hb_b = lab.heartbeat(&b.to_string(), &up_up, 13);
-    assert_eq!(
-        post(&app, &cfg.hmac_key, hb_a, 2).await,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        post(&app, &cfg.hmac_key, hb_b, 2).await,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(post(&app, &cfg, hb_a, 2).await, StatusCode::NO_CONTENT);
+    assert_eq!(post(&app, &cfg, hb_b, 2).await, StatusCode::NO_CONTENT);
     manager.tick().await.unwrap();
     assert_eq!(status_of::<LoadBalancer>(&store, lab.lb.id).await, "ONLINE");
     assert_eq!(
@@ -221,14 +277,8 @@ async fn silent_vm_gets_a_failover_job_once() {
     for seq in 1..=2 {
         let hb_a = lab.heartbeat(&a.to_string(), &up, 0);
         let hb_b = lab.heartbeat(&b.to_string(), &up, 0);
-        assert_eq!(
-            post(&app, &cfg.hmac_key, hb_a, seq).await,
-            StatusCode::NO_CONTENT
-        );
-        assert_eq!(
-            post(&app, &cfg.hmac_key, hb_b, seq).await,
-            StatusCode::NO_CONTENT
-        );
+        assert_eq!(post(&app, &cfg, hb_a, seq).await, StatusCode::NO_CONTENT);
+        assert_eq!(post(&app, &cfg, hb_b, seq).await, StatusCode::NO_CONTENT);
         manager.tick().await.unwrap();
     }
     assert!(
@@ -242,10 +292,7 @@ async fn silent_vm_gets_a_failover_job_once() {
     // VM b goes silent; a keeps reporting.
     tokio::time::sleep(cfg.silent_after + Duration::from_millis(100)).await;
     let hb_a = lab.heartbeat(&a.to_string(), &up, 0);
-    assert_eq!(
-        post(&app, &cfg.hmac_key, hb_a, 3).await,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(post(&app, &cfg, hb_a, 3).await, StatusCode::NO_CONTENT);
     manager.tick().await.unwrap();
     manager.tick().await.unwrap();
 
@@ -274,10 +321,7 @@ async fn a_booting_vm_gets_its_grace_before_failover() {
     // Within silent_after + boot_grace the VM that never reported is left alone.
     for seq in 1..=4 {
         let hb = lab.heartbeat(&a.to_string(), &up, 0);
-        assert_eq!(
-            post(&app, &cfg.hmac_key, hb, seq).await,
-            StatusCode::NO_CONTENT
-        );
+        assert_eq!(post(&app, &cfg, hb, seq).await, StatusCode::NO_CONTENT);
         manager.tick().await.unwrap();
         assert!(
             store.jobs_of(&lb_id).await.unwrap().is_empty(),
@@ -288,10 +332,7 @@ async fn a_booting_vm_gets_its_grace_before_failover() {
     // Past it, the booting VM is failed over.
     tokio::time::sleep(cfg.silent_after + cfg.boot_grace).await;
     let hb = lab.heartbeat(&a.to_string(), &up, 0);
-    assert_eq!(
-        post(&app, &cfg.hmac_key, hb, 5).await,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(post(&app, &cfg, hb, 5).await, StatusCode::NO_CONTENT);
     manager.tick().await.unwrap();
     let jobs = store.jobs_of(&lb_id).await.unwrap();
     assert_eq!(jobs.len(), 1);
