@@ -2,9 +2,11 @@
 //! Load Balancer v2 endpoint (klb or Octavia itself) with bounded concurrent clients and reports
 //! ops/s, p50/p99 and errors per operation, next to a same-run baseline (`GET /`) so results
 //! from a shared, noisy machine can still be compared as ratios. `rss` samples the server's
-//! memory from `/proc`. Results are plain serde types written as JSON by the CLI.
+//! memory from `/proc`. `reliability` is the reliability suite (concurrent mixed workload,
+//! fuzzing, PostgreSQL outage) against servers it starts itself. Results are plain serde types written as JSON by the CLI.
 
 pub mod api;
+pub mod reliability;
 pub mod rss;
 pub mod stats;
 

@@ -12,6 +12,64 @@ pub enum Command {
     /// (LB create/show/list/delete, listener and member create), with a same-run `GET /`
     /// baseline; writes a JSON result file and prints a table.
     Api(ApiArgs),
+    /// Reliability suite (issue 11): starts its own `klb serve` (noauth, noop provider) on
+    /// SQLite and, when PostgreSQL is installed, on a throwaway cluster; runs concurrent mixed
+    /// clients (0 5xx, no lost writes, nothing stuck in PENDING_*), a proptest fuzzer (0 5xx,
+    /// 0 panics, RSS bounded) and stops/restarts PostgreSQL under load (503 while down, full
+    /// service after). Writes a JSON result file; exits non-zero when an expectation failed.
+    Reliability(ReliabilityArgs),
+}
+
+/// Arguments of `klb bench reliability`.
+#[derive(Debug, clap::Args)]
+pub struct ReliabilityArgs {
+    /// Concurrent API clients of the mixed workload.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// Seconds of the mixed workload (per database).
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Upper bound on waiting for nothing to be PENDING_* after the load, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub settle_seconds: u64,
+    /// Fuzz cases per database.
+    #[arg(long, default_value_t = 20_000)]
+    pub fuzz_cases: u64,
+    /// Upper bound on the fuzz run per database, seconds.
+    #[arg(long, default_value_t = 120)]
+    pub fuzz_seconds: u64,
+    /// Allowed growth of the server's RSS over the fuzz run, MiB.
+    #[arg(long, default_value_t = 32)]
+    pub fuzz_rss_growth_mib: u64,
+    /// PostgreSQL part: auto (when initdb/postgres are found), on (required) or off.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub postgres: String,
+    /// Concurrent clients during the PostgreSQL outage.
+    #[arg(long, default_value_t = 50)]
+    pub outage_clients: usize,
+    /// Seconds PostgreSQL stays down (longer than the response bound: 503s must show).
+    #[arg(long, default_value_t = 20)]
+    pub outage_seconds: u64,
+    /// Longest acceptable answer while PostgreSQL is down, seconds (klb's PostgreSQL pools
+    /// wait up to 10 s for a connection before answering 503).
+    #[arg(long, default_value_t = 15)]
+    pub response_bound_seconds: u64,
+    /// Seconds after PostgreSQL's restart from which every request must succeed.
+    #[arg(long, default_value_t = 5)]
+    pub recovery_seconds: u64,
+    /// Seed of the workload's and the fuzzer's choices (a run is reproducible from it).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The `klb` binary to test as `klb serve` (default: this one).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Work directory (databases, logs, the PostgreSQL cluster); default a temporary one,
+    /// removed at the end.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// JSON result file (parent directories are created).
+    #[arg(long, default_value = "results/reliability.json")]
+    pub output: PathBuf,
 }
 
 /// Arguments of `klb bench api`.
@@ -61,7 +119,69 @@ pub struct ApiArgs {
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Api(args) => api(args),
+        Command::Reliability(args) => reliability(args),
     }
+}
+
+fn reliability(args: ReliabilityArgs) -> anyhow::Result<()> {
+    use klb_bench::reliability::{PostgresMode, ReliabilityConfig};
+    let klb_bin = match args.server_bin {
+        Some(p) => p,
+        None => std::env::current_exe().context("locating the klb binary")?,
+    };
+    // Kept alive until the end: removing it also removes the PostgreSQL cluster.
+    let temp;
+    let work_dir = match args.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            d
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("klb-reliability.")
+                .tempdir()
+                .context("creating a work directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut config = ReliabilityConfig::new(klb_bin, work_dir);
+    config.clients = args.clients;
+    config.duration = Duration::from_secs(args.seconds);
+    config.settle_timeout = Duration::from_secs(args.settle_seconds);
+    config.fuzz_cases = args.fuzz_cases;
+    config.fuzz_time = Duration::from_secs(args.fuzz_seconds);
+    config.fuzz_rss_growth_kib = args.fuzz_rss_growth_mib * 1024;
+    config.postgres = match args.postgres.as_str() {
+        "on" => PostgresMode::Required,
+        "off" => PostgresMode::Off,
+        _ => PostgresMode::Auto,
+    };
+    config.outage_clients = args.outage_clients;
+    config.outage_down = Duration::from_secs(args.outage_seconds);
+    config.response_bound = Duration::from_secs(args.response_bound_seconds);
+    config.recovery_bound = Duration::from_secs(args.recovery_seconds);
+    config.seed = args.seed;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(klb_bench::reliability::run(config))?;
+    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&args.output, json + "\n")
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    print!("{}", report.summary());
+    println!("results: {}", args.output.display());
+    if !report.failures.is_empty() {
+        anyhow::bail!(
+            "{} reliability expectation(s) failed (see the result file)",
+            report.failures.len()
+        );
+    }
+    Ok(())
 }
 
 fn api(args: ApiArgs) -> anyhow::Result<()> {
