@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use klb_model::{
-    HealthMonitor, Kind, LbVm, Listener, LoadBalancer, Member, OperatingStatus, Pool,
-    ProvisioningStatus,
+    HealthMonitor, Kind, LbStats, LbVm, Listener, LoadBalancer, Member, Observed, OperatingStatus,
+    Pool, ProvisioningStatus,
 };
-use klb_store::{Document, JobOp, ListQuery, NewJob, Store, StoreError};
+use klb_store::{Document, JobOp, ListQuery, NewJob, Store, StoreError, WriteTx};
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::HealthConfig;
 use crate::receiver::{Received, Reports};
@@ -110,17 +111,15 @@ impl HealthManager {
         let pools = decode_kind::<Pool>(&graph, Kind::Pool)?;
         let members = decode_kind::<Member>(&graph, Kind::Member)?;
         let health_monitors = decode_kind::<HealthMonitor>(&graph, Kind::HealthMonitor)?;
-        let derived = status::derive(
-            GraphRef {
-                load_balancer: &lb,
-                listeners: &listeners,
-                pools: &pools,
-                members: &members,
-                health_monitors: &health_monitors,
-            },
-            &reports,
-        );
-        self.store_statuses(&graph, &derived).await?;
+        let graph = GraphRef {
+            load_balancer: &lb,
+            listeners: &listeners,
+            pools: &pools,
+            members: &members,
+            health_monitors: &health_monitors,
+        };
+        let derived = status::derive(graph, &reports);
+        self.store_statuses(graph, &derived).await?;
         self.store_stats(lb_id, &status::sum_stats(&reports))
             .await?;
 
@@ -151,64 +150,43 @@ impl HealthManager {
     /// Writes the statuses that changed, in one transaction.
     async fn store_statuses(
         &self,
-        graph: &[Document],
+        graph: GraphRef<'_>,
         derived: &status::Statuses,
     ) -> Result<(), StoreError> {
-        let changed: Vec<(&Document, OperatingStatus)> = graph
-            .iter()
-            .filter_map(|doc| {
-                let kind = Kind::parse(&doc.kind)?;
-                let id = doc.id.parse().ok()?;
-                let new = *derived.get(&(kind, id))?;
-                (current_operating_status(doc) != Some(new)).then_some((doc, new))
-            })
-            .collect();
+        let mut changed = Vec::new();
+        changed_statuses(
+            std::slice::from_ref(graph.load_balancer),
+            derived,
+            &mut changed,
+        );
+        changed_statuses(graph.listeners, derived, &mut changed);
+        changed_statuses(graph.pools, derived, &mut changed);
+        changed_statuses(graph.members, derived, &mut changed);
+        changed_statuses(graph.health_monitors, derived, &mut changed);
         if changed.is_empty() {
             return Ok(());
         }
+        let at = now_micros();
         let mut tx = self.store.begin().await?;
-        for (doc, new) in changed {
-            // Re-read under the write lock: the API may have changed the object meanwhile.
-            let Some(mut current) = tx.get_for_update(&doc.kind, &doc.id).await? else {
-                continue;
-            };
-            let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&current.body) else {
-                continue;
-            };
-            body["operating_status"] = serde_json::Value::from(new.as_str());
-            // Octavia moves `updated_at` with every change of a row, status changes included.
-            body["updated_at"] = serde_json::to_value(now_micros()).unwrap_or_default();
-            current.body = body.to_string();
-            tx.update(&mut current).await?;
+        for (kind, id, new) in changed {
+            match kind {
+                Kind::LoadBalancer => set_status::<LoadBalancer>(&mut tx, id, new, at).await?,
+                Kind::Listener => set_status::<Listener>(&mut tx, id, new, at).await?,
+                Kind::Pool => set_status::<Pool>(&mut tx, id, new, at).await?,
+                Kind::Member => set_status::<Member>(&mut tx, id, new, at).await?,
+                Kind::HealthMonitor => set_status::<HealthMonitor>(&mut tx, id, new, at).await?,
+                // Only the kinds gathered above can be here.
+                Kind::L7Policy | Kind::L7Rule | Kind::LbVm => {}
+            }
         }
         tx.commit().await
     }
 
-    async fn store_stats(
-        &self,
-        lb_id: &str,
-        stats: &status::StatsSnapshot,
-    ) -> Result<(), StoreError> {
-        let body = serde_json::json!({
-            "loadbalancer": counters_json(&stats.load_balancer),
-            "listeners": stats
-                .listeners
-                .iter()
-                .map(|(id, c)| (id.clone(), counters_json(c)))
-                .collect::<serde_json::Map<_, _>>(),
-            "amphorae": stats
-                .vms
-                .iter()
-                .map(|(vm, listeners)| {
-                    let per_listener = listeners
-                        .iter()
-                        .map(|(id, c)| (id.clone(), counters_json(c)))
-                        .collect::<serde_json::Map<_, _>>();
-                    (vm.clone(), serde_json::Value::Object(per_listener))
-                })
-                .collect::<serde_json::Map<_, _>>(),
-        })
-        .to_string();
+    async fn store_stats(&self, lb_id: &str, stats: &LbStats) -> Result<(), StoreError> {
+        let body = serde_json::to_string(stats).map_err(|source| StoreError::Encode {
+            kind: STATS_KIND.to_owned(),
+            source,
+        })?;
         let mut tx = self.store.begin().await?;
         match tx.get_for_update(STATS_KIND, lb_id).await? {
             Some(mut doc) if doc.body != body => {
@@ -263,20 +241,46 @@ fn decode_kind<T: klb_model::Resource>(
         .collect()
 }
 
-fn current_operating_status(doc: &Document) -> Option<OperatingStatus> {
-    let body: serde_json::Value = serde_json::from_str(&doc.body).ok()?;
-    body.get("operating_status")?.as_str()?.parse().ok()
+/// Appends `(kind, id, new status)` for each of `items` whose derived status differs.
+fn changed_statuses<T: Observed>(
+    items: &[T],
+    derived: &status::Statuses,
+    out: &mut Vec<(Kind, Uuid, OperatingStatus)>,
+) {
+    for item in items {
+        if let Some(&new) = derived.get(&(T::KIND, item.id()))
+            && item.operating_status() != new
+        {
+            out.push((T::KIND, item.id(), new));
+        }
+    }
 }
 
-fn counters_json(c: &klb_proto::Counters) -> serde_json::Value {
-    serde_json::json!({
-        "active_connections": c.active_connections,
-        "total_connections": c.total_connections,
-        "bytes_in": c.bytes_in,
-        "bytes_out": c.bytes_out,
-        "request_errors": c.request_errors,
-        "requests": c.requests,
-    })
+/// Sets one resource's operating status (and `updated_at`) inside `tx`, on the version read
+/// under the write lock: the API may have changed the object meanwhile. A resource gone or
+/// undecodable meanwhile is skipped (the next tick judges again).
+async fn set_status<T: Observed>(
+    tx: &mut WriteTx,
+    id: Uuid,
+    new: OperatingStatus,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let Some(mut doc) = tx.get_for_update(T::KIND.as_str(), &id.to_string()).await? else {
+        return Ok(());
+    };
+    let mut value: T = match doc.decode() {
+        Ok(v) => v,
+        Err(err) => {
+            tracing::warn!(kind = T::KIND.as_str(), %id, error = %err, "status not stored");
+            return Ok(());
+        }
+    };
+    value.set_operating_status(new, at);
+    doc.body = serde_json::to_string(&value).map_err(|source| StoreError::Encode {
+        kind: T::KIND.as_str().to_owned(),
+        source,
+    })?;
+    tx.update(&mut doc).await
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@
 //! Active-active: a member, pool or listener is judged by the best report among the LB VMs that
 //! serve (a member one VM sees up still gets traffic from it); the load balancer by all of them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use klb_model::{HealthMonitor, Kind, Listener, LoadBalancer, Member, OperatingStatus, Pool};
-use klb_proto::{Counters, Heartbeat, ListenerStatus, MemberStatus, PoolStatus};
+use klb_model::{
+    HealthMonitor, Kind, LbStats, Listener, LoadBalancer, Member, OperatingStatus, Pool,
+};
+use klb_proto::{Heartbeat, ListenerStatus, MemberStatus, PoolStatus};
 use uuid::Uuid;
 
 /// One LB VM's latest report; `None` when it is missing or too old.
@@ -220,39 +222,19 @@ fn listener_status(
     }
 }
 
-/// Traffic counters summed over the LB VMs that reported, and each VM's own.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// The whole load balancer.
-    pub load_balancer: Counters,
-    /// Per listener id.
-    pub listeners: BTreeMap<String, Counters>,
-    /// Per VM id (the amphora id), per listener id: what that VM alone served.
-    pub vms: BTreeMap<String, BTreeMap<String, Counters>>,
-}
-
-/// Sums listener counters over `reports` (active-active: every VM serves a share).
-pub fn sum_stats(reports: &[VmReport<'_>]) -> StatsSnapshot {
-    let mut out = StatsSnapshot::default();
+/// Sums listener counters over `reports` (active-active: every VM serves a share); each VM's
+/// own share is kept for the amphora stats endpoint.
+pub fn sum_stats(reports: &[VmReport<'_>]) -> LbStats {
+    let mut out = LbStats::default();
     for r in reports {
         let Some(hb) = r.heartbeat else { continue };
-        let vm = out.vms.entry(r.vm_id.to_owned()).or_default();
+        // A VM that reported no listener still shows (with no counters).
+        out.vms.entry(r.vm_id.to_owned()).or_default();
         for l in &hb.stats.listeners {
-            add(out.listeners.entry(l.id.clone()).or_default(), &l.counters);
-            add(&mut out.load_balancer, &l.counters);
-            add(vm.entry(l.id.clone()).or_default(), &l.counters);
+            out.add(r.vm_id, &l.id, &l.counters);
         }
     }
     out
-}
-
-fn add(into: &mut Counters, c: &Counters) {
-    into.active_connections += c.active_connections;
-    into.total_connections += c.total_connections;
-    into.bytes_in += c.bytes_in;
-    into.bytes_out += c.bytes_out;
-    into.requests += c.requests;
-    into.request_errors += c.request_errors;
 }
 
 #[cfg(test)]

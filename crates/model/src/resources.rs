@@ -108,6 +108,39 @@ pub trait Resource: Serialize + for<'de> Deserialize<'de> {
     fn created_at(&self) -> DateTime<Utc>;
 }
 
+/// A resource with an operating status, which the health manager derives from heartbeats and
+/// stores by decoding, changing and re-encoding the typed resource (no patch by JSON key).
+pub trait Observed: Resource {
+    /// The current operating status.
+    fn operating_status(&self) -> OperatingStatus;
+    /// Sets the operating status and moves `updated_at` to `at` (Octavia moves `updated_at`
+    /// with every change of a row, status changes included).
+    fn set_operating_status(&mut self, status: OperatingStatus, at: DateTime<Utc>);
+}
+
+macro_rules! observed {
+    ($($t:ty),*) => {$(
+        impl Observed for $t {
+            fn operating_status(&self) -> OperatingStatus {
+                self.operating_status
+            }
+            fn set_operating_status(&mut self, status: OperatingStatus, at: DateTime<Utc>) {
+                self.operating_status = status;
+                self.updated_at = Some(at);
+            }
+        }
+    )*};
+}
+observed!(
+    LoadBalancer,
+    Listener,
+    Pool,
+    Member,
+    HealthMonitor,
+    L7Policy,
+    L7Rule
+);
+
 /// An additional VIP on another subnet of the VIP network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdditionalVip {

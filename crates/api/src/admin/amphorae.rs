@@ -25,6 +25,7 @@ use crate::list::{self, Column, ListParams, Listing};
 use crate::v2::common::{
     OrigPath, QueryPairs, accepted, enqueue, no_content, now, reply, reply_list, ts, ts_opt,
 };
+use crate::v2::loadbalancers::read_stats;
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(Kind::LbVm, id)
@@ -170,31 +171,16 @@ pub async fn stats(
     if listeners.is_empty() {
         return Err(no_stats());
     }
-    let stored: Value = state
-        .store
-        .get(klb_store::STATS_KIND, &lb.to_string())
-        .await?
-        .and_then(|d| serde_json::from_str(&d.body).ok())
-        .unwrap_or(Value::Null);
-    let mine = &stored["amphorae"][vm.id.to_string()];
+    let stored = read_stats(&state, &lb.to_string()).await?;
+    let mine = stored.vms.get(&vm.id.to_string());
     let entries: Vec<Value> = listeners
         .iter()
         .map(|l| {
-            let mut entry = json!({"id": vm.id.to_string(), "loadbalancer_id": lb.to_string(),
-                "listener_id": l.id, "active_connections": 0, "bytes_in": 0, "bytes_out": 0,
-                "request_errors": 0, "total_connections": 0});
-            for key in [
-                "active_connections",
-                "bytes_in",
-                "bytes_out",
-                "request_errors",
-                "total_connections",
-            ] {
-                if let Some(n) = mine[&l.id][key].as_u64() {
-                    entry[key] = Value::from(n);
-                }
-            }
-            entry
+            let c = mine.and_then(|m| m.get(&l.id)).copied().unwrap_or_default();
+            json!({"id": vm.id.to_string(), "loadbalancer_id": lb.to_string(),
+                "listener_id": l.id, "active_connections": c.active_connections,
+                "bytes_in": c.bytes_in, "bytes_out": c.bytes_out,
+                "request_errors": c.request_errors, "total_connections": c.total_connections})
         })
         .collect();
     Ok(axum::response::IntoResponse::into_response(axum::Json(

@@ -1065,14 +1065,21 @@ async fn amphorae_are_the_lb_vms() {
         .fault(404, &format!("Amphora stats for {spare} not found."));
     // Once the health manager stored per-VM counters, each amphora shows its own share.
     let mut tx = app.store.begin().await.unwrap();
-    let body = json!({"loadbalancer": {"total_connections": 10}, "listeners": {},
-        "amphorae": {vm1.to_string(): {listener.to_string(): {"total_connections": 7,
-            "bytes_in": 70, "bytes_out": 700, "active_connections": 1, "request_errors": 0}}}});
+    // Written as the health manager writes it: through the one stats type.
+    let mut body = klb_model::LbStats::default();
+    let share = klb_model::stats::Counters {
+        total_connections: 7,
+        bytes_in: 70,
+        bytes_out: 700,
+        active_connections: 1,
+        ..Default::default()
+    };
+    body.add(&vm1.to_string(), &listener.to_string(), &share);
     tx.insert(&Document::new(
         klb_store::STATS_KIND,
         &lb.to_string(),
         None,
-        body.to_string(),
+        serde_json::to_string(&body).unwrap(),
     ))
     .await
     .unwrap();

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use klb_model::stats::Counters;
 use klb_model::*;
 use klb_store::{Document, JobOp, ListQuery, WriteBatch};
 use serde_json::{Map, Value, json};
@@ -511,39 +512,37 @@ pub async fn failover(
     Ok(accepted())
 }
 
-/// Zeroed statistics (the noop provider measures nothing).
-pub fn zero_stats() -> Value {
-    json!({"bytes_in": 0, "bytes_out": 0, "active_connections": 0, "total_connections": 0, "request_errors": 0})
+/// Octavia's stats object: the counters Octavia has (`requests` is klb's own).
+fn stats_json(c: &Counters) -> Value {
+    json!({"bytes_in": c.bytes_in, "bytes_out": c.bytes_out,
+        "active_connections": c.active_connections, "total_connections": c.total_connections,
+        "request_errors": c.request_errors})
 }
 
-/// The counters the health manager stored from the LB VMs' heartbeats (summed over the VMs),
-/// for the whole LB or one listener; zeros when nothing was reported.
+/// The statistics the health manager stored from the LB VMs' heartbeats; all zeros when
+/// nothing was reported (or the document does not decode).
+pub async fn read_stats(state: &AppState, lb_id: &str) -> ApiResult<LbStats> {
+    Ok(state
+        .store
+        .get(klb_store::STATS_KIND, lb_id)
+        .await?
+        .and_then(|doc| serde_json::from_str(&doc.body).ok())
+        .unwrap_or_default())
+}
+
+/// The counters the health manager stored (summed over the VMs), for the whole LB or one
+/// listener; zeros when nothing was reported (the noop provider measures nothing).
 pub async fn stored_stats(
     state: &AppState,
     lb_id: &str,
     listener_id: Option<&str>,
 ) -> ApiResult<Value> {
-    let Some(doc) = state.store.get(klb_store::STATS_KIND, lb_id).await? else {
-        return Ok(zero_stats());
-    };
-    let body: Value = serde_json::from_str(&doc.body).unwrap_or(Value::Null);
+    let stats = read_stats(state, lb_id).await?;
     let counters = match listener_id {
-        Some(id) => &body["listeners"][id],
-        None => &body["loadbalancer"],
+        Some(id) => stats.listeners.get(id).copied().unwrap_or_default(),
+        None => stats.load_balancer,
     };
-    let mut out = zero_stats();
-    for key in [
-        "bytes_in",
-        "bytes_out",
-        "active_connections",
-        "total_connections",
-        "request_errors",
-    ] {
-        if let Some(n) = counters[key].as_u64() {
-            out[key] = Value::from(n);
-        }
-    }
-    Ok(out)
+    Ok(stats_json(&counters))
 }
 
 /// GET /v2/loadbalancers/{id}/stats
