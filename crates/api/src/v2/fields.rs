@@ -247,6 +247,7 @@ impl<T: 'static> Table<T> {
 /// Readers, one per kind of value ([`Obj`]'s typed getters with their bounds).
 pub mod read {
     use std::collections::BTreeMap;
+    use std::net::IpAddr;
     use std::str::FromStr;
 
     use klb_model::validate;
@@ -286,6 +287,16 @@ pub mod read {
     /// A UUID.
     pub fn uuid() -> Reader<Uuid> {
         Box::new(|o: &Obj<'_>, k: &str| o.uuid(k))
+    }
+
+    /// An IP address.
+    pub fn ip() -> Reader<IpAddr> {
+        Box::new(|o: &Obj<'_>, k: &str| o.ip(k))
+    }
+
+    /// A string of at most `max` characters without further checks.
+    pub fn string(max: usize) -> Reader<String> {
+        Box::new(move |o: &Obj<'_>, k: &str| o.string(k, max))
     }
 
     /// A string of at most `max` characters that passes `check`.

@@ -60,7 +60,7 @@ pub fn build(
         }
     }
     let pool_keys = without(
-        super::pools::POST_KEYS,
+        super::pools::post_keys(),
         &["listener_id", "loadbalancer_id", "project_id", "tenant_id"],
         &["healthmonitor", "members"],
     );
@@ -104,9 +104,13 @@ pub fn build(
         for m in def.objects("members")?.opt().unwrap_or_default() {
             m.only(
                 "members",
-                &without(super::members::POST_KEYS, &["project_id", "tenant_id"], &[]),
+                &without(
+                    super::members::post_keys(),
+                    &["project_id", "tenant_id"],
+                    &[],
+                ),
             )?;
-            let member = super::members::parse_new(&m, &pool, has_monitor)?;
+            let member = super::members::parse_new(state, &m, &pool, has_monitor)?;
             if g.members.iter().any(|o| {
                 o.pool_id == pool.id
                     && o.address == member.address
@@ -212,9 +216,14 @@ pub fn build(
             for ro in rules {
                 ro.only(
                     "rules",
-                    &without(super::l7rules::POST_KEYS, &["project_id", "tenant_id"], &[]),
+                    &without(
+                        super::l7rules::post_keys(),
+                        &["project_id", "tenant_id"],
+                        &[],
+                    ),
                 )?;
-                g.rules.push(super::l7rules::parse_new(&ro, &policy)?);
+                g.rules
+                    .push(super::l7rules::parse_new(state, &ro, &policy)?);
             }
             g.policies.push(policy);
         }

@@ -1,5 +1,7 @@
 //! `/v2/l7policies/{l7policy_id}/rules` (octavia-api.md §6.2). Envelope `rule`.
 
+use std::sync::LazyLock;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -9,34 +11,86 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
+use super::fields::{Attr, Table, read};
 use super::loadbalancers::scope_project;
 use crate::AppState;
-use crate::body::{Field, JsonBody, Obj, required};
+use crate::body::{JsonBody, Obj};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing, RelIndex};
 
+/// The rule's attributes: how each is read (with its bounds), stored, updated and rendered
+/// (see [`super::fields`]). PUT ignores a null `type`, `compare_type` or `value`.
+static TABLE: LazyLock<Table<L7Rule>> = LazyLock::new(|| {
+    type A = Attr<L7Rule>;
+    Table::new(vec![
+        A::new(
+            "type",
+            read::one_of(L7RuleType::ALL),
+            |r, v, _| r.kind = v.unwrap_or(r.kind),
+            |r| json!(r.kind.as_str()),
+        )
+        .required()
+        .updatable(),
+        A::new(
+            "compare_type",
+            read::one_of(L7CompareType::ALL),
+            |r, v, _| r.compare_type = v.unwrap_or(r.compare_type),
+            |r| json!(r.compare_type.as_str()),
+        )
+        .required()
+        .updatable(),
+        A::new(
+            "key",
+            read::string(validate::MAX_STR),
+            |r, v, _| r.key = v,
+            |r| json!(r.key),
+        )
+        .updatable(),
+        A::new(
+            "value",
+            read::string(validate::MAX_STR),
+            |r, v, _| {
+                if let Some(v) = v {
+                    r.value = v;
+                }
+            },
+            |r| json!(r.value),
+        )
+        .required()
+        .updatable(),
+        A::new(
+            "invert",
+            read::boolean(),
+            |r, v, _| r.invert = v.unwrap_or(false),
+            |r| json!(r.invert),
+        )
+        .updatable(),
+        A::new(
+            "admin_state_up",
+            read::admin(),
+            |r, v, _| r.admin_state_up = v.unwrap_or(true),
+            |r| json!(r.admin_state_up),
+        )
+        .updatable(),
+        A::key("project_id"),
+        A::key("tenant_id"),
+        // Rendered by `head`.
+        A::new(
+            "tags",
+            read::tags(),
+            |r, v, _| r.tags = v.unwrap_or_default(),
+            |_| Value::Null,
+        )
+        .updatable()
+        .unrendered(),
+    ])
+});
+
 /// Attributes accepted on POST.
-pub const POST_KEYS: &[&str] = &[
-    "type",
-    "compare_type",
-    "key",
-    "value",
-    "invert",
-    "admin_state_up",
-    "project_id",
-    "tenant_id",
-    "tags",
-];
-const PUT_KEYS: &[&str] = &[
-    "type",
-    "compare_type",
-    "key",
-    "value",
-    "invert",
-    "admin_state_up",
-    "tags",
-];
+pub fn post_keys() -> &'static [&'static str] {
+    TABLE.create_keys()
+}
 
 /// Renders a rule.
 pub fn render(r: &L7Rule) -> Map<String, Value> {
@@ -49,12 +103,7 @@ pub fn render(r: &L7Rule) -> Map<String, Value> {
         r.updated_at,
         &r.tags,
     );
-    m.insert("type".into(), json!(r.kind.as_str()));
-    m.insert("compare_type".into(), json!(r.compare_type.as_str()));
-    m.insert("key".into(), json!(r.key));
-    m.insert("value".into(), json!(r.value));
-    m.insert("invert".into(), json!(r.invert));
-    m.insert("admin_state_up".into(), json!(r.admin_state_up));
+    TABLE.render(r, &mut m);
     m
 }
 
@@ -72,28 +121,27 @@ pub fn check(r: &L7Rule) -> ApiResult<()> {
 }
 
 /// Reads a new rule of `policy`.
-pub fn parse_new(obj: &Obj<'_>, policy: &L7Policy) -> ApiResult<L7Rule> {
-    let r = L7Rule {
+pub fn parse_new(state: &AppState, obj: &Obj<'_>, policy: &L7Policy) -> ApiResult<L7Rule> {
+    // The table sets every attribute below (absent ones get their defaults).
+    let mut r = L7Rule {
         id: Uuid::new_v4(),
         project_id: policy.project_id.clone(),
         loadbalancer_id: policy.loadbalancer_id,
         listener_id: policy.listener_id,
         l7policy_id: policy.id,
-        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        admin_state_up: true,
         provisioning_status: ProvisioningStatus::PendingCreate,
         operating_status: OperatingStatus::Offline,
         created_at: now(),
         updated_at: None,
-        tags: tags(obj)?.or(Vec::new()),
-        kind: required("type", obj.enumerated("type", L7RuleType::ALL)?)?,
-        compare_type: required(
-            "compare_type",
-            obj.enumerated("compare_type", L7CompareType::ALL)?,
-        )?,
-        key: obj.string("key", validate::MAX_STR)?.opt(),
-        value: required("value", obj.string("value", validate::MAX_STR)?)?,
-        invert: obj.bool("invert")?.or(false),
+        tags: Vec::new(),
+        kind: L7RuleType::Path,
+        compare_type: L7CompareType::StartsWith,
+        key: None,
+        value: String::new(),
+        invert: false,
     };
+    TABLE.create(obj, &mut r, &state.config, None)?;
     check(&r)?;
     Ok(r)
 }
@@ -178,9 +226,9 @@ pub async fn create(
     Path(policy_id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "rule", "rule_", POST_KEYS)?;
+    let obj = Obj::envelope(&body, "rule", "rule_", TABLE.create_keys())?;
     let (mut tx, policy, mut lb) = policy_for_write(&state, &ctx, &policy_id, Op::Post).await?;
-    let r = parse_new(&obj, &policy)?;
+    let r = parse_new(&state, &obj, &policy)?;
     let rels = RelIndex::new(tx.relations(&[policy.id.to_string()]).await?);
     if rels.children(&policy.id.to_string(), Kind::L7Rule).len()
         >= validate::MAX_L7_RULES_PER_POLICY
@@ -209,34 +257,14 @@ pub async fn update(
     Path((policy_id, id)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "rule", "rule_", PUT_KEYS)?;
+    let obj = Obj::envelope(&body, "rule", "rule_", TABLE.update_keys())?;
     load_rule(&state, &ctx, &policy_id, &id, Op::Put).await?;
     let (mut tx, policy, mut lb) = policy_for_write(&state, &ctx, &policy_id, Op::Put).await?;
     let mut r: L7Rule = tx
         .get_resource(path_id(Kind::L7Rule, &id)?)
         .await?
         .ok_or_else(|| ApiError::not_found(Kind::L7Rule, &id))?;
-    if let Field::Set(v) = obj.enumerated("type", L7RuleType::ALL)? {
-        r.kind = v;
-    }
-    if let Field::Set(v) = obj.enumerated("compare_type", L7CompareType::ALL)? {
-        r.compare_type = v;
-    }
-    if let Some(v) = obj.string("key", validate::MAX_STR)?.update() {
-        r.key = v;
-    }
-    if let Field::Set(v) = obj.string("value", validate::MAX_STR)? {
-        r.value = v;
-    }
-    if let Some(v) = obj.bool("invert")?.update() {
-        r.invert = v.unwrap_or(false);
-    }
-    if let Field::Set(v) = obj.bool_null_false("admin_state_up")? {
-        r.admin_state_up = v;
-    }
-    if let Some(v) = tags(&obj)?.update() {
-        r.tags = v.unwrap_or_default();
-    }
+    TABLE.update(&obj, &mut r, &state.config, None)?;
     check(&r)?;
     r.provisioning_status = ProvisioningStatus::PendingUpdate;
     r.updated_at = Some(now());

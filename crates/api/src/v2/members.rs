@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,38 +13,105 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
+use super::fields::{Attr, Table, read};
 use super::loadbalancers::scope_project;
 use crate::AppState;
-use crate::body::{Field, JsonBody, Obj, required};
+use crate::body::{JsonBody, Obj, required};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing, RelIndex};
 
+/// The member's attributes: how each is read (with its bounds), stored, updated and rendered
+/// (see [`super::fields`]).
+static TABLE: LazyLock<Table<Member>> = LazyLock::new(|| {
+    type A = Attr<Member>;
+    let address = || read::then(read::ip(), |_, a: &IpAddr| check_address(*a));
+    Table::new(vec![
+        A::new(
+            "address",
+            address(),
+            |m, v, _| m.address = v.unwrap_or(m.address),
+            |m| json!(m.address.to_string()),
+        )
+        .required()
+        .first(),
+        A::new("name", read::text(), |m, v, _| m.name = v, |m| json!(m.name)).updatable(),
+        A::new(
+            "admin_state_up",
+            read::admin(),
+            |m, v, _| m.admin_state_up = v.unwrap_or(true),
+            |m| json!(m.admin_state_up),
+        )
+        .updatable(),
+        A::new(
+            "protocol_port",
+            read::int(1, 65535),
+            |m, v, _| m.protocol_port = v.map_or(m.protocol_port, |p| p as u16),
+            |m| json!(m.protocol_port),
+        )
+        .required(),
+        A::new(
+            "weight",
+            read::int(0, 256),
+            |m, v, _| m.weight = v.unwrap_or(1) as u16,
+            |m| json!(m.weight),
+        )
+        .updatable(),
+        A::new(
+            "backup",
+            read::boolean(),
+            |m, v, _| m.backup = v.unwrap_or(false),
+            |m| json!(m.backup),
+        )
+        .updatable(),
+        A::new(
+            "subnet_id",
+            read::uuid(),
+            |m, v, _| m.subnet_id = v,
+            |m| opt(&m.subnet_id),
+        ),
+        A::new(
+            "monitor_address",
+            address(),
+            |m, v, _| m.monitor_address = v,
+            |m| opt(&m.monitor_address),
+        )
+        .updatable()
+        .first(),
+        A::new(
+            "monitor_port",
+            read::int(1, 65535),
+            |m, v, _| m.monitor_port = v.map(|p| p as u16),
+            |m| json!(m.monitor_port),
+        )
+        .updatable(),
+        A::new(
+            "request_sriov",
+            read::then(read::boolean(), |_, sriov: &bool| {
+                if *sriov {
+                    return Err(ApiError::BadRequest("Validation failure: SR-IOV members are not enabled by the flavor of this load balancer.".to_owned()));
+                }
+                Ok(())
+            }),
+            |m, v, _| m.request_sriov = v.unwrap_or(false),
+            |_| Value::Null,
+        )
+        .unrendered()
+        .first(),
+        A::shown("vnic_type", |m| json!(m.vnic_type)),
+        A::key("project_id"),
+        A::key("tenant_id"),
+        // Rendered by `head`.
+        A::new("tags", read::tags(), |m, v, _| m.tags = v.unwrap_or_default(), |_| Value::Null)
+            .updatable()
+            .unrendered(),
+    ])
+});
+
 /// Attributes accepted on POST and in batch items.
-pub const POST_KEYS: &[&str] = &[
-    "name",
-    "admin_state_up",
-    "address",
-    "protocol_port",
-    "weight",
-    "backup",
-    "subnet_id",
-    "monitor_address",
-    "monitor_port",
-    "request_sriov",
-    "project_id",
-    "tenant_id",
-    "tags",
-];
-const PUT_KEYS: &[&str] = &[
-    "name",
-    "admin_state_up",
-    "weight",
-    "backup",
-    "monitor_address",
-    "monitor_port",
-    "tags",
-];
+pub fn post_keys() -> &'static [&'static str] {
+    TABLE.create_keys()
+}
 
 /// Renders a member.
 pub fn render(m: &Member) -> Map<String, Value> {
@@ -56,16 +124,7 @@ pub fn render(m: &Member) -> Map<String, Value> {
         m.updated_at,
         &m.tags,
     );
-    o.insert("name".into(), json!(m.name));
-    o.insert("admin_state_up".into(), json!(m.admin_state_up));
-    o.insert("address".into(), json!(m.address.to_string()));
-    o.insert("protocol_port".into(), json!(m.protocol_port));
-    o.insert("weight".into(), json!(m.weight));
-    o.insert("backup".into(), json!(m.backup));
-    o.insert("subnet_id".into(), opt(&m.subnet_id));
-    o.insert("monitor_address".into(), opt(&m.monitor_address));
-    o.insert("monitor_port".into(), json!(m.monitor_port));
-    o.insert("vnic_type".into(), json!(m.vnic_type));
+    TABLE.render(m, &mut o);
     o
 }
 
@@ -83,23 +142,20 @@ fn check_address(address: IpAddr) -> ApiResult<()> {
 }
 
 /// Reads a new member of `pool` (POST, batch and single-create).
-pub fn parse_new(obj: &Obj<'_>, pool: &Pool, has_monitor: bool) -> ApiResult<Member> {
-    let address: IpAddr = required("address", obj.ip("address")?)?;
-    check_address(address)?;
-    let monitor_address = obj.ip("monitor_address")?.opt();
-    if let Some(a) = monitor_address {
-        check_address(a)?;
-    }
-    if obj.bool("request_sriov")?.or(false) {
-        return Err(ApiError::BadRequest("Validation failure: SR-IOV members are not enabled by the flavor of this load balancer.".to_owned()));
-    }
-    Ok(Member {
+pub fn parse_new(
+    state: &AppState,
+    obj: &Obj<'_>,
+    pool: &Pool,
+    has_monitor: bool,
+) -> ApiResult<Member> {
+    // The table sets every attribute below (absent ones get their defaults).
+    let mut m = Member {
         id: Uuid::new_v4(),
         project_id: pool.project_id.clone(),
         loadbalancer_id: pool.loadbalancer_id,
         pool_id: pool.id,
-        name: text(obj, "name")?.opt(),
-        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        name: None,
+        admin_state_up: true,
         provisioning_status: ProvisioningStatus::PendingCreate,
         operating_status: if has_monitor {
             OperatingStatus::Offline
@@ -108,46 +164,25 @@ pub fn parse_new(obj: &Obj<'_>, pool: &Pool, has_monitor: bool) -> ApiResult<Mem
         },
         created_at: now(),
         updated_at: None,
-        tags: tags(obj)?.or(Vec::new()),
-        address,
-        protocol_port: required("protocol_port", obj.int("protocol_port", 1, 65535)?)? as u16,
-        weight: obj.int("weight", 0, 256)?.or(1) as u16,
-        backup: obj.bool("backup")?.or(false),
-        subnet_id: obj.uuid("subnet_id")?.opt(),
-        monitor_address,
-        monitor_port: obj.int("monitor_port", 1, 65535)?.opt().map(|p| p as u16),
+        tags: Vec::new(),
+        address: IpAddr::from([0, 0, 0, 0]),
+        protocol_port: 0,
+        weight: 1,
+        backup: false,
+        subnet_id: None,
+        monitor_address: None,
+        monitor_port: None,
         request_sriov: false,
         vnic_type: "normal".to_owned(),
-    })
+    };
+    TABLE.create(obj, &mut m, &state.config, None)?;
+    Ok(m)
 }
 
 /// Applies the updatable attributes; returns whether anything changed.
-fn apply_update(m: &mut Member, obj: &Obj<'_>) -> ApiResult<bool> {
+fn apply_update(state: &AppState, m: &mut Member, obj: &Obj<'_>) -> ApiResult<bool> {
     let before = m.clone();
-    if let Some(v) = text(obj, "name")?.update() {
-        m.name = v;
-    }
-    if let Field::Set(v) = obj.bool_null_false("admin_state_up")? {
-        m.admin_state_up = v;
-    }
-    if let Some(v) = obj.int("weight", 0, 256)?.update() {
-        m.weight = v.unwrap_or(1) as u16;
-    }
-    if let Some(v) = obj.bool("backup")?.update() {
-        m.backup = v.unwrap_or(false);
-    }
-    if let Some(v) = obj.ip("monitor_address")?.update() {
-        if let Some(a) = v {
-            check_address(a)?;
-        }
-        m.monitor_address = v;
-    }
-    if let Some(v) = obj.int("monitor_port", 1, 65535)?.update() {
-        m.monitor_port = v.map(|p| p as u16);
-    }
-    if let Some(v) = tags(obj)?.update() {
-        m.tags = v.unwrap_or_default();
-    }
+    TABLE.update(obj, m, &state.config, None)?;
     Ok(*m != before)
 }
 
@@ -227,13 +262,13 @@ pub async fn create(
     Path(pool_id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "member", "member_", POST_KEYS)?;
+    let obj = Obj::envelope(&body, "member", "member_", TABLE.create_keys())?;
     let (mut tx, pool, mut lb) = pool_for_write(&state, &ctx, &pool_id, Op::Post).await?;
     let rels = RelIndex::new(tx.relations(&[pool.id.to_string()]).await?);
     let has_monitor = !rels
         .children(&pool.id.to_string(), Kind::HealthMonitor)
         .is_empty();
-    let m = parse_new(&obj, &pool, has_monitor)?;
+    let m = parse_new(&state, &obj, &pool, has_monitor)?;
     let existing: Vec<Member> = tx
         .list_resources(ListQuery {
             parent_id: Some(pool.id.to_string()),
@@ -269,14 +304,14 @@ pub async fn update(
     Path((pool_id, id)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "member", "member_", PUT_KEYS)?;
+    let obj = Obj::envelope(&body, "member", "member_", TABLE.update_keys())?;
     load_member(&state, &ctx, &pool_id, &id, Op::Put).await?;
     let (mut tx, pool, mut lb) = pool_for_write(&state, &ctx, &pool_id, Op::Put).await?;
     let mut m: Member = tx
         .get_resource(path_id(Kind::Member, &id)?)
         .await?
         .ok_or_else(|| ApiError::not_found(Kind::Member, &id))?;
-    apply_update(&mut m, &obj)?;
+    apply_update(&state, &mut m, &obj)?;
     m.provisioning_status = ProvisioningStatus::PendingUpdate;
     m.updated_at = Some(now());
     let listeners = listeners_of_pool(&mut tx, pool.id).await?;
@@ -344,7 +379,7 @@ pub async fn batch(
     let mut creates = Vec::new();
     let mut updates = Vec::new();
     for item in &items {
-        item.only("members_", POST_KEYS)?;
+        item.only("members_", TABLE.create_keys())?;
         let address = required("address", item.ip("address")?)?;
         let port = required("protocol_port", item.int("protocol_port", 1, 65535)?)? as u16;
         if !seen.insert((address, port)) {
@@ -370,11 +405,11 @@ pub async fn batch(
         {
             Some(m) => {
                 let mut changed = m.clone();
-                if apply_update(&mut changed, item)? {
+                if apply_update(&state, &mut changed, item)? {
                     updates.push(changed);
                 }
             }
-            None => creates.push(parse_new(item, &pool, has_monitor)?),
+            None => creates.push(parse_new(&state, item, &pool, has_monitor)?),
         }
     }
     let deletes: Vec<Member> = if additive_only {

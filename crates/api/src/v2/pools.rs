@@ -1,5 +1,7 @@
 //! `/v2/pools` (octavia-api.md §3).
 
+use std::sync::LazyLock;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -9,6 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
+use super::fields::{Attr, Reader, Table, read};
 use super::loadbalancers::scope_project;
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
@@ -17,42 +20,148 @@ use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing, RelIndex};
 use crate::provider::CertUsage;
 
+/// The pool's attributes: how each is read (with its bounds), stored, updated and rendered
+/// (see [`super::fields`]).
+static TABLE: LazyLock<Table<Pool>> = LazyLock::new(|| {
+    type A = Attr<Pool>;
+    let container_ref = || read::checked(validate::MAX_STR, validate::container_ref);
+    Table::new(vec![
+        A::key("listener_id"),
+        A::key("loadbalancer_id"),
+        A::key("project_id"),
+        A::key("tenant_id"),
+        A::new(
+            "name",
+            read::text(),
+            |p, v, _| p.name = v,
+            |p| json!(p.name),
+        )
+        .updatable(),
+        A::new(
+            "description",
+            read::text(),
+            |p, v, _| p.description = v,
+            |p| json!(p.description),
+        )
+        .updatable(),
+        A::new(
+            "admin_state_up",
+            read::admin(),
+            |p, v, _| p.admin_state_up = v.unwrap_or(true),
+            |p| json!(p.admin_state_up),
+        )
+        .updatable(),
+        A::new(
+            "protocol",
+            read::one_of(PoolProtocol::ALL),
+            |p, v, _| p.protocol = v.unwrap_or(p.protocol),
+            |p| json!(p.protocol.as_str()),
+        )
+        .required(),
+        // PUT ignores a null algorithm.
+        A::new(
+            "lb_algorithm",
+            read::one_of(LbAlgorithm::ALL),
+            |p, v, _| p.lb_algorithm = v.unwrap_or(p.lb_algorithm),
+            |p| json!(p.lb_algorithm.as_str()),
+        )
+        .required()
+        .updatable(),
+        A::new(
+            "session_persistence",
+            session_persistence(),
+            |p, v, _| p.session_persistence = v,
+            |p| match &p.session_persistence {
+                Some(sp) => json!({"type": sp.kind.as_str(), "cookie_name": sp.cookie_name,
+                    "persistence_timeout": sp.persistence_timeout,
+                    "persistence_granularity": sp.persistence_granularity}),
+                None => Value::Null,
+            },
+        )
+        .updatable(),
+        A::shown("loadbalancers", |p| json!([{"id": p.loadbalancer_id}])),
+        // Filled by `relate`.
+        A::shown("listeners", |_| json!([])),
+        A::shown("members", |_| json!([])),
+        A::shown("healthmonitor_id", |_| Value::Null),
+        A::new(
+            "tls_enabled",
+            read::boolean(),
+            |p, v, _| p.tls_enabled = v.unwrap_or(false),
+            |p| json!(p.tls_enabled),
+        )
+        .updatable(),
+        A::new(
+            "tls_container_ref",
+            container_ref(),
+            |p, v, _| p.tls_container_ref = v,
+            |p| json!(p.tls_container_ref),
+        )
+        .updatable(),
+        A::new(
+            "ca_tls_container_ref",
+            container_ref(),
+            |p, v, _| p.ca_tls_container_ref = v,
+            |p| json!(p.ca_tls_container_ref),
+        )
+        .updatable(),
+        A::new(
+            "crl_container_ref",
+            container_ref(),
+            |p, v, _| p.crl_container_ref = v,
+            |p| json!(p.crl_container_ref),
+        )
+        .updatable(),
+        // TLS defaults for `tls_enabled` pools: `apply_tls_defaults`.
+        A::new(
+            "tls_ciphers",
+            read::checked(validate::MAX_CIPHERS, validate::tls_ciphers),
+            |p, v, _| p.tls_ciphers = v,
+            |p| json!(p.tls_ciphers),
+        )
+        .updatable(),
+        A::new(
+            "tls_versions",
+            read::list_of(TlsVersion::ALL),
+            |p, v, _| p.tls_versions = v,
+            |p| {
+                json!(
+                    p.tls_versions
+                        .as_ref()
+                        .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
+                )
+            },
+        )
+        .updatable(),
+        A::new(
+            "alpn_protocols",
+            read::list_of(AlpnProtocol::ALL),
+            |p, v, _| p.alpn_protocols = v,
+            |p| {
+                json!(
+                    p.alpn_protocols
+                        .as_ref()
+                        .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
+                )
+            },
+        )
+        .updatable(),
+        // Rendered by `head`.
+        A::new(
+            "tags",
+            read::tags(),
+            |p, v, _| p.tags = v.unwrap_or_default(),
+            |_| Value::Null,
+        )
+        .updatable()
+        .unrendered(),
+    ])
+});
+
 /// Attributes accepted on POST.
-pub const POST_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "admin_state_up",
-    "project_id",
-    "tenant_id",
-    "listener_id",
-    "loadbalancer_id",
-    "protocol",
-    "lb_algorithm",
-    "session_persistence",
-    "tls_enabled",
-    "tls_container_ref",
-    "ca_tls_container_ref",
-    "crl_container_ref",
-    "tls_ciphers",
-    "tls_versions",
-    "alpn_protocols",
-    "tags",
-];
-const PUT_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "admin_state_up",
-    "lb_algorithm",
-    "session_persistence",
-    "tls_enabled",
-    "tls_container_ref",
-    "ca_tls_container_ref",
-    "crl_container_ref",
-    "tls_ciphers",
-    "tls_versions",
-    "alpn_protocols",
-    "tags",
-];
+pub fn post_keys() -> &'static [&'static str] {
+    TABLE.create_keys()
+}
 
 /// Renders a pool without relation lists.
 pub fn render(p: &Pool) -> Map<String, Value> {
@@ -65,44 +174,7 @@ pub fn render(p: &Pool) -> Map<String, Value> {
         p.updated_at,
         &p.tags,
     );
-    m.insert("name".into(), json!(p.name));
-    m.insert("description".into(), json!(p.description));
-    m.insert("admin_state_up".into(), json!(p.admin_state_up));
-    m.insert("protocol".into(), json!(p.protocol.as_str()));
-    m.insert("lb_algorithm".into(), json!(p.lb_algorithm.as_str()));
-    m.insert(
-        "session_persistence".into(),
-        match &p.session_persistence {
-            Some(sp) => json!({"type": sp.kind.as_str(), "cookie_name": sp.cookie_name,
-                "persistence_timeout": sp.persistence_timeout, "persistence_granularity": sp.persistence_granularity}),
-            None => Value::Null,
-        },
-    );
-    m.insert("loadbalancers".into(), json!([{"id": p.loadbalancer_id}]));
-    m.insert("listeners".into(), json!([]));
-    m.insert("members".into(), json!([]));
-    m.insert("healthmonitor_id".into(), Value::Null);
-    m.insert("tls_enabled".into(), json!(p.tls_enabled));
-    m.insert("tls_container_ref".into(), json!(p.tls_container_ref));
-    m.insert("ca_tls_container_ref".into(), json!(p.ca_tls_container_ref));
-    m.insert("crl_container_ref".into(), json!(p.crl_container_ref));
-    m.insert("tls_ciphers".into(), json!(p.tls_ciphers));
-    m.insert(
-        "tls_versions".into(),
-        json!(
-            p.tls_versions
-                .as_ref()
-                .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
-        ),
-    );
-    m.insert(
-        "alpn_protocols".into(),
-        json!(
-            p.alpn_protocols
-                .as_ref()
-                .map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>())
-        ),
-    );
+    TABLE.render(p, &mut m);
     m
 }
 
@@ -136,11 +208,16 @@ pub fn relate(m: &mut Map<String, Value>, rels: &RelIndex) {
     );
 }
 
-fn session_persistence(obj: &Obj<'_>) -> ApiResult<Field<SessionPersistence>> {
-    Ok(match obj.object("session_persistence")? {
+/// `session_persistence`: an object with its own attributes.
+fn session_persistence() -> Reader<SessionPersistence> {
+    Box::new(|obj: &Obj<'_>, key: &str| session_persistence_of(obj, key))
+}
+
+fn session_persistence_of(obj: &Obj<'_>, key: &str) -> ApiResult<Field<SessionPersistence>> {
+    Ok(match obj.object(key)? {
         Field::Set(sp) => {
             sp.only(
-                "session_persistence",
+                key,
                 &[
                     "type",
                     "cookie_name",
@@ -170,52 +247,31 @@ fn session_persistence(obj: &Obj<'_>) -> ApiResult<Field<SessionPersistence>> {
 
 /// Reads a new pool (POST and single-create).
 pub fn parse_new(state: &AppState, obj: &Obj<'_>, lb: &LoadBalancer) -> ApiResult<Pool> {
+    // The table sets every attribute below (absent ones get their defaults).
     let mut p = Pool {
         id: Uuid::new_v4(),
         project_id: lb.project_id.clone(),
         loadbalancer_id: lb.id,
-        name: text(obj, "name")?.opt(),
-        description: text(obj, "description")?.opt(),
-        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        name: None,
+        description: None,
+        admin_state_up: true,
         provisioning_status: ProvisioningStatus::PendingCreate,
         operating_status: OperatingStatus::Offline,
         created_at: now(),
         updated_at: None,
-        tags: tags(obj)?.or(Vec::new()),
-        protocol: required("protocol", obj.enumerated("protocol", PoolProtocol::ALL)?)?,
-        lb_algorithm: required(
-            "lb_algorithm",
-            obj.enumerated("lb_algorithm", LbAlgorithm::ALL)?,
-        )?,
-        session_persistence: session_persistence(obj)?.opt(),
-        tls_enabled: obj.bool("tls_enabled")?.or(false),
-        tls_container_ref: obj
-            .checked(
-                "tls_container_ref",
-                validate::MAX_STR,
-                validate::container_ref,
-            )?
-            .opt(),
-        ca_tls_container_ref: obj
-            .checked(
-                "ca_tls_container_ref",
-                validate::MAX_STR,
-                validate::container_ref,
-            )?
-            .opt(),
-        crl_container_ref: obj
-            .checked(
-                "crl_container_ref",
-                validate::MAX_STR,
-                validate::container_ref,
-            )?
-            .opt(),
-        tls_ciphers: obj
-            .checked("tls_ciphers", validate::MAX_CIPHERS, validate::tls_ciphers)?
-            .opt(),
-        tls_versions: obj.enum_list("tls_versions", TlsVersion::ALL)?.opt(),
-        alpn_protocols: obj.enum_list("alpn_protocols", AlpnProtocol::ALL)?.opt(),
+        tags: Vec::new(),
+        protocol: PoolProtocol::Http,
+        lb_algorithm: LbAlgorithm::RoundRobin,
+        session_persistence: None,
+        tls_enabled: false,
+        tls_container_ref: None,
+        ca_tls_container_ref: None,
+        crl_container_ref: None,
+        tls_ciphers: None,
+        tls_versions: None,
+        alpn_protocols: None,
     };
+    TABLE.create(obj, &mut p, &state.config, Some(lb))?;
     apply_tls_defaults(state, &mut p);
     check(&p)?;
     if matches!(p.protocol, PoolProtocol::Udp | PoolProtocol::Sctp) {
@@ -351,7 +407,7 @@ pub async fn create(
     ctx: RequestContext,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "pool", "pool_", POST_KEYS)?;
+    let obj = Obj::envelope(&body, "pool", "pool_", TABLE.create_keys())?;
     let listener_id = obj.uuid("listener_id")?.opt();
     let lb_id = obj.uuid("loadbalancer_id")?.opt();
     project_for_create(&ctx, &obj).ok();
@@ -420,72 +476,10 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "pool", "pool_", PUT_KEYS)?;
+    let obj = Obj::envelope(&body, "pool", "pool_", TABLE.update_keys())?;
     let (mut tx, mut p, mut lb) =
         begin_write::<Pool>(&state, &ctx, &id, Action::new(R::Pool, Op::Put)).await?;
-    if let Some(v) = text(&obj, "name")?.update() {
-        p.name = v;
-    }
-    if let Some(v) = text(&obj, "description")?.update() {
-        p.description = v;
-    }
-    if let Field::Set(v) = obj.bool_null_false("admin_state_up")? {
-        p.admin_state_up = v;
-    }
-    if let Field::Set(v) = obj.enumerated("lb_algorithm", LbAlgorithm::ALL)? {
-        p.lb_algorithm = v;
-    }
-    if let Some(v) = session_persistence(&obj)?.update() {
-        p.session_persistence = v;
-    }
-    if let Some(v) = obj.bool("tls_enabled")?.update() {
-        p.tls_enabled = v.unwrap_or(false);
-    }
-    if let Some(v) = obj
-        .checked(
-            "tls_container_ref",
-            validate::MAX_STR,
-            validate::container_ref,
-        )?
-        .update()
-    {
-        p.tls_container_ref = v;
-    }
-    if let Some(v) = obj
-        .checked(
-            "ca_tls_container_ref",
-            validate::MAX_STR,
-            validate::container_ref,
-        )?
-        .update()
-    {
-        p.ca_tls_container_ref = v;
-    }
-    if let Some(v) = obj
-        .checked(
-            "crl_container_ref",
-            validate::MAX_STR,
-            validate::container_ref,
-        )?
-        .update()
-    {
-        p.crl_container_ref = v;
-    }
-    if let Some(v) = obj
-        .checked("tls_ciphers", validate::MAX_CIPHERS, validate::tls_ciphers)?
-        .update()
-    {
-        p.tls_ciphers = v;
-    }
-    if let Some(v) = obj.enum_list("tls_versions", TlsVersion::ALL)?.update() {
-        p.tls_versions = v;
-    }
-    if let Some(v) = obj.enum_list("alpn_protocols", AlpnProtocol::ALL)?.update() {
-        p.alpn_protocols = v;
-    }
-    if let Some(v) = tags(&obj)?.update() {
-        p.tags = v.unwrap_or_default();
-    }
+    TABLE.update(&obj, &mut p, &state.config, Some(&lb))?;
     apply_tls_defaults(&state, &mut p);
     check(&p)?;
     check_certs(&state, &p.project_id, &cert_refs(&p)).await?;
