@@ -9,12 +9,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use klb_proto::{ApplyReply, DesiredState, Stats};
+use klb_proto::{AgentStatus, ApplyReply, DesiredState, DrainReply, ErrorBody, Stats};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::config::{BasicAuth, Password};
-use crate::server::{AgentStatus, DrainReply, ErrorBody};
 use crate::tls::{self, SecretKeyPem, TlsError};
 
 /// Client errors.

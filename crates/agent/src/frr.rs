@@ -16,8 +16,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use klb_proto::Bgp;
-use serde::{Deserialize, Serialize};
+use klb_proto::{Bgp, BgpSession};
 use tokio::process::Command;
 
 /// Name of the BFD profile used on both sessions (100 ms x 3: sub-second failover).
@@ -242,18 +241,6 @@ impl FrrConfig {
             group: "frr".into(),
         }
     }
-}
-
-/// One BGP session as seen by bgpd.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BgpSession {
-    /// Neighbor address.
-    pub peer: String,
-    /// FSM state (`Established`, `Active`, `Connect`, ...).
-    pub state: String,
-    /// Prefixes sent to the peer.
-    #[serde(default)]
-    pub prefixes_sent: u64,
 }
 
 /// The daemons FRR needs, in start order (zebra first: the others connect to its socket).

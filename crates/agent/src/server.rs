@@ -31,57 +31,19 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use klb_proto::{
-    ApplyMethod, ApplyReply, DesiredState, Heartbeat, HeartbeatKey, PROTOCOL_VERSION, Stats,
-    StatusReply,
+    AgentStatus, ApplyMethod, ApplyReply, DesiredState, DrainReply, ErrorBody, Heartbeat,
+    HeartbeatKey, PROTOCOL_VERSION, Stats, StatusReply,
 };
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
 
 use crate::config::BasicAuth;
 use crate::dataplane::{Proxy, ProxyError};
-use crate::frr::{BgpSession, Frr, FrrError};
+use crate::frr::{Frr, FrrError};
 use crate::heartbeat::{HeartbeatSource, HmacKey, Report};
 
 /// Largest accepted request body (a state with thousands of members and certificates).
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
-
-/// `GET /v1/status`: the proto status plus what only the agent knows (drain, BGP).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentStatus {
-    /// Applied version, HAProxy liveness and statistics.
-    #[serde(flatten)]
-    pub status: StatusReply,
-    /// Whether the VM is drained (VIP withdrawn, frontends not accepting).
-    pub drained: bool,
-    /// BGP sessions (empty without FRR).
-    #[serde(default)]
-    pub bgp_sessions: Vec<BgpSession>,
-}
-
-/// Reply to drain/undrain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainReply {
-    /// State after the call.
-    pub drained: bool,
-    /// `false` when the VM already was in that state.
-    pub changed: bool,
-    /// Milliseconds from the start of the call until it finished (includes the drain wait).
-    pub took_ms: u64,
-}
-
-/// Error body of every non-2xx reply (a superset of [`ApplyFailure`]'s fields).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong; never contains secrets.
-    pub message: String,
-    /// The rejected state's version (PUT /v1/state).
-    #[serde(default)]
-    pub version: Option<u64>,
-    /// The version still running, if any.
-    #[serde(default)]
-    pub running_version: Option<u64>,
-}
 
 /// Errors of the agent's operations, each mapped to an HTTP status.
 #[derive(Debug, thiserror::Error)]

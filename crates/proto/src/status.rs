@@ -1,5 +1,6 @@
 //! What the agent sends back: the outcome of applying a desired state, status and statistics
-//! per listener/pool/member, and the periodic heartbeat.
+//! per listener/pool/member, drain replies, the error body of every failed call, and the
+//! periodic heartbeat.
 
 use serde::{Deserialize, Serialize};
 
@@ -170,6 +171,55 @@ pub struct StatusReply {
     pub haproxy_up: bool,
     /// Statistics (empty when HAProxy is down).
     pub stats: Stats,
+}
+
+/// `GET /v1/status`: the proto status plus what only the agent knows (drain, BGP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Applied version, HAProxy liveness and statistics.
+    #[serde(flatten)]
+    pub status: StatusReply,
+    /// Whether the VM is drained (VIP withdrawn, frontends not accepting).
+    pub drained: bool,
+    /// BGP sessions (empty without FRR).
+    #[serde(default)]
+    pub bgp_sessions: Vec<BgpSession>,
+}
+
+/// One BGP session as seen by bgpd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpSession {
+    /// Neighbor address.
+    pub peer: String,
+    /// FSM state (`Established`, `Active`, `Connect`, ...).
+    pub state: String,
+    /// Prefixes sent to the peer.
+    #[serde(default)]
+    pub prefixes_sent: u64,
+}
+
+/// Reply to drain/undrain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReply {
+    /// State after the call.
+    pub drained: bool,
+    /// `false` when the VM already was in that state.
+    pub changed: bool,
+    /// Milliseconds from the start of the call until it finished (includes the drain wait).
+    pub took_ms: u64,
+}
+
+/// Error body of every non-2xx agent reply (a superset of [`ApplyFailure`]'s fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong; never contains secrets.
+    pub message: String,
+    /// The rejected state's version (PUT /v1/state).
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// The version still running, if any.
+    #[serde(default)]
+    pub running_version: Option<u64>,
 }
 
 /// The periodic report an agent sends to the control plane (HMAC-signed by the sender).

@@ -1,5 +1,5 @@
-//! Benchmarks of the HAProxy data plane on loopback (used by `klb bench agent`) and the load
-//! tools the integration tests share: tiny HTTP backends and a bounded load generator that
+//! Benchmarks of the HAProxy data plane on loopback (run by this crate's tests, which print the
+//! figures) and the load tools the data-plane tests share: tiny HTTP backends and a bounded load generator that
 //! opens a new connection per request.
 //!
 //! * [`bench_member_change`]: a member add / weight change / removal, from `apply` to the
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use klb_proto::{ApplyMethod, DesiredState, LbAlgorithm, ListenerProtocol, PoolProtocol};
@@ -29,8 +29,6 @@ pub struct Backend {
     pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Requests answered.
-    pub hits: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -39,11 +37,10 @@ impl Backend {
     pub async fn spawn(name: &str) -> std::io::Result<Backend> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
-        let hits = Arc::new(AtomicU64::new(0));
-        let (n, h) = (name.to_owned(), hits.clone());
+        let n = name.to_owned();
         let task = tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
-                let (n, h) = (n.clone(), h.clone());
+                let n = n.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::with_capacity(1024);
                     let mut chunk = [0u8; 1024];
@@ -58,7 +55,6 @@ impl Backend {
                             break;
                         }
                     }
-                    h.fetch_add(1, Ordering::Relaxed);
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Srv: {n}\r\nConnection: close\r\n\r\n{n}",
                         n.len()
@@ -71,7 +67,6 @@ impl Backend {
         Ok(Backend {
             name: name.to_owned(),
             addr,
-            hits,
             task,
         })
     }

@@ -9,15 +9,17 @@
 //!   file so a later reload keeps them), otherwise swaps the file and reloads through the
 //!   master CLI, waiting for the new worker. Drain (`set_accepting`) survives reloads.
 //! * [`runtime`]: the admin-socket/master-CLI client and the `show stat`/`show proc` parsers.
-//! * [`bench`](mod@bench): loopback benchmarks and the load tools the integration tests share;
-//!   [`fixture`]: builders for small states.
+//! * `bench`: loopback benchmarks and the load tools the data-plane tests share; `fixture`:
+//!   builders for small states. Both are test-only (`cfg(test)`): they never ship to LB VMs.
 //!
 //! Invariant: a configuration that fails `haproxy -c` never replaces the running one, and a
 //! reload HAProxy refuses (e.g. a port it cannot bind) leaves the old worker and file in place.
 
 mod apply;
-pub mod bench;
-pub mod fixture;
+#[cfg(test)]
+mod bench;
+#[cfg(test)]
+mod fixture;
 pub mod render;
 pub mod runtime;
 mod text;
