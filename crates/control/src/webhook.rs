@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use klb_flow::jobs::SCALE_OUT;
+use klb_flow::jobs::{JobAction, JobPayload};
 
 /// The webhook path.
 pub const PATH: &str = "/v1/alarms";
@@ -156,7 +156,13 @@ pub async fn request_scale_out(store: &Store, lb_id: Uuid) -> Result<bool, klb_s
         op: JobOp::Update,
         target_kind: Kind::LoadBalancer.as_str().to_owned(),
         target_id: lb_id.to_string(),
-        payload: Some(serde_json::json!({ "action": SCALE_OUT }).to_string()),
+        payload: Some(
+            JobPayload {
+                action: Some(JobAction::ScaleOut),
+                ..JobPayload::default()
+            }
+            .to_json(),
+        ),
     })
     .await?;
     tx.commit().await?;
@@ -201,7 +207,7 @@ mod tests {
             .await
             .unwrap()
             .expect("a scale-out job");
-        assert!(job.payload.as_deref().unwrap().contains(SCALE_OUT));
+        assert_eq!(JobPayload::of(&job).action, Some(JobAction::ScaleOut));
         store
             .settle_job(&job, klb_store::Outcome::Success)
             .await

@@ -45,7 +45,10 @@ pub async fn run_flow_bench(
     bench: FlowBench,
     database_url: Option<&str>,
 ) -> Result<FlowBenchResult, FlowError> {
-    let dir = tempfile::tempdir().map_err(|e| FlowError::Input(format!("temp dir: {e}")))?;
+    let dir = tempfile::tempdir().map_err(|source| FlowError::Io {
+        what: "temp dir",
+        source,
+    })?;
     let url = match database_url {
         Some(u) => u.to_string(),
         None => format!(
@@ -93,7 +96,7 @@ pub async fn run_flow_bench(
             vec![ListenerPort::tcp(80)],
             bench.vms,
         );
-        ids.push(engine.submit(input.request(lb::kind::CREATE_LB)).await?);
+        ids.push(engine.submit(input.request(lb::FlowKind::CreateLb)).await?);
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = engine.worker(bench.concurrency);

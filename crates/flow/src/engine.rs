@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,22 +94,65 @@ impl<E> StepCtx<'_, E> {
             .map_err(|e| StepError::fatal(format!("bad flow input: {e}")))
     }
 
-    /// A recorded variable.
-    pub fn var<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+    /// A recorded variable (`None` when unset or not of the variable's type).
+    pub fn var<T: DeserializeOwned>(&self, var: Var<T>) -> Option<T> {
         self.vars
-            .get(name)
+            .get(var.name)
             .and_then(|v| serde_json::from_value(v.clone()).ok())
     }
 
+    /// A variable an earlier step must have recorded: a fatal step error when it is missing.
+    pub fn require<T: DeserializeOwned>(&self, var: Var<T>) -> Result<T, StepError> {
+        self.var(var)
+            .ok_or_else(|| StepError::fatal(format!("variable {} missing (step order?)", var.name)))
+    }
+
     /// Record a variable (e.g. a cloud id) so later steps, reverts and takeovers see it.
-    pub fn set_var(&mut self, name: &str, value: impl Serialize) {
+    pub fn set_var<T: Serialize>(&mut self, var: Var<T>, value: &T) {
         if let Ok(v) = serde_json::to_value(value) {
-            self.vars.insert(name.to_string(), v);
+            self.vars.insert(var.name.to_string(), v);
         }
     }
 
-    pub fn remove_var(&mut self, name: &str) {
-        self.vars.remove(name);
+    /// Forget a variable.
+    pub fn remove_var<T>(&mut self, var: Var<T>) {
+        self.vars.remove(var.name);
+    }
+}
+
+/// A run variable: its name in the run record and the type stored under it. A flow family
+/// declares its variables once as constants, so every step that writes or reads one agrees on
+/// both (a misspelt name or another type cannot compile).
+pub struct Var<T> {
+    name: &'static str,
+    ty: PhantomData<fn() -> T>,
+}
+
+impl<T> Var<T> {
+    /// The variable stored under `name`.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            ty: PhantomData,
+        }
+    }
+
+    /// Its name in the run record (`RunRecord::vars`).
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+// Manual impls: derives would require `T: Clone`/`T: Copy`.
+impl<T> Clone for Var<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Var<T> {}
+impl<T> fmt::Debug for Var<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Var({})", self.name)
     }
 }
 
@@ -256,7 +300,7 @@ impl RunRequest {
         Ok(Self {
             kind: kind.to_string(),
             key: key.to_string(),
-            input: serde_json::to_value(input).map_err(|e| FlowError::Input(e.to_string()))?,
+            input: serde_json::to_value(input).map_err(FlowError::Encode)?,
             cancel_previous: false,
             external_ref: None,
         })

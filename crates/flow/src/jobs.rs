@@ -17,14 +17,11 @@ use klb_model::{Kind, Listener, ListenerProtocol, LoadBalancer, ProvisioningStat
 use klb_store::{Job, JobOp, JobState, Outcome, Store};
 use tracing::{info, warn};
 
-use klb_cloud::{META_VM_INDEX, ServerFilter};
+use klb_cloud::{META_VM_INDEX, Protocol, ServerFilter};
+use serde::{Deserialize, Serialize};
 
-use crate::lb::{LbEnv, LbInput, ListenerPort, VipSpec, kind};
+use crate::lb::{FlowKind, LbEnv, LbInput, ListenerPort, VipSpec};
 use crate::{Engine, FinishHook, FlowError, RunRecord, RunRequest, RunState};
-
-fn store_err(e: klb_store::StoreError) -> FlowError {
-    FlowError::Hook(e.to_string())
-}
 
 /// The runs that carry out `job`, from the load balancer graph as stored now. Usually one; a
 /// failover of a whole load balancer is one run per VM, so the VMs are rebuilt one after the
@@ -38,17 +35,14 @@ pub async fn requests_for_job(
     max_vms: u32,
 ) -> Result<Vec<RunRequest>, FlowError> {
     let lb_id = job.loadbalancer_id.as_str();
-    let lb: Option<LoadBalancer> = match store
-        .get(Kind::LoadBalancer.as_str(), lb_id)
-        .await
-        .map_err(store_err)?
-    {
-        Some(doc) => Some(doc.decode().map_err(store_err)?),
+    let lb: Option<LoadBalancer> = match store.get(Kind::LoadBalancer.as_str(), lb_id).await? {
+        Some(doc) => Some(doc.decode()?),
         None => None,
     };
     let is_lb = job.target_kind == Kind::LoadBalancer.as_str();
+    let payload = JobPayload::of(job);
     let mut req = match (job.op, is_lb) {
-        (JobOp::Delete, true) => LbInput::delete(lb_id).request(kind::DELETE_LB),
+        (JobOp::Delete, true) => LbInput::delete(lb_id).request(FlowKind::DeleteLb),
         (JobOp::Create, true) => {
             let lb =
                 lb.ok_or_else(|| FlowError::Input(format!("load balancer {lb_id} not stored")))?;
@@ -61,43 +55,37 @@ pub async fn requests_for_job(
                 address: lb.vip_address,
             };
             LbInput::create(lb_id, vip, listener_ports(store, lb_id).await?, vm_count)
-                .request(kind::CREATE_LB)
+                .request(FlowKind::CreateLb)
         }
         // One LB VM (the health manager's request): its index from the server's metadata.
         // The amphora API's delete of an LB VM (allowed in ERROR) replaces it too, so the LB
         // keeps its size and no server is orphaned.
         (JobOp::Failover | JobOp::Delete, false) if job.target_kind == Kind::LbVm.as_str() => {
             let index = vm_index(store, env, &job.target_id).await?;
-            LbInput::failover(lb_id, index).request(kind::FAILOVER_VM)
+            LbInput::failover(lb_id, index).request(FlowKind::FailoverVm)
         }
-        (JobOp::Update, true) if payload_action(job).as_deref() == Some(SCALE_OUT) => {
+        (JobOp::Update, true) if payload.action == Some(JobAction::ScaleOut) => {
             let servers = env
                 .cloud
                 .compute
                 .find_servers(&ServerFilter::lb(lb_id))
-                .await
-                .map_err(|e| FlowError::Input(e.to_string()))?;
+                .await?;
             let n = servers.len() as u32;
             let ports = listener_ports(store, lb_id).await?;
             if n >= max_vms {
                 // Already at the limit: just re-sync (the alarm fires again if load stays).
-                LbInput::update(lb_id, ports).request(kind::UPDATE_LB)
+                LbInput::update(lb_id, ports).request(FlowKind::UpdateLb)
             } else {
                 let mut input = LbInput::scale_out(lb_id, n, n + 1);
                 input.listeners = ports;
-                input.request(kind::SCALE_OUT_LB)
+                input.request(FlowKind::ScaleOutLb)
             }
         }
         (JobOp::Failover, true) => {
             // A payload {"vm_index": n} replaces one VM (health manager); without one every
             // VM is rebuilt, one run per VM.
-            let index = job
-                .payload
-                .as_deref()
-                .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-                .and_then(|v| v.get("vm_index").and_then(|i| i.as_u64()));
-            let indices: Vec<u32> = match index {
-                Some(i) => vec![i as u32],
+            let indices: Vec<u32> = match payload.vm_index {
+                Some(i) => vec![i],
                 None => (0..vm_count).collect(),
             };
             let n = indices.len();
@@ -105,7 +93,7 @@ pub async fn requests_for_job(
                 .into_iter()
                 .enumerate()
                 .map(|(k, index)| {
-                    let mut req = LbInput::failover(lb_id, index).request(kind::FAILOVER_VM);
+                    let mut req = LbInput::failover(lb_id, index).request(FlowKind::FailoverVm);
                     req.external_ref = Some(if k + 1 == n {
                         job.id.clone()
                     } else {
@@ -116,19 +104,53 @@ pub async fn requests_for_job(
                 .collect());
         }
         // Everything else changes the configuration: open/close listener ports, push the state.
-        _ => LbInput::update(lb_id, listener_ports(store, lb_id).await?).request(kind::UPDATE_LB),
+        _ => {
+            LbInput::update(lb_id, listener_ports(store, lb_id).await?).request(FlowKind::UpdateLb)
+        }
     };
     req.external_ref = Some(job.id.clone());
     Ok(vec![req])
 }
 
-/// Job payload action (`{"action": "scale_out"}`) that turns an LB update into a scale-out by
-/// one LB VM (the PPS alarm webhook writes it).
-pub const SCALE_OUT: &str = "scale_out";
+/// A job's payload (`Job::payload`, JSON) as the pump reads it; absent fields are `None`,
+/// unknown ones are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPayload {
+    /// What an LB update is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<JobAction>,
+    /// The one LB VM an LB failover replaces (without it every VM is rebuilt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_index: Option<u32>,
+}
 
-fn payload_action(job: &Job) -> Option<String> {
-    let payload: serde_json::Value = serde_json::from_str(job.payload.as_deref()?).ok()?;
-    payload.get("action")?.as_str().map(str::to_owned)
+/// [`JobPayload::action`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobAction {
+    /// Turns an LB update into a scale-out by one LB VM (the PPS alarm webhook writes it).
+    ScaleOut,
+    /// Any other action (the amphora API's `config`): a plain update.
+    #[serde(other)]
+    Other,
+}
+
+impl JobPayload {
+    /// The payload of `job`; an absent or unreadable one reads as empty (a plain run).
+    pub fn of(job: &Job) -> JobPayload {
+        JobPayload::parse(job.payload.as_deref())
+    }
+
+    /// A stored payload; absent or unreadable reads as empty.
+    pub fn parse(json: Option<&str>) -> JobPayload {
+        json.and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// The JSON stored in `NewJob::payload`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// The index of an LB VM record (its server's `klb_vm_index` metadata). When the server is
@@ -138,19 +160,13 @@ fn payload_action(job: &Job) -> Option<String> {
 async fn vm_index(store: &Store, env: &LbEnv, lb_vm_id: &str) -> Result<u32, FlowError> {
     let doc = store
         .get(Kind::LbVm.as_str(), lb_vm_id)
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(|| FlowError::Input(format!("LB VM {lb_vm_id} is not recorded")))?;
-    let vm: klb_model::LbVm = doc.decode().map_err(store_err)?;
+    let vm: klb_model::LbVm = doc.decode()?;
     let server_id = vm
         .compute_id
         .ok_or_else(|| FlowError::Input(format!("LB VM {lb_vm_id} has no server")))?;
-    let server = env
-        .cloud
-        .compute
-        .get_server(&server_id)
-        .await
-        .map_err(|e| FlowError::Input(e.to_string()))?;
+    let server = env.cloud.compute.get_server(&server_id).await?;
     let Some(server) = server else {
         let lb_id = vm
             .loadbalancer_id
@@ -160,8 +176,7 @@ async fn vm_index(store: &Store, env: &LbEnv, lb_vm_id: &str) -> Result<u32, Flo
             .cloud
             .compute
             .find_servers(&ServerFilter::lb(&lb_id))
-            .await
-            .map_err(|e| FlowError::Input(e.to_string()))?
+            .await?
             .iter()
             .filter_map(|s| s.metadata.get(META_VM_INDEX)?.parse().ok())
             .collect();
@@ -179,11 +194,11 @@ async fn vm_index(store: &Store, env: &LbEnv, lb_vm_id: &str) -> Result<u32, Flo
 /// Ports of the listeners that stay (pending deletes are already closed).
 async fn listener_ports(store: &Store, lb_id: &str) -> Result<Vec<ListenerPort>, FlowError> {
     let mut ports = Vec::new();
-    for doc in store.graph(lb_id).await.map_err(store_err)? {
+    for doc in store.graph(lb_id).await? {
         if doc.kind != Kind::Listener.as_str() {
             continue;
         }
-        let l: Listener = doc.decode().map_err(store_err)?;
+        let l: Listener = doc.decode()?;
         if matches!(
             l.provisioning_status,
             ProvisioningStatus::PendingDelete | ProvisioningStatus::Deleted
@@ -191,11 +206,15 @@ async fn listener_ports(store: &Store, lb_id: &str) -> Result<Vec<ListenerPort>,
             continue;
         }
         ports.push(ListenerPort {
-            udp: l.protocol == ListenerProtocol::Udp,
+            protocol: if l.protocol == ListenerProtocol::Udp {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            },
             port: l.protocol_port,
         });
     }
-    ports.sort_by_key(|p| (p.udp, p.port));
+    ports.sort_by_key(|p| (p.protocol, p.port));
     ports.dedup();
     Ok(ports)
 }
@@ -241,12 +260,7 @@ impl JobPump {
 
     /// Claim one job and submit its run(s). Returns whether a job was claimed.
     pub async fn pump_once(&self) -> Result<bool, FlowError> {
-        let Some(job) = self
-            .store
-            .claim_job(&self.owner, self.lease)
-            .await
-            .map_err(store_err)?
-        else {
+        let Some(job) = self.store.claim_job(&self.owner, self.lease).await? else {
             return Ok(false);
         };
         let env = self.engine.env().clone();
@@ -274,8 +288,7 @@ impl JobPump {
                 warn!(job = %job.id, error = %e, "job cannot be run");
                 self.store
                     .settle_job(&job, Outcome::Failed(e.to_string()))
-                    .await
-                    .map_err(store_err)?;
+                    .await?;
             }
         }
         Ok(true)
@@ -313,7 +326,7 @@ impl FinishHook<LbEnv> for SettleJobs {
         let Some(job_id) = run.external_ref.as_deref().filter(|r| !r.contains('#')) else {
             return Ok(());
         };
-        let jobs = self.store.jobs_of(&run.key).await.map_err(store_err)?;
+        let jobs = self.store.jobs_of(&run.key).await?;
         let Some(job) = jobs.into_iter().find(|j| j.id == job_id) else {
             return Ok(()); // Settled as success before (the row is gone).
         };
@@ -325,15 +338,54 @@ impl FinishHook<LbEnv> for SettleJobs {
             RunState::Completed => Outcome::Success,
             // A PPS scale-out the cloud refused (e.g. no host left under anti-affinity) was
             // reverted: the LB serves on its VMs as before, so it is not put in ERROR.
-            RunState::Failed if run.kind == kind::SCALE_OUT_LB => {
+            RunState::Failed if FlowKind::parse(&run.kind) == Some(FlowKind::ScaleOutLb) => {
                 tracing::warn!(lb = %run.key, reason = %reason(), "scale-out refused and reverted; the load balancer keeps its VMs");
                 Outcome::Reverted(reason())
             }
             _ => Outcome::Failed(reason()),
         };
-        self.store
-            .settle_job(&job, outcome)
-            .await
-            .map_err(store_err)
+        Ok(self.store.settle_job(&job, outcome).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(json: Option<&str>) -> JobPayload {
+        JobPayload::parse(json)
+    }
+
+    #[test]
+    fn payloads_as_their_writers_put_them() {
+        // The PPS webhook, the health manager, the amphora API, nothing, garbage.
+        assert_eq!(
+            payload(Some(r#"{"action":"scale_out"}"#)).action,
+            Some(JobAction::ScaleOut)
+        );
+        assert_eq!(payload(Some(r#"{"vm_index":2}"#)).vm_index, Some(2));
+        assert_eq!(
+            payload(Some(r#"{"action":"config"}"#)).action,
+            Some(JobAction::Other)
+        );
+        assert_eq!(
+            payload(Some(r#"{"reason":"heartbeat missed"}"#)),
+            JobPayload::default()
+        );
+        assert_eq!(payload(None), JobPayload::default());
+        assert_eq!(payload(Some("not json")), JobPayload::default());
+        let written = JobPayload {
+            action: Some(JobAction::ScaleOut),
+            ..JobPayload::default()
+        };
+        assert_eq!(written.to_json(), r#"{"action":"scale_out"}"#);
+    }
+
+    #[test]
+    fn listener_ports_keep_their_stored_shape() {
+        let udp = serde_json::to_string(&ListenerPort::udp(53)).unwrap();
+        assert_eq!(udp, r#"{"udp":true,"port":53}"#);
+        let back: ListenerPort = serde_json::from_str(r#"{"udp":false,"port":80}"#).unwrap();
+        assert_eq!(back, ListenerPort::tcp(80));
     }
 }

@@ -58,7 +58,7 @@ pub mod lb;
 pub use db::{Backend, Db, RunRecord, RunState, StepRecord};
 pub use engine::{
     Engine, EngineConfig, FinishHook, Flow, RunRequest, Step, StepCtx, StepError, StepErrorKind,
-    Worker,
+    Var, Worker,
 };
 
 /// Errors of the flow engine (step failures are not errors: they end runs as `Failed`).
@@ -74,10 +74,26 @@ pub enum FlowError {
     UnknownFlow(String),
     #[error("invalid flow input: {0}")]
     Input(String),
+    /// A run input that does not encode as JSON.
+    #[error("invalid flow input: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The klb store failed while a job became runs or a run settled its job.
+    #[error("store: {0}")]
+    Store(#[from] klb_store::StoreError),
+    /// The cloud failed while a job became runs (looking up the LB's servers).
+    #[error("cloud: {0}")]
+    Cloud(#[from] klb_cloud::CloudError),
+    /// A local file operation (the benchmark's temporary database).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no flow run {0}")]
     NoSuchRun(String),
     #[error("flow run {0} did not finish in time")]
     WaitTimeout(String),
-    #[error("finish hook: {0}")]
-    Hook(String),
 }

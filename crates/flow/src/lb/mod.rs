@@ -24,14 +24,51 @@ use crate::{Flow, RunRequest, StepError};
 
 pub use steps::*;
 
-/// Flow kinds.
-pub mod kind {
-    pub const CREATE_LB: &str = "create_lb";
-    pub const DELETE_LB: &str = "delete_lb";
-    pub const UPDATE_LB: &str = "update_lb";
-    pub const FAILOVER_VM: &str = "failover_vm";
-    pub const SCALE_OUT_LB: &str = "scale_out_lb";
-    pub const SCALE_IN_LB: &str = "scale_in_lb";
+/// The LB flows. The engine is generic and keys flows by name; this is the LB family's closed
+/// set, and [`FlowKind::as_str`] the name each run record stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowKind {
+    /// The seed's "Create Loadbalancer".
+    CreateLb,
+    /// Delete every cloud resource of an LB.
+    DeleteLb,
+    /// Child changes: security group, then the desired state on every VM.
+    UpdateLb,
+    /// Rebuild one LB VM.
+    FailoverVm,
+    /// Add LB VMs (PPS alarm).
+    ScaleOutLb,
+    /// Remove the highest LB VMs.
+    ScaleInLb,
+}
+
+impl FlowKind {
+    /// Every LB flow.
+    pub const ALL: [FlowKind; 6] = [
+        FlowKind::CreateLb,
+        FlowKind::DeleteLb,
+        FlowKind::UpdateLb,
+        FlowKind::FailoverVm,
+        FlowKind::ScaleOutLb,
+        FlowKind::ScaleInLb,
+    ];
+
+    /// The name in run records (`RunRecord::kind`) and in the engine's flow table.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FlowKind::CreateLb => "create_lb",
+            FlowKind::DeleteLb => "delete_lb",
+            FlowKind::UpdateLb => "update_lb",
+            FlowKind::FailoverVm => "failover_vm",
+            FlowKind::ScaleOutLb => "scale_out_lb",
+            FlowKind::ScaleInLb => "scale_in_lb",
+        }
+    }
+
+    /// The kind a run record names; `None` for a flow outside the LB family.
+    pub fn parse(name: &str) -> Option<FlowKind> {
+        FlowKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
 }
 
 /// Operator configuration the LB flows need (lifted from the seed's `[kinx_haproxy]`).
@@ -151,22 +188,47 @@ pub struct LbEnv {
 /// A listener port to open in the security group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerPort {
-    /// `tcp` or `udp` (HTTP/HTTPS/TERMINATED_HTTPS/PROXY listeners are TCP).
-    pub udp: bool,
+    /// `Tcp` or `Udp` (HTTP/HTTPS/TERMINATED_HTTPS/PROXY listeners are TCP). Stored in run
+    /// inputs as `"udp": bool`, the shape runs recorded before this field was typed.
+    #[serde(rename = "udp", with = "udp_flag")]
+    pub protocol: Protocol,
+    /// The listener's port.
     pub port: u16,
 }
 
 impl ListenerPort {
+    /// A TCP listener port.
     pub fn tcp(port: u16) -> Self {
-        Self { udp: false, port }
+        Self {
+            protocol: Protocol::Tcp,
+            port,
+        }
     }
 
-    pub(crate) fn protocol(self) -> Protocol {
-        if self.udp {
+    /// A UDP listener port.
+    pub fn udp(port: u16) -> Self {
+        Self {
+            protocol: Protocol::Udp,
+            port,
+        }
+    }
+}
+
+/// `Protocol::Udp` ⇄ `true`, anything else ⇄ `false` (a listener is TCP or UDP).
+mod udp_flag {
+    use klb_cloud::Protocol;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(*p == Protocol::Udp)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+        Ok(if bool::deserialize(d)? {
             Protocol::Udp
         } else {
             Protocol::Tcp
-        }
+        })
     }
 }
 
@@ -248,13 +310,13 @@ impl LbInput {
     }
 
     /// The run request for flow `kind` with this input, keyed by the load balancer.
-    pub fn request(&self, kind: &str) -> RunRequest {
+    pub fn request(&self, kind: FlowKind) -> RunRequest {
         RunRequest {
-            kind: kind.to_string(),
+            kind: kind.as_str().to_string(),
             key: self.lb_id.clone(),
             input: serde_json::to_value(self).unwrap_or_default(),
             // A delete cancels whatever still runs for the LB (documented in the crate docs).
-            cancel_previous: kind == kind::DELETE_LB,
+            cancel_previous: kind == FlowKind::DeleteLb,
             external_ref: None,
         }
     }
@@ -339,7 +401,7 @@ pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
     };
     vec![
         // The seed's "Create Loadbalancer", in its order.
-        Flow::new(kind::CREATE_LB)
+        Flow::new(FlowKind::CreateLb.as_str())
             .step(ResolveNetworks)
             .step(EnsureSecurityGroup { owned: true })
             .step(AllocateVip)
@@ -354,7 +416,7 @@ pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
             .step(SetVipAddressPairs)
             .step(agents_up.clone())
             .step(PushDesiredState),
-        Flow::new(kind::DELETE_LB)
+        Flow::new(FlowKind::DeleteLb.as_str())
             .step(DeleteAlarm)
             .step(DeleteAllVms {
                 poll: timing.vm_delete,
@@ -365,13 +427,13 @@ pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
             .step(ForgetLb),
         // Child changes: listener ports open/close in the security group, then every VM gets
         // the new state.
-        Flow::new(kind::UPDATE_LB)
+        Flow::new(FlowKind::UpdateLb.as_str())
             .step(ResolveNetworks)
             .step(EnsureSecurityGroup { owned: false })
             .step(PushDesiredState),
         // ECMP already moved traffic away from the dead VM: rebuild it under the same name and
         // server group, configure it, and let it rejoin.
-        Flow::new(kind::FAILOVER_VM)
+        Flow::new(FlowKind::FailoverVm.as_str())
             .step(ResolveNetworks)
             .step(DrainVms)
             .step(DeleteVms)
@@ -382,7 +444,7 @@ pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
             .step(EnsureAlarm { owned: false })
             .step(agents_up.clone())
             .step(PushDesiredState),
-        Flow::new(kind::SCALE_OUT_LB)
+        Flow::new(FlowKind::ScaleOutLb.as_str())
             .step(ResolveNetworks)
             .step(CreateVms)
             .step(RecordLb { name: "record_vms" })
@@ -392,7 +454,7 @@ pub fn flows_with(timing: FlowTiming) -> Vec<Flow<LbEnv>> {
             .step(agents_up.clone())
             .step(PushDesiredState),
         // Drain first so no connection is cut, then remove, then tell the survivors.
-        Flow::new(kind::SCALE_IN_LB)
+        Flow::new(FlowKind::ScaleInLb.as_str())
             .step(ResolveNetworks)
             .step(DrainVms)
             .step(DeleteVms)

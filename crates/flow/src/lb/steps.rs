@@ -6,8 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ipnet::IpNet;
-
 use klb_cloud::{
     AgentTarget, Direction, META_LB_ID, META_VM_INDEX, NicSpec, PortSpec, PpsAlarmSpec, Protocol,
     RuleSpec, SecurityGroupSpec, Server, ServerFilter, ServerGroupPolicy, ServerGroupSpec,
@@ -19,6 +17,35 @@ use crate::{Step, StepCtx, StepError};
 
 type Ctx<'a> = StepCtx<'a, LbEnv>;
 
+/// The LB flows' run variables: what one step found or made and a later step, a revert or a
+/// takeover after a crash needs. Each name and type is declared here only.
+mod var {
+    use std::net::IpAddr;
+
+    use ipnet::IpNet;
+
+    use crate::Var;
+
+    /// The management network's id.
+    pub const MGMT_NET_ID: Var<String> = Var::new("mgmt_net_id");
+    /// The management subnet (agent port ingress).
+    pub const MGMT_CIDR: Var<IpNet> = Var::new("mgmt_cidr");
+    /// The L3 network's id.
+    pub const L3_NET_ID: Var<String> = Var::new("l3_net_id");
+    /// The L3 subnet (BGP, BFD and peers ingress).
+    pub const L3_CIDR: Var<IpNet> = Var::new("l3_cidr");
+    /// The LB's security group.
+    pub const SECURITY_GROUP_ID: Var<String> = Var::new("security_group_id");
+    /// The VIP port.
+    pub const VIP_PORT_ID: Var<String> = Var::new("vip_port_id");
+    /// The VIP address.
+    pub const VIP_IP: Var<IpAddr> = Var::new("vip_ip");
+    /// The anti-affinity server group.
+    pub const SERVER_GROUP_ID: Var<String> = Var::new("server_group_id");
+    /// The PPS alarm.
+    pub const ALARM_ID: Var<String> = Var::new("alarm_id");
+}
+
 fn input(ctx: &Ctx<'_>) -> Result<LbInput, StepError> {
     let input: LbInput = ctx.input()?;
     if input.lb_id.is_empty() {
@@ -27,15 +54,10 @@ fn input(ctx: &Ctx<'_>) -> Result<LbInput, StepError> {
     Ok(input)
 }
 
-fn var_string(ctx: &Ctx<'_>, name: &str) -> Result<String, StepError> {
-    ctx.var::<String>(name)
-        .ok_or_else(|| StepError::fatal(format!("variable {name} missing (step order?)")))
-}
-
 /// The VMs of a load balancer as the cloud reports them, by index.
 async fn lb_vms(ctx: &Ctx<'_>, lb_id: &str) -> Result<Vec<Vm>, StepError> {
-    let mgmt = ctx.var::<String>("mgmt_net_id");
-    let l3 = ctx.var::<String>("l3_net_id");
+    let mgmt = ctx.var(var::MGMT_NET_ID);
+    let l3 = ctx.var(var::L3_NET_ID);
     let servers = ctx
         .env
         .cloud
@@ -86,9 +108,19 @@ impl Step<LbEnv> for ResolveNetworks {
 
     async fn execute(&self, ctx: &mut StepCtx<'_, LbEnv>) -> Result<(), StepError> {
         let net = &ctx.env.cloud.network;
-        for (which, wanted) in [
-            ("mgmt", ctx.env.config.mgmt_network.clone()),
-            ("l3", ctx.env.config.l3_network.clone()),
+        for (which, wanted, net_var, cidr_var) in [
+            (
+                "mgmt",
+                ctx.env.config.mgmt_network.clone(),
+                var::MGMT_NET_ID,
+                var::MGMT_CIDR,
+            ),
+            (
+                "l3",
+                ctx.env.config.l3_network.clone(),
+                var::L3_NET_ID,
+                var::L3_CIDR,
+            ),
         ] {
             let found = net
                 .find_network(&wanted)
@@ -102,8 +134,8 @@ impl Step<LbEnv> for ResolveNetworks {
                 .find_subnet(subnet_id)
                 .await?
                 .ok_or_else(|| StepError::fatal(format!("{which} subnet {subnet_id} not found")))?;
-            ctx.set_var(&format!("{which}_net_id"), &found.id);
-            ctx.set_var(&format!("{which}_cidr"), subnet.cidr.to_string());
+            ctx.set_var(net_var, &found.id);
+            ctx.set_var(cidr_var, &subnet.cidr);
         }
         Ok(())
     }
@@ -113,24 +145,19 @@ impl Step<LbEnv> for ResolveNetworks {
 /// from the management subnet, BGP, BFD and HAProxy peers from the L3 subnet, SSH and the agent
 /// port from the operators' office CIDR; all egress.
 fn desired_rules(ctx: &Ctx<'_>, input: &LbInput) -> Result<Vec<RuleSpec>, StepError> {
-    let cidr = |name: &str| -> Result<IpNet, StepError> {
-        var_string(ctx, name)?
-            .parse()
-            .map_err(|e| StepError::fatal(format!("{name}: {e}")))
-    };
     let cfg = &ctx.env.config;
     let mut rules: Vec<RuleSpec> = input
         .listeners
         .iter()
         .map(|l| RuleSpec {
             direction: Direction::Ingress,
-            protocol: l.protocol(),
+            protocol: l.protocol,
             ports: Some((l.port, l.port)),
             remote_cidr: None,
         })
         .collect();
-    let mgmt = cidr("mgmt_cidr")?;
-    let l3 = cidr("l3_cidr")?;
+    let mgmt = ctx.require(var::MGMT_CIDR)?;
+    let l3 = ctx.require(var::L3_CIDR)?;
     rules.push(RuleSpec::tcp_in(cfg.agent_port, Some(mgmt)));
     rules.push(RuleSpec::tcp_in(179, Some(l3)));
     rules.push(RuleSpec::tcp_in(cfg.peer_port, Some(l3)));
@@ -188,7 +215,7 @@ impl Step<LbEnv> for EnsureSecurityGroup {
                 )));
             }
         };
-        ctx.set_var("security_group_id", &group.id);
+        ctx.set_var(var::SECURITY_GROUP_ID, &group.id);
         let desired = desired_rules(ctx, &input)?;
         let existing = net.list_security_group_rules(&group.id).await?;
         for rule in existing.iter().filter(|r| !desired.contains(&r.spec)) {
@@ -249,7 +276,7 @@ impl Step<LbEnv> for AllocateVip {
                     network_id: vip.network_id.clone(),
                     subnet_id: vip.subnet_id.clone(),
                     fixed_ip: vip.address,
-                    security_group_ids: vec![var_string(ctx, "security_group_id")?],
+                    security_group_ids: vec![ctx.require(var::SECURITY_GROUP_ID)?],
                     device_owner: Some("klb:vip".into()),
                 })
                 .await?
@@ -260,8 +287,8 @@ impl Step<LbEnv> for AllocateVip {
             .first()
             .copied()
             .ok_or_else(|| StepError::retry("VIP port has no address yet"))?;
-        ctx.set_var("vip_port_id", &port.id);
-        ctx.set_var("vip_ip", ip);
+        ctx.set_var(var::VIP_PORT_ID, &port.id);
+        ctx.set_var(var::VIP_IP, &ip);
         Ok(())
     }
 
@@ -303,7 +330,7 @@ impl Step<LbEnv> for EnsureServerGroup {
                     .await?
             }
         };
-        ctx.set_var("server_group_id", &group.id);
+        ctx.set_var(var::SERVER_GROUP_ID, &group.id);
         Ok(())
     }
 
@@ -339,14 +366,14 @@ impl Step<LbEnv> for CreateVms {
         let compute = &env.cloud.compute;
         let cfg = &env.config;
         // Failover and scale-out runs did not make these: look them up.
-        let server_group_id = match ctx.var::<String>("server_group_id") {
+        let server_group_id = match ctx.var(var::SERVER_GROUP_ID) {
             Some(id) => Some(id),
             None => compute
                 .find_server_group(&names::server_group(&input.lb_id))
                 .await?
                 .map(|g| g.id),
         };
-        let security_group_id = match ctx.var::<String>("security_group_id") {
+        let security_group_id = match ctx.var(var::SECURITY_GROUP_ID) {
             Some(id) => id,
             None => env
                 .cloud
@@ -356,8 +383,8 @@ impl Step<LbEnv> for CreateVms {
                 .map(|g| g.id)
                 .ok_or_else(|| StepError::fatal("the LB's security group is missing"))?,
         };
-        let mgmt = var_string(ctx, "mgmt_net_id")?;
-        let l3 = var_string(ctx, "l3_net_id")?;
+        let mgmt = ctx.require(var::MGMT_NET_ID)?;
+        let l3 = ctx.require(var::L3_NET_ID)?;
         for &index in &input.vm_indices {
             let name = names::server(&input.lb_id, index);
             if !compute
@@ -439,8 +466,8 @@ impl Step<LbEnv> for RecordLb {
         let vms = lb_vms(ctx, &input.lb_id).await?;
         let resources = LbResources {
             vms,
-            alarm_id: ctx.var("alarm_id"),
-            vip_ip: ctx.var("vip_ip"),
+            alarm_id: ctx.var(var::ALARM_ID),
+            vip_ip: ctx.var(var::VIP_IP),
         };
         ctx.env.backend.record(&input.lb_id, &resources).await
     }
@@ -584,7 +611,7 @@ async fn ensure_alarm(ctx: &mut Ctx<'_>, lb_id: &str, skip: &[u32]) -> Result<()
         let mut have = existing.server_ids.clone();
         have.sort();
         if have == server_ids {
-            ctx.set_var("alarm_id", &existing.id);
+            ctx.set_var(var::ALARM_ID, &existing.id);
             return Ok(());
         }
         // No update call in the trait (Aodh has one, the local evaluator need not): replace.
@@ -601,7 +628,7 @@ async fn ensure_alarm(ctx: &mut Ctx<'_>, lb_id: &str, skip: &[u32]) -> Result<()
             webhook_url: cfg.alarm_webhook_url.clone(),
         })
         .await?;
-    ctx.set_var("alarm_id", &alarm.id);
+    ctx.set_var(var::ALARM_ID, &alarm.id);
     Ok(())
 }
 
@@ -636,7 +663,7 @@ async fn delete_alarm(ctx: &Ctx<'_>, lb_id: &str) -> Result<(), StepError> {
 
 /// The VIP address: recorded by this run, else read from the VIP port.
 async fn vip_address(ctx: &mut Ctx<'_>, lb_id: &str) -> Result<IpAddr, StepError> {
-    if let Some(ip) = ctx.var::<IpAddr>("vip_ip") {
+    if let Some(ip) = ctx.var(var::VIP_IP) {
         return Ok(ip);
     }
     let port = ctx
@@ -652,7 +679,7 @@ async fn vip_address(ctx: &mut Ctx<'_>, lb_id: &str) -> Result<IpAddr, StepError
         .fixed_ips
         .first()
         .ok_or_else(|| StepError::fatal("VIP port has no address"))?;
-    ctx.set_var("vip_ip", ip);
+    ctx.set_var(var::VIP_IP, &ip);
     Ok(ip)
 }
 

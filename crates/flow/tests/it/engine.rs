@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use klb_flow::{
     Db, Engine, EngineConfig, FinishHook, Flow, FlowError, RunRecord, RunRequest, RunState, Step,
-    StepCtx, StepError,
+    StepCtx, StepError, Var,
 };
 use tokio::sync::Mutex;
 
@@ -53,7 +53,7 @@ impl Step<Env> for Rec {
             .and_then(|q| q.pop_front());
         match next {
             None => {
-                ctx.set_var(self.0, "done");
+                ctx.set_var(Var::new(self.0), &"done".to_owned());
                 Ok(())
             }
             Some(Outcome::Retry) => Err(StepError::retry("scripted")),
@@ -61,7 +61,7 @@ impl Step<Env> for Rec {
             Some(Outcome::Pending) => Err(StepError::pending("not yet")),
             Some(Outcome::Sleep(d)) => {
                 tokio::time::sleep(d).await;
-                ctx.set_var(self.0, "done");
+                ctx.set_var(Var::new(self.0), &"done".to_owned());
                 Ok(())
             }
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use klb_cloud::fake::{Fault, Op};
-use klb_flow::lb::{LbInput, kind};
+use klb_flow::lb::{FlowKind, LbInput};
 use klb_flow::{RunRequest, RunState};
 use tokio::sync::Semaphore;
 
@@ -30,7 +30,7 @@ impl Scenario {
         let vms = if self == Scenario::ScaleIn { 3 } else { 2 };
         if self != Scenario::Create {
             let run = h
-                .run(h.create_input(LB, &[80], vms).request(kind::CREATE_LB))
+                .run(h.create_input(LB, &[80], vms).request(FlowKind::CreateLb))
                 .await;
             assert_eq!(run.state, RunState::Completed, "prepare: {:?}", run.reason);
         }
@@ -56,8 +56,8 @@ impl Scenario {
 
     fn request(self, h: &Harness) -> RunRequest {
         match self {
-            Scenario::Create => h.create_input(LB, &[80], 2).request(kind::CREATE_LB),
-            Scenario::Delete => LbInput::delete(LB).request(kind::DELETE_LB),
+            Scenario::Create => h.create_input(LB, &[80], 2).request(FlowKind::CreateLb),
+            Scenario::Delete => LbInput::delete(LB).request(FlowKind::DeleteLb),
             Scenario::Update => LbInput::update(
                 LB,
                 vec![
@@ -65,10 +65,10 @@ impl Scenario {
                     klb_flow::lb::ListenerPort::tcp(443),
                 ],
             )
-            .request(kind::UPDATE_LB),
-            Scenario::Failover => LbInput::failover(LB, 1).request(kind::FAILOVER_VM),
-            Scenario::ScaleOut => LbInput::scale_out(LB, 2, 3).request(kind::SCALE_OUT_LB),
-            Scenario::ScaleIn => LbInput::scale_in(LB, 3, 2).request(kind::SCALE_IN_LB),
+            .request(FlowKind::UpdateLb),
+            Scenario::Failover => LbInput::failover(LB, 1).request(FlowKind::FailoverVm),
+            Scenario::ScaleOut => LbInput::scale_out(LB, 2, 3).request(FlowKind::ScaleOutLb),
+            Scenario::ScaleIn => LbInput::scale_in(LB, 3, 2).request(FlowKind::ScaleInLb),
         }
     }
 
@@ -423,7 +423,7 @@ async fn clean_create_runs_every_step_once_in_order() {
     let names: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
     let create = flows()
         .into_iter()
-        .find(|f| f.kind == kind::CREATE_LB)
+        .find(|f| f.kind == FlowKind::CreateLb.as_str())
         .unwrap();
     assert_eq!(names, create.step_names());
     assert!(

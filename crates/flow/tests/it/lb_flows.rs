@@ -5,13 +5,13 @@ use std::time::Duration;
 use klb_cloud::fake::{Fault, Kind, Op};
 use klb_cloud::{Alarms, Compute, Direction, Network, ServerFilter, ServerStatus, names};
 use klb_flow::RunState;
-use klb_flow::lb::{LbInput, ListenerPort, kind};
+use klb_flow::lb::{FlowKind, LbInput, ListenerPort};
 
 use crate::support::{Harness, LB, LiveLb, diff, expected};
 
 async fn create(h: &Harness, lb: &str, ports: &[u16], vms: u32) {
     let run = h
-        .run(h.create_input(lb, ports, vms).request(kind::CREATE_LB))
+        .run(h.create_input(lb, ports, vms).request(FlowKind::CreateLb))
         .await;
     assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
 }
@@ -82,7 +82,7 @@ async fn update_opens_and_closes_listener_ports_and_pushes() {
     let run = h
         .run(
             LbInput::update(LB, vec![ListenerPort::tcp(443), ListenerPort::tcp(8080)])
-                .request(kind::UPDATE_LB),
+                .request(FlowKind::UpdateLb),
         )
         .await;
     assert_eq!(run.state, RunState::Completed);
@@ -107,7 +107,7 @@ async fn failover_replaces_the_dead_vm_in_place() {
         .set_server_status(&dead.id, ServerStatus::Error)
         .await;
     let run = h
-        .run(LbInput::failover(LB, 1).request(kind::FAILOVER_VM))
+        .run(LbInput::failover(LB, 1).request(FlowKind::FailoverVm))
         .await;
     assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
     let new = h
@@ -146,7 +146,7 @@ async fn scale_out_then_in_changes_the_vm_set_and_peers() {
     let h = Harness::new().await;
     create(&h, LB, &[80], 2).await;
     let run = h
-        .run(LbInput::scale_out(LB, 2, 4).request(kind::SCALE_OUT_LB))
+        .run(LbInput::scale_out(LB, 2, 4).request(FlowKind::ScaleOutLb))
         .await;
     assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
     assert_eq!(
@@ -171,7 +171,7 @@ async fn scale_out_then_in_changes_the_vm_set_and_peers() {
     assert_eq!(alarm.server_ids.len(), 4, "the alarm covers the new VMs");
 
     let run = h
-        .run(LbInput::scale_in(LB, 4, 2).request(kind::SCALE_IN_LB))
+        .run(LbInput::scale_in(LB, 4, 2).request(FlowKind::ScaleInLb))
         .await;
     assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
     assert_eq!(
@@ -193,7 +193,7 @@ async fn delete_removes_everything() {
     let h = Harness::new().await;
     create(&h, LB, &[80], 2).await;
     create(&h, "lb-2", &[80], 2).await;
-    let run = h.run(LbInput::delete(LB).request(kind::DELETE_LB)).await;
+    let run = h.run(LbInput::delete(LB).request(FlowKind::DeleteLb)).await;
     assert_eq!(run.state, RunState::Completed);
     assert_eq!(
         diff(
@@ -223,7 +223,7 @@ async fn delete_cleans_up_a_half_failed_create() {
             .await;
     }
     let run = h
-        .run(h.create_input(LB, &[80], 2).request(kind::CREATE_LB))
+        .run(h.create_input(LB, &[80], 2).request(FlowKind::CreateLb))
         .await;
     assert_eq!(run.state, RunState::Failed);
     let reason = run.reason.unwrap();
@@ -236,7 +236,7 @@ async fn delete_cleans_up_a_half_failed_create() {
         "the failed revert left VMs behind"
     );
     h.fake.clear_faults().await;
-    let run = h.run(LbInput::delete(LB).request(kind::DELETE_LB)).await;
+    let run = h.run(LbInput::delete(LB).request(FlowKind::DeleteLb)).await;
     assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
     assert!(
         h.fake.ledger().await.is_empty(),
@@ -259,11 +259,13 @@ async fn delete_cancels_a_running_create() {
         )
         .await;
     let create = h
-        .submit(h.create_input(LB, &[80], 2).request(kind::CREATE_LB))
+        .submit(h.create_input(LB, &[80], 2).request(FlowKind::CreateLb))
         .await;
     let w = h.start_worker(4);
     assert!(h.wait_calls(Op::CreateServer, 1).await);
-    let delete = h.submit(LbInput::delete(LB).request(kind::DELETE_LB)).await;
+    let delete = h
+        .submit(LbInput::delete(LB).request(FlowKind::DeleteLb))
+        .await;
     let c = h.wait(&create).await;
     let d = h.wait(&delete).await;
     w.stop().await;
@@ -290,13 +292,16 @@ async fn many_load_balancers_in_parallel_leave_exactly_their_resources() {
     let lbs: Vec<String> = (0..12).map(|i| format!("lb-{i}")).collect();
     for lb in &lbs {
         ids.push(
-            h.submit(h.create_input(lb, &[80], 2).request(kind::CREATE_LB))
+            h.submit(h.create_input(lb, &[80], 2).request(FlowKind::CreateLb))
                 .await,
         );
     }
     // Delete every third one right after its create was submitted.
     for lb in lbs.iter().step_by(3) {
-        ids.push(h.submit(LbInput::delete(lb).request(kind::DELETE_LB)).await);
+        ids.push(
+            h.submit(LbInput::delete(lb).request(FlowKind::DeleteLb))
+                .await,
+        );
     }
     for id in &ids {
         let r = h.wait(id).await;
@@ -321,7 +326,7 @@ async fn boot_failure_reverts_the_create() {
     let h = Harness::new().await;
     h.fake.inject(Op::CreateServer, 2, Fault::BootError).await;
     let run = h
-        .run(h.create_input(LB, &[80], 2).request(kind::CREATE_LB))
+        .run(h.create_input(LB, &[80], 2).request(FlowKind::CreateLb))
         .await;
     assert_eq!(run.state, RunState::Failed);
     assert!(

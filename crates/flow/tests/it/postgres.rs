@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use klb_flow::lb::{LbInput, kind};
+use klb_flow::lb::{FlowKind, LbInput};
 use klb_flow::{Backend, Db, EngineConfig, RunState};
 
 use crate::lb_faults::{Scenario, crash_cases_on, run_all_on};
@@ -24,12 +24,12 @@ async fn lb_flows_on_postgres_with_two_workers() {
     let mut ids = Vec::new();
     for lb in &lbs {
         ids.push(
-            h.submit(h.create_input(lb, &[80], 2).request(kind::CREATE_LB))
+            h.submit(h.create_input(lb, &[80], 2).request(FlowKind::CreateLb))
                 .await,
         );
     }
     ids.push(
-        h.submit(LbInput::delete(&lbs[0]).request(kind::DELETE_LB))
+        h.submit(LbInput::delete(&lbs[0]).request(FlowKind::DeleteLb))
             .await,
     );
     for id in &ids {
@@ -39,7 +39,7 @@ async fn lb_flows_on_postgres_with_two_workers() {
     // Crash one worker; the other keeps going.
     w1.crash();
     let id = h
-        .submit(LbInput::delete(&lbs[1]).request(kind::DELETE_LB))
+        .submit(LbInput::delete(&lbs[1]).request(FlowKind::DeleteLb))
         .await;
     assert_eq!(
         h.engine
