@@ -133,6 +133,12 @@ impl<T: 'static> Attr<T> {
         self
     }
 
+    /// Rendered by `render` (for a [`Attr::key`] read by the handler).
+    pub fn rendered(mut self, render: fn(&T) -> Value) -> Self {
+        self.render = Some(render);
+        self
+    }
+
     /// Not rendered by the table (the common head renders it).
     pub fn unrendered(mut self) -> Self {
         self.render = None;

@@ -92,13 +92,13 @@ pub fn build(
             hm.only(
                 "healthmonitor",
                 &without(
-                    super::healthmonitors::POST_KEYS,
+                    super::healthmonitors::post_keys(),
                     &["pool_id", "project_id", "tenant_id"],
                     &[],
                 ),
             )?;
             g.monitors
-                .push(super::healthmonitors::parse_new(&hm, &pool)?);
+                .push(super::healthmonitors::parse_new(state, &hm, &pool)?);
         }
         let has_monitor = g.monitors.iter().any(|h| h.pool_id == pool.id);
         for m in def.objects("members")?.opt().unwrap_or_default() {
@@ -200,7 +200,8 @@ pub fn build(
             if let Some(id) = redirect_pool {
                 body.insert("redirect_pool_id".into(), json!(id));
             }
-            let policy = super::l7policies::parse_single(&Obj::new(&body), &l, lb, i as i64 + 1)?;
+            let policy =
+                super::l7policies::parse_single(state, &Obj::new(&body), &l, lb, i as i64 + 1)?;
             if let Some(pid) = policy.redirect_pool_id
                 && let Some(p) = g.pools.iter().find(|p| p.id == pid)
             {

@@ -1,5 +1,7 @@
 //! `/v2/healthmonitors` (octavia-api.md §5).
 
+use std::sync::LazyLock;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -9,6 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
+use super::fields::{Attr, Reader, Table, read};
 use super::loadbalancers::scope_project;
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
@@ -16,43 +19,112 @@ use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing, RelIndex};
 
-/// Attributes accepted on POST.
-pub const POST_KEYS: &[&str] = &[
-    "name",
-    "admin_state_up",
-    "pool_id",
-    "type",
-    "delay",
-    "timeout",
-    "max_retries",
-    "max_retries_down",
-    "http_method",
-    "url_path",
-    "expected_codes",
-    "http_version",
-    "domain_name",
-    "project_id",
-    "tenant_id",
-    "tags",
-];
 /// HAProxy keeps timers as 32-bit milliseconds: a larger `delay`/`timeout` would pass here
 /// and fail `haproxy -c` on the LB VM (issue 11 §5).
 const MAX_MONITOR_SECONDS: i64 = validate::MAX_MONITOR_SECONDS as i64;
-const PUT_KEYS: &[&str] = &[
-    "name",
-    "admin_state_up",
-    "delay",
-    "timeout",
-    "max_retries",
-    "max_retries_down",
-    "http_method",
-    "url_path",
-    "expected_codes",
-    "http_version",
-    "domain_name",
-    "tags",
-];
 const UDP_CONNECT_MIN_DELAY: i64 = 3;
+
+/// The monitor's attributes: how each is read (with its bounds), stored, updated and rendered
+/// (see [`super::fields`]). PUT refuses a null `delay`, `timeout` or `max_retries` (`update`).
+static TABLE: LazyLock<Table<HealthMonitor>> = LazyLock::new(|| {
+    type A = Attr<HealthMonitor>;
+    Table::new(vec![
+        A::key("pool_id"),
+        A::key("project_id"),
+        A::key("tenant_id"),
+        A::new(
+            "name",
+            read::text(),
+            |h, v, _| h.name = v,
+            |h| json!(h.name),
+        )
+        .updatable(),
+        A::new(
+            "admin_state_up",
+            read::admin(),
+            |h, v, _| h.admin_state_up = v.unwrap_or(true),
+            |h| json!(h.admin_state_up),
+        )
+        .updatable(),
+        A::new(
+            "type",
+            read::one_of(HealthMonitorType::ALL),
+            |h, v, _| h.kind = v.unwrap_or(h.kind),
+            |h| json!(h.kind.as_str()),
+        )
+        .required(),
+        A::new(
+            "delay",
+            read::int(0, MAX_MONITOR_SECONDS),
+            |h, v, _| h.delay = v.unwrap_or(h.delay),
+            |h| json!(h.delay),
+        )
+        .required()
+        .updatable(),
+        A::new(
+            "timeout",
+            read::int(0, MAX_MONITOR_SECONDS),
+            |h, v, _| h.timeout = v.unwrap_or(h.timeout),
+            |h| json!(h.timeout),
+        )
+        .required()
+        .updatable(),
+        A::new(
+            "max_retries",
+            read::int(1, 10),
+            |h, v, _| h.max_retries = v.unwrap_or(h.max_retries),
+            |h| json!(h.max_retries),
+        )
+        .required()
+        .updatable(),
+        A::new(
+            "max_retries_down",
+            read::int(1, 10),
+            |h, v, _| h.max_retries_down = v.unwrap_or(3),
+            |h| json!(h.max_retries_down),
+        )
+        .updatable(),
+        A::new(
+            "http_version",
+            http_version(),
+            |h, v, _| h.http_version = v,
+            |h| json!(h.http_version),
+        )
+        .updatable(),
+        A::new(
+            "domain_name",
+            read::checked(255, validate::domain_name),
+            |h, v, _| h.domain_name = v,
+            |h| json!(h.domain_name),
+        )
+        .updatable(),
+        // Rendered by `head`.
+        A::new(
+            "tags",
+            read::tags(),
+            |h, v, _| h.tags = v.unwrap_or_default(),
+            |_| Value::Null,
+        )
+        .updatable()
+        .unrendered(),
+        // HTTP-only, read together by `apply_http` after the others.
+        A::key("http_method")
+            .updatable()
+            .rendered(|h| json!(h.http_method.map(|x| x.as_str()))),
+        A::key("url_path")
+            .updatable()
+            .rendered(|h| json!(h.url_path)),
+        A::key("expected_codes")
+            .updatable()
+            .rendered(|h| json!(h.expected_codes)),
+        A::shown("pools", |h| json!([{"id": h.pool_id}])),
+    ])
+});
+
+/// Attributes accepted on POST.
+pub fn post_keys() -> &'static [&'static str] {
+    TABLE.create_keys()
+}
 
 /// Renders a health monitor.
 pub fn render(h: &HealthMonitor) -> Map<String, Value> {
@@ -65,22 +137,7 @@ pub fn render(h: &HealthMonitor) -> Map<String, Value> {
         h.updated_at,
         &h.tags,
     );
-    m.insert("name".into(), json!(h.name));
-    m.insert("admin_state_up".into(), json!(h.admin_state_up));
-    m.insert("type".into(), json!(h.kind.as_str()));
-    m.insert("delay".into(), json!(h.delay));
-    m.insert("timeout".into(), json!(h.timeout));
-    m.insert("max_retries".into(), json!(h.max_retries));
-    m.insert("max_retries_down".into(), json!(h.max_retries_down));
-    m.insert(
-        "http_method".into(),
-        json!(h.http_method.map(|x| x.as_str())),
-    );
-    m.insert("url_path".into(), json!(h.url_path));
-    m.insert("expected_codes".into(), json!(h.expected_codes));
-    m.insert("http_version".into(), json!(h.http_version));
-    m.insert("domain_name".into(), json!(h.domain_name));
-    m.insert("pools".into(), json!([{"id": h.pool_id}]));
+    TABLE.render(h, &mut m);
     m
 }
 
@@ -90,15 +147,20 @@ fn render_doc(d: &Document) -> ApiResult<Map<String, Value>> {
 
 fn no_relations(_: &mut Map<String, Value>, _: &RelIndex) {}
 
-fn http_version(obj: &Obj<'_>) -> ApiResult<Field<f64>> {
-    Ok(match obj.raw("http_version") {
+/// `http_version`: 1.0 or 1.1.
+fn http_version() -> Reader<f64> {
+    Box::new(|obj: &Obj<'_>, key: &str| http_version_of(obj, key))
+}
+
+fn http_version_of(obj: &Obj<'_>, key: &str) -> ApiResult<Field<f64>> {
+    Ok(match obj.raw(key) {
         None => Field::Absent,
         Some(Value::Null) => Field::Null,
         Some(v) => match v.as_f64() {
             Some(x) if x == 1.0 || x == 1.1 => Field::Set(x),
             _ => {
                 return Err(ApiError::invalid(
-                    "http_version",
+                    key,
                     v,
                     "Value should be one of: 1.0, 1.1",
                 ));
@@ -181,32 +243,32 @@ fn check(h: &HealthMonitor, pool: &Pool) -> ApiResult<()> {
 }
 
 /// Reads a new health monitor of `pool`.
-pub fn parse_new(obj: &Obj<'_>, pool: &Pool) -> ApiResult<HealthMonitor> {
+pub fn parse_new(state: &AppState, obj: &Obj<'_>, pool: &Pool) -> ApiResult<HealthMonitor> {
+    // The table sets every attribute below (absent ones get their defaults).
     let mut h = HealthMonitor {
         id: Uuid::new_v4(),
         project_id: pool.project_id.clone(),
         loadbalancer_id: pool.loadbalancer_id,
         pool_id: pool.id,
-        name: text(obj, "name")?.opt(),
-        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        name: None,
+        admin_state_up: true,
         provisioning_status: ProvisioningStatus::PendingCreate,
         operating_status: OperatingStatus::Offline,
         created_at: now(),
         updated_at: None,
-        tags: tags(obj)?.or(Vec::new()),
-        kind: required("type", obj.enumerated("type", HealthMonitorType::ALL)?)?,
-        delay: required("delay", obj.int("delay", 0, MAX_MONITOR_SECONDS)?)?,
-        timeout: required("timeout", obj.int("timeout", 0, MAX_MONITOR_SECONDS)?)?,
-        max_retries: required("max_retries", obj.int("max_retries", 1, 10)?)?,
-        max_retries_down: obj.int("max_retries_down", 1, 10)?.or(3),
+        tags: Vec::new(),
+        kind: HealthMonitorType::Http,
+        delay: 0,
+        timeout: 0,
+        max_retries: 0,
+        max_retries_down: 3,
         http_method: None,
         url_path: None,
         expected_codes: None,
-        http_version: http_version(obj)?.opt(),
-        domain_name: obj
-            .checked("domain_name", 255, validate::domain_name)?
-            .opt(),
+        http_version: None,
+        domain_name: None,
     };
+    TABLE.create(obj, &mut h, &state.config, None)?;
     apply_http(&mut h, obj, true)?;
     check(&h, pool)?;
     Ok(h)
@@ -260,7 +322,12 @@ pub async fn create(
     ctx: RequestContext,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "healthmonitor", "health_monitor_", POST_KEYS)?;
+    let obj = Obj::envelope(
+        &body,
+        "healthmonitor",
+        "health_monitor_",
+        TABLE.create_keys(),
+    )?;
     let pool_id = required("pool_id", obj.uuid("pool_id")?)?;
     let (mut tx, pool, mut lb) = begin_write::<Pool>(
         &state,
@@ -270,7 +337,7 @@ pub async fn create(
     )
     .await?;
     status::check_parent_mutable(Kind::Pool, pool.id, pool.provisioning_status)?;
-    let h = parse_new(&obj, &pool)?;
+    let h = parse_new(&state, &obj, &pool)?;
     let rels = RelIndex::new(tx.relations(&[pool.id.to_string()]).await?);
     if !rels
         .children(&pool.id.to_string(), Kind::HealthMonitor)
@@ -300,7 +367,12 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "healthmonitor", "health_monitor_", PUT_KEYS)?;
+    let obj = Obj::envelope(
+        &body,
+        "healthmonitor",
+        "health_monitor_",
+        TABLE.update_keys(),
+    )?;
     for name in ["delay", "timeout", "max_retries"] {
         if matches!(obj.raw(name), Some(Value::Null)) {
             return Err(ApiError::invalid(
@@ -318,36 +390,7 @@ pub async fn update(
         .await?
         .ok_or_else(|| ApiError::not_found(Kind::Pool, &h.pool_id.to_string()))?;
     status::check_parent_mutable(Kind::Pool, pool.id, pool.provisioning_status)?;
-    if let Some(v) = text(&obj, "name")?.update() {
-        h.name = v;
-    }
-    if let Field::Set(v) = obj.bool_null_false("admin_state_up")? {
-        h.admin_state_up = v;
-    }
-    if let Field::Set(v) = obj.int("delay", 0, MAX_MONITOR_SECONDS)? {
-        h.delay = v;
-    }
-    if let Field::Set(v) = obj.int("timeout", 0, MAX_MONITOR_SECONDS)? {
-        h.timeout = v;
-    }
-    if let Field::Set(v) = obj.int("max_retries", 1, 10)? {
-        h.max_retries = v;
-    }
-    if let Some(v) = obj.int("max_retries_down", 1, 10)?.update() {
-        h.max_retries_down = v.unwrap_or(3);
-    }
-    if let Some(v) = http_version(&obj)?.update() {
-        h.http_version = v;
-    }
-    if let Some(v) = obj
-        .checked("domain_name", 255, validate::domain_name)?
-        .update()
-    {
-        h.domain_name = v;
-    }
-    if let Some(v) = tags(&obj)?.update() {
-        h.tags = v.unwrap_or_default();
-    }
+    TABLE.update(&obj, &mut h, &state.config, None)?;
     apply_http(&mut h, &obj, false)?;
     check(&h, &pool)?;
     h.provisioning_status = ProvisioningStatus::PendingUpdate;

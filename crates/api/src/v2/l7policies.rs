@@ -1,5 +1,7 @@
 //! `/v2/l7policies` (octavia-api.md §6.1).
 
+use std::sync::LazyLock;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -9,6 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
+use super::fields::{Attr, Table, read};
 use super::loadbalancers::scope_project;
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
@@ -16,35 +19,69 @@ use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing, RelIndex};
 
-/// Attributes accepted on POST.
-pub const POST_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "admin_state_up",
-    "project_id",
-    "tenant_id",
-    "listener_id",
-    "action",
-    "redirect_pool_id",
-    "redirect_url",
-    "redirect_prefix",
-    "redirect_http_code",
-    "position",
-    "tags",
-];
-const PUT_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "admin_state_up",
-    "action",
-    "redirect_pool_id",
-    "redirect_url",
-    "redirect_prefix",
-    "redirect_http_code",
-    "position",
-    "tags",
-];
 const MAX_POSITION: i64 = 2_147_483_647;
+
+/// The policy's attributes: how each is read (with its bounds), stored, updated and rendered
+/// (see [`super::fields`]). The action, redirect and position attributes are read together by
+/// the handlers (`read_redirect`, `place`): they depend on each other.
+static TABLE: LazyLock<Table<L7Policy>> = LazyLock::new(|| {
+    type A = Attr<L7Policy>;
+    Table::new(vec![
+        A::key("project_id"),
+        A::key("tenant_id"),
+        A::key("listener_id").rendered(|p| json!(p.listener_id)),
+        A::new(
+            "name",
+            read::text(),
+            |p, v, _| p.name = v,
+            |p| json!(p.name),
+        )
+        .updatable(),
+        A::new(
+            "description",
+            read::text(),
+            |p, v, _| p.description = v,
+            |p| json!(p.description),
+        )
+        .updatable(),
+        A::new(
+            "admin_state_up",
+            read::admin(),
+            |p, v, _| p.admin_state_up = v.unwrap_or(true),
+            |p| json!(p.admin_state_up),
+        )
+        .updatable(),
+        A::key("action")
+            .updatable()
+            .rendered(|p| json!(p.action.as_str())),
+        A::key("redirect_pool_id")
+            .updatable()
+            .rendered(|p| opt(&p.redirect_pool_id)),
+        A::key("redirect_url")
+            .updatable()
+            .rendered(|p| json!(p.redirect_url)),
+        A::key("redirect_prefix")
+            .updatable()
+            .rendered(|p| json!(p.redirect_prefix)),
+        A::key("redirect_http_code")
+            .updatable()
+            .rendered(|p| json!(p.redirect_http_code)),
+        A::key("position")
+            .updatable()
+            .rendered(|p| json!(p.position)),
+        // Filled by `relate`.
+        A::shown("rules", |_| json!([])),
+        // Rendered by `head`.
+        A::new(
+            "tags",
+            read::tags(),
+            |p, v, _| p.tags = v.unwrap_or_default(),
+            |_| Value::Null,
+        )
+        .updatable()
+        .unrendered(),
+    ])
+});
 
 /// Renders a policy without its rules.
 pub fn render(p: &L7Policy) -> Map<String, Value> {
@@ -57,17 +94,7 @@ pub fn render(p: &L7Policy) -> Map<String, Value> {
         p.updated_at,
         &p.tags,
     );
-    m.insert("name".into(), json!(p.name));
-    m.insert("description".into(), json!(p.description));
-    m.insert("admin_state_up".into(), json!(p.admin_state_up));
-    m.insert("listener_id".into(), json!(p.listener_id));
-    m.insert("action".into(), json!(p.action.as_str()));
-    m.insert("redirect_pool_id".into(), opt(&p.redirect_pool_id));
-    m.insert("redirect_url".into(), json!(p.redirect_url));
-    m.insert("redirect_prefix".into(), json!(p.redirect_prefix));
-    m.insert("redirect_http_code".into(), json!(p.redirect_http_code));
-    m.insert("position".into(), json!(p.position));
-    m.insert("rules".into(), json!([]));
+    TABLE.render(p, &mut m);
     m
 }
 
@@ -288,7 +315,7 @@ pub async fn create(
     ctx: RequestContext,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "l7policy", "l7policy_", POST_KEYS)?;
+    let obj = Obj::envelope(&body, "l7policy", "l7policy_", TABLE.create_keys())?;
     let listener_id = required("listener_id", obj.uuid("listener_id")?)?;
     let action = required("action", obj.enumerated("action", L7PolicyAction::ALL)?)?;
     let redirect = read_redirect(&obj)?;
@@ -306,14 +333,14 @@ pub async fn create(
         project_id: listener.project_id.clone(),
         loadbalancer_id: lb.id,
         listener_id: listener.id,
-        name: text(&obj, "name")?.opt(),
-        description: text(&obj, "description")?.opt(),
-        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        name: None,
+        description: None,
+        admin_state_up: true,
         provisioning_status: ProvisioningStatus::PendingCreate,
         operating_status: OperatingStatus::Offline,
         created_at: now(),
         updated_at: None,
-        tags: tags(&obj)?.or(Vec::new()),
+        tags: Vec::new(),
         action,
         redirect_pool_id: None,
         redirect_url: None,
@@ -321,6 +348,7 @@ pub async fn create(
         redirect_http_code: None,
         position,
     };
+    TABLE.create(&obj, &mut p, &state.config, None)?;
     apply_redirect(&mut p, redirect)?;
     check_pool(&mut tx, &p, &listener).await?;
     check_quota(&state, &mut tx, &p.project_id, Kind::L7Policy, 1).await?;
@@ -343,7 +371,7 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "l7policy", "l7policy_", PUT_KEYS)?;
+    let obj = Obj::envelope(&body, "l7policy", "l7policy_", TABLE.update_keys())?;
     if obj.is_empty() {
         return Err(ApiError::BadRequest("Invalid update options".to_owned()));
     }
@@ -355,18 +383,7 @@ pub async fn update(
         .get_resource(p.listener_id)
         .await?
         .ok_or_else(|| ApiError::not_found(Kind::Listener, &p.listener_id.to_string()))?;
-    if let Some(v) = text(&obj, "name")?.update() {
-        p.name = v;
-    }
-    if let Some(v) = text(&obj, "description")?.update() {
-        p.description = v;
-    }
-    if let Field::Set(v) = obj.bool_null_false("admin_state_up")? {
-        p.admin_state_up = v;
-    }
-    if let Some(v) = tags(&obj)?.update() {
-        p.tags = v.unwrap_or_default();
-    }
+    TABLE.update(&obj, &mut p, &state.config, None)?;
     apply_redirect(&mut p, redirect)?;
     check_pool(&mut tx, &p, &listener).await?;
     if let Field::Set(pos) = position {
@@ -423,6 +440,7 @@ pub async fn delete(
 
 /// A policy from a single-create graph (position = order in the list unless given).
 pub fn parse_single(
+    state: &AppState,
     obj: &Obj<'_>,
     listener: &Listener,
     lb: &LoadBalancer,
@@ -436,14 +454,14 @@ pub fn parse_single(
         project_id: listener.project_id.clone(),
         loadbalancer_id: lb.id,
         listener_id: listener.id,
-        name: text(obj, "name")?.opt(),
-        description: text(obj, "description")?.opt(),
-        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        name: None,
+        description: None,
+        admin_state_up: true,
         provisioning_status: ProvisioningStatus::PendingCreate,
         operating_status: OperatingStatus::Offline,
         created_at: now(),
         updated_at: None,
-        tags: tags(obj)?.or(Vec::new()),
+        tags: Vec::new(),
         action,
         redirect_pool_id: None,
         redirect_url: None,
@@ -451,6 +469,7 @@ pub fn parse_single(
         redirect_http_code: None,
         position: default_position,
     };
+    TABLE.create(obj, &mut p, &state.config, None)?;
     apply_redirect(&mut p, redirect)?;
     Ok(p)
 }
