@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use klb_model::{Kind, ProvisioningStatus};
-use klb_store::{Document, ListQuery, Relation, Stamp};
+use klb_store::{Document, DocumentKind, ListQuery, Relation, Stamp};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -210,7 +210,7 @@ impl RelIndex {
     pub fn children(&self, id: &str, kind: klb_model::Kind) -> Vec<&Relation> {
         self.by_parent
             .get(id)
-            .map(|v| v.iter().filter(|r| r.kind == kind.as_str()).collect())
+            .map(|v| v.iter().filter(|r| r.kind == kind).collect())
             .unwrap_or_default()
     }
 
@@ -218,7 +218,7 @@ impl RelIndex {
     pub fn referrers(&self, id: &str, kind: klb_model::Kind) -> Vec<&Relation> {
         self.by_ref
             .get(id)
-            .map(|v| v.iter().filter(|r| r.kind == kind.as_str()).collect())
+            .map(|v| v.iter().filter(|r| r.kind == kind).collect())
             .unwrap_or_default()
     }
 
@@ -242,6 +242,16 @@ pub struct Listing {
     pub column_filters: &'static [(&'static str, Column)],
     /// Whether rendered objects need relation lists.
     pub with_relations: bool,
+}
+
+impl Listing {
+    /// The listed kind: every API listing is of one kind (`base` is built with
+    /// `ListQuery::kind`).
+    fn kind(&self) -> ApiResult<DocumentKind> {
+        self.base
+            .kind
+            .ok_or_else(|| ApiError::Internal("a listing without a kind".into()))
+    }
 }
 
 /// A store column usable as a filter.
@@ -293,7 +303,7 @@ async fn page_query(
     if let Some(marker) = &params.marker {
         let doc = state
             .store
-            .get(&q.kind, marker)
+            .get(listing.kind()?, marker)
             .await?
             .filter(|d| {
                 listing.base.project_id.is_none() || d.project_id == listing.base.project_id
@@ -395,7 +405,7 @@ pub async fn run(
             .filter_map(|o| o.get("id").and_then(Value::as_str).map(str::to_owned))
             .collect();
         // Only pools are referenced (default pool, redirect pool); other kinds need children only.
-        let rels = if listing.base.kind == klb_model::Kind::Pool.as_str() {
+        let rels = if listing.base.kind == Some(klb_model::Kind::Pool.into()) {
             RelIndex::load(state, &ids).await?
         } else {
             RelIndex::load_children(state, &ids).await?
@@ -456,7 +466,8 @@ pub async fn respond(
         stamps.reverse();
     }
     let cache = state.store.render_cache();
-    let cache_kind = cache_kind(&listing.base.kind);
+    let kind = listing.kind()?;
+    let cache_kind = cache_kind(kind);
     let mut objects = cache.get_many::<Fragment>(&cache_kind, &stamps).await;
     let missing: Vec<String> = stamps
         .iter()
@@ -466,7 +477,7 @@ pub async fn respond(
         .collect();
     if !missing.is_empty() {
         let mut fresh: HashMap<String, Arc<Fragment>> = HashMap::with_capacity(missing.len());
-        for d in state.store.get_many(&listing.base.kind, &missing).await? {
+        for d in state.store.get_many(kind, &missing).await? {
             // Re-checked because the bodies are a second read: a document deleted or moved out
             // of scope in between is left out, as if the list had been read after that change.
             if !listing.base.include_deleted && d.status() == Some(ProvisioningStatus::Deleted) {
@@ -579,7 +590,7 @@ fn write_object(
 }
 
 /// The render cache's kind for the API's JSON of a document kind.
-fn cache_kind(kind: &str) -> String {
+fn cache_kind(kind: DocumentKind) -> String {
     format!("api-json/{kind}")
 }
 
@@ -598,7 +609,7 @@ fn json_response(body: Vec<u8>) -> Response {
 /// The cached rendering of `doc` (rendered and cached on a miss).
 async fn fragment(state: &AppState, doc: &Document, render: RenderFn) -> ApiResult<Arc<Fragment>> {
     let cache = state.store.render_cache();
-    let cache_kind = cache_kind(&doc.kind);
+    let cache_kind = cache_kind(doc.kind);
     let stamp = doc.stamp();
     if let Some(f) = cache.get::<Fragment>(&cache_kind, &stamp).await {
         return Ok(f);

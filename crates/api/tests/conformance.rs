@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::Request;
 use chrono::{DateTime, Utc};
 use klb_api::{ProviderDriver, ProviderDrivers};
+use klb_model::Kind;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -40,7 +41,7 @@ async fn admin(app: &App, method: &str, path: &str, body: Option<Value>) -> Resp
 }
 
 /// The stored `updated_at` (microseconds; the API renders whole seconds).
-async fn stored_updated_at(app: &App, kind: &str, id: &str) -> Option<DateTime<Utc>> {
+async fn stored_updated_at(app: &App, kind: Kind, id: &str) -> Option<DateTime<Utc>> {
     let doc = app.store.get(kind, id).await.unwrap().unwrap();
     let body: Value = serde_json::from_str(&doc.body).unwrap();
     body["updated_at"].as_str().map(|s| s.parse().unwrap())
@@ -105,13 +106,20 @@ async fn updated_at_is_set_by_every_status_change() {
     ];
     let mut made: Vec<(String, String, String)> = Vec::new();
     for (kind, env, path, body) in creates {
-        let before = stored_updated_at(&app, "loadbalancer", &lb).await.unwrap();
+        let before = stored_updated_at(&app, Kind::LoadBalancer, &lb)
+            .await
+            .unwrap();
         let mut envelope = serde_json::Map::new();
         envelope.insert(env.to_owned(), body);
         let b = app.post(&path, Value::Object(envelope)).await.expect(201);
         assert_eq!(b[env]["updated_at"], Value::Null, "{kind} just inserted");
         let id = b[env]["id"].as_str().unwrap().to_owned();
-        assert!(stored_updated_at(&app, "loadbalancer", &lb).await.unwrap() > before);
+        assert!(
+            stored_updated_at(&app, Kind::LoadBalancer, &lb)
+                .await
+                .unwrap()
+                > before
+        );
         app.settle().await;
         let shown = app.get(&format!("{path}/{id}")).await.expect(200);
         assert_eq!(shown[env]["provisioning_status"], "ACTIVE");
@@ -178,14 +186,14 @@ async fn updated_at_is_set_by_every_status_change() {
     }
 
     // A failed change stamps ERROR too; so does the delete's PENDING_DELETE.
-    let before = stored_updated_at(&app, "member", mid).await.unwrap();
+    let before = stored_updated_at(&app, Kind::Member, mid).await.unwrap();
     app.put(
         &format!("/v2/lbaas/pools/{pool}/members/{mid}"),
         json!({"member": {"weight": 5}}),
     )
     .await
     .expect(200);
-    let pending = stored_updated_at(&app, "member", mid).await.unwrap();
+    let pending = stored_updated_at(&app, Kind::Member, mid).await.unwrap();
     assert!(pending > before);
     app.fail_jobs("boom").await;
     let shown = app
@@ -193,17 +201,17 @@ async fn updated_at_is_set_by_every_status_change() {
         .await
         .expect(200);
     assert_eq!(shown["member"]["provisioning_status"], "ERROR");
-    assert!(stored_updated_at(&app, "member", mid).await.unwrap() > pending);
-    let before = stored_updated_at(&app, "l7rule", rid).await.unwrap();
+    assert!(stored_updated_at(&app, Kind::Member, mid).await.unwrap() > pending);
+    let before = stored_updated_at(&app, Kind::L7Rule, rid).await.unwrap();
     app.delete(&format!("/v2/lbaas/l7policies/{pid}/rules/{rid}"))
         .await
         .expect(204);
-    assert!(stored_updated_at(&app, "l7rule", rid).await.unwrap() > before);
+    assert!(stored_updated_at(&app, Kind::L7Rule, rid).await.unwrap() > before);
     app.settle().await;
 
     // A listener whose default pool goes away is written as well.
     let default_pool = app.pool(&lb, Some(&listener)).await;
-    let before = stored_updated_at(&app, "listener", &listener)
+    let before = stored_updated_at(&app, Kind::Listener, &listener)
         .await
         .unwrap();
     app.delete(&format!("/v2/lbaas/pools/{default_pool}"))
@@ -216,7 +224,7 @@ async fn updated_at_is_set_by_every_status_change() {
         .expect(200);
     assert_eq!(l["listener"]["default_pool_id"], Value::Null);
     assert!(
-        stored_updated_at(&app, "listener", &listener)
+        stored_updated_at(&app, Kind::Listener, &listener)
             .await
             .unwrap()
             > before

@@ -22,8 +22,8 @@ mod local;
 mod reference;
 
 pub use local::{
-    CONTAINER_KIND, ContainerMeta, LocalSecrets, MAX_PAYLOAD_BYTES, NewContainer, NewSecret,
-    SECRET_KIND, SecretMeta, SecretsError,
+    ContainerMeta, LocalSecrets, MAX_PAYLOAD_BYTES, NewContainer, NewSecret, SecretMeta,
+    SecretsError,
 };
 pub use reference::{Reference, ReferenceKind};
 

@@ -8,17 +8,13 @@
 use async_trait::async_trait;
 use base64::Engine as _;
 use klb_proto::SecretPem;
-use klb_store::{Document, ListQuery, Store};
+use klb_store::{Document, DocumentKind, ListQuery, Store};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::bundle::{self, ServerBundle};
 use crate::{CertError, CertUsage, CertificateManager, Reference, ReferenceKind};
 
-/// Document kind of a secret (id = secret UUID).
-pub const SECRET_KIND: &str = "secret";
-/// Document kind of a container (id = container UUID).
-pub const CONTAINER_KIND: &str = "secretcontainer";
 /// Largest payload accepted (Barbican's `max_allowed_secret_in_bytes` is 20,000; certificate
 /// chains in PKCS#12 can be larger).
 pub const MAX_PAYLOAD_BYTES: usize = 65_536;
@@ -170,7 +166,8 @@ impl LocalSecrets {
             meta: meta.clone(),
             payload: base64::engine::general_purpose::STANDARD.encode(&secret.payload),
         };
-        self.insert(SECRET_KIND, meta.id, project_id, &body).await?;
+        self.insert(DocumentKind::Secret, meta.id, project_id, &body)
+            .await?;
         Ok(meta)
     }
 
@@ -188,7 +185,7 @@ impl LocalSecrets {
     pub async fn find_secret(&self, id: Uuid) -> Result<Option<SecretMeta>, SecretsError> {
         Ok(self
             .store
-            .get(SECRET_KIND, &id.to_string())
+            .get(DocumentKind::Secret, &id.to_string())
             .await?
             .and_then(|d| serde_json::from_str::<SecretBody>(&d.body).ok())
             .map(|b| b.meta))
@@ -211,7 +208,7 @@ impl LocalSecrets {
 
     /// The project's secrets, oldest first.
     pub async fn secrets(&self, project_id: &str) -> Result<Vec<SecretMeta>, SecretsError> {
-        let docs = self.list(SECRET_KIND, project_id).await?;
+        let docs = self.list(DocumentKind::Secret, project_id).await?;
         Ok(docs
             .iter()
             .filter_map(|d| serde_json::from_str::<SecretBody>(&d.body).ok())
@@ -221,7 +218,7 @@ impl LocalSecrets {
 
     /// Deletes a secret; false when the project has no such secret.
     pub async fn delete_secret(&self, project_id: &str, id: Uuid) -> Result<bool, SecretsError> {
-        self.delete(SECRET_KIND, project_id, id).await
+        self.delete(DocumentKind::Secret, project_id, id).await
     }
 
     /// Stores a container whose refs all name secrets of `project_id` (no creator recorded).
@@ -294,7 +291,7 @@ impl LocalSecrets {
             created: now(),
             creator_id: creator_id.map(str::to_owned),
         };
-        self.insert(CONTAINER_KIND, meta.id, project_id, &meta)
+        self.insert(DocumentKind::SecretContainer, meta.id, project_id, &meta)
             .await?;
         Ok(meta)
     }
@@ -306,7 +303,7 @@ impl LocalSecrets {
         id: Uuid,
     ) -> Result<Option<ContainerMeta>, SecretsError> {
         Ok(self
-            .owned(CONTAINER_KIND, project_id, id)
+            .owned(DocumentKind::SecretContainer, project_id, id)
             .await?
             .and_then(|d| serde_json::from_str(&d.body).ok()))
     }
@@ -315,14 +312,14 @@ impl LocalSecrets {
     pub async fn find_container(&self, id: Uuid) -> Result<Option<ContainerMeta>, SecretsError> {
         Ok(self
             .store
-            .get(CONTAINER_KIND, &id.to_string())
+            .get(DocumentKind::SecretContainer, &id.to_string())
             .await?
             .and_then(|d| serde_json::from_str(&d.body).ok()))
     }
 
     /// The project's containers, oldest first.
     pub async fn containers(&self, project_id: &str) -> Result<Vec<ContainerMeta>, SecretsError> {
-        let docs = self.list(CONTAINER_KIND, project_id).await?;
+        let docs = self.list(DocumentKind::SecretContainer, project_id).await?;
         Ok(docs
             .iter()
             .filter_map(|d| serde_json::from_str(&d.body).ok())
@@ -331,7 +328,8 @@ impl LocalSecrets {
 
     /// Deletes a container (not its secrets); false when the project has no such container.
     pub async fn delete_container(&self, project_id: &str, id: Uuid) -> Result<bool, SecretsError> {
-        self.delete(CONTAINER_KIND, project_id, id).await
+        self.delete(DocumentKind::SecretContainer, project_id, id)
+            .await
     }
 
     async fn secret_body(
@@ -340,7 +338,7 @@ impl LocalSecrets {
         id: Uuid,
     ) -> Result<Option<SecretBody>, SecretsError> {
         Ok(self
-            .owned(SECRET_KIND, project_id, id)
+            .owned(DocumentKind::Secret, project_id, id)
             .await?
             .and_then(|d| serde_json::from_str(&d.body).ok()))
     }
@@ -349,7 +347,7 @@ impl LocalSecrets {
     /// indistinguishable from a missing one).
     async fn owned(
         &self,
-        kind: &str,
+        kind: DocumentKind,
         project_id: &str,
         id: Uuid,
     ) -> Result<Option<Document>, SecretsError> {
@@ -360,11 +358,15 @@ impl LocalSecrets {
             .filter(|d| d.project_id.as_deref() == Some(project_id)))
     }
 
-    async fn list(&self, kind: &str, project_id: &str) -> Result<Vec<Document>, SecretsError> {
+    async fn list(
+        &self,
+        kind: DocumentKind,
+        project_id: &str,
+    ) -> Result<Vec<Document>, SecretsError> {
         Ok(self
             .store
             .list(&ListQuery {
-                kind: kind.to_owned(),
+                kind: Some(kind),
                 project_id: Some(project_id.to_owned()),
                 ..Default::default()
             })
@@ -373,7 +375,7 @@ impl LocalSecrets {
 
     async fn insert(
         &self,
-        kind: &str,
+        kind: DocumentKind,
         id: Uuid,
         project_id: &str,
         body: &impl Serialize,
@@ -392,7 +394,12 @@ impl LocalSecrets {
         Ok(())
     }
 
-    async fn delete(&self, kind: &str, project_id: &str, id: Uuid) -> Result<bool, SecretsError> {
+    async fn delete(
+        &self,
+        kind: DocumentKind,
+        project_id: &str,
+        id: Uuid,
+    ) -> Result<bool, SecretsError> {
         if self.owned(kind, project_id, id).await?.is_none() {
             return Ok(false);
         }
@@ -669,7 +676,9 @@ mod tests {
             "content_type": "text/plain", "created": "2025-01-01T00:00:00Z",
             "payload": base64::engine::general_purpose::STANDARD.encode("old"),
         });
-        s.insert(SECRET_KIND, old, "p1", &body).await.unwrap();
+        s.insert(DocumentKind::Secret, old, "p1", &body)
+            .await
+            .unwrap();
         let meta = s.secret("p1", old).await.unwrap().expect("readable");
         assert_eq!(meta.creator_id, None);
         assert_eq!(
@@ -681,7 +690,9 @@ mod tests {
             "id": cold, "project_id": "p1", "name": null, "container_type": "generic",
             "secrets": [], "created": "2025-01-01T00:00:00Z",
         });
-        s.insert(CONTAINER_KIND, cold, "p1", &body).await.unwrap();
+        s.insert(DocumentKind::SecretContainer, cold, "p1", &body)
+            .await
+            .unwrap();
         assert_eq!(
             s.container("p1", cold).await.unwrap().unwrap().creator_id,
             None

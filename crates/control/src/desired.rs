@@ -45,13 +45,13 @@ impl Graph {
     pub fn from_documents(lb_id: &str, docs: &[Document]) -> Result<Graph, DesiredError> {
         fn all<T: Resource>(docs: &[Document]) -> Result<Vec<T>, StoreError> {
             docs.iter()
-                .filter(|d| d.kind == T::KIND.as_str())
+                .filter(|d| d.kind == T::KIND)
                 .map(Document::decode)
                 .collect()
         }
         let load_balancer = docs
             .iter()
-            .find(|d| d.kind == Kind::LoadBalancer.as_str())
+            .find(|d| d.kind == Kind::LoadBalancer)
             .ok_or_else(|| DesiredError::Missing(lb_id.to_owned()))?
             .decode()?;
         Ok(Graph {

@@ -12,13 +12,13 @@ use klb_certs::{CertError, CertUsage, CertificateManager};
 use klb_flow::StepError;
 use klb_flow::lb::{LbBackend, LbResources, Vm};
 use klb_model::{Kind, LbVm, LbVmStatus, ProvisioningStatus};
-use klb_store::{Document, ListQuery, Store};
+use klb_store::{Document, DocumentKind, ListQuery, Store};
 use uuid::Uuid;
 
 use crate::desired::{self, DataPlane, Graph, VmPlan};
 
 /// Kind of the document recording an LB's cloud resources (id = load balancer id).
-pub const RESOURCES_KIND: &str = "lbresources";
+pub const RESOURCES_KIND: DocumentKind = DocumentKind::LbResources;
 
 /// The LB VM record id of a compute server (the amphora id the API shows).
 pub fn vm_record_id(server_id: &str) -> Uuid {
@@ -163,7 +163,7 @@ impl LbBackend for StoreBackend {
         }
         let existing = tx
             .list(&ListQuery {
-                kind: Kind::LbVm.as_str().to_owned(),
+                kind: Some(Kind::LbVm.into()),
                 loadbalancer_id: Some(lb_id.to_owned()),
                 ..Default::default()
             })
@@ -176,7 +176,7 @@ impl LbBackend for StoreBackend {
             .collect();
         for doc in &existing {
             if !wanted.iter().any(|id| id.to_string() == doc.id) {
-                tx.delete(&doc.kind, &doc.id).await.map_err(step_error)?;
+                tx.delete(doc.kind, &doc.id).await.map_err(step_error)?;
             }
         }
         for vm in &resources.vms {
@@ -204,7 +204,7 @@ impl LbBackend for StoreBackend {
         tx.delete(RESOURCES_KIND, lb_id).await.map_err(step_error)?;
         let vms = tx
             .list(&ListQuery {
-                kind: Kind::LbVm.as_str().to_owned(),
+                kind: Some(Kind::LbVm.into()),
                 loadbalancer_id: Some(lb_id.to_owned()),
                 include_deleted: true,
                 ..Default::default()
@@ -212,7 +212,7 @@ impl LbBackend for StoreBackend {
             .await
             .map_err(step_error)?;
         for doc in vms {
-            tx.delete(&doc.kind, &doc.id).await.map_err(step_error)?;
+            tx.delete(doc.kind, &doc.id).await.map_err(step_error)?;
         }
         tx.commit().await.map_err(step_error)
     }
@@ -314,7 +314,7 @@ mod tests {
         booting.active = false;
         let read = |store: Store, id: Uuid| async move {
             let doc = store
-                .get(Kind::LbVm.as_str(), &id.to_string())
+                .get(Kind::LbVm, &id.to_string())
                 .await
                 .unwrap()
                 .unwrap();

@@ -154,7 +154,7 @@ pub async fn request_scale_out(store: &Store, lb_id: Uuid) -> Result<bool, klb_s
     tx.enqueue_job(NewJob {
         loadbalancer_id: lb_id.to_string(),
         op: JobOp::Update,
-        target_kind: Kind::LoadBalancer.as_str().to_owned(),
+        target_kind: Kind::LoadBalancer,
         target_id: lb_id.to_string(),
         payload: Some(
             JobPayload {

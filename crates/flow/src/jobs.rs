@@ -35,11 +35,11 @@ pub async fn requests_for_job(
     max_vms: u32,
 ) -> Result<Vec<RunRequest>, FlowError> {
     let lb_id = job.loadbalancer_id.as_str();
-    let lb: Option<LoadBalancer> = match store.get(Kind::LoadBalancer.as_str(), lb_id).await? {
+    let lb: Option<LoadBalancer> = match store.get(Kind::LoadBalancer, lb_id).await? {
         Some(doc) => Some(doc.decode()?),
         None => None,
     };
-    let is_lb = job.target_kind == Kind::LoadBalancer.as_str();
+    let is_lb = job.target_kind == Kind::LoadBalancer;
     let payload = JobPayload::of(job);
     let mut req = match (job.op, is_lb) {
         (JobOp::Delete, true) => LbInput::delete(lb_id).request(FlowKind::DeleteLb),
@@ -60,7 +60,7 @@ pub async fn requests_for_job(
         // One LB VM (the health manager's request): its index from the server's metadata.
         // The amphora API's delete of an LB VM (allowed in ERROR) replaces it too, so the LB
         // keeps its size and no server is orphaned.
-        (JobOp::Failover | JobOp::Delete, false) if job.target_kind == Kind::LbVm.as_str() => {
+        (JobOp::Failover | JobOp::Delete, false) if job.target_kind == Kind::LbVm => {
             let index = vm_index(store, env, &job.target_id).await?;
             LbInput::failover(lb_id, index).request(FlowKind::FailoverVm)
         }
@@ -159,7 +159,7 @@ impl JobPayload {
 /// job failing on every health-manager tick.
 async fn vm_index(store: &Store, env: &LbEnv, lb_vm_id: &str) -> Result<u32, FlowError> {
     let doc = store
-        .get(Kind::LbVm.as_str(), lb_vm_id)
+        .get(Kind::LbVm, lb_vm_id)
         .await?
         .ok_or_else(|| FlowError::Input(format!("LB VM {lb_vm_id} is not recorded")))?;
     let vm: klb_model::LbVm = doc.decode()?;
@@ -195,7 +195,7 @@ async fn vm_index(store: &Store, env: &LbEnv, lb_vm_id: &str) -> Result<u32, Flo
 async fn listener_ports(store: &Store, lb_id: &str) -> Result<Vec<ListenerPort>, FlowError> {
     let mut ports = Vec::new();
     for doc in store.graph(lb_id).await? {
-        if doc.kind != Kind::Listener.as_str() {
+        if doc.kind != Kind::Listener {
             continue;
         }
         let l: Listener = doc.decode()?;

@@ -74,7 +74,7 @@ impl HealthManager {
         received: &HashMap<String, Received>,
     ) -> Result<(), StoreError> {
         let graph = self.store.graph(lb_id).await?;
-        let Some(lb_doc) = graph.iter().find(|d| d.kind == Kind::LoadBalancer.as_str()) else {
+        let Some(lb_doc) = graph.iter().find(|d| d.kind == Kind::LoadBalancer) else {
             // Deleted: nothing to judge any more.
             self.reports.forget_lb(lb_id).await;
             return Ok(());
@@ -83,7 +83,7 @@ impl HealthManager {
         let vms: Vec<LbVm> = self
             .store
             .list(&ListQuery {
-                kind: Kind::LbVm.as_str().to_owned(),
+                kind: Some(Kind::LbVm.into()),
                 loadbalancer_id: Some(lb_id.to_owned()),
                 ..Default::default()
             })
@@ -218,7 +218,7 @@ impl HealthManager {
         tx.enqueue_job(NewJob {
             loadbalancer_id: lb.id.to_string(),
             op: JobOp::Failover,
-            target_kind: Kind::LbVm.as_str().to_owned(),
+            target_kind: Kind::LbVm,
             target_id: vm_id.to_owned(),
             payload: Some(serde_json::json!({ "reason": "heartbeat missed" }).to_string()),
         })
@@ -236,7 +236,7 @@ fn decode_kind<T: klb_model::Resource>(
 ) -> Result<Vec<T>, StoreError> {
     graph
         .iter()
-        .filter(|d| d.kind == kind.as_str())
+        .filter(|d| d.kind == kind)
         .map(Document::decode)
         .collect()
 }
@@ -265,7 +265,7 @@ async fn set_status<T: Observed>(
     new: OperatingStatus,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    let Some(mut doc) = tx.get_for_update(T::KIND.as_str(), &id.to_string()).await? else {
+    let Some(mut doc) = tx.get_for_update(T::KIND, &id.to_string()).await? else {
         return Ok(());
     };
     let mut value: T = match doc.decode() {
@@ -277,7 +277,7 @@ async fn set_status<T: Observed>(
     };
     value.set_operating_status(new, at);
     doc.body = serde_json::to_string(&value).map_err(|source| StoreError::Encode {
-        kind: T::KIND.as_str().to_owned(),
+        kind: T::KIND.into(),
         source,
     })?;
     tx.update(&mut doc).await

@@ -193,7 +193,7 @@ impl WriteBatch {
                 self.ops.iter().find(|o| matches!(o, WriteOp::Insert(_)))
         {
             return StoreError::Duplicate {
-                kind: doc.kind.clone(),
+                kind: doc.kind,
                 id: doc.id.clone(),
             };
         }

@@ -5,14 +5,15 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::StoreError;
+use crate::kind::{self, DocumentKind};
 
 /// One stored object. `body` is the JSON document; the other fields are indexed columns.
 /// For LB-graph kinds (klb-model [`Resource`]s) the body has top-level `provisioning_status`
 /// and `updated_at` keys, which [`crate::Store::settle_job`] rewrites.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
-    /// Kind, e.g. `loadbalancer` or `flavor`.
-    pub kind: String,
+    /// What the document is.
+    pub kind: DocumentKind,
     /// Primary key within the kind (a UUID for LB-graph kinds; any string otherwise).
     pub id: String,
     /// Owning project, if any.
@@ -39,7 +40,7 @@ pub struct Document {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Relation {
     /// Kind of the pointing document.
-    pub kind: String,
+    pub kind: DocumentKind,
     /// Its id.
     pub id: String,
     /// Its parent id.
@@ -65,8 +66,8 @@ pub struct Stamp {
 /// A list query on one kind. Results are ordered by `(created_at, id)`.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
-    /// Kind to list.
-    pub kind: String,
+    /// Kind to list (`None`: every kind).
+    pub kind: Option<DocumentKind>,
     /// Only this project.
     pub project_id: Option<String>,
     /// Only this load balancer graph.
@@ -88,9 +89,9 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// All documents of a kind.
-    pub fn kind(kind: &str) -> Self {
+    pub fn kind(kind: impl Into<DocumentKind>) -> Self {
         ListQuery {
-            kind: kind.to_owned(),
+            kind: Some(kind.into()),
             ..Default::default()
         }
     }
@@ -100,9 +101,9 @@ impl Document {
     /// A new document outside the LB graph (no parent, reference, position or provisioning
     /// status), created now, version 1: configuration and bookkeeping kinds (quotas, secrets,
     /// statistics, cloud resource records).
-    pub fn new(kind: &str, id: &str, project_id: Option<&str>, body: String) -> Document {
+    pub fn new(kind: DocumentKind, id: &str, project_id: Option<&str>, body: String) -> Document {
         Document {
-            kind: kind.to_owned(),
+            kind,
             id: id.to_owned(),
             project_id: project_id.map(str::to_owned),
             loadbalancer_id: None,
@@ -119,11 +120,11 @@ impl Document {
     /// Builds the row for a model resource (version 1, for a first insert).
     pub fn from_resource<T: Resource>(value: &T) -> Result<Document, StoreError> {
         let body = serde_json::to_string(value).map_err(|source| StoreError::Encode {
-            kind: T::KIND.as_str().to_owned(),
+            kind: T::KIND.into(),
             source,
         })?;
         Ok(Document {
-            kind: T::KIND.as_str().to_owned(),
+            kind: T::KIND.into(),
             id: value.id().to_string(),
             project_id: value.project_id().map(str::to_owned),
             loadbalancer_id: value.loadbalancer_id().map(|u| u.to_string()),
@@ -140,7 +141,7 @@ impl Document {
     /// Decodes the body as a model resource.
     pub fn decode<T: Resource>(&self) -> Result<T, StoreError> {
         serde_json::from_str(&self.body).map_err(|source| StoreError::Decode {
-            kind: self.kind.clone(),
+            kind: self.kind,
             id: self.id.clone(),
             source,
         })
@@ -163,8 +164,9 @@ impl Document {
     pub(crate) const COLUMNS: &'static str = "kind, id, project_id, loadbalancer_id, parent_id, ref_id, position, provisioning_status, created_at, version, body";
 
     pub(crate) fn from_row(row: &AnyRow) -> Result<Document, sqlx::Error> {
+        let kind: String = row.try_get(0)?;
         Ok(Document {
-            kind: row.try_get(0)?,
+            kind: kind::decode(&kind)?,
             id: row.try_get(1)?,
             project_id: row.try_get(2)?,
             loadbalancer_id: row.try_get(3)?,
@@ -185,7 +187,7 @@ impl Document {
     ) -> Result<(), StoreError> {
         let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&self.body)
             .map_err(|source| StoreError::Decode {
-                kind: self.kind.clone(),
+                kind: self.kind,
                 id: self.id.clone(),
                 source,
             })?;
@@ -199,8 +201,9 @@ impl Document {
 
 impl Relation {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Relation, sqlx::Error> {
+        let kind: String = row.try_get(0)?;
         Ok(Relation {
-            kind: row.try_get(0)?,
+            kind: kind::decode(&kind)?,
             id: row.try_get(1)?,
             parent_id: row.try_get(2)?,
             ref_id: row.try_get(3)?,

@@ -34,7 +34,7 @@ pub enum StoreError {
     #[error("{kind} {id} was changed concurrently (expected version {expected})")]
     VersionConflict {
         /// Document kind.
-        kind: String,
+        kind: crate::DocumentKind,
         /// Document id.
         id: String,
         /// The version the caller read.
@@ -44,7 +44,7 @@ pub enum StoreError {
     #[error("{kind} {id} already exists")]
     Duplicate {
         /// Document kind.
-        kind: String,
+        kind: crate::DocumentKind,
         /// Document id.
         id: String,
     },
@@ -52,7 +52,7 @@ pub enum StoreError {
     #[error("stored {kind} {id} cannot be decoded")]
     Decode {
         /// Document kind.
-        kind: String,
+        kind: crate::DocumentKind,
         /// Document id.
         id: String,
         #[source]
@@ -62,7 +62,7 @@ pub enum StoreError {
     #[error("cannot encode {kind} for storage")]
     Encode {
         /// Document kind.
-        kind: String,
+        kind: crate::DocumentKind,
         #[source]
         source: serde_json::Error,
     },
@@ -104,7 +104,7 @@ impl StoreError {
     /// The conflict of a versioned write of `doc` (read at `doc.version`).
     pub(crate) fn conflict(doc: &crate::Document) -> StoreError {
         StoreError::VersionConflict {
-            kind: doc.kind.clone(),
+            kind: doc.kind,
             id: doc.id.clone(),
             expected: doc.version,
         }

@@ -11,6 +11,7 @@
 //! - [`crate::Store::settle_job`] ends a job: success deletes the row; failure keeps it with
 //!   `state = failed` and `last_error` so operators can see why the object is `ERROR`.
 
+use klb_model::Kind;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -93,8 +94,8 @@ pub struct Job {
     pub loadbalancer_id: String,
     /// Operation.
     pub op: JobOp,
-    /// Kind of the target object (`loadbalancer`, `listener`, `pool`, ...).
-    pub target_kind: String,
+    /// Kind of the target object (load balancer, listener, pool, ..., LB VM).
+    pub target_kind: Kind,
     /// Id of the target object.
     pub target_id: String,
     /// State.
@@ -121,7 +122,7 @@ pub struct NewJob {
     /// Operation.
     pub op: JobOp,
     /// Target kind.
-    pub target_kind: String,
+    pub target_kind: Kind,
     /// Target id.
     pub target_id: String,
     /// Optional JSON payload.
@@ -147,12 +148,15 @@ impl Job {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Job, sqlx::Error> {
         let op: String = row.try_get(2)?;
         let state: String = row.try_get(5)?;
+        let target_kind: String = row.try_get(3)?;
         Ok(Job {
             id: row.try_get(0)?,
             loadbalancer_id: row.try_get(1)?,
             op: JobOp::parse(&op)
                 .ok_or_else(|| sqlx::Error::Decode(format!("unknown job op {op}").into()))?,
-            target_kind: row.try_get(3)?,
+            target_kind: Kind::parse(&target_kind).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown job target kind {target_kind}").into())
+            })?,
             target_id: row.try_get(4)?,
             state: JobState::parse(&state),
             lease_owner: row.try_get(6)?,

@@ -3,9 +3,9 @@
 //!
 //! Shape: every resource is a JSON [`Document`] in the `resources` table, keyed by
 //! `(kind, id)`, with indexed columns for project, load balancer, parent, a secondary
-//! reference and the provisioning status, plus a version for optimistic concurrency. Any crate
-//! can keep its own kinds there (quotas, flavors, LB VMs, ...) through the generic document API
-//! without touching this crate. The `jobs` table is the outbox and the provider interface: the
+//! reference and the provisioning status, plus a version for optimistic concurrency. Other
+//! crates keep their own kinds there (quotas, flavors, secrets, ...) through the generic
+//! document API; every kind the table holds is a [`DocumentKind`] variant. The `jobs` table is the outbox and the provider interface: the
 //! API writes a job in the same transaction that sets `PENDING_*`, a worker claims it with a
 //! lease ([`Store::claim_job`]) and [`Store::settle_job`] applies Octavia's completion rules.
 //!
@@ -19,11 +19,13 @@ mod cache;
 mod document;
 mod error;
 mod jobs;
+mod kind;
 mod store;
 
 pub use batch::WriteBatch;
 pub use cache::{DEFAULT_CACHE_BYTES, RenderCache};
 pub use document::{Document, ListQuery, Relation, Stamp};
+pub use kind::DocumentKind;
 
 /// Kind of the per-load-balancer statistics document (id = load balancer id) that the health
 /// manager writes from heartbeats and the API's `/stats` endpoints read. Body:
@@ -31,7 +33,7 @@ pub use document::{Document, ListQuery, Relation, Stamp};
 /// "amphorae": {VM_ID: {LISTENER_ID: COUNTERS}}}` (summed over the LB VMs, and each VM's own)
 /// with Octavia's counter names (`bytes_in`, `bytes_out`, `active_connections`,
 /// `total_connections`, `request_errors`).
-pub const STATS_KIND: &str = "lbstats";
+pub const STATS_KIND: DocumentKind = DocumentKind::LbStats;
 pub use error::StoreError;
 pub use jobs::{Job, JobOp, JobState, NewJob, Outcome};
 pub use store::{Backend, Store, StoreOptions, WriteTx};

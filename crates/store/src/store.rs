@@ -17,6 +17,7 @@ use crate::cache::{DEFAULT_CACHE_BYTES, RenderCache};
 use crate::document::{Document, ListQuery, Relation, Stamp};
 use crate::error::query;
 use crate::jobs::{Job, NewJob, Outcome};
+use crate::kind::DocumentKind;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -256,13 +257,17 @@ impl Store {
     }
 
     /// One document by kind and id (`DELETED` rows included; callers decide).
-    pub async fn get(&self, kind: &str, id: &str) -> Result<Option<Document>, StoreError> {
+    pub async fn get(
+        &self,
+        kind: impl Into<DocumentKind>,
+        id: &str,
+    ) -> Result<Option<Document>, StoreError> {
         let sql = format!(
             "SELECT {} FROM resources WHERE kind = $1 AND id = $2",
             Document::COLUMNS
         );
         let row = sqlx::query(&sql)
-            .bind(kind)
+            .bind(kind.into().as_str())
             .bind(id)
             .fetch_optional(&self.inner.reader)
             .await
@@ -274,7 +279,7 @@ impl Store {
 
     /// One model resource by id; `None` when absent or `DELETED`.
     pub async fn get_resource<T: Resource>(&self, id: Uuid) -> Result<Option<T>, StoreError> {
-        match self.get(T::KIND.as_str(), &id.to_string()).await? {
+        match self.get(T::KIND, &id.to_string()).await? {
             Some(doc) if doc.status() != Some(ProvisioningStatus::Deleted) => {
                 Ok(Some(doc.decode()?))
             }
@@ -294,7 +299,7 @@ impl Store {
         if let Some(stamps) = self.list_stamps_joined(q).await? {
             return Ok(stamps);
         }
-        debug!(kind = %q.kind, "stamps not splittable, listing them row by row");
+        debug!(kind = ?q.kind, "stamps not splittable, listing them row by row");
         let (sql, binds) = list_sql("id, created_at, version", q);
         let mut stmt = sqlx::query(&sql);
         for b in &binds {
@@ -348,7 +353,12 @@ impl Store {
 
     /// Documents of `kind` with the given ids (`DELETED` ones included), in no particular
     /// order; absent ids are skipped.
-    pub async fn get_many(&self, kind: &str, ids: &[String]) -> Result<Vec<Document>, StoreError> {
+    pub async fn get_many(
+        &self,
+        kind: impl Into<DocumentKind>,
+        ids: &[String],
+    ) -> Result<Vec<Document>, StoreError> {
+        let kind = kind.into().as_str();
         let mut docs = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let sql = format!(
@@ -585,13 +595,13 @@ impl Store {
                 let pending =
                     pending_of(&mut tx.tx, std::slice::from_ref(&job.loadbalancer_id)).await?;
                 Self::fail_job_row(tx, job, reason).await?;
-                let target_is_lb = job.target_kind == Kind::LoadBalancer.as_str();
+                let target_is_lb = job.target_kind == Kind::LoadBalancer;
                 for mut doc in pending {
                     let is_target = doc.id == job.target_id && doc.kind == job.target_kind;
                     let only_locked = !is_target
                         && doc.status() == Some(ProvisioningStatus::PendingUpdate)
-                        && ((doc.kind == Kind::LoadBalancer.as_str() && !target_is_lb)
-                            || doc.kind == Kind::Listener.as_str());
+                        && ((doc.kind == Kind::LoadBalancer && !target_is_lb)
+                            || doc.kind == Kind::Listener);
                     if only_locked {
                         tx.set_status(&mut doc, ProvisioningStatus::Active, None)
                             .await?;
@@ -742,8 +752,8 @@ fn list_sql(columns: &str, q: &ListQuery) -> (String, Vec<String>) {
         binds.push(v.to_owned());
         sql.push_str(&format!(" AND {col} = ${}", binds.len()));
     };
-    if !q.kind.is_empty() {
-        cond(&mut sql, "kind", &q.kind);
+    if let Some(kind) = q.kind {
+        cond(&mut sql, "kind", kind.as_str());
     }
     if let Some(v) = &q.project_id {
         cond(&mut sql, "project_id", v);
@@ -837,7 +847,7 @@ impl WriteTx {
     /// needs no row lock: this transaction is the only writer).
     pub async fn get_for_update(
         &mut self,
-        kind: &str,
+        kind: impl Into<DocumentKind>,
         id: &str,
     ) -> Result<Option<Document>, StoreError> {
         let lock = match self.backend {
@@ -849,7 +859,7 @@ impl WriteTx {
             Document::COLUMNS
         );
         let row = sqlx::query(&sql)
-            .bind(kind)
+            .bind(kind.into().as_str())
             .bind(id)
             .fetch_optional(&mut *self.tx)
             .await
@@ -861,10 +871,7 @@ impl WriteTx {
 
     /// [`WriteTx::get_for_update`] decoded as a model resource; `None` if absent or DELETED.
     pub async fn get_resource<T: Resource>(&mut self, id: Uuid) -> Result<Option<T>, StoreError> {
-        match self
-            .get_for_update(T::KIND.as_str(), &id.to_string())
-            .await?
-        {
+        match self.get_for_update(T::KIND, &id.to_string()).await? {
             Some(doc) if doc.status() != Some(ProvisioningStatus::Deleted) => {
                 Ok(Some(doc.decode()?))
             }
@@ -882,7 +889,7 @@ impl WriteTx {
         &mut self,
         mut q: ListQuery,
     ) -> Result<Vec<T>, StoreError> {
-        q.kind = T::KIND.as_str().to_owned();
+        q.kind = Some(T::KIND.into());
         self.list(&q).await?.iter().map(Document::decode).collect()
     }
 
@@ -890,7 +897,11 @@ impl WriteTx {
     /// quota checks inside the writer's transaction.
     pub async fn count(&mut self, q: &ListQuery) -> Result<i64, StoreError> {
         let mut sql = String::from("SELECT COUNT(*) FROM resources WHERE kind = $1");
-        let mut binds: Vec<&str> = vec![q.kind.as_str()];
+        // A count is always of one kind (quota checks); `None` counts nothing.
+        let Some(kind) = q.kind else {
+            return Ok(0);
+        };
+        let mut binds: Vec<&str> = vec![kind.as_str()];
         for (col, v) in [
             ("project_id", &q.project_id),
             ("loadbalancer_id", &q.loadbalancer_id),
@@ -932,7 +943,7 @@ impl WriteTx {
                     .is_some_and(|d| d.is_unique_violation()) =>
             {
                 Err(StoreError::Duplicate {
-                    kind: doc.kind.clone(),
+                    kind: doc.kind,
                     id: doc.id.clone(),
                 })
             }
@@ -996,9 +1007,13 @@ impl WriteTx {
     }
 
     /// Deletes one document; returns whether it existed.
-    pub async fn delete(&mut self, kind: &str, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete(
+        &mut self,
+        kind: impl Into<DocumentKind>,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         let res = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2")
-            .bind(kind)
+            .bind(kind.into().as_str())
             .bind(id)
             .execute(&mut *self.tx)
             .await
@@ -1120,10 +1135,9 @@ impl WriteTx {
             let rels = self.relations(&ids).await?;
             // Listeners pointing at a removed pool keep living without their default pool.
             for rel in rels.iter().filter(|r| {
-                r.kind == Kind::Listener.as_str()
-                    && r.ref_id.as_ref().is_some_and(|p| ids.contains(p))
+                r.kind == Kind::Listener && r.ref_id.as_ref().is_some_and(|p| ids.contains(p))
             }) {
-                if let Some(mut doc) = self.get_for_update(&rel.kind, &rel.id).await? {
+                if let Some(mut doc) = self.get_for_update(rel.kind, &rel.id).await? {
                     doc.set_body_keys(&[
                         ("default_pool_id", serde_json::Value::Null),
                         ("updated_at", updated_now()),
@@ -1206,15 +1220,12 @@ impl SettlePlan {
         let mut removed = Vec::new();
         for (lb_id, docs) in by_lb {
             let lb_deleting = docs.iter().any(|d| {
-                d.kind == Kind::LoadBalancer.as_str()
+                d.kind == Kind::LoadBalancer
                     && d.status() == Some(ProvisioningStatus::PendingDelete)
             });
             if lb_deleting {
                 // The LB is kept as DELETED (hidden); everything under it goes.
-                if let Some(mut lb) = docs
-                    .into_iter()
-                    .find(|d| d.kind == Kind::LoadBalancer.as_str())
-                {
+                if let Some(mut lb) = docs.into_iter().find(|d| d.kind == Kind::LoadBalancer) {
                     with_status(&mut lb, ProvisioningStatus::Deleted, None)?;
                     writes.update_body(lb);
                 }

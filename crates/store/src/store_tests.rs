@@ -110,7 +110,7 @@ async fn enqueue(store: &Store, lb: &LoadBalancer, op: JobOp, kind: Kind, id: Uu
     tx.enqueue_job(NewJob {
         loadbalancer_id: lb.id.to_string(),
         op,
-        target_kind: kind.as_str().into(),
+        target_kind: kind,
         target_id: id.to_string(),
         payload: None,
     })
@@ -291,7 +291,7 @@ async fn pool_delete_removes_members_and_failure_marks_error() {
         .await
         .unwrap();
     let doc = store
-        .get("member", &m2.id.to_string())
+        .get(Kind::Member, &m2.id.to_string())
         .await
         .unwrap()
         .unwrap();
@@ -336,7 +336,7 @@ async fn lb_delete_hides_the_lb_and_removes_children() {
             .is_none()
     );
     let raw = store
-        .get("loadbalancer", &lb.id.to_string())
+        .get(Kind::LoadBalancer, &lb.id.to_string())
         .await
         .unwrap()
         .unwrap();
@@ -344,7 +344,7 @@ async fn lb_delete_hides_the_lb_and_removes_children() {
     assert!(store.get_resource::<Pool>(p.id).await.unwrap().is_none());
     assert!(
         store
-            .list(&ListQuery::kind("loadbalancer"))
+            .list(&ListQuery::kind(Kind::LoadBalancer))
             .await
             .unwrap()
             .is_empty()
@@ -366,7 +366,11 @@ async fn generic_documents_with_versions() {
     ));
     drop(tx);
     let mut tx = store.begin().await.unwrap();
-    let mut got = tx.get_for_update("flavor", "f1").await.unwrap().unwrap();
+    let mut got = tx
+        .get_for_update(DocumentKind::Flavor, "f1")
+        .await
+        .unwrap()
+        .unwrap();
     got.body = r#"{"name":"large"}"#.into();
     tx.update(&mut got).await.unwrap();
     assert_eq!(got.version, 2);
@@ -376,13 +380,22 @@ async fn generic_documents_with_versions() {
         Err(StoreError::VersionConflict { .. })
     ));
     tx.commit().await.unwrap();
-    let list = store.list(&ListQuery::kind("flavor")).await.unwrap();
+    let list = store
+        .list(&ListQuery::kind(DocumentKind::Flavor))
+        .await
+        .unwrap();
     assert_eq!(list.len(), 1);
     assert!(list[0].body.contains("large"));
     let mut tx = store.begin().await.unwrap();
-    assert!(tx.delete("flavor", "f1").await.unwrap());
+    assert!(tx.delete(DocumentKind::Flavor, "f1").await.unwrap());
     tx.commit().await.unwrap();
-    assert!(store.get("flavor", "f1").await.unwrap().is_none());
+    assert!(
+        store
+            .get(DocumentKind::Flavor, "f1")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -397,7 +410,10 @@ async fn concurrent_writers_never_see_busy() {
                 let mut tx = store.begin().await.unwrap();
                 tx.insert_resource(&lb).await.unwrap();
                 tx.commit().await.unwrap();
-                store.list(&ListQuery::kind("loadbalancer")).await.unwrap();
+                store
+                    .list(&ListQuery::kind(Kind::LoadBalancer))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -406,7 +422,7 @@ async fn concurrent_writers_never_see_busy() {
     }
     assert_eq!(
         store
-            .list(&ListQuery::kind("loadbalancer"))
+            .list(&ListQuery::kind(Kind::LoadBalancer))
             .await
             .unwrap()
             .len(),
@@ -414,7 +430,7 @@ async fn concurrent_writers_never_see_busy() {
     );
     let page = store
         .list(&ListQuery {
-            kind: "loadbalancer".into(),
+            kind: Some(Kind::LoadBalancer.into()),
             limit: Some(7),
             ..Default::default()
         })
@@ -422,7 +438,7 @@ async fn concurrent_writers_never_see_busy() {
         .unwrap();
     let next = store
         .list(&ListQuery {
-            kind: "loadbalancer".into(),
+            kind: Some(Kind::LoadBalancer.into()),
             limit: Some(7),
             after: Some((page[6].created_at.clone(), page[6].id.clone())),
             ..Default::default()
@@ -439,7 +455,7 @@ async fn concurrent_writers_never_see_busy() {
 async fn list_stamps_match_list() {
     let (store, _dir) = test_store().await;
     let doc = |id: &str, project: &str, created: &str| Document {
-        kind: "thing".into(),
+        kind: DocumentKind::Quota,
         id: id.into(),
         project_id: Some(project.into()),
         loadbalancer_id: None,
@@ -458,7 +474,11 @@ async fn list_stamps_match_list() {
         let project = if i % 2 == 0 { "p1" } else { "p2" };
         tx.insert(&doc(id, project, &created)).await.unwrap();
     }
-    let mut d = tx.get_for_update("thing", "c").await.unwrap().unwrap();
+    let mut d = tx
+        .get_for_update(DocumentKind::Quota, "c")
+        .await
+        .unwrap()
+        .unwrap();
     tx.update(&mut d).await.unwrap();
     tx.commit().await.unwrap();
 
@@ -480,11 +500,11 @@ async fn list_stamps_match_list() {
             stamps
         }
     };
-    let all = check(ListQuery::kind("thing")).await;
+    let all = check(ListQuery::kind(DocumentKind::Quota)).await;
     let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c", "d", "e"]);
     assert_eq!(all[2].version, 2);
-    let mut q = ListQuery::kind("thing");
+    let mut q = ListQuery::kind(DocumentKind::Quota);
     q.project_id = Some("p1".into());
     assert_eq!(check(q.clone()).await.len(), 3);
     q.limit = Some(2);
@@ -494,7 +514,11 @@ async fn list_stamps_match_list() {
     q.after = Some(("2026-01-01T00:00:04.000000Z".into(), "e".into()));
     let desc = check(q).await;
     assert_eq!(desc[0].id, "c");
-    assert!(check(ListQuery::kind("nothing")).await.is_empty());
+    assert!(
+        check(ListQuery::kind(DocumentKind::Secret))
+            .await
+            .is_empty()
+    );
 
     // Ids with the separators force the row-by-row fallback; results stay the same.
     let mut tx = store.begin().await.unwrap();
@@ -505,7 +529,7 @@ async fn list_stamps_match_list() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let q = ListQuery::kind("thing");
+    let q = ListQuery::kind(DocumentKind::Quota);
     assert_eq!(store.list_stamps_joined(&q).await.unwrap(), None);
     let all = store.list_stamps(&q).await.unwrap();
     let docs = store.list(&q).await.unwrap();
@@ -513,7 +537,10 @@ async fn list_stamps_match_list() {
     assert_eq!(all.len(), 7);
     assert_eq!(all[6].id, "z\u{1f}w");
     let got = store
-        .get_many("thing", &["x\u{1e}y".into(), "a".into(), "missing".into()])
+        .get_many(
+            DocumentKind::Quota,
+            &["x\u{1e}y".into(), "a".into(), "missing".into()],
+        )
         .await
         .unwrap();
     let mut got: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
@@ -559,7 +586,7 @@ async fn concurrent_claims_take_each_job_once() {
 
 fn flavor_doc(id: &str, body: &str) -> Document {
     Document {
-        kind: "flavor".into(),
+        kind: DocumentKind::Flavor,
         id: id.into(),
         project_id: None,
         loadbalancer_id: None,
@@ -577,7 +604,7 @@ fn new_job(lb: &str) -> NewJob {
     NewJob {
         loadbalancer_id: lb.into(),
         op: JobOp::Update,
-        target_kind: "flavor".into(),
+        target_kind: Kind::LoadBalancer,
         target_id: "f1".into(),
         payload: Some(r#"{"why":"test"}"#.into()),
     }
@@ -595,7 +622,11 @@ async fn write_batches_apply_all_or_nothing() {
     assert_eq!(jobs[0].id, job);
     assert_eq!(jobs[0].state, JobState::Pending);
     assert_eq!(jobs[0].payload.as_deref(), Some(r#"{"why":"test"}"#));
-    let stored = store.get("flavor", "f1").await.unwrap().unwrap();
+    let stored = store
+        .get(DocumentKind::Flavor, "f1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (stored.version, stored.body.as_str()),
         (1, r#"{"name":"small"}"#)
@@ -608,7 +639,11 @@ async fn write_batches_apply_all_or_nothing() {
     batch.update(next.clone());
     batch.enqueue(new_job("lb-b"));
     store.apply(batch).await.unwrap();
-    let stored = store.get("flavor", "f1").await.unwrap().unwrap();
+    let stored = store
+        .get(DocumentKind::Flavor, "f1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (stored.version, stored.body.as_str()),
         (2, r#"{"name":"large"}"#)
@@ -622,7 +657,10 @@ async fn write_batches_apply_all_or_nothing() {
     batch.update(next);
     match store.apply(batch).await {
         Err(StoreError::VersionConflict { kind, id, expected }) => {
-            assert_eq!((kind.as_str(), id.as_str(), expected), ("flavor", "f1", 1));
+            assert_eq!(
+                (kind, id.as_str(), expected),
+                (DocumentKind::Flavor, "f1", 1)
+            );
         }
         other => panic!("expected a version conflict, got {other:?}"),
     }
@@ -643,8 +681,18 @@ async fn write_batches_apply_all_or_nothing() {
         Err(StoreError::Duplicate { .. }) => {}
         other => panic!("expected a duplicate, got {other:?}"),
     }
-    assert!(store.get("flavor", "f2").await.unwrap().is_none());
-    let stored = store.get("flavor", "f1").await.unwrap().unwrap();
+    assert!(
+        store
+            .get(DocumentKind::Flavor, "f2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stored = store
+        .get(DocumentKind::Flavor, "f1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.version, 2);
 
     // Inside a transaction, a batch is part of it: rolled back with it.
@@ -654,7 +702,13 @@ async fn write_batches_apply_all_or_nothing() {
     batch.enqueue(new_job("lb-d"));
     tx.apply(batch).await.unwrap();
     drop(tx);
-    assert!(store.get("flavor", "f3").await.unwrap().is_none());
+    assert!(
+        store
+            .get(DocumentKind::Flavor, "f3")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(store.jobs_of("lb-d").await.unwrap().is_empty());
 }
 
@@ -673,7 +727,7 @@ async fn large_write_batches_span_statements_atomically() {
     ));
     assert!(
         store
-            .list(&ListQuery::kind("flavor"))
+            .list(&ListQuery::kind(DocumentKind::Flavor))
             .await
             .unwrap()
             .is_empty()
@@ -684,7 +738,11 @@ async fn large_write_batches_span_statements_atomically() {
     }
     store.apply(batch).await.unwrap();
     assert_eq!(
-        store.list(&ListQuery::kind("flavor")).await.unwrap().len(),
+        store
+            .list(&ListQuery::kind(DocumentKind::Flavor))
+            .await
+            .unwrap()
+            .len(),
         1200
     );
 }
@@ -728,7 +786,7 @@ async fn concurrent_batches_each_get_their_own_result() {
         let result = t.await.unwrap();
         let jobs = store.jobs_of(&format!("lb-{i}")).await.unwrap();
         let stored = store
-            .get("flavor", &format!("f{i}"))
+            .get(DocumentKind::Flavor, &format!("f{i}"))
             .await
             .unwrap()
             .unwrap();
@@ -805,7 +863,7 @@ async fn reads_do_not_wait_for_busy_write_transactions() {
     }
     let read = tokio::time::timeout(
         Duration::from_secs(5),
-        store.get("loadbalancer", &lb.id.to_string()),
+        store.get(Kind::LoadBalancer, &lb.id.to_string()),
     )
     .await
     .expect("a read while all writers are busy answers within 5 s")

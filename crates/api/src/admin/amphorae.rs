@@ -109,7 +109,7 @@ pub async fn list(
     authorize_global(&ctx, Action::new(R::Amphora, Op::GetAll))?;
     let params = ListParams::parse(&q.0)?;
     let listing = Listing {
-        base: ListQuery::kind(Kind::LbVm.as_str()),
+        base: ListQuery::kind(Kind::LbVm),
         // `loadbalancer_id` (the API name) and `load_balancer_id` (the data model's).
         column_filters: &[
             ("loadbalancer_id", Column::LoadBalancer),
@@ -163,7 +163,7 @@ pub async fn stats(
     let vm = load(&state, &id).await.map_err(|_| no_stats())?;
     let lb = vm.loadbalancer_id.ok_or_else(no_stats)?;
     let q = ListQuery {
-        kind: Kind::Listener.as_str().into(),
+        kind: Some(Kind::Listener.into()),
         parent_id: Some(lb.to_string()),
         ..Default::default()
     };
@@ -226,7 +226,7 @@ pub async fn config(
     tx.enqueue_job(NewJob {
         loadbalancer_id: vm.loadbalancer_id.unwrap_or(vm.id).to_string(),
         op: JobOp::Update,
-        target_kind: Kind::LbVm.as_str().to_owned(),
+        target_kind: Kind::LbVm,
         target_id: vm.id.to_string(),
         payload: Some(json!({"action": "config"}).to_string()),
     })
@@ -257,7 +257,7 @@ pub async fn delete(
     tx.enqueue_job(NewJob {
         loadbalancer_id: vm.loadbalancer_id.unwrap_or(vm.id).to_string(),
         op: JobOp::Delete,
-        target_kind: Kind::LbVm.as_str().to_owned(),
+        target_kind: Kind::LbVm,
         target_id: vm.id.to_string(),
         payload: None,
     })

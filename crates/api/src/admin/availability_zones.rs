@@ -9,6 +9,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use klb_store::DocumentKind;
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -22,10 +23,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::list;
 use crate::v2::common::{OrigPath, QueryPairs, no_content, reply, reply_list};
 
-const KIND: &str = "availability_zone";
+const KIND: DocumentKind = DocumentKind::AvailabilityZone;
 
 const PROFILE: ProfileSpec = ProfileSpec {
-    kind: "availability_zone_profile",
+    kind: DocumentKind::AvailabilityZoneProfile,
     single: "availability_zone_profile",
     plural: "availability_zone_profiles",
     links: "availability_zone_profile_links",

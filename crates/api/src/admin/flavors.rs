@@ -9,7 +9,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use klb_store::{ListQuery, WriteTx};
+use klb_store::{DocumentKind, ListQuery, WriteTx};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -22,10 +22,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::list;
 use crate::v2::common::{OrigPath, QueryPairs, no_content, reply, reply_list};
 
-const KIND: &str = "flavor";
+const KIND: DocumentKind = DocumentKind::Flavor;
 
 const PROFILE: ProfileSpec = ProfileSpec {
-    kind: "flavorprofile",
+    kind: DocumentKind::FlavorProfile,
     single: "flavorprofile",
     plural: "flavorprofiles",
     links: "flavorprofile_links",
@@ -71,7 +71,7 @@ pub(crate) async fn used_by_load_balancers(
     value: &str,
 ) -> ApiResult<bool> {
     for doc in tx
-        .list(&ListQuery::kind(klb_model::Kind::LoadBalancer.as_str()))
+        .list(&ListQuery::kind(klb_model::Kind::LoadBalancer))
         .await?
     {
         let body: Value = serde_json::from_str(&doc.body).map_err(ApiError::internal)?;

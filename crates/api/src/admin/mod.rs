@@ -21,7 +21,7 @@
 
 use axum::Router;
 use axum::routing::{get, put};
-use klb_store::Document;
+use klb_store::{Document, DocumentKind};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -128,7 +128,7 @@ pub(crate) fn may_list_globally(ctx: &RequestContext, action: Action) -> bool {
 
 /// A new configuration document whose body is `body`.
 pub(crate) fn new_doc(
-    kind: &str,
+    kind: DocumentKind,
     id: &str,
     project_id: Option<&str>,
     ref_id: Option<&str>,
@@ -189,7 +189,7 @@ pub(crate) async fn list_config(
     state: &AppState,
     ctx: &RequestContext,
     resource: crate::context::Resource,
-    kind: &str,
+    kind: DocumentKind,
     default_sort: &[&str],
     pairs: &[(String, String)],
     path: &str,
@@ -211,7 +211,7 @@ pub(crate) async fn get_config(
     state: &AppState,
     ctx: &RequestContext,
     resource: crate::context::Resource,
-    kind: &str,
+    kind: DocumentKind,
     id: &str,
     nil: impl FnOnce() -> ApiError,
     missing: impl FnOnce() -> ApiError,

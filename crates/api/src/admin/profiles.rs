@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use klb_store::{ListQuery, WriteTx};
+use klb_store::{DocumentKind, ListQuery, WriteTx};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -24,7 +24,7 @@ const MAX_DATA: usize = 4096;
 /// What differs between the two profile kinds.
 pub(crate) struct ProfileSpec {
     /// Store kind.
-    pub kind: &'static str,
+    pub kind: DocumentKind,
     /// Single-object envelope.
     pub single: &'static str,
     /// List envelope.
@@ -42,7 +42,7 @@ pub(crate) struct ProfileSpec {
     /// RBAC resource.
     pub resource: R,
     /// Kind of the documents that reference a profile through `ref_id`.
-    pub user_kind: &'static str,
+    pub user_kind: DocumentKind,
     /// Provider validation of the parsed data.
     pub validate: fn(&str, &Value) -> ApiResult<()>,
 }
@@ -68,7 +68,7 @@ fn in_use(spec: &ProfileSpec, id: &str) -> ApiError {
 /// also writes) is ordered before or after this check, never across it.
 async fn is_used(tx: &mut WriteTx, spec: &ProfileSpec, id: &str) -> ApiResult<bool> {
     let q = ListQuery {
-        kind: spec.user_kind.into(),
+        kind: Some(spec.user_kind),
         ref_id: Some(id.to_owned()),
         limit: Some(1),
         ..Default::default()

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use klb_model::Kind;
-use klb_store::{ListQuery, Store};
+use klb_store::{DocumentKind, ListQuery, Store};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -23,7 +23,7 @@ use crate::list::{self, Column, ListParams, Listing};
 use crate::provider::QuotaLimits;
 use crate::v2::common::{OrigPath, QueryPairs, accepted, reply, reply_list};
 
-const KIND: &str = "quota";
+const KIND: DocumentKind = DocumentKind::Quota;
 
 /// Octavia's `MIN_QUOTA` / `MAX_QUOTA`.
 const MIN_QUOTA: i64 = -1;
@@ -209,7 +209,7 @@ pub async fn list(
     };
     let listing = Listing {
         base: ListQuery {
-            kind: KIND.into(),
+            kind: Some(KIND),
             project_id: project,
             ..Default::default()
         },

@@ -1114,12 +1114,12 @@ async fn amphorae_are_the_lb_vms() {
     let jobs = app.store.jobs_of(&lb).await.unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(
+        (jobs[0].op, jobs[0].target_kind, jobs[0].target_id.as_str()),
         (
-            jobs[0].op,
-            jobs[0].target_kind.as_str(),
-            jobs[0].target_id.as_str()
-        ),
-        (klb_store::JobOp::Failover, "lbvm", vm1.as_str())
+            klb_store::JobOp::Failover,
+            klb_model::Kind::LbVm,
+            vm1.as_str()
+        )
     );
     app.put(
         ADMIN,

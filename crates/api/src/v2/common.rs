@@ -242,7 +242,7 @@ pub fn job(lb: Uuid, op: JobOp, kind: Kind, target: Uuid) -> NewJob {
     NewJob {
         loadbalancer_id: lb.to_string(),
         op,
-        target_kind: kind.as_str().to_owned(),
+        target_kind: kind,
         target_id: target.to_string(),
         payload: None,
     }
@@ -370,7 +370,7 @@ pub async fn check_quota(
         return Ok(());
     };
     let q = klb_store::ListQuery {
-        kind: kind.as_str().to_owned(),
+        kind: Some(kind.into()),
         project_id: Some(project_id.to_owned()),
         ..Default::default()
     };

@@ -284,7 +284,7 @@ pub async fn list(
     let params = ListParams::parse(&q.0)?;
     let listing = Listing {
         base: ListQuery {
-            kind: Kind::HealthMonitor.as_str().into(),
+            kind: Some(Kind::HealthMonitor.into()),
             project_id: scope_project(&ctx, R::HealthMonitor)?,
             ..Default::default()
         },

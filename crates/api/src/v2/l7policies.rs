@@ -274,7 +274,7 @@ pub async fn list(
     let params = ListParams::parse(&q.0)?;
     let listing = Listing {
         base: ListQuery {
-            kind: Kind::L7Policy.as_str().into(),
+            kind: Some(Kind::L7Policy.into()),
             project_id: scope_project(&ctx, R::L7Policy)?,
             ..Default::default()
         },

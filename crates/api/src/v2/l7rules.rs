@@ -186,7 +186,7 @@ pub async fn list(
     let params = ListParams::parse(&q.0)?;
     let listing = Listing {
         base: ListQuery {
-            kind: Kind::L7Rule.as_str().into(),
+            kind: Some(Kind::L7Rule.into()),
             parent_id: Some(policy.id.to_string()),
             project_id: scope_project(&ctx, R::L7Rule)?,
             ..Default::default()

@@ -554,7 +554,7 @@ pub async fn list(
     let params = ListParams::parse(&q.0)?;
     let listing = Listing {
         base: ListQuery {
-            kind: Kind::Listener.as_str().into(),
+            kind: Some(Kind::Listener.into()),
             project_id: scope_project(&ctx, R::Listener)?,
             ..Default::default()
         },

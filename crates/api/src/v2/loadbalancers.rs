@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use klb_model::stats::Counters;
 use klb_model::*;
-use klb_store::{Document, JobOp, ListQuery, WriteBatch};
+use klb_store::{Document, DocumentKind, JobOp, ListQuery, WriteBatch};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -129,7 +129,7 @@ pub async fn list(
 fn listing(project: Option<String>) -> Listing {
     Listing {
         base: ListQuery {
-            kind: Kind::LoadBalancer.as_str().into(),
+            kind: Some(Kind::LoadBalancer.into()),
             project_id: project,
             ..Default::default()
         },
@@ -172,7 +172,7 @@ pub async fn get_one(
     let uuid = path_id(Kind::LoadBalancer, &id)?;
     let doc = state
         .store
-        .get(Kind::LoadBalancer.as_str(), &uuid.to_string())
+        .get(Kind::LoadBalancer, &uuid.to_string())
         .await?
         .filter(|d| d.status() != Some(ProvisioningStatus::Deleted))
         .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &id))?;
@@ -229,7 +229,7 @@ pub async fn create(
     if let Some(f) = flavor_id {
         let enabled = state
             .store
-            .get("flavor", &f.to_string())
+            .get(DocumentKind::Flavor, &f.to_string())
             .await?
             .and_then(|d| serde_json::from_str::<Value>(&d.body).ok())
             .map(|v| v.get("enabled").and_then(Value::as_bool).unwrap_or(true));
@@ -241,7 +241,7 @@ pub async fn create(
     if let Some(az) = &availability_zone {
         let enabled = state
             .store
-            .get("availability_zone", az)
+            .get(DocumentKind::AvailabilityZone, az)
             .await?
             .and_then(|d| serde_json::from_str::<Value>(&d.body).ok())
             .map(|v| v.get("enabled").and_then(Value::as_bool).unwrap_or(true));
@@ -432,7 +432,7 @@ pub async fn delete(
     let uuid = path_id(Kind::LoadBalancer, &id)?;
     let read = state
         .store
-        .get(Kind::LoadBalancer.as_str(), &uuid.to_string())
+        .get(Kind::LoadBalancer, &uuid.to_string())
         .await?
         .filter(|d| d.status() != Some(ProvisioningStatus::Deleted))
         .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &id))?;
@@ -582,7 +582,7 @@ pub async fn status_tree(
     let mut monitors = std::collections::HashMap::new();
     let mut policies: Vec<L7Policy> = Vec::new();
     for d in &docs {
-        match Kind::parse(&d.kind) {
+        match d.kind.resource() {
             Some(Kind::Listener) => listeners.push(d.decode::<Listener>()?),
             Some(Kind::Pool) => {
                 let p: Pool = d.decode()?;

@@ -210,7 +210,7 @@ pub async fn list(
     let params = ListParams::parse(&q.0)?;
     let listing = Listing {
         base: ListQuery {
-            kind: Kind::Member.as_str().into(),
+            kind: Some(Kind::Member.into()),
             parent_id: Some(pool.id.to_string()),
             project_id: scope_project(&ctx, R::Member)?,
             ..Default::default()

@@ -370,7 +370,7 @@ pub async fn list(
     let params = ListParams::parse(&q.0)?;
     let listing = Listing {
         base: ListQuery {
-            kind: Kind::Pool.as_str().into(),
+            kind: Some(Kind::Pool.into()),
             project_id: scope_project(&ctx, R::Pool)?,
             ..Default::default()
         },

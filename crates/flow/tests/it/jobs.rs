@@ -98,7 +98,7 @@ async fn api_write(s: &Setup, lb: &mut LoadBalancer, status: ProvisioningStatus,
     tx.enqueue_job(NewJob {
         loadbalancer_id: lb.id.to_string(),
         op,
-        target_kind: "loadbalancer".into(),
+        target_kind: klb_model::Kind::LoadBalancer,
         target_id: lb.id.to_string(),
         payload: None,
     })
@@ -114,7 +114,7 @@ async fn settled(s: &Setup, lb: &LoadBalancer) -> Option<ProvisioningStatus> {
         if jobs.iter().all(|j| j.state == JobState::Failed) {
             let doc = s
                 .store
-                .get("loadbalancer", &lb.id.to_string())
+                .get(klb_model::Kind::LoadBalancer, &lb.id.to_string())
                 .await
                 .unwrap()?;
             return doc.status();
@@ -251,7 +251,7 @@ async fn jobs_become_flows_and_are_settled() {
     tx.enqueue_job(NewJob {
         loadbalancer_id: lb.id.to_string(),
         op: JobOp::Failover,
-        target_kind: "lbvm".into(),
+        target_kind: klb_model::Kind::LbVm,
         target_id: record.id.to_string(),
         payload: None,
     })
@@ -281,7 +281,7 @@ async fn jobs_become_flows_and_are_settled() {
     tx.enqueue_job(NewJob {
         loadbalancer_id: lb.id.to_string(),
         op: JobOp::Update,
-        target_kind: "loadbalancer".into(),
+        target_kind: klb_model::Kind::LoadBalancer,
         target_id: lb.id.to_string(),
         payload: Some(r#"{"action":"scale_out"}"#.into()),
     })

@@ -188,11 +188,7 @@ async fn a_vm_cannot_forge_or_poison_another_vms_heartbeats() {
 }
 
 async fn status_of<T: klb_model::Resource>(store: &Store, id: Uuid) -> String {
-    let doc = store
-        .get(T::KIND.as_str(), &id.to_string())
-        .await
-        .unwrap()
-        .unwrap();
+    let doc = store.get(T::KIND, &id.to_string()).await.unwrap().unwrap();
     let body: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
     body["operating_status"].as_str().unwrap().to_owned()
 }
@@ -228,7 +224,7 @@ async fn manager_stores_statuses_and_stats_from_heartbeats() {
     );
     // Octavia moves `updated_at` with an operating-status change too.
     let member = store
-        .get(Kind::Member.as_str(), &lab.members[1].id.to_string())
+        .get(Kind::Member, &lab.members[1].id.to_string())
         .await
         .unwrap()
         .unwrap();
@@ -299,7 +295,7 @@ async fn silent_vm_gets_a_failover_job_once() {
     let jobs = store.jobs_of(&lab.lb.id.to_string()).await.unwrap();
     assert_eq!(jobs.len(), 1, "exactly one failover job: {jobs:?}");
     assert_eq!(jobs[0].op, JobOp::Failover);
-    assert_eq!(jobs[0].target_kind, Kind::LbVm.as_str());
+    assert_eq!(jobs[0].target_kind, Kind::LbVm);
     assert_eq!(jobs[0].target_id, b.to_string());
     let lb: LoadBalancer = store.get_resource(lab.lb.id).await.unwrap().unwrap();
     assert_eq!(lb.provisioning_status, ProvisioningStatus::PendingUpdate);
