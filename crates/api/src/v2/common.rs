@@ -277,12 +277,6 @@ pub fn project_for_create(ctx: &RequestContext, obj: &Obj<'_>) -> ApiResult<Stri
     }
 }
 
-/// Reads `tags`.
-pub fn tags(obj: &Obj<'_>) -> ApiResult<Field<Vec<String>>> {
-    let max = klb_model::validate::MAX_STR;
-    obj.string_list("tags", max, |s| klb_model::validate::free_text(s, max))
-}
-
 /// Reads `name`/`description`.
 pub fn text(obj: &Obj<'_>, name: &str) -> ApiResult<Field<String>> {
     obj.text(name, klb_model::validate::MAX_STR)

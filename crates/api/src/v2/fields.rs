@@ -21,7 +21,9 @@ use crate::body::{Field, Obj, required};
 use crate::error::ApiResult;
 
 /// Reads an attribute from a body: absent, `null`, or a checked value.
-pub type Reader<V> = Box<dyn Fn(&Obj<'_>, &str) -> ApiResult<Field<V>> + Send + Sync>;
+pub type Reader<V> = std::sync::Arc<dyn Fn(&Obj<'_>, &str) -> ApiResult<Field<V>> + Send + Sync>;
+
+type Check = Box<dyn Fn(&Obj<'_>, &str) -> ApiResult<()> + Send + Sync>;
 
 type Apply<T> = Box<dyn Fn(&Obj<'_>, &Attr<T>, &mut T, &Ctx<'_>) -> ApiResult<()> + Send + Sync>;
 
@@ -62,6 +64,7 @@ pub struct Attr<T> {
     required: bool,
     first: bool,
     apply: Option<Apply<T>>,
+    check: Option<Check>,
     render: Option<fn(&T) -> Value>,
 }
 
@@ -74,6 +77,9 @@ impl<T: 'static> Attr<T> {
         set: impl Fn(&mut T, Option<V>, &Ctx<'_>) -> R + Send + Sync + 'static,
         render: fn(&T) -> Value,
     ) -> Self {
+        // Shared by the apply and check-only paths.
+        let reader = read.clone();
+        let check = move |obj: &Obj<'_>, key: &str| reader(obj, key).map(|_| ());
         let apply =
             move |obj: &Obj<'_>, a: &Attr<T>, t: &mut T, c: &Ctx<'_>| match read(obj, a.key)? {
                 Field::Set(v) => set(t, Some(v), c).into_result(),
@@ -88,6 +94,7 @@ impl<T: 'static> Attr<T> {
             required: false,
             first: false,
             apply: Some(Box::new(apply)),
+            check: Some(Box::new(check)),
             render: Some(render),
         }
     }
@@ -102,6 +109,7 @@ impl<T: 'static> Attr<T> {
             required: false,
             first: false,
             apply: None,
+            check: None,
             render: None,
         }
     }
@@ -221,6 +229,17 @@ impl<T: 'static> Table<T> {
         Ok(())
     }
 
+    /// Reads a PUT body without applying it, so a bad body is answered before the object is
+    /// looked up ([`Table::update`] then reads it again).
+    pub fn check_update(&self, obj: &Obj<'_>) -> ApiResult<()> {
+        for a in self.attrs.iter().filter(|a| a.update) {
+            if let Some(check) = &a.check {
+                check(obj, a.key)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a PUT body to `t`: attributes the body lacks are left as they are.
     pub fn update(
         &self,
@@ -255,6 +274,7 @@ pub mod read {
     use std::collections::BTreeMap;
     use std::net::IpAddr;
     use std::str::FromStr;
+    use std::sync::Arc;
 
     use klb_model::validate;
     use uuid::Uuid;
@@ -264,12 +284,12 @@ pub mod read {
 
     /// Free text: a name or description.
     pub fn text() -> Reader<String> {
-        Box::new(|o: &Obj<'_>, k: &str| o.text(k, validate::MAX_STR))
+        Arc::new(|o: &Obj<'_>, k: &str| o.text(k, validate::MAX_STR))
     }
 
     /// `tags`.
     pub fn tags() -> Reader<Vec<String>> {
-        Box::new(|o: &Obj<'_>, k: &str| {
+        Arc::new(|o: &Obj<'_>, k: &str| {
             let max = validate::MAX_STR;
             o.string_list(k, max, |s| validate::free_text(s, max))
         })
@@ -277,32 +297,32 @@ pub mod read {
 
     /// `admin_state_up`: a boolean where `null` means false.
     pub fn admin() -> Reader<bool> {
-        Box::new(|o: &Obj<'_>, k: &str| o.bool_null_false(k))
+        Arc::new(|o: &Obj<'_>, k: &str| o.bool_null_false(k))
     }
 
     /// A boolean.
     pub fn boolean() -> Reader<bool> {
-        Box::new(|o: &Obj<'_>, k: &str| o.bool(k))
+        Arc::new(|o: &Obj<'_>, k: &str| o.bool(k))
     }
 
     /// An integer in `[min, max]`.
     pub fn int(min: i64, max: i64) -> Reader<i64> {
-        Box::new(move |o: &Obj<'_>, k: &str| o.int(k, min, max))
+        Arc::new(move |o: &Obj<'_>, k: &str| o.int(k, min, max))
     }
 
     /// A UUID.
     pub fn uuid() -> Reader<Uuid> {
-        Box::new(|o: &Obj<'_>, k: &str| o.uuid(k))
+        Arc::new(|o: &Obj<'_>, k: &str| o.uuid(k))
     }
 
     /// An IP address.
     pub fn ip() -> Reader<IpAddr> {
-        Box::new(|o: &Obj<'_>, k: &str| o.ip(k))
+        Arc::new(|o: &Obj<'_>, k: &str| o.ip(k))
     }
 
     /// A string of at most `max` characters without further checks.
     pub fn string(max: usize) -> Reader<String> {
-        Box::new(move |o: &Obj<'_>, k: &str| o.string(k, max))
+        Arc::new(move |o: &Obj<'_>, k: &str| o.string(k, max))
     }
 
     /// A string of at most `max` characters that passes `check`.
@@ -310,17 +330,22 @@ pub mod read {
         max: usize,
         check: fn(&str) -> Result<(), E>,
     ) -> Reader<String> {
-        Box::new(move |o: &Obj<'_>, k: &str| o.checked(k, max, check))
+        Arc::new(move |o: &Obj<'_>, k: &str| o.checked(k, max, check))
+    }
+
+    /// A list of UUIDs.
+    pub fn uuids() -> Reader<Vec<Uuid>> {
+        Arc::new(|o: &Obj<'_>, k: &str| o.uuid_list(k))
     }
 
     /// A list of strings, each of at most `max` characters and passing `check`.
     pub fn strings(max: usize, check: fn(&str) -> Result<(), String>) -> Reader<Vec<String>> {
-        Box::new(move |o: &Obj<'_>, k: &str| o.string_list(k, max, check))
+        Arc::new(move |o: &Obj<'_>, k: &str| o.string_list(k, max, check))
     }
 
     /// A string → string map.
     pub fn string_map(max: usize) -> Reader<BTreeMap<String, String>> {
-        Box::new(move |o: &Obj<'_>, k: &str| o.string_map(k, max))
+        Arc::new(move |o: &Obj<'_>, k: &str| o.string_map(k, max))
     }
 
     /// One of an enum's spellings.
@@ -328,7 +353,7 @@ pub mod read {
     where
         E: FromStr + std::fmt::Display + Clone + Send + Sync + 'static,
     {
-        Box::new(move |o: &Obj<'_>, k: &str| o.enumerated(k, all))
+        Arc::new(move |o: &Obj<'_>, k: &str| o.enumerated(k, all))
     }
 
     /// A list of an enum's spellings.
@@ -336,7 +361,7 @@ pub mod read {
     where
         E: FromStr + std::fmt::Display + Clone + Send + Sync + 'static,
     {
-        Box::new(move |o: &Obj<'_>, k: &str| o.enum_list(k, all))
+        Arc::new(move |o: &Obj<'_>, k: &str| o.enum_list(k, all))
     }
 
     /// A list that, when given, must not be empty.
@@ -358,7 +383,7 @@ pub mod read {
         read: Reader<V>,
         check: impl Fn(&str, &V) -> crate::error::ApiResult<()> + Send + Sync + 'static,
     ) -> Reader<V> {
-        Box::new(move |o: &Obj<'_>, k: &str| {
+        Arc::new(move |o: &Obj<'_>, k: &str| {
             let f = read(o, k)?;
             if let Field::Set(v) = &f {
                 check(k, v)?;

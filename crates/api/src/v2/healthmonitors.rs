@@ -149,7 +149,7 @@ fn no_relations(_: &mut Map<String, Value>, _: &RelIndex) {}
 
 /// `http_version`: 1.0 or 1.1.
 fn http_version() -> Reader<f64> {
-    Box::new(|obj: &Obj<'_>, key: &str| http_version_of(obj, key))
+    std::sync::Arc::new(|obj: &Obj<'_>, key: &str| http_version_of(obj, key))
 }
 
 fn http_version_of(obj: &Obj<'_>, key: &str) -> ApiResult<Field<f64>> {

@@ -359,7 +359,7 @@ pub fn check_l4_support(state: &AppState, lb: &LoadBalancer, protocol: &str) -> 
 
 /// `allowed_cidrs`: at most 64 CIDRs.
 fn cidrs() -> Reader<Vec<ipnet::IpNet>> {
-    Box::new(|obj: &Obj<'_>, key: &str| {
+    std::sync::Arc::new(|obj: &Obj<'_>, key: &str| {
         Ok(
             match obj.string_list(key, 64, |s| {
                 s.parse::<ipnet::IpNet>()

@@ -1,6 +1,7 @@
 //! `/v2/loadbalancers` (octavia-api.md §1).
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,6 +13,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
+use super::fields::{Attr, Table, read};
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
 use crate::context::{Action, Op, RequestContext, Resource as R};
@@ -19,34 +21,69 @@ use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing, RelIndex};
 use crate::provider::VipRequest;
 
-const POST_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "admin_state_up",
-    "project_id",
-    "tenant_id",
-    "vip_address",
-    "vip_port_id",
-    "vip_subnet_id",
-    "vip_network_id",
-    "vip_qos_policy_id",
-    "vip_sg_ids",
-    "additional_vips",
-    "listeners",
-    "pools",
-    "provider",
-    "flavor_id",
-    "availability_zone",
-    "tags",
-];
-const PUT_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "admin_state_up",
-    "vip_qos_policy_id",
-    "vip_sg_ids",
-    "tags",
-];
+/// The load balancer's attributes: how each is read (with its bounds), stored, updated and
+/// rendered (see [`super::fields`]). The VIP, provider, flavor, availability zone and graph
+/// attributes are read by `create` itself: they are checked against the network and the
+/// store before anything is reserved.
+static TABLE: LazyLock<Table<LoadBalancer>> = LazyLock::new(|| {
+    type A = Attr<LoadBalancer>;
+    Table::new(vec![
+        A::key("project_id"),
+        A::key("tenant_id"),
+        A::new("name", read::text(), |lb, v, _| lb.name = v, |lb| json!(lb.name)).updatable(),
+        A::new(
+            "description",
+            read::text(),
+            |lb, v, _| lb.description = v,
+            |lb| json!(lb.description),
+        )
+        .updatable(),
+        A::new(
+            "admin_state_up",
+            read::admin(),
+            |lb, v, _| lb.admin_state_up = v.unwrap_or(true),
+            |lb| json!(lb.admin_state_up),
+        )
+        .updatable(),
+        A::key("vip_address").rendered(|lb| opt(&lb.vip_address)),
+        A::key("vip_port_id").rendered(|lb| opt(&lb.vip_port_id)),
+        A::key("vip_subnet_id").rendered(|lb| opt(&lb.vip_subnet_id)),
+        A::key("vip_network_id").rendered(|lb| opt(&lb.vip_network_id)),
+        A::new(
+            "vip_qos_policy_id",
+            read::uuid(),
+            |lb, v, _| lb.vip_qos_policy_id = v,
+            |lb| opt(&lb.vip_qos_policy_id),
+        )
+        .updatable(),
+        A::new(
+            "vip_sg_ids",
+            read::uuids(),
+            |lb, v, _| lb.vip_sg_ids = v.unwrap_or_default(),
+            |lb| json!(lb.vip_sg_ids),
+        )
+        .updatable(),
+        A::shown("vip_vnic_type", |lb| json!(lb.vip_vnic_type)),
+        A::key("additional_vips").rendered(|lb| {
+            Value::Array(
+                lb.additional_vips
+                    .iter()
+                    .map(|v| json!({"subnet_id": v.subnet_id, "ip_address": opt(&v.ip_address), "port_id": opt(&v.port_id)}))
+                    .collect(),
+            )
+        }),
+        // Filled by `relate` (or with the single-create graph).
+        A::key("listeners").rendered(|_| json!([])),
+        A::key("pools").rendered(|_| json!([])),
+        A::key("provider").rendered(|lb| json!(lb.provider)),
+        A::key("flavor_id").rendered(|lb| opt(&lb.flavor_id)),
+        A::key("availability_zone").rendered(|lb| json!(lb.availability_zone)),
+        // Rendered by `head`.
+        A::new("tags", read::tags(), |lb, v, _| lb.tags = v.unwrap_or_default(), |_| Value::Null)
+            .updatable()
+            .unrendered(),
+    ])
+});
 
 /// Renders a load balancer without relation lists.
 pub fn render(lb: &LoadBalancer) -> Map<String, Value> {
@@ -59,30 +96,7 @@ pub fn render(lb: &LoadBalancer) -> Map<String, Value> {
         lb.updated_at,
         &lb.tags,
     );
-    m.insert("name".into(), json!(lb.name));
-    m.insert("description".into(), json!(lb.description));
-    m.insert("admin_state_up".into(), json!(lb.admin_state_up));
-    m.insert("vip_address".into(), opt(&lb.vip_address));
-    m.insert("vip_port_id".into(), opt(&lb.vip_port_id));
-    m.insert("vip_subnet_id".into(), opt(&lb.vip_subnet_id));
-    m.insert("vip_network_id".into(), opt(&lb.vip_network_id));
-    m.insert("vip_qos_policy_id".into(), opt(&lb.vip_qos_policy_id));
-    m.insert("vip_sg_ids".into(), json!(lb.vip_sg_ids));
-    m.insert("vip_vnic_type".into(), json!(lb.vip_vnic_type));
-    m.insert(
-        "additional_vips".into(),
-        Value::Array(
-            lb.additional_vips
-                .iter()
-                .map(|v| json!({"subnet_id": v.subnet_id, "ip_address": opt(&v.ip_address), "port_id": opt(&v.port_id)}))
-                .collect(),
-        ),
-    );
-    m.insert("listeners".into(), json!([]));
-    m.insert("pools".into(), json!([]));
-    m.insert("provider".into(), json!(lb.provider));
-    m.insert("flavor_id".into(), opt(&lb.flavor_id));
-    m.insert("availability_zone".into(), json!(lb.availability_zone));
+    TABLE.render(lb, &mut m);
     m
 }
 
@@ -198,7 +212,7 @@ pub async fn create(
     ctx: RequestContext,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "loadbalancer", "load_balancer", POST_KEYS)?;
+    let obj = Obj::envelope(&body, "loadbalancer", "load_balancer", TABLE.create_keys())?;
     let project_id = project_for_create(&ctx, &obj)?;
     ctx.authorize(Action::new(R::LoadBalancer, Op::Post), Some(&project_id))
         .map_err(|_| ApiError::Forbidden)?;
@@ -292,29 +306,31 @@ pub async fn create(
             vip.address
         )));
     }
-    let lb = LoadBalancer {
+    // The table sets name, description, admin_state_up, tags and the VIP QoS/security groups.
+    let mut lb = LoadBalancer {
         id,
         project_id,
-        name: text(&obj, "name")?.opt(),
-        description: text(&obj, "description")?.opt(),
-        admin_state_up: obj.bool_null_false("admin_state_up")?.or(true),
+        name: None,
+        description: None,
+        admin_state_up: true,
         provisioning_status: ProvisioningStatus::PendingCreate,
         operating_status: OperatingStatus::Offline,
         created_at: now(),
         updated_at: None,
-        tags: tags(&obj)?.or(Vec::new()),
+        tags: Vec::new(),
         vip_address: Some(vip.address),
         vip_port_id: Some(vip.port_id),
         vip_subnet_id: Some(vip.subnet_id),
         vip_network_id: Some(vip.network_id),
-        vip_qos_policy_id: obj.uuid("vip_qos_policy_id")?.opt(),
-        vip_sg_ids: obj.uuid_list("vip_sg_ids")?.or(Vec::new()),
+        vip_qos_policy_id: None,
+        vip_sg_ids: Vec::new(),
         vip_vnic_type: "normal".to_owned(),
         additional_vips,
         provider,
         flavor_id,
         availability_zone,
     };
+    TABLE.create(&obj, &mut lb, &state.config, None)?;
     let graph = super::graph::build(&state, &lb, &listeners, &pools)?;
     graph.check_certs(&state).await?;
     let mut tx = state.store.begin().await?;
@@ -373,13 +389,8 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let obj = Obj::envelope(&body, "loadbalancer", "load_balancer", PUT_KEYS)?;
-    let name = text(&obj, "name")?;
-    let description = text(&obj, "description")?;
-    let admin = obj.bool_null_false("admin_state_up")?;
-    let qos = obj.uuid("vip_qos_policy_id")?;
-    let sgs = obj.uuid_list("vip_sg_ids")?;
-    let new_tags = tags(&obj)?;
+    let obj = Obj::envelope(&body, "loadbalancer", "load_balancer", TABLE.update_keys())?;
+    TABLE.check_update(&obj)?;
     let first: LoadBalancer =
         load(&state, &ctx, &id, Action::new(R::LoadBalancer, Op::Put)).await?;
     let mut tx = state.store.begin().await?;
@@ -388,24 +399,7 @@ pub async fn update(
         .await?
         .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &id))?;
     status::check_lb_updatable(lb.id, lb.provisioning_status)?;
-    if let Some(v) = name.update() {
-        lb.name = v;
-    }
-    if let Some(v) = description.update() {
-        lb.description = v;
-    }
-    if let Field::Set(v) = admin {
-        lb.admin_state_up = v;
-    }
-    if let Some(v) = qos.update() {
-        lb.vip_qos_policy_id = v;
-    }
-    if let Some(v) = sgs.update() {
-        lb.vip_sg_ids = v.unwrap_or_default();
-    }
-    if let Some(v) = new_tags.update() {
-        lb.tags = v.unwrap_or_default();
-    }
+    TABLE.update(&obj, &mut lb, &state.config, None)?;
     lb.provisioning_status = ProvisioningStatus::PendingUpdate;
     lb.updated_at = Some(now());
     tx.put_resource(&lb).await?;

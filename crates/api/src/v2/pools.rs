@@ -210,7 +210,7 @@ pub fn relate(m: &mut Map<String, Value>, rels: &RelIndex) {
 
 /// `session_persistence`: an object with its own attributes.
 fn session_persistence() -> Reader<SessionPersistence> {
-    Box::new(|obj: &Obj<'_>, key: &str| session_persistence_of(obj, key))
+    std::sync::Arc::new(|obj: &Obj<'_>, key: &str| session_persistence_of(obj, key))
 }
 
 fn session_persistence_of(obj: &Obj<'_>, key: &str) -> ApiResult<Field<SessionPersistence>> {
