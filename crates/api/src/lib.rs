@@ -258,7 +258,11 @@ pub fn router(state: AppState) -> Router {
     let rewritten = tower::ServiceBuilder::new()
         .map_request(normalize)
         .service(inner);
-    Router::new().fallback_service(rewritten)
+    Router::new()
+        .fallback_service(rewritten)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            body::read_body_first(req, next, limit)
+        }))
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` resolves, with the API's limits

@@ -276,6 +276,11 @@ impl ControlPlane {
             addr: config.api_bind,
             source,
         })?;
+        // The API's routes read the whole body first (`read_body_first`); the extra ones too.
+        let limit = state.config.max_body_bytes;
+        let extra = extra.layer(axum::middleware::from_fn(move |req, next| {
+            klb_api::body::read_body_first(req, next, limit)
+        }));
         let app = extra.merge(klb_api::router(state));
         let shutdown = wait_stop(stop_rx.clone());
         // Header/idle timeouts and a connection limit: slow or stalled clients cannot hold
