@@ -146,6 +146,12 @@ impl From<klb_store::StoreError> for ApiError {
             tracing::warn!(error = %e, "retryable store error");
             return ApiError::Unavailable("The database is busy, please try again.".to_owned());
         }
+        if e.is_invalid_text() {
+            // A NUL in a path or filter value that reached a PostgreSQL query.
+            return ApiError::BadRequest(
+                "Invalid input: the request contains a character that cannot be stored.".to_owned(),
+            );
+        }
         ApiError::internal(e)
     }
 }

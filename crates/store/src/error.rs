@@ -101,6 +101,18 @@ impl StoreError {
 }
 
 impl StoreError {
+    /// True when the database refused a text value of the request (PostgreSQL: NUL or an
+    /// invalid byte sequence, 22021/22P05): the caller's input, not a server fault.
+    pub fn is_invalid_text(&self) -> bool {
+        match self {
+            StoreError::Query { source, .. } => source
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|c| c == "22021" || c == "22P05"),
+            _ => false,
+        }
+    }
+
     /// The conflict of a versioned write of `doc` (read at `doc.version`).
     pub(crate) fn conflict(doc: &crate::Document) -> StoreError {
         StoreError::VersionConflict {

@@ -23,9 +23,20 @@ pub struct QueryPairs(pub Vec<(String, String)>);
 impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-            .map(|q| QueryPairs(q.0))
-            .map_err(|e| ApiError::BadRequest(format!("Invalid query string: {}", e.body_text())))
+        let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e| ApiError::BadRequest(format!("Invalid query string: {}", e.body_text())))?
+            .0;
+        // No stored value contains NUL, and PostgreSQL refuses it in any text parameter (a
+        // filter `?project_id=%00` was a 500 there and an empty list on SQLite).
+        if pairs
+            .iter()
+            .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(ApiError::BadRequest(
+                "Invalid query string: NUL characters are not allowed.".to_owned(),
+            ));
+        }
+        Ok(QueryPairs(pairs))
     }
 }
 
