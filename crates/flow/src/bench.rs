@@ -25,15 +25,20 @@ pub struct FlowBench {
 /// What one bench run measured.
 #[derive(Debug, Clone)]
 pub struct FlowBenchResult {
+    /// What was run.
     pub config: FlowBench,
+    /// Wall time of the run.
     pub elapsed: Duration,
+    /// Flows that completed.
     pub completed: u32,
+    /// Flows that failed.
     pub failed: u32,
     /// Cloud calls made in total.
     pub cloud_calls: u64,
 }
 
 impl FlowBenchResult {
+    /// Completed flows per second.
     pub fn flows_per_sec(&self) -> f64 {
         self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

@@ -18,7 +18,9 @@ use crate::FlowError;
 /// Which SQL dialect the pool speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// SQLite (the embedded default).
     Sqlite,
+    /// PostgreSQL (several control-plane nodes).
     Postgres,
 }
 
@@ -52,9 +54,11 @@ pub struct RunRecord {
     pub kind: String,
     /// Serialization key (the load balancer id): one run per key at a time.
     pub key: String,
+    /// The flow's input, as submitted.
     pub input: Value,
     /// Durable variables the steps recorded (cloud ids).
     pub vars: Map<String, Value>,
+    /// Where the run stands.
     pub state: RunState,
     /// Running: index of the next step to execute. Reverting: index of the next step to revert.
     pub step: i64,
@@ -62,20 +66,26 @@ pub struct RunRecord {
     pub attempt: i64,
     /// Why the run failed (or what its revert could not undo).
     pub reason: Option<String>,
+    /// A later run of the key asked this one to stop and revert.
     pub cancel_requested: bool,
     /// Opaque reference of whoever submitted the run (e.g. the store's job id).
     pub external_ref: Option<String>,
     /// Whether the finish hook ran after the run reached a final state.
     pub settled: bool,
+    /// Submission time, Unix milliseconds.
     pub created_ms: i64,
+    /// Last change, Unix milliseconds.
     pub updated_ms: i64,
 }
 
 /// Lifecycle of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
+    /// Submitted, not claimed yet.
     Pending,
+    /// Executing its steps.
     Running,
+    /// Undoing its completed steps in reverse order.
     Reverting,
     /// Every step executed.
     Completed,
@@ -84,6 +94,7 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// The `state` column's value.
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Pending => state::PENDING,
@@ -186,13 +197,17 @@ pub(crate) struct StepLog<'a> {
 /// One attempt of one step, as recorded in `flow_steps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRecord {
+    /// Index of the step in its flow.
     pub step: i64,
+    /// The step's name.
     pub name: String,
     /// `execute` or `revert`.
     pub phase: String,
+    /// Attempt number (1-based).
     pub attempt: i64,
     /// `ok`, `error`, `timeout`, `pending` or `skipped`.
     pub outcome: String,
+    /// The attempt's error, if any.
     pub error: Option<String>,
 }
 
@@ -275,6 +290,7 @@ impl Db {
         Ok(())
     }
 
+    /// The SQL dialect of the pool.
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -36,11 +36,14 @@ pub enum StepErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct StepError {
+    /// What the engine does next.
     pub kind: StepErrorKind,
+    /// Why (recorded in `flow_steps` and the run's reason).
     pub message: String,
 }
 
 impl StepError {
+    /// A transient failure: try again after a backoff.
     pub fn retry(message: impl Into<String>) -> Self {
         Self {
             kind: StepErrorKind::Retry,
@@ -48,6 +51,7 @@ impl StepError {
         }
     }
 
+    /// A permanent failure: revert the run.
     pub fn fatal(message: impl Into<String>) -> Self {
         Self {
             kind: StepErrorKind::Fatal,
@@ -55,6 +59,7 @@ impl StepError {
         }
     }
 
+    /// Not done yet (polling): call `execute` again after the poll interval.
     pub fn pending(message: impl Into<String>) -> Self {
         Self {
             kind: StepErrorKind::Pending,
@@ -77,9 +82,11 @@ impl From<CloudError> for StepError {
 pub struct StepCtx<'a, E> {
     /// Shared dependencies (cloud handles, config, store access).
     pub env: &'a E,
+    /// The run's id.
     pub run_id: &'a str,
     /// The serialization key (load balancer id).
     pub key: &'a str,
+    /// The run's input.
     pub input: &'a Value,
     /// Durable variables; committed with the step's progress, also after a failed attempt.
     pub vars: &'a mut Map<String, Value>,
@@ -164,8 +171,11 @@ impl<T> fmt::Debug for Var<T> {
 /// - `revert` may run whether `execute` ran fully, partly or not at all, and more than once.
 #[async_trait]
 pub trait Step<E: Send + Sync>: Send + Sync {
+    /// Stable name (recorded per attempt; renaming a step breaks resumption of old runs).
     fn name(&self) -> &'static str;
+    /// Do the step's work (idempotent, see above).
     async fn execute(&self, ctx: &mut StepCtx<'_, E>) -> Result<(), StepError>;
+    /// Undo the step's work (idempotent, see above); the default does nothing.
     async fn revert(&self, _ctx: &mut StepCtx<'_, E>) -> Result<(), StepError> {
         Ok(())
     }
@@ -185,11 +195,14 @@ pub trait Step<E: Send + Sync>: Send + Sync {
 
 /// A named, ordered list of steps.
 pub struct Flow<E> {
+    /// Flow kind (the engine looks flows up by it).
     pub kind: &'static str,
+    /// Steps in execution order (revert runs them backwards).
     pub steps: Vec<Arc<dyn Step<E>>>,
 }
 
 impl<E: Send + Sync> Flow<E> {
+    /// An empty flow of this kind.
     pub fn new(kind: &'static str) -> Self {
         Self {
             kind,
@@ -223,6 +236,7 @@ impl<E> fmt::Debug for Flow<E> {
 /// and the load balancer's `provisioning_status` set.
 #[async_trait]
 pub trait FinishHook<E>: Send + Sync {
+    /// Called once the run is `Completed` or `Failed` (again after a crash).
     async fn finished(&self, env: &E, run: &RunRecord) -> Result<(), FlowError>;
 }
 
@@ -239,6 +253,7 @@ pub struct EngineConfig {
     pub max_revert_attempts: u32,
     /// First retry delay; doubles per attempt.
     pub backoff_base: Duration,
+    /// Upper bound of the retry delay.
     pub backoff_max: Duration,
     /// How often idle workers look for claimable runs (submits in this process wake them now).
     pub poll_interval: Duration,
@@ -287,6 +302,7 @@ pub struct RunRequest {
     pub kind: String,
     /// Serialization key (the load balancer id).
     pub key: String,
+    /// The flow's input.
     pub input: Value,
     /// Ask earlier active runs of the key to stop at their next step boundary and revert
     /// (a delete cancels a running create).
@@ -296,6 +312,7 @@ pub struct RunRequest {
 }
 
 impl RunRequest {
+    /// A run of `kind` serialized on `key` with `input` encoded as JSON.
     pub fn new(kind: &str, key: &str, input: impl Serialize) -> Result<Self, FlowError> {
         Ok(Self {
             kind: kind.to_string(),
@@ -353,14 +370,17 @@ impl<E: Send + Sync + 'static> Engine<E> {
         self
     }
 
+    /// The runs' database.
     pub fn db(&self) -> &Db {
         &self.inner.db
     }
 
+    /// The environment steps see.
     pub fn env(&self) -> &Arc<E> {
         &self.inner.env
     }
 
+    /// The engine's tuning.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
     }
@@ -436,6 +456,7 @@ impl From<FlowError> for Abandon {
 }
 
 impl<E: Send + Sync + 'static> Worker<E> {
+    /// This worker's id (the lease holder recorded on claimed runs).
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -234,6 +234,7 @@ pub struct JobPump {
 }
 
 impl JobPump {
+    /// A pump turning `store`'s jobs into `engine` runs; new LBs get `vm_count` VMs.
     pub fn new(store: Store, engine: Engine<LbEnv>, vm_count: u32) -> Self {
         Self {
             store,
@@ -315,6 +316,7 @@ impl JobPump {
 
 /// The engine's finish hook: settle the run's job (if it came from one).
 pub struct SettleJobs {
+    /// Where the jobs live.
     pub store: Store,
 }
 

@@ -47,6 +47,7 @@
 //! - A step's per-attempt timeout, the lease TTL and the wait budgets are independent: a hung
 //!   cloud call costs one attempt, never the run.
 //! - Dropping a worker's future at any point is a crash, which is always safe.
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod bench;
@@ -64,14 +65,19 @@ pub use engine::{
 /// Errors of the flow engine (step failures are not errors: they end runs as `Failed`).
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
+    /// The flow database failed.
     #[error("flow store: {0}")]
     Db(#[from] sqlx::Error),
+    /// A stored run does not decode.
     #[error("flow store holds corrupt data: {0}")]
     Corrupt(String),
+    /// The database URL names neither SQLite nor PostgreSQL.
     #[error("unsupported database backend {0:?} (SQLite or PostgreSQL)")]
     Unsupported(String),
+    /// A run names a flow kind this engine does not have.
     #[error("no flow of kind {0:?} is registered")]
     UnknownFlow(String),
+    /// A run input does not decode for its flow.
     #[error("invalid flow input: {0}")]
     Input(String),
     /// A run input that does not encode as JSON.
@@ -92,8 +98,10 @@ pub enum FlowError {
         #[source]
         source: std::io::Error,
     },
+    /// No run has this id.
     #[error("no flow run {0}")]
     NoSuchRun(String),
+    /// A wait for a run's end timed out.
     #[error("flow run {0} did not finish in time")]
     WaitTimeout(String),
 }

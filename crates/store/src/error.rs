@@ -8,6 +8,7 @@ pub enum StoreError {
     Open {
         /// The URL with any password removed.
         url: String,
+        /// The driver's error.
         #[source]
         source: sqlx::Error,
     },
@@ -16,6 +17,7 @@ pub enum StoreError {
     Permissions {
         /// The URL.
         url: String,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -27,6 +29,7 @@ pub enum StoreError {
     Query {
         /// What the store was doing.
         op: &'static str,
+        /// The driver's error.
         #[source]
         source: sqlx::Error,
     },
@@ -55,6 +58,7 @@ pub enum StoreError {
         kind: crate::DocumentKind,
         /// Document id.
         id: String,
+        /// Why it does not decode.
         #[source]
         source: serde_json::Error,
     },
@@ -63,6 +67,7 @@ pub enum StoreError {
     Encode {
         /// Document kind.
         kind: crate::DocumentKind,
+        /// Why it does not encode.
         #[source]
         source: serde_json::Error,
     },

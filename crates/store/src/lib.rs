@@ -14,6 +14,7 @@
 //! On PostgreSQL writers lock the load balancer row (`SELECT ... FOR UPDATE`) and workers claim
 //! jobs with `FOR UPDATE SKIP LOCKED`.
 
+#![warn(missing_docs)]
 mod batch;
 mod cache;
 mod document;

@@ -21,6 +21,7 @@ pub struct FakeBackend {
 }
 
 impl FakeBackend {
+    /// An empty backend.
     pub fn new() -> Self {
         Self::default()
     }

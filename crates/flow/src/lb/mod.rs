@@ -136,8 +136,11 @@ impl LbConfig {
 /// One LB VM as the flows see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vm {
+    /// Index within the LB (0-based; names and metadata use it).
     pub index: u32,
+    /// The cloud server id.
     pub server_id: String,
+    /// The server's name (deterministic, see klb-cloud's `names`).
     pub name: String,
     /// Address on the management network (agent API, heartbeats).
     pub mgmt_ip: Option<IpAddr>,
@@ -145,14 +148,18 @@ pub struct Vm {
     pub l3_ip: Option<IpAddr>,
     /// The L3 port (carries the VIP as an allowed-address pair).
     pub l3_port_id: Option<String>,
+    /// Whether it serves (false while drained or being replaced).
     pub active: bool,
 }
 
 /// What the flows record about a load balancer (the seed's "storing ... to vlb-api").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LbResources {
+    /// The LB VMs.
     pub vms: Vec<Vm>,
+    /// The PPS alarm, once made.
     pub alarm_id: Option<String>,
+    /// The VIP, once allocated.
     pub vip_ip: Option<IpAddr>,
 }
 
@@ -180,8 +187,11 @@ pub trait LbBackend: Send + Sync {
 /// What the LB flows' steps use.
 #[derive(Clone)]
 pub struct LbEnv {
+    /// The cloud's capabilities.
     pub cloud: Cloud,
+    /// Operator options (the seed's `[kinx_haproxy]`).
     pub config: LbConfig,
+    /// Where LB records and desired states are read and written.
     pub backend: Arc<dyn LbBackend>,
 }
 
@@ -235,7 +245,9 @@ mod udp_flag {
 /// Where the VIP lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VipSpec {
+    /// The VIP network.
     pub network_id: String,
+    /// The VIP subnet (else any subnet of the network).
     #[serde(default)]
     pub subnet_id: Option<String>,
     /// Requested address; `None` lets the cloud pick.
@@ -246,7 +258,9 @@ pub struct VipSpec {
 /// Input of every LB flow (fields a flow does not use stay empty).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LbInput {
+    /// The load balancer.
     pub lb_id: String,
+    /// Where the VIP lives (create).
     #[serde(default)]
     pub vip: Option<VipSpec>,
     /// Listener ports (create, update): the security group opens exactly these.
@@ -258,6 +272,7 @@ pub struct LbInput {
 }
 
 impl LbInput {
+    /// Input of the create flow.
     pub fn create(lb_id: &str, vip: VipSpec, listeners: Vec<ListenerPort>, vm_count: u32) -> Self {
         Self {
             lb_id: lb_id.into(),
@@ -267,6 +282,7 @@ impl LbInput {
         }
     }
 
+    /// Input of the delete flow.
     pub fn delete(lb_id: &str) -> Self {
         Self {
             lb_id: lb_id.into(),
@@ -274,6 +290,7 @@ impl LbInput {
         }
     }
 
+    /// Input of the update flow.
     pub fn update(lb_id: &str, listeners: Vec<ListenerPort>) -> Self {
         Self {
             lb_id: lb_id.into(),

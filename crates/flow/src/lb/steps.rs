@@ -187,6 +187,7 @@ fn desired_rules(ctx: &Ctx<'_>, input: &LbInput) -> Result<Vec<RuleSpec>, StepEr
 /// Security group with exactly the desired rules (missing ones added, stale ones removed).
 /// `owned`: the run created the LB, so revert deletes the group; otherwise revert leaves it.
 pub struct EnsureSecurityGroup {
+    /// Whether this run created the LB (see above).
     pub owned: bool,
 }
 
@@ -475,6 +476,7 @@ impl Step<LbEnv> for RecordLb {
 
 /// Wait until the VMs of `vm_indices` are `ACTIVE` (a VM in `ERROR` fails the run).
 pub struct WaitVmsActive {
+    /// How often and how long to poll.
     pub poll: Polling,
 }
 
@@ -541,6 +543,7 @@ impl Step<LbEnv> for WaitVmsActive {
 /// the last reason (e.g. the VM's agent refused the connection).
 #[derive(Clone)]
 pub struct WaitAgentsUp {
+    /// How often and how long to poll.
     pub poll: Polling,
 }
 
@@ -593,6 +596,7 @@ impl Step<LbEnv> for WaitAgentsUp {
 /// `owned` (create): revert deletes it. Otherwise (failover, scale) revert restores an alarm
 /// over the VMs that remain once this run's own VMs are reverted.
 pub struct EnsureAlarm {
+    /// Whether this run created the LB (see above).
     pub owned: bool,
 }
 
@@ -845,6 +849,7 @@ impl Step<LbEnv> for DeleteAlarm {
 
 /// Delete every VM of the LB (by metadata, so half-created ones go too) and wait until gone.
 pub struct DeleteAllVms {
+    /// How often and how long to poll.
     pub poll: Polling,
 }
 
