@@ -4,6 +4,7 @@
 mod util;
 
 mod certificates;
+mod child_writes;
 mod conformance;
 mod errors;
 mod golden;

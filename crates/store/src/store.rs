@@ -292,6 +292,12 @@ impl Store {
         list_on(&self.inner.reader, q).await
     }
 
+    /// Number of documents matching `q` (ignores `after`, `descending` and `limit`), read
+    /// outside any transaction ([`WriteTx::count`] is the exact one under concurrent writes).
+    pub async fn count(&self, q: &ListQuery) -> Result<i64, StoreError> {
+        count_on(&self.inner.reader, q).await
+    }
+
     /// The stamps of the documents [`Store::list`] would return for `q`, in the same order,
     /// without their bodies: with [`Store::render_cache`] a list reads bodies
     /// ([`Store::get_many`]) only of documents changed since they were last rendered.
@@ -714,6 +720,37 @@ where
         .map_err(query("list"))
 }
 
+async fn count_on<'e, E>(exec: E, q: &ListQuery) -> Result<i64, StoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let mut sql = String::from("SELECT COUNT(*) FROM resources WHERE kind = $1");
+    // A count is always of one kind (quota checks); `None` counts nothing.
+    let Some(kind) = q.kind else {
+        return Ok(0);
+    };
+    let mut binds: Vec<&str> = vec![kind.as_str()];
+    for (col, v) in [
+        ("project_id", &q.project_id),
+        ("loadbalancer_id", &q.loadbalancer_id),
+        ("parent_id", &q.parent_id),
+        ("ref_id", &q.ref_id),
+    ] {
+        if let Some(v) = v {
+            binds.push(v.as_str());
+            sql.push_str(&format!(" AND {col} = ${}", binds.len()));
+        }
+    }
+    if !q.include_deleted {
+        sql.push_str(" AND (provisioning_status IS NULL OR provisioning_status <> 'DELETED')");
+    }
+    let mut stmt = sqlx::query_scalar::<_, i64>(&sql);
+    for b in binds {
+        stmt = stmt.bind(b);
+    }
+    stmt.fetch_one(exec).await.map_err(query("count"))
+}
+
 /// Separators of [`Store::list_stamps`]'s aggregated row (never in timestamps or numbers).
 const UNIT_SEP: &str = "\u{1f}";
 const RECORD_SEP: &str = "\u{1e}";
@@ -896,31 +933,7 @@ impl WriteTx {
     /// Number of documents matching `q` (ignores `after`, `descending` and `limit`); used for
     /// quota checks inside the writer's transaction.
     pub async fn count(&mut self, q: &ListQuery) -> Result<i64, StoreError> {
-        let mut sql = String::from("SELECT COUNT(*) FROM resources WHERE kind = $1");
-        // A count is always of one kind (quota checks); `None` counts nothing.
-        let Some(kind) = q.kind else {
-            return Ok(0);
-        };
-        let mut binds: Vec<&str> = vec![kind.as_str()];
-        for (col, v) in [
-            ("project_id", &q.project_id),
-            ("loadbalancer_id", &q.loadbalancer_id),
-            ("parent_id", &q.parent_id),
-            ("ref_id", &q.ref_id),
-        ] {
-            if let Some(v) = v {
-                binds.push(v.as_str());
-                sql.push_str(&format!(" AND {col} = ${}", binds.len()));
-            }
-        }
-        if !q.include_deleted {
-            sql.push_str(" AND (provisioning_status IS NULL OR provisioning_status <> 'DELETED')");
-        }
-        let mut stmt = sqlx::query_scalar::<_, i64>(&sql);
-        for b in binds {
-            stmt = stmt.bind(b);
-        }
-        stmt.fetch_one(&mut *self.tx).await.map_err(query("count"))
+        count_on(&mut *self.tx, q).await
     }
 
     /// Relation rows inside the transaction.

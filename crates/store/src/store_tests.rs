@@ -896,3 +896,34 @@ async fn a_terminated_postgres_session_is_retryable() {
     let err = StoreError::Query { op: "test", source };
     assert!(err.is_retryable());
 }
+
+#[tokio::test]
+async fn counts_outside_and_inside_a_transaction_agree_and_skip_deleted() {
+    let (store, _dir) = test_store().await;
+    let lb = lb(ProvisioningStatus::Active);
+    let live = pool(&lb, ProvisioningStatus::Active);
+    let gone = pool(&lb, ProvisioningStatus::Deleted);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_resource(&lb).await.unwrap();
+    tx.insert_resource(&live).await.unwrap();
+    tx.insert_resource(&gone).await.unwrap();
+    tx.commit().await.unwrap();
+    let q = ListQuery {
+        kind: Some(Kind::Pool.into()),
+        project_id: Some(lb.project_id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(store.count(&q).await.unwrap(), 1);
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.count(&q).await.unwrap(), 1);
+    let other = ListQuery {
+        project_id: Some("another".to_owned()),
+        ..q.clone()
+    };
+    assert_eq!(store.count(&other).await.unwrap(), 0);
+    let all = ListQuery {
+        include_deleted: true,
+        ..q
+    };
+    assert_eq!(tx.count(&all).await.unwrap(), 2);
+}

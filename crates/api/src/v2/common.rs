@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use klb_model::{Kind, LoadBalancer, ProvisioningStatus, Resource, status};
-use klb_store::{JobOp, NewJob, WriteTx};
+use klb_model::{Kind, Listener, LoadBalancer, ProvisioningStatus, Resource, status};
+use klb_store::{Document, JobOp, NewJob, StoreError, WriteBatch, WriteTx};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -205,6 +205,220 @@ pub async fn begin_write<T: Resource>(
     Ok((tx, obj, lb))
 }
 
+/// How many times a child create re-reads and retries when its load balancer changed between
+/// its read and its write ([`ChildWrite::commit`] answered [`Commit::Raced`]). A race means
+/// another change of the same LB committed first; the retry then usually finds the LB
+/// `PENDING_UPDATE` and answers Octavia's 409 as the locked sequence would have.
+pub const CHILD_WRITE_ATTEMPTS: usize = 8;
+
+/// A stored resource as read for a change: the model and the version its write is
+/// conditioned on.
+pub struct Versioned<T> {
+    /// The resource.
+    pub value: T,
+    /// Its stored version when read.
+    pub version: i64,
+}
+
+/// One resource with its stored version (outside any transaction); `None` when absent or
+/// `DELETED`.
+pub async fn read_versioned<T: Resource>(
+    state: &AppState,
+    id: Uuid,
+) -> ApiResult<Option<Versioned<T>>> {
+    let doc = state.store.get(T::KIND, &id.to_string()).await?;
+    match doc {
+        Some(d) if d.status() != Some(ProvisioningStatus::Deleted) => Ok(Some(Versioned {
+            value: d.decode()?,
+            version: d.version,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// What a child change reads first, once, outside any transaction: `T` by its path id (404/403
+/// as for GET), then its load balancer, which must be ACTIVE (409 `ImmutableObject`): the
+/// checks of [`begin_write`] in its order, without holding the writer. The LB's version is the
+/// lock, taken by the [`ChildWrite`] that ends the change.
+pub async fn read_for_child<T: Resource>(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+    action: Action,
+) -> ApiResult<(Versioned<T>, Versioned<LoadBalancer>)> {
+    let obj: Versioned<T> = read_authorized(state, ctx, id, action).await?;
+    let lb_id = obj
+        .value
+        .loadbalancer_id()
+        .ok_or_else(|| ApiError::not_found(T::KIND, id))?;
+    let lb: Versioned<LoadBalancer> = read_versioned(state, lb_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &lb_id.to_string()))?;
+    status::check_lb_mutable(lb.value.id, lb.value.provisioning_status)?;
+    Ok((obj, lb))
+}
+
+/// [`read_for_child`] when the path names the load balancer itself (one read).
+pub async fn read_lb_for_child(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+    action: Action,
+) -> ApiResult<Versioned<LoadBalancer>> {
+    let lb: Versioned<LoadBalancer> = read_authorized(state, ctx, id, action).await?;
+    status::check_lb_mutable(lb.value.id, lb.value.provisioning_status)?;
+    Ok(lb)
+}
+
+/// [`load`] with the stored version.
+async fn read_authorized<T: Resource>(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+    action: Action,
+) -> ApiResult<Versioned<T>> {
+    let obj: Versioned<T> = read_versioned(state, path_id(T::KIND, id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found(T::KIND, id))?;
+    ctx.authorize(action, obj.value.project_id())
+        .map_err(|d| denied(T::KIND, id, d))?;
+    Ok(obj)
+}
+
+/// The answer of [`ChildWrite::commit`].
+#[must_use]
+pub enum Commit {
+    /// Written.
+    Done,
+    /// Nothing written: the load balancer (or a listener the change locks) changed since it
+    /// was read. Read again and retry.
+    Raced,
+}
+
+/// A quota to re-check exactly when a create is written (see [`check_quota_before_write`]).
+pub struct QuotaGuard {
+    project_id: String,
+    kind: Kind,
+    adding: i64,
+    limit: i64,
+}
+
+/// The writes of one child change, applied together as one [`WriteBatch`] (on SQLite one
+/// statement, grouped with concurrent callers'). Its first write is the load balancer going
+/// `PENDING_UPDATE` at the version read: that versioned update is the lock. Every change of an
+/// LB's graph writes the LB (it goes `PENDING_UPDATE`, the job's settle brings it back), so the
+/// batch fails unless the graph is still the one the change read and checked. That is why
+/// the reads, the checks and the certificate fetches before it need no transaction and never
+/// hold SQLite's single writer: the write is the only moment the change takes it.
+pub struct ChildWrite {
+    batch: WriteBatch,
+    stamp: DateTime<Utc>,
+    quota: Option<QuotaGuard>,
+}
+
+impl ChildWrite {
+    /// Starts the writes of a child change of `lb` (read at `lb.version`): the LB goes
+    /// `PENDING_UPDATE` with `updated_at` (in Octavia every write of a row sets it).
+    pub fn lock(lb: &mut Versioned<LoadBalancer>) -> ApiResult<ChildWrite> {
+        let stamp = now();
+        lb.value.provisioning_status = ProvisioningStatus::PendingUpdate;
+        lb.value.updated_at = Some(stamp);
+        let mut w = ChildWrite {
+            batch: WriteBatch::new(),
+            stamp,
+            quota: None,
+        };
+        w.update_status(&lb.value, lb.version)?;
+        Ok(w)
+    }
+
+    /// Also locks the listeners whose traffic the change affects: ACTIVE ones go
+    /// `PENDING_UPDATE` (the rule of [`mark_pending`]).
+    pub fn lock_listeners(&mut self, listeners: Vec<Versioned<Listener>>) -> ApiResult<()> {
+        for mut l in listeners {
+            if l.value.provisioning_status == ProvisioningStatus::Active {
+                l.value.provisioning_status = ProvisioningStatus::PendingUpdate;
+                l.value.updated_at = Some(self.stamp);
+                self.update_status(&l.value, l.version)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The time of the change (the `updated_at` the locked objects get).
+    pub fn stamp(&self) -> DateTime<Utc> {
+        self.stamp
+    }
+
+    /// Inserts a new object.
+    pub fn insert<T: Resource>(&mut self, value: &T) -> ApiResult<()> {
+        self.batch.insert(Document::from_resource(value)?);
+        Ok(())
+    }
+
+    /// Replaces an object read at `version` (any column may change).
+    pub fn update<T: Resource>(&mut self, value: &T, version: i64) -> ApiResult<()> {
+        let mut doc = Document::from_resource(value)?;
+        doc.version = version;
+        self.batch.update(doc);
+        Ok(())
+    }
+
+    /// Replaces an object read at `version` whose indexed columns other than the provisioning
+    /// status are unchanged (cheaper: their indexes are left alone).
+    fn update_status<T: Resource>(&mut self, value: &T, version: i64) -> ApiResult<()> {
+        let mut doc = Document::from_resource(value)?;
+        doc.version = version;
+        self.batch.update_body(doc);
+        Ok(())
+    }
+
+    /// Enqueues the job of the change.
+    pub fn enqueue(&mut self, lb: Uuid, op: JobOp, kind: Kind, target: Uuid) {
+        self.batch.enqueue(job(lb, op, kind, target));
+    }
+
+    /// Re-checks `guard` (if any) exactly when the change is written.
+    pub fn guard_quota(&mut self, guard: Option<QuotaGuard>) {
+        self.quota = guard;
+    }
+
+    /// Writes everything, or nothing when the LB or a locked listener changed since it was
+    /// read ([`Commit::Raced`]). Without a quota to guard this is one write batch; with one,
+    /// the count runs in the same write transaction as the batch, so concurrent creates in
+    /// the project cannot pass the limit together.
+    pub async fn commit(self, state: &AppState) -> ApiResult<Commit> {
+        let written = match self.quota {
+            None => state.store.apply(self.batch).await,
+            Some(q) => {
+                let mut tx = state.store.begin().await?;
+                if count_kind(&mut tx, &q.project_id, q.kind).await? + q.adding > q.limit {
+                    return Err(quota_met(q.kind));
+                }
+                match tx.apply(self.batch).await {
+                    Ok(()) => tx.commit().await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match written {
+            Ok(()) => Ok(Commit::Done),
+            Err(StoreError::VersionConflict { .. }) => Ok(Commit::Raced),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The 409 of a child change that lost [`CHILD_WRITE_ATTEMPTS`] races for its load balancer
+/// (every attempt found it changed by another writer at the moment of writing).
+pub fn lb_busy(lb_id: Uuid) -> ApiError {
+    status::Conflict::Immutable {
+        kind: Kind::LoadBalancer,
+        id: lb_id,
+    }
+    .into()
+}
+
 /// Locks the load balancer and every listener in `listener_ids` for a child change: the LB
 /// goes `PENDING_UPDATE`, ACTIVE listeners go `PENDING_UPDATE` (each with `updated_at`: in
 /// Octavia every write of a row sets it).
@@ -232,6 +446,11 @@ pub async fn mark_pending(
 /// Listeners whose traffic goes through pool `pool_id` (default pool or L7 redirect).
 pub async fn listeners_of_pool(tx: &mut WriteTx, pool_id: Uuid) -> ApiResult<Vec<Uuid>> {
     let rels = RelIndex::new(tx.relations(&[pool_id.to_string()]).await?);
+    Ok(listeners_through(&rels, pool_id))
+}
+
+/// The listeners whose traffic goes through pool `pool_id`, from its relations.
+pub fn listeners_through(rels: &RelIndex, pool_id: Uuid) -> Vec<Uuid> {
     let pid = pool_id.to_string();
     let mut ids: Vec<Uuid> = rels
         .referrers(&pid, Kind::Listener)
@@ -245,7 +464,28 @@ pub async fn listeners_of_pool(tx: &mut WriteTx, pool_id: Uuid) -> ApiResult<Vec
     }
     ids.sort();
     ids.dedup();
-    Ok(ids)
+    ids
+}
+
+/// Listeners by id with their versions (outside any transaction), for
+/// [`ChildWrite::lock_listeners`]; absent and `DELETED` ones are skipped.
+pub async fn read_listeners(state: &AppState, ids: &[Uuid]) -> ApiResult<Vec<Versioned<Listener>>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let mut out: Vec<Versioned<Listener>> = Vec::with_capacity(ids.len());
+    for d in state.store.get_many(Kind::Listener, &ids).await? {
+        if d.status() != Some(ProvisioningStatus::Deleted) {
+            out.push(Versioned {
+                value: d.decode()?,
+                version: d.version,
+            });
+        }
+    }
+    // The order of `mark_pending`'s writes.
+    out.sort_by_key(|l| l.value.id);
+    Ok(out)
 }
 
 /// The job of a change of `target` in load balancer `lb`'s graph.
@@ -355,6 +595,56 @@ pub async fn check_certs(
     )))
 }
 
+/// [`check_quota`] for a create written by a [`ChildWrite`]: the same 403 at the same point
+/// (counted outside any transaction), and the guard with which [`ChildWrite::commit`] counts
+/// again inside the write. `None` when the project has no limit for `kind`.
+pub async fn check_quota_before_write(
+    state: &AppState,
+    project_id: &str,
+    kind: Kind,
+    adding: i64,
+) -> ApiResult<Option<QuotaGuard>> {
+    if adding <= 0 {
+        return Ok(None);
+    }
+    let Some(limit) = state
+        .quotas
+        .limit(&state.store, project_id, kind)
+        .await?
+        .filter(|l| *l >= 0)
+    else {
+        return Ok(None);
+    };
+    if state.store.count(&quota_query(project_id, kind)).await? + adding > limit {
+        return Err(quota_met(kind));
+    }
+    Ok(Some(QuotaGuard {
+        project_id: project_id.to_owned(),
+        kind,
+        adding,
+        limit,
+    }))
+}
+
+fn quota_query(project_id: &str, kind: Kind) -> klb_store::ListQuery {
+    klb_store::ListQuery {
+        kind: Some(kind.into()),
+        project_id: Some(project_id.to_owned()),
+        ..Default::default()
+    }
+}
+
+async fn count_kind(tx: &mut WriteTx, project_id: &str, kind: Kind) -> ApiResult<i64> {
+    Ok(tx.count(&quota_query(project_id, kind)).await?)
+}
+
+fn quota_met(kind: Kind) -> ApiError {
+    ApiError::ForbiddenWith(format!(
+        "Quota has been met for resources: {}",
+        kind.display_name()
+    ))
+}
+
 /// Refuses a create that would take `project_id` over its quota of `kind` (403).
 pub async fn check_quota(
     state: &AppState,
@@ -374,16 +664,8 @@ pub async fn check_quota(
     else {
         return Ok(());
     };
-    let q = klb_store::ListQuery {
-        kind: Some(kind.into()),
-        project_id: Some(project_id.to_owned()),
-        ..Default::default()
-    };
-    if tx.count(&q).await? + adding > limit {
-        return Err(ApiError::ForbiddenWith(format!(
-            "Quota has been met for resources: {}",
-            kind.display_name()
-        )));
+    if count_kind(tx, project_id, kind).await? + adding > limit {
+        return Err(quota_met(kind));
     }
     Ok(())
 }

@@ -593,38 +593,49 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let obj = Obj::envelope(&body, "listener", "listener_", TABLE.create_keys())?;
     let lb_id = required("loadbalancer_id", obj.uuid("loadbalancer_id")?)?;
-    let (mut tx, _, mut lb) = begin_write::<LoadBalancer>(
-        &state,
-        &ctx,
-        &lb_id.to_string(),
-        Action::new(R::Listener, Op::Post),
-    )
-    .await?;
-    let project_id = project_for_create(&ctx, &obj)?;
-    let l = parse_new(&state, &obj, &lb, &lb.project_id.clone())?;
-    let _ = project_id;
-    check_certs(&state, &l.project_id, &cert_refs(&l)).await?;
-    let existing: Vec<Listener> = tx
-        .list_resources(ListQuery {
-            parent_id: Some(lb.id.to_string()),
-            ..Default::default()
-        })
-        .await?;
-    check_duplicate(&existing, &l)?;
-    check_quota(&state, &mut tx, &l.project_id, Kind::Listener, 1).await?;
-    if let Some(pid) = l.default_pool_id {
-        let pool: Option<Pool> = tx.get_resource(pid).await?;
-        check_default_pool(&l, pool.as_ref(), pid)?;
+    let action = Action::new(R::Listener, Op::Post);
+    // Certificates are checked once (their refs do not depend on the LB's state), and
+    // outside the write: a Barbican fetch never holds the writer.
+    let mut certs_checked = false;
+    for _ in 0..CHILD_WRITE_ATTEMPTS {
+        let mut lb = read_lb_for_child(&state, &ctx, &lb_id.to_string(), action).await?;
+        project_for_create(&ctx, &obj)?;
+        let project_id = lb.value.project_id.clone();
+        let l = parse_new(&state, &obj, &lb.value, &project_id)?;
+        if !certs_checked {
+            check_certs(&state, &l.project_id, &cert_refs(&l)).await?;
+            certs_checked = true;
+        }
+        let existing = state
+            .store
+            .list(&ListQuery {
+                kind: Some(Kind::Listener.into()),
+                parent_id: Some(lb.value.id.to_string()),
+                ..Default::default()
+            })
+            .await?
+            .iter()
+            .map(Document::decode)
+            .collect::<Result<Vec<Listener>, _>>()?;
+        check_duplicate(&existing, &l)?;
+        let quota = check_quota_before_write(&state, &l.project_id, Kind::Listener, 1).await?;
+        if let Some(pid) = l.default_pool_id {
+            let pool: Option<Pool> = state.store.get_resource(pid).await?;
+            check_default_pool(&l, pool.as_ref(), pid)?;
+        }
+        let mut write = ChildWrite::lock(&mut lb)?;
+        write.insert(&l)?;
+        write.enqueue(lb.value.id, JobOp::Create, Kind::Listener, l.id);
+        write.guard_quota(quota);
+        if let Commit::Done = write.commit(&state).await? {
+            return Ok(reply(
+                StatusCode::CREATED,
+                "listener",
+                Value::Object(render(&l)),
+            ));
+        }
     }
-    mark_pending(&mut tx, &mut lb, &[]).await?;
-    tx.insert_resource(&l).await?;
-    enqueue(&mut tx, lb.id, JobOp::Create, Kind::Listener, l.id).await?;
-    tx.commit().await?;
-    Ok(reply(
-        StatusCode::CREATED,
-        "listener",
-        Value::Object(render(&l)),
-    ))
+    Err(lb_busy(lb_id))
 }
 
 /// PUT /v2/listeners/{id}

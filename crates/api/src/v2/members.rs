@@ -263,38 +263,55 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let obj = Obj::envelope(&body, "member", "member_", TABLE.create_keys())?;
-    let (mut tx, pool, mut lb) = pool_for_write(&state, &ctx, &pool_id, Op::Post).await?;
-    let rels = RelIndex::new(tx.relations(&[pool.id.to_string()]).await?);
-    let has_monitor = !rels
-        .children(&pool.id.to_string(), Kind::HealthMonitor)
-        .is_empty();
-    let m = parse_new(&state, &obj, &pool, has_monitor)?;
-    let existing: Vec<Member> = tx
-        .list_resources(ListQuery {
-            parent_id: Some(pool.id.to_string()),
-            ..Default::default()
-        })
-        .await?;
-    if existing
-        .iter()
-        .any(|o| o.address == m.address && o.protocol_port == m.protocol_port)
-    {
-        return Err(ApiError::Conflict(format!(
-            "Another member on this pool is already using ip {} on protocol_port {}",
-            m.address, m.protocol_port
-        )));
+    let action = Action::new(R::Member, Op::Post);
+    let mut raced_lb = None;
+    for _ in 0..CHILD_WRITE_ATTEMPTS {
+        let (pool, mut lb) = read_for_child::<Pool>(&state, &ctx, &pool_id, action).await?;
+        let pool = pool.value;
+        status::check_parent_mutable(Kind::Pool, pool.id, pool.provisioning_status)?;
+        // One read of the pool's relations: its health monitor and the listeners it serves.
+        let rels = RelIndex::new(state.store.relations(&[pool.id.to_string()]).await?);
+        let has_monitor = !rels
+            .children(&pool.id.to_string(), Kind::HealthMonitor)
+            .is_empty();
+        let m = parse_new(&state, &obj, &pool, has_monitor)?;
+        let existing = state
+            .store
+            .list(&ListQuery {
+                kind: Some(Kind::Member.into()),
+                parent_id: Some(pool.id.to_string()),
+                ..Default::default()
+            })
+            .await?
+            .iter()
+            .map(Document::decode)
+            .collect::<Result<Vec<Member>, _>>()?;
+        if existing
+            .iter()
+            .any(|o| o.address == m.address && o.protocol_port == m.protocol_port)
+        {
+            return Err(ApiError::Conflict(format!(
+                "Another member on this pool is already using ip {} on protocol_port {}",
+                m.address, m.protocol_port
+            )));
+        }
+        let quota = check_quota_before_write(&state, &m.project_id, Kind::Member, 1).await?;
+        let listeners = read_listeners(&state, &listeners_through(&rels, pool.id)).await?;
+        let mut write = ChildWrite::lock(&mut lb)?;
+        write.lock_listeners(listeners)?;
+        write.insert(&m)?;
+        write.enqueue(lb.value.id, JobOp::Create, Kind::Member, m.id);
+        write.guard_quota(quota);
+        if let Commit::Done = write.commit(&state).await? {
+            return Ok(reply(
+                StatusCode::CREATED,
+                "member",
+                Value::Object(render(&m)),
+            ));
+        }
+        raced_lb = Some(lb.value.id);
     }
-    check_quota(&state, &mut tx, &m.project_id, Kind::Member, 1).await?;
-    let listeners = listeners_of_pool(&mut tx, pool.id).await?;
-    mark_pending(&mut tx, &mut lb, &listeners).await?;
-    tx.insert_resource(&m).await?;
-    enqueue(&mut tx, lb.id, JobOp::Create, Kind::Member, m.id).await?;
-    tx.commit().await?;
-    Ok(reply(
-        StatusCode::CREATED,
-        "member",
-        Value::Object(render(&m)),
-    ))
+    Err(lb_busy(raced_lb.unwrap_or_default()))
 }
 
 /// PUT /v2/pools/{pool_id}/members/{id}

@@ -412,61 +412,78 @@ pub async fn create(
     let lb_id = obj.uuid("loadbalancer_id")?.opt();
     project_for_create(&ctx, &obj).ok();
     let action = Action::new(R::Pool, Op::Post);
-    let (mut tx, mut lb, listener) = match (listener_id, lb_id) {
-        (Some(lid), _) => {
-            let (tx, l, lb) =
-                begin_write::<Listener>(&state, &ctx, &lid.to_string(), action).await?;
-            if lb_id.is_some_and(|id| id != lb.id) {
+    // Certificates once, outside the write (see listeners::create).
+    let mut certs_checked = false;
+    let mut raced_lb = None;
+    for _ in 0..CHILD_WRITE_ATTEMPTS {
+        let (mut lb, listener) = match (listener_id, lb_id) {
+            (Some(lid), _) => {
+                let (l, lb) =
+                    read_for_child::<Listener>(&state, &ctx, &lid.to_string(), action).await?;
+                if lb_id.is_some_and(|id| id != lb.value.id) {
+                    return Err(ApiError::validation(
+                        "The listener does not belong to the given load balancer.",
+                    ));
+                }
+                (lb, Some(l))
+            }
+            (None, Some(id)) => (
+                read_lb_for_child(&state, &ctx, &id.to_string(), action).await?,
+                None,
+            ),
+            (None, None) => {
                 return Err(ApiError::validation(
-                    "The listener does not belong to the given load balancer.",
+                    "Must provide at least one of: loadbalancer_id, listener_id",
                 ));
             }
-            (tx, lb, Some(l))
+        };
+        let p = parse_new(&state, &obj, &lb.value)?;
+        if !certs_checked {
+            check_certs(&state, &p.project_id, &cert_refs(&p)).await?;
+            certs_checked = true;
         }
-        (None, Some(id)) => {
-            let (tx, _, lb) =
-                begin_write::<LoadBalancer>(&state, &ctx, &id.to_string(), action).await?;
-            (tx, lb, None)
+        let quota = check_quota_before_write(&state, &p.project_id, Kind::Pool, 1).await?;
+        let mut write = ChildWrite::lock(&mut lb)?;
+        let mut listener_ids = Vec::new();
+        if let Some(mut l) = listener {
+            if l.value.default_pool_id.is_some() {
+                return Err(ApiError::Conflict(
+                    "This listener already has a default pool".to_owned(),
+                ));
+            }
+            super::listeners::check_protocols(l.value.protocol, p.protocol)?;
+            // The listener gets its default pool and, as `mark_pending` does, goes
+            // PENDING_UPDATE if it was ACTIVE; one versioned write of both.
+            l.value.default_pool_id = Some(p.id);
+            l.value.updated_at = Some(write.stamp());
+            if l.value.provisioning_status == ProvisioningStatus::Active {
+                l.value.provisioning_status = ProvisioningStatus::PendingUpdate;
+            }
+            write.update(&l.value, l.version)?;
+            listener_ids.push(l.value.id);
         }
-        (None, None) => {
-            return Err(ApiError::validation(
-                "Must provide at least one of: loadbalancer_id, listener_id",
-            ));
+        write.insert(&p)?;
+        write.enqueue(lb.value.id, JobOp::Create, Kind::Pool, p.id);
+        write.guard_quota(quota);
+        if let Commit::Raced = write.commit(&state).await? {
+            raced_lb = Some(lb.value.id);
+            continue;
         }
-    };
-    let p = parse_new(&state, &obj, &lb)?;
-    check_certs(&state, &p.project_id, &cert_refs(&p)).await?;
-    check_quota(&state, &mut tx, &p.project_id, Kind::Pool, 1).await?;
-    let mut listener_ids = Vec::new();
-    if let Some(mut l) = listener {
-        if l.default_pool_id.is_some() {
-            return Err(ApiError::Conflict(
-                "This listener already has a default pool".to_owned(),
-            ));
-        }
-        super::listeners::check_protocols(l.protocol, p.protocol)?;
-        l.default_pool_id = Some(p.id);
-        l.updated_at = Some(now());
-        tx.put_resource(&l).await?;
-        listener_ids.push(l.id);
+        let mut m = render(&p);
+        m.insert(
+            "listeners".into(),
+            id_refs(
+                listener_ids
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            ),
+        );
+        return Ok(reply(StatusCode::CREATED, "pool", Value::Object(m)));
     }
-    tx.insert_resource(&p).await?;
-    mark_pending(&mut tx, &mut lb, &listener_ids).await?;
-    enqueue(&mut tx, lb.id, JobOp::Create, Kind::Pool, p.id).await?;
-    tx.commit().await?;
-    let mut m = render(&p);
-    m.insert(
-        "listeners".into(),
-        id_refs(
-            listener_ids
-                .iter()
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str),
-        ),
-    );
-    Ok(reply(StatusCode::CREATED, "pool", Value::Object(m)))
+    Err(lb_busy(raced_lb.unwrap_or_default()))
 }
 
 /// PUT /v2/pools/{id}
