@@ -414,6 +414,33 @@ impl Store {
         list_on(&self.inner.reader, &q).await
     }
 
+    /// Every live document of the load balancer graph that document `(kind, id)` belongs to
+    /// (the LB itself included), in one query: what a change of one object reads to check it
+    /// against its LB, parent and siblings. Empty when `(kind, id)` does not exist.
+    pub async fn graph_of(
+        &self,
+        kind: impl Into<DocumentKind>,
+        id: &str,
+    ) -> Result<Vec<Document>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM resources WHERE loadbalancer_id = \
+             (SELECT loadbalancer_id FROM resources WHERE kind = $1 AND id = $2) \
+             AND (provisioning_status IS NULL OR provisioning_status <> 'DELETED') \
+             ORDER BY created_at, id",
+            Document::COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(kind.into().as_str())
+            .bind(id)
+            .fetch_all(&self.inner.reader)
+            .await
+            .map_err(query("graph of"))?;
+        rows.iter()
+            .map(Document::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(query("graph of"))
+    }
+
     /// Claims the oldest claimable job (see [`crate::jobs`] for the rules) for `owner`,
     /// holding it for `lease`.
     pub async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>, StoreError> {

@@ -927,3 +927,61 @@ async fn counts_outside_and_inside_a_transaction_agree_and_skip_deleted() {
     };
     assert_eq!(tx.count(&all).await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn graph_of_a_member_is_its_load_balancers_live_graph() {
+    let (store, _dir) = test_store().await;
+    let lb1 = lb(ProvisioningStatus::Active);
+    let lb2 = lb(ProvisioningStatus::Active);
+    let p1 = pool(&lb1, ProvisioningStatus::Active);
+    let gone = pool(&lb1, ProvisioningStatus::Deleted);
+    let m1 = member(&p1, ProvisioningStatus::Active);
+    let p2 = pool(&lb2, ProvisioningStatus::Active);
+    let mut tx = store.begin().await.unwrap();
+    for l in [&lb1, &lb2] {
+        tx.insert_resource(l).await.unwrap();
+    }
+    for p in [&p1, &gone, &p2] {
+        tx.insert_resource(p).await.unwrap();
+    }
+    tx.insert_resource(&m1).await.unwrap();
+    tx.commit().await.unwrap();
+    let ids = |docs: Vec<Document>| {
+        let mut v: Vec<String> = docs.into_iter().map(|d| d.id).collect();
+        v.sort();
+        v
+    };
+    let mut want = vec![lb1.id.to_string(), p1.id.to_string(), m1.id.to_string()];
+    want.sort();
+    let of_member = store
+        .graph_of(Kind::Member, &m1.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(ids(of_member), want);
+    let of_lb = store
+        .graph_of(Kind::LoadBalancer, &lb1.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(ids(of_lb), want);
+    assert_eq!(
+        ids(store.graph(&lb1.id.to_string()).await.unwrap()),
+        want,
+        "the same documents as Store::graph"
+    );
+    let absent = Uuid::new_v4().to_string();
+    assert!(
+        store
+            .graph_of(Kind::Member, &absent)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A kind is part of the key: a pool id is no member.
+    assert!(
+        store
+            .graph_of(Kind::Member, &p1.id.to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use klb_model::{Kind, Listener, LoadBalancer, ProvisioningStatus, Resource, status};
-use klb_store::{Document, JobOp, NewJob, StoreError, WriteBatch, WriteTx};
+use klb_store::{Document, JobOp, NewJob, Relation, StoreError, WriteBatch, WriteTx};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -220,69 +220,104 @@ pub struct Versioned<T> {
     pub version: i64,
 }
 
-/// One resource with its stored version (outside any transaction); `None` when absent or
-/// `DELETED`.
-pub async fn read_versioned<T: Resource>(
-    state: &AppState,
-    id: Uuid,
-) -> ApiResult<Option<Versioned<T>>> {
-    let doc = state.store.get(T::KIND, &id.to_string()).await?;
-    match doc {
-        Some(d) if d.status() != Some(ProvisioningStatus::Deleted) => Ok(Some(Versioned {
-            value: d.decode()?,
-            version: d.version,
-        })),
-        _ => Ok(None),
+/// One load balancer's graph as a child change reads it: every live document (the LB
+/// included) with its version, from one query. The change checks its parent, siblings and LB
+/// in it instead of reading each (each read is a hand-off to the database's connection
+/// thread, and those hand-offs, not the SQL, are most of a small request's cost).
+pub struct LbGraph {
+    docs: Vec<Document>,
+}
+
+impl LbGraph {
+    /// The graph that `T` `id` belongs to (empty when no such document exists).
+    pub async fn of<T: Resource>(state: &AppState, id: Uuid) -> ApiResult<LbGraph> {
+        let docs = state.store.graph_of(T::KIND, &id.to_string()).await?;
+        Ok(LbGraph { docs })
+    }
+
+    /// `T` `id` with its version, when it is in the graph (live).
+    pub fn get<T: Resource>(&self, id: Uuid) -> ApiResult<Option<Versioned<T>>> {
+        let id = id.to_string();
+        self.docs
+            .iter()
+            .find(|d| d.kind == T::KIND && d.id == id)
+            .map(versioned)
+            .transpose()
+    }
+
+    /// The live `T`s whose parent is `parent`, in creation order.
+    pub fn children<T: Resource>(&self, parent: Uuid) -> ApiResult<Vec<T>> {
+        let parent = parent.to_string();
+        self.docs
+            .iter()
+            .filter(|d| d.kind == T::KIND && d.parent_id.as_deref() == Some(&parent))
+            .map(|d| Ok(d.decode()?))
+            .collect()
+    }
+
+    /// The relations of `id` (what [`klb_store::Store::relations`] gives for it).
+    pub fn relations(&self, id: Uuid) -> RelIndex {
+        let id = id.to_string();
+        RelIndex::new(
+            self.docs
+                .iter()
+                .filter(|d| d.parent_id.as_deref() == Some(&id) || d.ref_id.as_deref() == Some(&id))
+                .map(|d| Relation {
+                    kind: d.kind,
+                    id: d.id.clone(),
+                    parent_id: d.parent_id.clone(),
+                    ref_id: d.ref_id.clone(),
+                    position: d.position,
+                })
+                .collect(),
+        )
     }
 }
 
-/// What a child change reads first, once, outside any transaction: `T` by its path id (404/403
-/// as for GET), then its load balancer, which must be ACTIVE (409 `ImmutableObject`): the
-/// checks of [`begin_write`] in its order, without holding the writer. The LB's version is the
-/// lock, taken by the [`ChildWrite`] that ends the change.
+fn versioned<T: Resource>(d: &Document) -> ApiResult<Versioned<T>> {
+    Ok(Versioned {
+        value: d.decode()?,
+        version: d.version,
+    })
+}
+
+/// What a child change reads first, once, outside any transaction: the graph of `T` `id`, in
+/// which `T` (404/403 as for GET) and its load balancer, which must be ACTIVE (409
+/// `ImmutableObject`): the checks of [`begin_write`] in its order, without holding the writer.
+/// The LB's version is the lock, taken by the [`ChildWrite`] that ends the change.
 pub async fn read_for_child<T: Resource>(
     state: &AppState,
     ctx: &RequestContext,
     id: &str,
     action: Action,
-) -> ApiResult<(Versioned<T>, Versioned<LoadBalancer>)> {
-    let obj: Versioned<T> = read_authorized(state, ctx, id, action).await?;
+) -> ApiResult<(Versioned<T>, Versioned<LoadBalancer>, LbGraph)> {
+    let uuid = path_id(T::KIND, id)?;
+    let graph = LbGraph::of::<T>(state, uuid).await?;
+    let obj: Versioned<T> = graph
+        .get(uuid)?
+        .ok_or_else(|| ApiError::not_found(T::KIND, id))?;
+    ctx.authorize(action, obj.value.project_id())
+        .map_err(|d| denied(T::KIND, id, d))?;
     let lb_id = obj
         .value
         .loadbalancer_id()
         .ok_or_else(|| ApiError::not_found(T::KIND, id))?;
-    let lb: Versioned<LoadBalancer> = read_versioned(state, lb_id)
-        .await?
+    let lb: Versioned<LoadBalancer> = graph
+        .get(lb_id)?
         .ok_or_else(|| ApiError::not_found(Kind::LoadBalancer, &lb_id.to_string()))?;
     status::check_lb_mutable(lb.value.id, lb.value.provisioning_status)?;
-    Ok((obj, lb))
+    Ok((obj, lb, graph))
 }
 
-/// [`read_for_child`] when the path names the load balancer itself (one read).
+/// [`read_for_child`] when the path names the load balancer itself.
 pub async fn read_lb_for_child(
     state: &AppState,
     ctx: &RequestContext,
     id: &str,
     action: Action,
-) -> ApiResult<Versioned<LoadBalancer>> {
-    let lb: Versioned<LoadBalancer> = read_authorized(state, ctx, id, action).await?;
-    status::check_lb_mutable(lb.value.id, lb.value.provisioning_status)?;
-    Ok(lb)
-}
-
-/// [`load`] with the stored version.
-async fn read_authorized<T: Resource>(
-    state: &AppState,
-    ctx: &RequestContext,
-    id: &str,
-    action: Action,
-) -> ApiResult<Versioned<T>> {
-    let obj: Versioned<T> = read_versioned(state, path_id(T::KIND, id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found(T::KIND, id))?;
-    ctx.authorize(action, obj.value.project_id())
-        .map_err(|d| denied(T::KIND, id, d))?;
-    Ok(obj)
+) -> ApiResult<(Versioned<LoadBalancer>, LbGraph)> {
+    let (lb, _, graph) = read_for_child::<LoadBalancer>(state, ctx, id, action).await?;
+    Ok((lb, graph))
 }
 
 /// The answer of [`ChildWrite::commit`].
@@ -467,24 +502,15 @@ pub fn listeners_through(rels: &RelIndex, pool_id: Uuid) -> Vec<Uuid> {
     ids
 }
 
-/// Listeners by id with their versions (outside any transaction), for
-/// [`ChildWrite::lock_listeners`]; absent and `DELETED` ones are skipped.
-pub async fn read_listeners(state: &AppState, ids: &[Uuid]) -> ApiResult<Vec<Versioned<Listener>>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    let mut out: Vec<Versioned<Listener>> = Vec::with_capacity(ids.len());
-    for d in state.store.get_many(Kind::Listener, &ids).await? {
-        if d.status() != Some(ProvisioningStatus::Deleted) {
-            out.push(Versioned {
-                value: d.decode()?,
-                version: d.version,
-            });
+/// Listeners of `graph` by id with their versions, for [`ChildWrite::lock_listeners`];
+/// absent ones are skipped.
+pub fn graph_listeners(graph: &LbGraph, ids: &[Uuid]) -> ApiResult<Vec<Versioned<Listener>>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(l) = graph.get::<Listener>(*id)? {
+            out.push(l);
         }
     }
-    // The order of `mark_pending`'s writes.
-    out.sort_by_key(|l| l.value.id);
     Ok(out)
 }
 

@@ -598,7 +598,7 @@ pub async fn create(
     // outside the write: a Barbican fetch never holds the writer.
     let mut certs_checked = false;
     for _ in 0..CHILD_WRITE_ATTEMPTS {
-        let mut lb = read_lb_for_child(&state, &ctx, &lb_id.to_string(), action).await?;
+        let (mut lb, graph) = read_lb_for_child(&state, &ctx, &lb_id.to_string(), action).await?;
         project_for_create(&ctx, &obj)?;
         let project_id = lb.value.project_id.clone();
         let l = parse_new(&state, &obj, &lb.value, &project_id)?;
@@ -606,21 +606,14 @@ pub async fn create(
             check_certs(&state, &l.project_id, &cert_refs(&l)).await?;
             certs_checked = true;
         }
-        let existing = state
-            .store
-            .list(&ListQuery {
-                kind: Some(Kind::Listener.into()),
-                parent_id: Some(lb.value.id.to_string()),
-                ..Default::default()
-            })
-            .await?
-            .iter()
-            .map(Document::decode)
-            .collect::<Result<Vec<Listener>, _>>()?;
-        check_duplicate(&existing, &l)?;
+        check_duplicate(&graph.children::<Listener>(lb.value.id)?, &l)?;
         let quota = check_quota_before_write(&state, &l.project_id, Kind::Listener, 1).await?;
         if let Some(pid) = l.default_pool_id {
-            let pool: Option<Pool> = state.store.get_resource(pid).await?;
+            // A pool of another LB is not in this graph: read it for check_default_pool's answer.
+            let pool: Option<Pool> = match graph.get::<Pool>(pid)? {
+                Some(p) => Some(p.value),
+                None => state.store.get_resource(pid).await?,
+            };
             check_default_pool(&l, pool.as_ref(), pid)?;
         }
         let mut write = ChildWrite::lock(&mut lb)?;

@@ -266,26 +266,16 @@ pub async fn create(
     let action = Action::new(R::Member, Op::Post);
     let mut raced_lb = None;
     for _ in 0..CHILD_WRITE_ATTEMPTS {
-        let (pool, mut lb) = read_for_child::<Pool>(&state, &ctx, &pool_id, action).await?;
+        let (pool, mut lb, graph) = read_for_child::<Pool>(&state, &ctx, &pool_id, action).await?;
         let pool = pool.value;
         status::check_parent_mutable(Kind::Pool, pool.id, pool.provisioning_status)?;
-        // One read of the pool's relations: its health monitor and the listeners it serves.
-        let rels = RelIndex::new(state.store.relations(&[pool.id.to_string()]).await?);
+        // The pool's relations: its health monitor and the listeners it serves.
+        let rels = graph.relations(pool.id);
         let has_monitor = !rels
             .children(&pool.id.to_string(), Kind::HealthMonitor)
             .is_empty();
         let m = parse_new(&state, &obj, &pool, has_monitor)?;
-        let existing = state
-            .store
-            .list(&ListQuery {
-                kind: Some(Kind::Member.into()),
-                parent_id: Some(pool.id.to_string()),
-                ..Default::default()
-            })
-            .await?
-            .iter()
-            .map(Document::decode)
-            .collect::<Result<Vec<Member>, _>>()?;
+        let existing = graph.children::<Member>(pool.id)?;
         if existing
             .iter()
             .any(|o| o.address == m.address && o.protocol_port == m.protocol_port)
@@ -296,7 +286,7 @@ pub async fn create(
             )));
         }
         let quota = check_quota_before_write(&state, &m.project_id, Kind::Member, 1).await?;
-        let listeners = read_listeners(&state, &listeners_through(&rels, pool.id)).await?;
+        let listeners = graph_listeners(&graph, &listeners_through(&rels, pool.id))?;
         let mut write = ChildWrite::lock(&mut lb)?;
         write.lock_listeners(listeners)?;
         write.insert(&m)?;

@@ -418,7 +418,7 @@ pub async fn create(
     for _ in 0..CHILD_WRITE_ATTEMPTS {
         let (mut lb, listener) = match (listener_id, lb_id) {
             (Some(lid), _) => {
-                let (l, lb) =
+                let (l, lb, _) =
                     read_for_child::<Listener>(&state, &ctx, &lid.to_string(), action).await?;
                 if lb_id.is_some_and(|id| id != lb.value.id) {
                     return Err(ApiError::validation(
@@ -428,7 +428,9 @@ pub async fn create(
                 (lb, Some(l))
             }
             (None, Some(id)) => (
-                read_lb_for_child(&state, &ctx, &id.to_string(), action).await?,
+                read_lb_for_child(&state, &ctx, &id.to_string(), action)
+                    .await?
+                    .0,
                 None,
             ),
             (None, None) => {
