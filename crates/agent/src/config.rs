@@ -40,6 +40,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use klb_proto::auth::{BasicAuth, Password};
+
 use crate::frr::FrrConfig;
 
 /// Default agent port (the seed's `agent_port`).
@@ -141,49 +143,6 @@ struct RawFrr {
     reload_script: Option<PathBuf>,
     user: Option<String>,
     group: Option<String>,
-}
-
-/// HTTP basic-auth credentials (the seed's `agent_user` / `agent_password`). `Debug` hides
-/// the password.
-#[derive(Clone)]
-pub struct BasicAuth {
-    /// User name.
-    pub user: String,
-    /// Password; compared in constant time, never logged.
-    pub password: Password,
-}
-
-impl fmt::Debug for BasicAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BasicAuth")
-            .field("user", &self.user)
-            .field("password", &self.password)
-            .finish()
-    }
-}
-
-/// A password. `Debug` prints `<redacted>`; it deserializes from a plain string (so raw
-/// configs can hold one without showing it in their `Debug` output).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Password(String);
-
-impl Password {
-    /// Wraps a password.
-    pub fn new(p: impl Into<String>) -> Self {
-        Password(p.into())
-    }
-
-    /// The password text (for building an Authorization header). Do not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 /// Paths of the TLS material.

@@ -1,25 +1,24 @@
 //! The agent on each LB VM: receives the whole desired state of its load balancer over an
 //! mTLS HTTPS API ([`server`]), applies it to HAProxy ([`haproxy`], behind the [`dataplane`]
 //! seam) and FRR ([`frr`]: the VIP announced over eBGP with BFD), drains on request and sends
-//! HMAC-signed heartbeats with HAProxy statistics to the control plane ([`heartbeat`]). The
-//! crate also holds the control plane's side of that conversation ([`client::AgentClient`],
-//! [`heartbeat::verify_heartbeat`]) and klb's certificate authority ([`tls`]), so both ends of
-//! the protocol live in one place.
+//! HMAC-signed heartbeats with HAProxy statistics to the control plane ([`heartbeat`]). This
+//! is what ships to LB VMs: the control plane's side of the conversation (the agent client, the
+//! heartbeat check, each VM's key) is `klb-agent-client`, and klb's CA and TLS configurations
+//! are `klb-tls`.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod client;
 pub mod config;
 pub mod dataplane;
 pub mod frr;
 pub mod haproxy;
 pub mod heartbeat;
 pub mod server;
-pub mod tls;
 
 use std::sync::Arc;
 
+use klb_tls as tls;
 use tokio::sync::watch;
 
 pub use config::AgentConfig;

@@ -8,7 +8,7 @@
 //! | POST | `/v1/drain` | | 200 [`DrainReply`] |
 //! | POST | `/v1/undrain` | | 200 [`DrainReply`] |
 //!
-//! Transport: TLS with the control plane's client certificate ([`crate::tls::server_config`]:
+//! Transport: TLS with the control plane's client certificate ([`klb_tls::server_config`]:
 //! it must chain to klb's CA and carry the control plane's identity, so another LB VM's
 //! certificate is refused during the handshake), plus HTTP basic auth when the agent's config
 //! has an `[auth]` section (the seed's `agent_user`/`agent_password`): every request, unknown
@@ -82,7 +82,7 @@ pub enum AgentError {
     Serve(std::io::Error),
     /// TLS material.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] klb_tls::TlsError),
 }
 
 impl AgentError {

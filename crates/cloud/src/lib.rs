@@ -582,7 +582,7 @@ pub struct AgentStatus {
 /// The desired state pushed to one LB VM's agent (the protocol type of `klb-proto`).
 pub use klb_proto::DesiredState;
 
-/// The agent API of LB VMs (the real implementation wraps `klb_agent::client::AgentClient`).
+/// The agent API of LB VMs (the real implementation wraps `klb_agent_client::client::AgentClient`).
 #[async_trait]
 pub trait Agents: Send + Sync {
     /// Push the whole desired state; returns once the agent applied it (or refused it).

@@ -1,7 +1,7 @@
 //! klb-cloud's `Agents` seam over the real agent client (HTTPS with mutual TLS).
 
 use async_trait::async_trait;
-use klb_agent::client::{AgentClient, ClientError};
+use klb_agent_client::client::{AgentClient, ClientError};
 use klb_cloud::{
     AgentStatus, AgentTarget, Agents, CloudError, CloudErrorKind, CloudResult, DesiredState,
 };

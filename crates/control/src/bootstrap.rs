@@ -11,9 +11,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use klb_agent::config::BasicAuth;
-use klb_agent::tls::{Ca, CertKind};
 use klb_local::{BootInfo, VmBootstrap};
+use klb_proto::auth::BasicAuth;
+use klb_tls::{Ca, CertKind};
 
 /// Issues per-VM agent credentials and config.
 pub struct AgentBootstrap {

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use klb_agent::heartbeat::HeartbeatKeys;
+use klb_agent_client::heartbeat::HeartbeatKeys;
 use klb_model::{
     HealthMonitor, Kind, L7Policy, L7Rule, Listener, LoadBalancer, Member, Pool,
     ProvisioningStatus, Resource,

@@ -7,10 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use klb_agent::client::{AgentClient, AgentClientConfig};
-use klb_agent::config::BasicAuth;
-use klb_agent::heartbeat::HeartbeatKeys;
-use klb_agent::tls::{Ca, CertKind};
+use klb_agent_client::client::{AgentClient, AgentClientConfig};
+use klb_agent_client::heartbeat::HeartbeatKeys;
 use klb_api::provider::{Vip, VipNetwork, VipRequest};
 use klb_api::{AppState, Authenticator};
 use klb_certs::LocalSecrets;
@@ -19,7 +17,9 @@ use klb_flow::lb::{self, LbConfig, LbEnv};
 use klb_flow::{Db, Engine, EngineConfig};
 use klb_health::{HealthConfig, HealthManager, Reports};
 use klb_local::{AgentLaunch, LabConfig, LocalCloud, LocalCloudConfig, plan};
+use klb_proto::auth::BasicAuth;
 use klb_store::Store;
+use klb_tls::{Ca, CertKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -40,9 +40,9 @@ pub enum PlaneError {
     #[error("local cloud: {0}")]
     Local(#[from] klb_local::LocalError),
     #[error("TLS: {0}")]
-    Tls(#[from] klb_agent::tls::TlsError),
+    Tls(#[from] klb_tls::TlsError),
     #[error("agent client: {0}")]
-    AgentClient(#[from] klb_agent::client::ClientError),
+    AgentClient(#[from] klb_agent_client::client::ClientError),
     #[error("{0}")]
     FakeCloud(#[from] klb_cloud::fake::SharedStateError),
     #[error("OpenStack: {0}")]

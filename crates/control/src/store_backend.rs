@@ -254,7 +254,7 @@ fn lb_vm_record(lb_id: Uuid, vm: &Vm) -> LbVm {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use klb_agent::heartbeat::HeartbeatKeys;
+    use klb_agent_client::heartbeat::HeartbeatKeys;
     use klb_model::*;
     use klb_proto::SecretPem;
     use std::collections::BTreeMap;

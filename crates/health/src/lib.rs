@@ -8,7 +8,7 @@
 #![warn(missing_docs)]
 use std::time::Duration;
 
-use klb_agent::heartbeat::HeartbeatKeys;
+use klb_agent_client::heartbeat::HeartbeatKeys;
 
 pub mod manager;
 pub mod receiver;

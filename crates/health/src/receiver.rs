@@ -1,5 +1,5 @@
 //! The heartbeat receiver: `POST /v1/heartbeat` with a body HMAC-signed by the sending VM's own
-//! key (see `klb_agent::heartbeat`). Accepted reports are kept in memory only; the [`crate::HealthManager`]
+//! key (see `klb_agent_client::heartbeat`). Accepted reports are kept in memory only; the [`crate::HealthManager`]
 //! turns them into stored statuses on its own schedule, so ingest never waits on the database.
 
 use std::collections::HashMap;
@@ -11,8 +11,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use klb_agent::heartbeat::{HeartbeatError, ReplayGuard, SIGNATURE_HEADER, verify_heartbeat};
+use klb_agent_client::heartbeat::{HeartbeatError, ReplayGuard, verify_heartbeat};
 use klb_proto::Heartbeat;
+use klb_proto::signature::SIGNATURE_HEADER;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::HealthConfig;

@@ -188,7 +188,7 @@ pub struct RawKinxHaproxy {
     /// With `agent_password`: HTTP basic auth on every agent, on top of mTLS.
     pub agent_user: Option<String>,
     /// Never printed (`Debug` shows `<redacted>`).
-    pub agent_password: Option<klb_agent::config::Password>,
+    pub agent_password: Option<klb_proto::auth::Password>,
     pub agent_port: Option<u16>,
     pub default_maxconn: Option<u32>,
     pub loadbalancer_instance_volume_size: Option<u32>,
@@ -299,11 +299,11 @@ pub fn read_kinx_ini(path: &Path) -> Result<RawKinxHaproxy, ConfigError> {
 
 impl RawKinxHaproxy {
     /// `agent_user` and `agent_password` lifted: both or neither, neither empty.
-    pub fn agent_auth(&self) -> Result<Option<klb_agent::config::BasicAuth>, ConfigError> {
+    pub fn agent_auth(&self) -> Result<Option<klb_proto::auth::BasicAuth>, ConfigError> {
         match (&self.agent_user, &self.agent_password) {
             (None, None) => Ok(None),
             (Some(user), Some(password)) if !user.is_empty() && !password.expose().is_empty() => {
-                Ok(Some(klb_agent::config::BasicAuth {
+                Ok(Some(klb_proto::auth::BasicAuth {
                     user: user.clone(),
                     password: password.clone(),
                 }))

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use klb_agent::client::{AgentClient, AgentClientConfig};
-use klb_agent::tls::{Ca, CertKind};
+use klb_agent_client::client::{AgentClient, AgentClientConfig};
 use klb_cloud::{Compute, Network, NicSpec, PortSpec, ServerSpec};
 use klb_local::driver::{AgentLaunch, BootInfo, LocalCloud, LocalCloudConfig, VmBootstrap};
 use klb_local::lab::LabConfig;
 use klb_local::{frr, netns, plan};
+use klb_tls::{Ca, CertKind};
 
 const AGENT_PORT: u16 = 62000;
 

@@ -21,7 +21,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
 pub mod check;
+pub mod signature;
 mod status;
 
 pub use status::*;

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use klb_agent::client::{AgentClient, ClientError};
 use klb_agent::config::{BasicAuth, Password};
 use klb_agent::dataplane::fake::FakeProxy;
-use klb_agent::tls::{Ca, CertKind, IssuedCert};
+use klb_agent_client::client::{AgentClient, ClientError};
 use klb_proto::DesiredState;
+use klb_tls::{Ca, CertKind, IssuedCert};
 
 use crate::util::{Pki, serve};
 
@@ -107,7 +107,7 @@ async fn client_certificate_from_another_ca_is_rejected() {
     );
     let other = Ca::generate("other CA").unwrap();
     let foreign = other
-        .issue("intruder", klb_agent::tls::CertKind::Client, &[])
+        .issue("intruder", klb_tls::CertKind::Client, &[])
         .unwrap();
     // Trusts the right CA for the server, but presents a certificate of another CA.
     let mut config = pki.client_config(None);

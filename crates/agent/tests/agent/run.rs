@@ -10,9 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use klb_agent::config::{AgentConfig, BasicAuth, Password};
 use klb_agent::dataplane::fake::FakeProxy;
-use klb_agent::heartbeat::{HeartbeatKeys, ReplayGuard, SIGNATURE_HEADER, verify_heartbeat};
-use klb_agent::tls::CertKind;
+use klb_agent_client::heartbeat::{HeartbeatKeys, ReplayGuard, verify_heartbeat};
+use klb_proto::signature::SIGNATURE_HEADER;
 use klb_proto::{DesiredState, Heartbeat};
+use klb_tls::CertKind;
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::util::Pki;

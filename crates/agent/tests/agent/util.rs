@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use klb_agent::Agent;
-use klb_agent::client::{AgentClient, AgentClientConfig};
 use klb_agent::config::BasicAuth;
 use klb_agent::dataplane::Proxy;
 use klb_agent::frr::Frr;
-use klb_agent::tls::{self, Ca, CertKind, IssuedCert};
+use klb_agent_client::client::{AgentClient, AgentClientConfig};
+use klb_tls::{self as tls, Ca, CertKind, IssuedCert};
 use tokio::sync::watch;
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate.

@@ -5,10 +5,11 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use klb_agent::heartbeat::{HeartbeatKeys, HmacKey, SIGNATURE_HEADER, sign, unix_ms};
+use klb_agent_client::heartbeat::HeartbeatKeys;
 use klb_model::{
     Kind, LbVm, LbVmStatus, LoadBalancer, Member, OperatingStatus, ProvisioningStatus,
 };
+use klb_proto::signature::{HmacKey, SIGNATURE_HEADER, sign, unix_ms};
 use klb_proto::{Heartbeat, MemberStatus};
 use klb_store::{JobOp, Store};
 use tower::ServiceExt;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use klb_agent::tls::{self, CertKind};
+use klb_tls::{self as tls, CertKind};
 
 /// Subcommands of `klb ca`.
 #[derive(Debug, clap::Subcommand)]

@@ -1,4 +1,4 @@
-//! The control plane's client for the agent API (see [`crate::server`] for the endpoints).
+//! The control plane's client for the agent API (the endpoints are listed in `klb_agent::server`).
 //!
 //! One [`AgentClient`] serves every LB VM: it holds the TLS identity (klb CA as the only trust
 //! anchor, the control plane's client certificate) and a connection pool; each call names the
@@ -13,8 +13,8 @@ use klb_proto::{AgentStatus, ApplyReply, DesiredState, DrainReply, ErrorBody, St
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::config::{BasicAuth, Password};
-use crate::tls::{self, SecretKeyPem, TlsError};
+use klb_proto::auth::{BasicAuth, Password};
+use klb_tls::{self as tls, SecretKeyPem, TlsError};
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! klb's own certificate authority and the rustls configurations of both ends of the agent API.
+//! klb's own certificate authority and the rustls configurations of both ends of the agent API
+//! (used by `klb-agent` on the LB VM, and by `klb-agent-client` and the control plane).
 //!
 //! The control plane keeps one CA (`ca.crt` + `ca.key` in a directory it owns). It issues a
 //! *server* certificate per LB VM at boot (IP SANs = the VM's management addresses, so the
@@ -21,6 +22,9 @@
 //!
 //! Keys are ECDSA P-256 (rcgen's default). Private keys are written with mode 0600 and are
 //! never printed: [`SecretKeyPem`] redacts itself in `Debug`.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::fs;
