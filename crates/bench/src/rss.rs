@@ -9,11 +9,13 @@ use serde::Serialize;
 /// Peak memory seen while sampling, in KiB.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct RssPeak {
+    /// The sampled process.
     pub pid: u32,
     /// Largest VmRSS seen by the sampler.
     pub peak_rss_kib: u64,
     /// The kernel's own high-water mark (VmHWM) at the last sample: catches peaks between samples.
     pub vm_hwm_kib: u64,
+    /// Samples taken.
     pub samples: u64,
 }
 

@@ -15,9 +15,13 @@ pub struct OpStats {
     pub elapsed_s: f64,
     /// Successful operations per second of wall-clock time.
     pub ops_per_s: f64,
+    /// Median latency, ms.
     pub p50_ms: f64,
+    /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// Slowest request, ms.
     pub max_ms: f64,
+    /// Mean latency, ms.
     pub mean_ms: f64,
     /// Up to a few error descriptions (status and start of the body), for diagnosis.
     pub error_samples: Vec<String>,

@@ -13,15 +13,24 @@ use serde_json::Value;
 pub enum Reply {
     /// An HTTP answer: status, body, time to the full body.
     Http {
+        /// HTTP status.
         status: u16,
+        /// Reply body.
         body: bytes::Bytes,
+        /// Time to the full reply (or the failure).
         latency: Duration,
     },
     /// No answer (connect/reset/timeout): text and time until the failure.
-    Transport { error: String, latency: Duration },
+    Transport {
+        /// What failed.
+        error: String,
+        /// Time until the failure.
+        latency: Duration,
+    },
 }
 
 impl Reply {
+    /// The HTTP status, if there was an answer.
     pub fn status(&self) -> Option<u16> {
         match self {
             Reply::Http { status, .. } => Some(*status),
@@ -29,6 +38,7 @@ impl Reply {
         }
     }
 
+    /// Time until the answer or the failure.
     pub fn latency(&self) -> Duration {
         match self {
             Reply::Http { latency, .. } | Reply::Transport { latency, .. } => *latency,
@@ -62,10 +72,12 @@ impl Reply {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Base URL of the server.
     pub base: String,
 }
 
 impl Client {
+    /// A client for `base` with a per-request `timeout`.
     pub fn new(base: &str, timeout: Duration) -> Result<Client, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -128,6 +140,7 @@ impl Client {
         }
     }
 
+    /// The underlying reqwest client.
     pub fn raw(&self) -> &reqwest::Client {
         &self.http
     }
@@ -162,6 +175,7 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Count one reply.
     pub fn add(&mut self, reply: &Reply) {
         match reply.status() {
             Some(s) if (200..300).contains(&s) => self.ok += 1,
@@ -173,6 +187,7 @@ impl Counts {
         }
     }
 
+    /// Add another tally to this one.
     pub fn merge(&mut self, other: &Counts) {
         self.ok += other.ok;
         self.conflict += other.conflict;
@@ -182,6 +197,7 @@ impl Counts {
         self.transport += other.transport;
     }
 
+    /// Every counted reply.
     pub fn total(&self) -> u64 {
         self.ok
             + self.conflict

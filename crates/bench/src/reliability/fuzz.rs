@@ -24,17 +24,24 @@ use super::client::{Client, Counts, sample};
 /// Bounds of one fuzz run.
 #[derive(Debug, Clone)]
 pub struct FuzzConfig {
+    /// Cases to run (or ran).
     pub cases: u64,
+    /// Stop after this long even if cases remain.
     pub time_limit: Duration,
+    /// Concurrent senders.
     pub workers: usize,
+    /// Random seed (a run is reproducible from it).
     pub seed: u64,
 }
 
 /// Results of one fuzz run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FuzzReport {
+    /// Cases to run (or ran).
     pub cases: u64,
+    /// Random seed (a run is reproducible from it).
     pub seed: u64,
+    /// Wall time, seconds.
     pub elapsed_s: f64,
     /// Answers per input class (`body`, `query`, `header`, `path`).
     pub by_class: BTreeMap<String, Counts>,
@@ -42,12 +49,14 @@ pub struct FuzzReport {
     pub statuses: BTreeMap<u16, u64>,
     /// Failing inputs (5xx or no answer), verbatim but truncated.
     pub failure_samples: Vec<String>,
+    /// The time limit ended the run before the case count.
     pub hit_time_limit: bool,
     /// Generated cases the HTTP client could not build (not sent, not counted in `cases`).
     pub unsendable: u64,
 }
 
 impl FuzzReport {
+    /// What breaks the suite's rules, as messages prefixed with `what` (empty: passed).
     pub fn failures(&self, what: &str) -> Vec<String> {
         let all = self.by_class.values().fold(Counts::default(), |mut a, c| {
             a.merge(c);
@@ -76,13 +85,21 @@ impl FuzzReport {
 /// Ids of real objects, so bodies and paths reach validation of existing resources.
 #[derive(Debug, Clone)]
 pub struct Fixture {
+    /// Project of the fuzzed objects.
     pub project: String,
+    /// An existing load balancer id.
     pub lb: String,
+    /// An existing listener id.
     pub listener: String,
+    /// An existing pool id.
     pub pool: String,
+    /// An existing member id.
     pub member: String,
+    /// An existing health monitor id.
     pub health_monitor: String,
+    /// An existing L7 policy id.
     pub l7policy: String,
+    /// An existing L7 rule id.
     pub l7rule: String,
 }
 

@@ -21,7 +21,9 @@ use crate::stats::percentile;
 /// What one mix run does.
 #[derive(Debug, Clone)]
 pub struct MixConfig {
+    /// Concurrent clients.
     pub clients: usize,
+    /// How long clients run.
     pub duration: Duration,
     /// Upper bound on waiting for every object to leave `PENDING_*`.
     pub settle_timeout: Duration,
@@ -29,30 +31,43 @@ pub struct MixConfig {
     pub projects: usize,
     /// Live LBs a client keeps at most (it deletes beyond that).
     pub max_lbs_per_client: usize,
+    /// Random seed (a run is reproducible from it).
     pub seed: u64,
 }
 
 /// Results of one mix run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MixReport {
+    /// Concurrent clients.
     pub clients: usize,
+    /// Wall time, seconds.
     pub duration_s: f64,
+    /// Requests answered or failed.
     pub requests: u64,
+    /// Requests per second.
     pub requests_per_s: f64,
     /// Answers per operation during the load.
     pub ops: BTreeMap<String, Counts>,
+    /// Median latency, ms.
     pub p50_ms: f64,
+    /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// Slowest request, ms.
     pub max_ms: f64,
+    /// Load balancers created (201).
     pub lbs_created: u64,
+    /// Load balancers deleted (cascade).
     pub lbs_deleted: u64,
+    /// Updates answered 200.
     pub updates_acked: u64,
+    /// Listeners, pools and members created (201).
     pub children_created: u64,
     /// A show or a list-by-name right after an acknowledged write that did not reflect it.
     pub stale_reads: u64,
     /// Seconds from the end of the load until nothing was `PENDING_*` (None: not within the
     /// settle timeout).
     pub settle_s: Option<f64>,
+    /// Objects still `PENDING_*` after the settle time (must be 0).
     pub stuck_pending: u64,
     /// Acknowledged objects read back as expected.
     pub verified: u64,

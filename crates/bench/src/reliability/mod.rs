@@ -46,15 +46,25 @@ pub struct ReliabilityConfig {
     pub klb_bin: PathBuf,
     /// Databases, logs and the PostgreSQL cluster go here (must exist).
     pub work_dir: PathBuf,
+    /// Concurrent clients.
     pub clients: usize,
+    /// How long clients run.
     pub duration: Duration,
+    /// How long objects may stay `PENDING_*` after the load stops.
     pub settle_timeout: Duration,
+    /// Fuzz cases per database.
     pub fuzz_cases: u64,
+    /// Fuzz time limit per database.
     pub fuzz_time: Duration,
+    /// Whether and how to run on PostgreSQL.
     pub postgres: PostgresMode,
+    /// Clients during the PostgreSQL outage.
     pub outage_clients: usize,
+    /// Load before PostgreSQL stops.
     pub outage_before: Duration,
+    /// How long PostgreSQL stays down.
     pub outage_down: Duration,
+    /// Load after PostgreSQL is back.
     pub outage_after: Duration,
     /// Longest acceptable answer while PostgreSQL is down.
     pub response_bound: Duration,
@@ -62,6 +72,7 @@ pub struct ReliabilityConfig {
     pub recovery_bound: Duration,
     /// Allowed RSS growth of the server over the fuzz run, KiB.
     pub fuzz_rss_growth_kib: u64,
+    /// Random seed (a run is reproducible from it).
     pub seed: u64,
 }
 
@@ -109,11 +120,17 @@ impl ReliabilityConfig {
 /// The JSON result file.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReliabilityReport {
+    /// Which tool wrote the file.
     pub tool: &'static str,
+    /// Start time (RFC 3339).
     pub started_at: String,
+    /// End time (RFC 3339).
     pub finished_at: String,
+    /// Random seed (a run is reproducible from it).
     pub seed: u64,
+    /// One entry per database.
     pub runs: Vec<DatabaseRun>,
+    /// The PostgreSQL outage, if run.
     pub outage: Option<OutageReport>,
     /// Why the PostgreSQL part did not run.
     pub postgres_skipped: Option<String>,
@@ -126,21 +143,30 @@ pub struct ReliabilityReport {
 pub struct DatabaseRun {
     /// `sqlite` or `postgresql`.
     pub database: String,
+    /// The mixed-client phase.
     pub mix: MixReport,
+    /// The fuzz phase.
     pub fuzz: FuzzReport,
+    /// Server memory figures.
     pub rss: RssFigures,
     /// Log lines of the server that report a panic.
     pub panics: Vec<String>,
+    /// The server still answered at the end.
     pub server_alive: bool,
 }
 
 /// The server's memory (KiB) at the phase boundaries, and its peaks.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RssFigures {
+    /// RSS before the load, KiB.
     pub start_kib: u64,
+    /// Peak RSS during the mixed clients.
     pub mix_peak: RssPeak,
+    /// RSS after the mixed clients, KiB.
     pub after_mix_kib: u64,
+    /// Peak RSS during fuzzing.
     pub fuzz_peak: RssPeak,
+    /// RSS after fuzzing, KiB.
     pub after_fuzz_kib: u64,
 }
 

@@ -18,29 +18,39 @@ use super::procs::Postgres;
 /// Timeline and bounds of the outage.
 #[derive(Debug, Clone)]
 pub struct OutageConfig {
+    /// Concurrent clients.
     pub clients: usize,
+    /// Load before PostgreSQL stops.
     pub before: Duration,
+    /// How long PostgreSQL stays down.
     pub down: Duration,
+    /// Load after PostgreSQL is back.
     pub after: Duration,
     /// Longest acceptable wait for an answer while the database is down.
     pub response_bound: Duration,
     /// From the restart until every request must succeed again.
     pub recovery_bound: Duration,
+    /// How long objects may stay `PENDING_*` after the load stops.
     pub settle_timeout: Duration,
+    /// Random seed (a run is reproducible from it).
     pub seed: u64,
 }
 
 /// What the outage did to the API.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct OutageReport {
+    /// Concurrent clients.
     pub clients: usize,
     /// Seconds the postmaster took to stop, and was down (stopped until accepting again).
     pub stop_s: f64,
+    /// How long PostgreSQL was down, seconds.
     pub down_s: f64,
     /// Answers of requests that ended before the stop, that overlapped the outage (from the
     /// stop to the restart), that started after the restart.
     pub before: Counts,
+    /// Answers while PostgreSQL was down.
     pub during: Counts,
+    /// Answers after PostgreSQL came back.
     pub after: Counts,
     /// Statuses of requests that overlapped the outage (0: no answer).
     pub during_statuses: BTreeMap<u16, u64>,
@@ -57,6 +67,7 @@ pub struct OutageReport {
 }
 
 impl OutageReport {
+    /// What breaks the suite's rules, as messages prefixed with `what` (empty: passed).
     pub fn failures(&self, config: &OutageConfig) -> Vec<String> {
         let mut out = Vec::new();
         if self.non_503_server_errors > 0 {

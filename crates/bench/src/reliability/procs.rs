@@ -104,6 +104,7 @@ impl Server {
         }
     }
 
+    /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
