@@ -141,6 +141,34 @@ observed!(
     L7Rule
 );
 
+/// A resource with a provisioning status, which the store's completion rules set by decoding,
+/// changing and re-encoding the typed resource (no patch by JSON key).
+pub trait Provisioned: Resource {
+    /// Sets the provisioning status and moves `updated_at` to `at` (Octavia moves `updated_at`
+    /// with every change of a row, the provider's status changes included).
+    fn set_provisioning_status(&mut self, status: ProvisioningStatus, at: DateTime<Utc>);
+}
+
+macro_rules! provisioned {
+    ($($t:ty),*) => {$(
+        impl Provisioned for $t {
+            fn set_provisioning_status(&mut self, status: ProvisioningStatus, at: DateTime<Utc>) {
+                self.provisioning_status = status;
+                self.updated_at = Some(at);
+            }
+        }
+    )*};
+}
+provisioned!(
+    LoadBalancer,
+    Listener,
+    Pool,
+    Member,
+    HealthMonitor,
+    L7Policy,
+    L7Rule
+);
+
 /// An additional VIP on another subnet of the VIP network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdditionalVip {

@@ -180,21 +180,18 @@ impl Document {
         })
     }
 
-    /// Rewrites top-level keys of the JSON body (used by the completion rules).
-    pub(crate) fn set_body_keys(
+    /// Rewrites the body through its model type: decode, `change`, encode (the completion
+    /// rules' writes; no patch by JSON key, so a renamed field is a compile error here).
+    pub(crate) fn rewrite<T: Resource>(
         &mut self,
-        keys: &[(&str, serde_json::Value)],
+        change: impl FnOnce(&mut T),
     ) -> Result<(), StoreError> {
-        let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&self.body)
-            .map_err(|source| StoreError::Decode {
-                kind: self.kind,
-                id: self.id.clone(),
-                source,
-            })?;
-        for (k, v) in keys {
-            map.insert((*k).to_owned(), v.clone());
-        }
-        self.body = serde_json::Value::Object(map).to_string();
+        let mut value: T = self.decode()?;
+        change(&mut value);
+        self.body = serde_json::to_string(&value).map_err(|source| StoreError::Encode {
+            kind: self.kind,
+            source,
+        })?;
         Ok(())
     }
 }

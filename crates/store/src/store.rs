@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use klb_model::{Kind, ProvisioningStatus, Resource};
+use klb_model::{
+    HealthMonitor, Kind, L7Policy, L7Rule, Listener, LoadBalancer, Member, Pool, Provisioned,
+    ProvisioningStatus, Resource,
+};
 use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
@@ -541,7 +544,7 @@ impl Store {
     /// Failure: the target and every other pending object become `ERROR`, except that the load
     /// balancer and listeners that were only locked for a child change (`PENDING_UPDATE`,
     /// not the target) go back to `ACTIVE`. The job stays with `state = failed` and
-    /// `last_error = reason`; the target's document gets `provisioning_error = reason`.
+    /// `last_error = reason`.
     ///
     /// Reverted (a change klb made on its own, undone completely): the job fails the same way
     /// and every pending object goes back to `ACTIVE`.
@@ -620,8 +623,7 @@ impl Store {
                     pending_of(&mut tx.tx, std::slice::from_ref(&job.loadbalancer_id)).await?;
                 Self::fail_job_row(tx, job, reason).await?;
                 for mut doc in pending {
-                    tx.set_status(&mut doc, ProvisioningStatus::Active, None)
-                        .await?;
+                    tx.set_status(&mut doc, ProvisioningStatus::Active).await?;
                 }
             }
             Outcome::Failed(reason) => {
@@ -636,11 +638,9 @@ impl Store {
                         && ((doc.kind == Kind::LoadBalancer && !target_is_lb)
                             || doc.kind == Kind::Listener);
                     if only_locked {
-                        tx.set_status(&mut doc, ProvisioningStatus::Active, None)
-                            .await?;
+                        tx.set_status(&mut doc, ProvisioningStatus::Active).await?;
                     } else {
-                        tx.set_status(&mut doc, ProvisioningStatus::Error, Some(reason))
-                            .await?;
+                        tx.set_status(&mut doc, ProvisioningStatus::Error).await?;
                     }
                 }
             }
@@ -1032,9 +1032,11 @@ impl WriteTx {
     /// serializes writers of one graph). Inserts it if absent.
     pub async fn put_resource<T: Resource>(&mut self, value: &T) -> Result<(), StoreError> {
         let doc = Document::from_resource(value)?;
+        // Unversioned: `bind_doc` binds the version as $10, which this statement leaves unused
+        // (both drivers accept that; the LB lock serializes writers of one graph).
         let res = sqlx::query(
             "UPDATE resources SET project_id = $3, loadbalancer_id = $4, parent_id = $5, ref_id = $6, position = $7, \
-             provisioning_status = $8, created_at = $9, version = version + 1, body = $11 WHERE kind = $1 AND id = $2 AND $10 = $10",
+             provisioning_status = $8, created_at = $9, version = version + 1, body = $11 WHERE kind = $1 AND id = $2",
         );
         let res = bind_doc(res, &doc)
             .execute(&mut *self.tx)
@@ -1155,15 +1157,13 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Sets a document's provisioning status (column and body), optionally with an error
-    /// reason in the body.
+    /// Sets a document's provisioning status (column and body) and writes it.
     async fn set_status(
         &mut self,
         doc: &mut Document,
         status: ProvisioningStatus,
-        error: Option<&str>,
     ) -> Result<(), StoreError> {
-        with_status(doc, status, error)?;
+        with_status(doc, status)?;
         self.update_body(doc).await
     }
 
@@ -1178,10 +1178,10 @@ impl WriteTx {
                 r.kind == Kind::Listener && r.ref_id.as_ref().is_some_and(|p| ids.contains(p))
             }) {
                 if let Some(mut doc) = self.get_for_update(rel.kind, &rel.id).await? {
-                    doc.set_body_keys(&[
-                        ("default_pool_id", serde_json::Value::Null),
-                        ("updated_at", updated_now()),
-                    ])?;
+                    doc.rewrite(|listener: &mut Listener| {
+                        listener.default_pool_id = None;
+                        listener.updated_at = Some(now_micros());
+                    })?;
                     doc.ref_id = None;
                     self.update(&mut doc).await?;
                 }
@@ -1266,7 +1266,7 @@ impl SettlePlan {
             if lb_deleting {
                 // The LB is kept as DELETED (hidden); everything under it goes.
                 if let Some(mut lb) = docs.into_iter().find(|d| d.kind == Kind::LoadBalancer) {
-                    with_status(&mut lb, ProvisioningStatus::Deleted, None)?;
+                    with_status(&mut lb, ProvisioningStatus::Deleted)?;
                     writes.update_body(lb);
                 }
                 writes.clear_graph(lb_id);
@@ -1276,7 +1276,7 @@ impl SettlePlan {
                 match doc.status() {
                     Some(ProvisioningStatus::PendingDelete) => removed.push(doc.id.clone()),
                     _ => {
-                        with_status(&mut doc, ProvisioningStatus::Active, None)?;
+                        with_status(&mut doc, ProvisioningStatus::Active)?;
                         writes.update_body(doc);
                     }
                 }
@@ -1296,35 +1296,38 @@ fn versioned_write(rows: u64, doc: &mut Document) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Sets a document's provisioning status (column and body), optionally with an error reason
-/// in the body, and its `updated_at` (Octavia sets `updated_at` on every change of a row,
-/// the provider's status changes included); the caller writes it.
-fn with_status(
-    doc: &mut Document,
-    status: ProvisioningStatus,
-    error: Option<&str>,
-) -> Result<(), StoreError> {
-    let mut keys = vec![
-        (
-            "provisioning_status",
-            serde_json::Value::from(status.as_str()),
-        ),
-        ("updated_at", updated_now()),
-    ];
-    if let Some(reason) = error {
-        keys.push(("provisioning_error", serde_json::Value::from(reason)));
+/// Sets a document's provisioning status (column and typed body) and its `updated_at`
+/// (Octavia sets `updated_at` on every change of a row, the provider's status changes
+/// included); the caller writes it. A failure's reason is kept on the job row
+/// (`last_error`), not in the document.
+fn with_status(doc: &mut Document, status: ProvisioningStatus) -> Result<(), StoreError> {
+    fn set<T: Provisioned>(
+        doc: &mut Document,
+        status: ProvisioningStatus,
+    ) -> Result<(), StoreError> {
+        doc.rewrite(|value: &mut T| value.set_provisioning_status(status, now_micros()))
     }
-    doc.set_body_keys(&keys)?;
+    match doc.kind.resource() {
+        Some(Kind::LoadBalancer) => set::<LoadBalancer>(doc, status)?,
+        Some(Kind::Listener) => set::<Listener>(doc, status)?,
+        Some(Kind::Pool) => set::<Pool>(doc, status)?,
+        Some(Kind::Member) => set::<Member>(doc, status)?,
+        Some(Kind::HealthMonitor) => set::<HealthMonitor>(doc, status)?,
+        Some(Kind::L7Policy) => set::<L7Policy>(doc, status)?,
+        Some(Kind::L7Rule) => set::<L7Rule>(doc, status)?,
+        // Only the kinds above have a provisioning status (the pending reads select on it);
+        // anything else keeps its body and gets the column only.
+        Some(Kind::LbVm) | None => {}
+    }
     doc.provisioning_status = Some(status.as_str().to_owned());
     Ok(())
 }
 
-/// `updated_at` of a change made now, as the model serializes it (microseconds, like
+/// Now, at the precision the model serializes `updated_at` (microseconds, like
 /// `created_at`).
-fn updated_now() -> serde_json::Value {
+fn now_micros() -> chrono::DateTime<chrono::Utc> {
     let now = chrono::Utc::now();
-    let now = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    serde_json::to_value(now).unwrap_or(serde_json::Value::Null)
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
 pub(crate) fn bind_doc<'q>(

@@ -296,7 +296,11 @@ async fn pool_delete_removes_members_and_failure_marks_error() {
         .unwrap()
         .unwrap();
     assert_eq!(doc.status(), Some(ProvisioningStatus::Error));
-    assert!(doc.body.contains("agent unreachable"));
+    // The body is rewritten through the model type: status and `updated_at` move together;
+    // the reason stays on the job row.
+    let stored: Member = doc.decode().unwrap();
+    assert_eq!(stored.provisioning_status, ProvisioningStatus::Error);
+    assert!(stored.updated_at.is_some_and(|t| t >= m2.created_at));
     assert_eq!(
         store
             .get_resource::<LoadBalancer>(lb.id)
