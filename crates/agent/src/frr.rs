@@ -16,6 +16,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use rustix::process::Signal;
+
+use crate::haproxy::send_signal;
 use klb_proto::{Bgp, BgpSession};
 use tokio::process::Command;
 
@@ -517,7 +520,7 @@ impl Frr {
     /// Stops the daemons by PID (TERM, then KILL after 3 s).
     pub async fn stop(&self) {
         let pids = self.pids().await;
-        for sig in ["-TERM", "-KILL"] {
+        for sig in [Signal::TERM, Signal::KILL] {
             let alive: Vec<u32> = {
                 let mut v = Vec::new();
                 for d in DAEMONS {
@@ -530,9 +533,9 @@ impl Frr {
             if alive.is_empty() {
                 break;
             }
-            let mut cmd = Command::new("kill");
-            cmd.arg(sig).args(alive.iter().map(u32::to_string));
-            let _ = run(cmd, "kill").await;
+            for &pid in &alive {
+                send_signal(pid, sig);
+            }
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline && !self.pids().await.is_empty() {
                 tokio::time::sleep(Duration::from_millis(50)).await;

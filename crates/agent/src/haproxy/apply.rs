@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use klb_proto::{ApplyMethod, ApplyReply, DesiredState, Stats};
+use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
@@ -333,7 +334,7 @@ impl Haproxy {
         };
         if let Some(pid) = r.child.id() {
             info!(pid, "stopping haproxy");
-            signal(pid, "TERM").await;
+            send_signal(pid, Signal::TERM);
             if tokio::time::timeout(self.config.start_timeout, r.child.wait())
                 .await
                 .is_ok()
@@ -889,14 +890,15 @@ async fn copy(from: &Path, to: &Path) -> Result<(), ApplyError> {
         })
 }
 
-/// Sends a signal by PID with `kill(1)` (the crate forbids `unsafe`, so no direct syscall).
-async fn signal(pid: u32, sig: &str) {
-    let r = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .await;
+/// Sends a signal by PID with kill(2) through rustix (a safe wrapper: the crate forbids
+/// `unsafe`). PID 0 (or one beyond `pid_t`) is refused: kill(2) would read it as a group.
+pub(crate) fn send_signal(pid: u32, sig: Signal) {
+    let target = i32::try_from(pid).ok().and_then(Pid::from_raw);
+    let r = match target {
+        Some(target) => rustix::process::kill_process(target, sig).map_err(std::io::Error::from),
+        None => Err(std::io::ErrorKind::InvalidInput.into()),
+    };
     if let Err(e) = r {
-        warn!(pid, error = %e, "kill failed");
+        warn!(pid, ?sig, error = %e, "kill failed");
     }
 }

@@ -16,6 +16,7 @@
 //! reload HAProxy refuses (e.g. a port it cannot bind) leaves the old worker and file in place.
 
 mod apply;
+pub(crate) use apply::send_signal;
 #[cfg(test)]
 mod bench;
 #[cfg(test)]
