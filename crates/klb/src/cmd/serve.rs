@@ -35,7 +35,6 @@ enum AuthStrategy {
     Keystone(klb_api::auth::keystone::KeystoneConfig),
 }
 
-/// The serve settings, validated.
 /// Which provider settles the API's jobs (`cloud.driver`).
 #[derive(Debug)]
 enum Driver {
@@ -49,6 +48,7 @@ enum Driver {
     OpenStack(Box<klb_control::plane::OpenStackSettings>),
 }
 
+/// The serve settings, validated.
 #[derive(Debug)]
 struct ServeConfig {
     /// The provider.
