@@ -122,13 +122,21 @@ impl ApiBenchConfig {
 /// The JSON result file.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiBenchReport {
+    /// Which tool wrote the file.
     pub tool: &'static str,
+    /// The measured endpoint.
     pub url: String,
+    /// Start time (RFC 3339).
     pub started_at: String,
+    /// End time (RFC 3339).
     pub finished_at: String,
+    /// Operations per measured phase.
     pub count: usize,
+    /// Operations of the baseline phase (`GET /`).
     pub baseline_count: usize,
+    /// LBs present during the list phase.
     pub list_size: usize,
+    /// One entry per concurrency level.
     pub runs: Vec<ConcurrencyRun>,
     /// Levels that failed; the other levels still ran.
     pub failed_levels: Vec<FailedLevel>,
@@ -139,7 +147,9 @@ pub struct ApiBenchReport {
 /// Results at one concurrency level.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConcurrencyRun {
+    /// Concurrent clients.
     pub concurrency: usize,
+    /// `GET /` (the versions document): the same-run baseline every ratio divides by.
     pub baseline_version_get: OpStats,
     /// Keyed by operation: `lb_create`, `lb_create_to_active`,
     /// `lb_create_to_active_isolated` (one client, one LB at a time), `lb_show`, `lb_list`,
@@ -164,7 +174,9 @@ pub struct ConcurrencyRun {
 /// A concurrency level that could not complete (its LBs were removed).
 #[derive(Debug, Clone, Serialize)]
 pub struct FailedLevel {
+    /// Concurrent clients.
     pub concurrency: usize,
+    /// Why it failed.
     pub error: String,
 }
 

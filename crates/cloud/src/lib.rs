@@ -15,6 +15,7 @@
 //!   may succeed.
 //!
 //! State holds the traits as `Arc<dyn Compute>` and friends ([`Cloud`] bundles them).
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod fake;
@@ -587,18 +588,24 @@ pub use klb_proto::DesiredState;
 pub trait Agents: Send + Sync {
     /// Push the whole desired state; returns once the agent applied it (or refused it).
     async fn push(&self, target: &AgentTarget, state: &DesiredState) -> CloudResult<AgentStatus>;
+    /// What the agent reports now.
     async fn status(&self, target: &AgentTarget) -> CloudResult<AgentStatus>;
     /// Withdraw the VIP announcement, then stop taking new connections.
     async fn drain(&self, target: &AgentTarget) -> CloudResult<AgentStatus>;
+    /// Announce the VIP again and take new connections.
     async fn undrain(&self, target: &AgentTarget) -> CloudResult<AgentStatus>;
 }
 
 /// All capabilities of one cloud, as trait objects (what the flow engine and API state hold).
 #[derive(Clone)]
 pub struct Cloud {
+    /// Servers and server groups.
     pub compute: Arc<dyn Compute>,
+    /// Networks, security groups and ports.
     pub network: Arc<dyn Network>,
+    /// Threshold alarms.
     pub alarms: Arc<dyn Alarms>,
+    /// The LB VMs' agents.
     pub agents: Arc<dyn Agents>,
 }
 

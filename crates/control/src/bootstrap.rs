@@ -145,6 +145,7 @@ impl std::fmt::Debug for CloudInit {
 }
 
 impl CloudInit {
+    /// Cloud-init for agents that bootstrap from `bootstrap`, send heartbeats to `heartbeat_host` and run `agent_binary`.
     pub fn new(bootstrap: AgentBootstrap, heartbeat_host: IpAddr, agent_binary: String) -> Self {
         CloudInit {
             bootstrap,

@@ -18,24 +18,40 @@ use klb_store::{Document, StoreError};
 /// A load balancer's live graph, decoded.
 #[derive(Debug, Clone)]
 pub struct Graph {
+    /// The load balancer.
     pub load_balancer: LoadBalancer,
+    /// Its listeners.
     pub listeners: Vec<Listener>,
+    /// Its pools.
     pub pools: Vec<Pool>,
+    /// Its members.
     pub members: Vec<Member>,
+    /// Its health monitors.
     pub health_monitors: Vec<HealthMonitor>,
+    /// Its L7 policies.
     pub l7_policies: Vec<L7Policy>,
+    /// Its L7 rules.
     pub l7_rules: Vec<L7Rule>,
 }
 
 /// Why a desired state could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum DesiredError {
+    /// The LB's documents are gone.
     #[error("load balancer {0} has no stored graph")]
     Missing(String),
+    /// Reading the graph failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored value does not convert to the protocol type.
     #[error("value {value:?} has no protocol equivalent: {message}")]
-    Conversion { value: String, message: String },
+    Conversion {
+        /// The value.
+        value: String,
+        /// Why it does not convert.
+        message: String,
+    },
+    /// The LB has no VIP yet.
     #[error("load balancer {0} has no VIP address")]
     NoVip(String),
 }
@@ -89,8 +105,11 @@ pub struct DataPlane {
 /// One LB VM as the state builder needs it.
 #[derive(Debug, Clone)]
 pub struct VmPlan {
+    /// The LB VM record's id.
     pub id: String,
+    /// Index within the LB.
     pub index: u32,
+    /// The server's name.
     pub name: String,
     /// Address on the L3 network: BGP router id and HAProxy peer address.
     pub l3_ip: Option<IpAddr>,

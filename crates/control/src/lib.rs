@@ -3,6 +3,7 @@
 //! Everything here is glue between crates that do not know each other (the API does not know
 //! the flows; the agent does not know the store).
 
+#![warn(missing_docs)]
 pub mod agents;
 pub mod bootstrap;
 pub mod demo;

@@ -33,30 +33,44 @@ use crate::{secrets_api, standalone, webhook};
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaneError {
+    /// The store failed to open.
     #[error("store: {0}")]
     Store(#[from] klb_store::StoreError),
+    /// The flow engine failed to start.
     #[error("flow engine: {0}")]
     Flow(#[from] klb_flow::FlowError),
+    /// The local cloud failed to start.
     #[error("local cloud: {0}")]
     Local(#[from] klb_local::LocalError),
+    /// Loading or making TLS material failed.
     #[error("TLS: {0}")]
     Tls(#[from] klb_tls::TlsError),
+    /// The agent client could not be built.
     #[error("agent client: {0}")]
     AgentClient(#[from] klb_agent_client::client::ClientError),
+    /// The fake cloud's shared state file is unusable.
     #[error("{0}")]
     FakeCloud(#[from] klb_cloud::fake::SharedStateError),
+    /// The OpenStack driver could not start.
     #[error("OpenStack: {0}")]
     OpenStack(#[from] klb_cloud::CloudError),
+    /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address.
         addr: SocketAddr,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// A state file could not be read or written.
     #[error("{what} in {path}: {source}")]
     File {
+        /// What was being done.
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
