@@ -397,12 +397,15 @@ impl Frr {
             };
             write_file(&self.path(&format!("{d}.conf")), text).await?;
         }
-        let mut chown = Command::new("chown");
-        chown
-            .arg("-R")
-            .arg(format!("{}:{}", self.config.user, self.config.group))
-            .arg(dir);
-        run(chown, "chown").await?;
+        let uid = account_id(Path::new("/etc/passwd"), &self.config.user)?;
+        let gid = account_id(Path::new("/etc/group"), &self.config.group)?;
+        let owned = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || chown_recursive(&owned, uid, gid))
+            .await
+            .map_err(|e| FrrError::Command {
+                what: "chown".into(),
+                detail: e.to_string(),
+            })??;
         for d in DAEMONS {
             if !missing.contains(&d) {
                 continue;
@@ -660,10 +663,87 @@ async fn wait_for(path: &Path, max: Duration) -> Result<(), ()> {
     Err(())
 }
 
+/// The numeric id of `name` in a `passwd`- or `group`-format file (`name:x:ID:...`). FRR's
+/// package creates its user and group there; NSS sources beyond the files are not consulted.
+fn account_id(file: &Path, name: &str) -> Result<u32, FrrError> {
+    let io = |source| FrrError::Io {
+        op: "read",
+        path: file.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(file).map_err(io)?;
+    text.lines()
+        .map(|l| l.split(':'))
+        .find_map(|mut f| {
+            (f.next() == Some(name))
+                .then(|| f.nth(1).and_then(|id| id.parse().ok()))
+                .flatten()
+        })
+        .ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no entry {name:?}"),
+            ))
+        })
+}
+
+/// `chown -R uid:gid dir` without the command: symbolic links are changed themselves, never
+/// followed (lchown), as `chown -R` does by default.
+fn chown_recursive(path: &Path, uid: u32, gid: u32) -> Result<(), FrrError> {
+    let io = |source| FrrError::Io {
+        op: "chown",
+        path: path.to_path_buf(),
+        source,
+    };
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io)?;
+    if !std::fs::symlink_metadata(path).map_err(io)?.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        chown_recursive(&entry.map_err(io)?.path(), uid, gid)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use klb_proto::Neighbor;
+
+    #[test]
+    fn accounts_come_from_passwd_format_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh\nfrr:x:105:110::/nonexistent:/bin/false\n",
+        )
+        .unwrap();
+        assert_eq!(account_id(&passwd, "frr").unwrap(), 105);
+        assert_eq!(account_id(&passwd, "root").unwrap(), 0);
+        let err = account_id(&passwd, "fr").unwrap_err().to_string();
+        assert!(err.contains("no entry \"fr\""), "{err}");
+    }
+
+    #[test]
+    fn chown_recursive_reaches_every_entry_and_leaves_link_targets() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/zebra.conf"), "").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let me = std::fs::metadata(dir.path()).unwrap();
+        // Our own ids: allowed without privileges, and still exercises every path.
+        chown_recursive(dir.path(), me.uid(), me.gid()).unwrap();
+        let f = std::fs::metadata(dir.path().join("sub/zebra.conf")).unwrap();
+        assert_eq!((f.uid(), f.gid()), (me.uid(), me.gid()));
+        // An id we may not give away fails loudly, naming the path.
+        if me.uid() != 0 {
+            let err = chown_recursive(dir.path(), 0, 0).unwrap_err().to_string();
+            assert!(err.starts_with("chown "), "{err}");
+        }
+    }
 
     fn bgp() -> Bgp {
         Bgp {
