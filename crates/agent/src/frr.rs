@@ -732,14 +732,19 @@ mod tests {
         let outside = tempfile::NamedTempFile::new().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/zebra.conf"), "").unwrap();
-        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
-        let me = std::fs::metadata(dir.path()).unwrap();
-        // Our own ids: allowed without privileges, and still exercises every path.
-        chown_recursive(dir.path(), me.uid(), me.gid()).unwrap();
-        let f = std::fs::metadata(dir.path().join("sub/zebra.conf")).unwrap();
-        assert_eq!((f.uid(), f.gid()), (me.uid(), me.gid()));
-        // An id we may not give away fails loudly, naming the path.
-        if me.uid() != 0 {
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        let before = std::fs::metadata(outside.path()).unwrap();
+        if before.uid() == 0 {
+            // Root: give everything to another id; the link changes, its target does not.
+            chown_recursive(dir.path(), 54321, 54321).unwrap();
+            let f = std::fs::metadata(dir.path().join("sub/zebra.conf")).unwrap();
+            assert_eq!((f.uid(), f.gid()), (54321, 54321));
+            assert_eq!(std::fs::symlink_metadata(&link).unwrap().uid(), 54321);
+            assert_eq!(std::fs::metadata(outside.path()).unwrap().uid(), 0);
+        } else {
+            // Unprivileged: our own ids are allowed; root's are refused, naming the step.
+            chown_recursive(dir.path(), before.uid(), before.gid()).unwrap();
             let err = chown_recursive(dir.path(), 0, 0).unwrap_err().to_string();
             assert!(err.starts_with("chown "), "{err}");
         }
