@@ -206,6 +206,9 @@ async fn bench_api_against_fake_octavia() {
             ("listener_create", 20),
             ("member_create", 20),
             ("lb_create_to_active_isolated", 20),
+            ("listener_create_burst", 20),
+            ("pool_create_burst", 20),
+            ("member_create_burst", 20),
             ("lb_delete", 45),
         ] {
             let s = &run.ops[name];
@@ -226,8 +229,9 @@ async fn bench_api_against_fake_octavia() {
     }
     let f = state.lock().await;
     assert!(f.lbs.is_empty(), "benchmark left {} LBs", f.lbs.len());
-    assert_eq!(f.listeners, 40);
-    assert_eq!(f.members, 40);
+    // Per level: 20 listeners and 20 members in the paced phases, 20 more of each back to back.
+    assert_eq!(f.listeners, 80);
+    assert_eq!(f.members, 80);
     assert!(f.projects_seen.iter().all(|p| p == "bench-project"));
     let mem = report.server_memory.expect("memory sampled");
     assert!(mem.peak_rss_kib > 0);
