@@ -50,7 +50,6 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod bench;
 pub mod db;
 mod engine;
 pub mod jobs;
@@ -89,15 +88,6 @@ pub enum FlowError {
     /// The cloud failed while a job became runs (looking up the LB's servers).
     #[error("cloud: {0}")]
     Cloud(#[from] klb_cloud::CloudError),
-    /// A local file operation (the benchmark's temporary database).
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
     /// No run has this id.
     #[error("no flow run {0}")]
     NoSuchRun(String),
