@@ -401,11 +401,11 @@ impl<'a> Obj<'a> {
     }
 
     /// A list of strings, each at most `max` characters and passing `check`.
-    pub fn string_list(
+    pub fn string_list<E: std::fmt::Display>(
         &self,
         name: &str,
         max: usize,
-        check: impl Fn(&str) -> Result<(), String>,
+        check: impl Fn(&str) -> Result<(), E>,
     ) -> ApiResult<Field<Vec<String>>> {
         self.read(name, |v| {
             let items = v
@@ -424,7 +424,8 @@ impl<'a> Obj<'a> {
                             &format!("Value should have a maximum character requirement of {max}"),
                         ));
                     }
-                    check(s).map_err(|reason| ApiError::invalid(name, item, &reason))?;
+                    check(s)
+                        .map_err(|reason| ApiError::invalid(name, item, &reason.to_string()))?;
                     Ok(s.to_owned())
                 })
                 .collect()

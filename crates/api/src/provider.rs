@@ -34,8 +34,57 @@ pub struct Vip {
     pub network_id: Uuid,
 }
 
+/// Why a [`VipNetwork`] allocated no VIP or could not tell a subnet's CIDR. Every message is a
+/// client-facing reason: the API answers it, as it is, as a 400 fault string.
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    /// A subnet this network does not have (or the project cannot see).
+    #[error("Subnet {0} not found.")]
+    SubnetNotFound(Uuid),
+    /// A network this network driver does not have (or the project cannot see).
+    #[error("Network {0} not found.")]
+    NetworkNotFound(Uuid),
+    /// `vip_port_id` was given to a network that cannot adopt a port.
+    #[error("Validation failure: vip_port_id is not supported{scope}; use {instead}.")]
+    PortIdUnsupported {
+        /// Which network refuses it, as a phrase (` by the local cloud`), or empty.
+        scope: &'static str,
+        /// The fields to use instead.
+        instead: &'static str,
+    },
+    /// The requested address is outside the VIP subnet.
+    #[error("Validation failure: VIP address {address} is not in subnet {subnet}.")]
+    AddressOutsideSubnet {
+        /// The requested address.
+        address: IpAddr,
+        /// The subnet it must be in.
+        subnet: ipnet::IpNet,
+    },
+    /// The cloud answered an id that is not a UUID.
+    #[error("Neutron id {id} is not a UUID.")]
+    NotAUuid {
+        /// The id as answered.
+        id: String,
+        /// Why it did not parse.
+        #[source]
+        source: uuid::Error,
+    },
+    /// Reading a subnet failed.
+    #[error("Could not read subnet {subnet}: {source}")]
+    SubnetUnreadable {
+        /// The subnet.
+        subnet: Uuid,
+        /// The cloud's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The network driver's own client-facing refusal (its `Display` is the message).
+    #[error(transparent)]
+    Driver(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// Allocates VIPs (Neutron ports in OpenStack). Errors are client-facing reasons
-/// (e.g. `Subnet <id> not found.`).
+/// ([`VipError`], e.g. `Subnet <id> not found.`).
 #[async_trait::async_trait]
 pub trait VipNetwork: Send + Sync + 'static {
     /// Allocates the VIP for a new load balancer of `project_id`.
@@ -44,7 +93,7 @@ pub trait VipNetwork: Send + Sync + 'static {
         lb_id: Uuid,
         project_id: &str,
         request: &VipRequest,
-    ) -> Result<Vip, String>;
+    ) -> Result<Vip, VipError>;
 
     /// The CIDR of `subnet_id` as `project_id` sees it, to check addresses the caller picks on
     /// it (`additional_vips[].ip_address`). `Ok(None)`: this network cannot tell (the noop
@@ -54,7 +103,7 @@ pub trait VipNetwork: Send + Sync + 'static {
         &self,
         _project_id: &str,
         _subnet_id: Uuid,
-    ) -> Result<Option<ipnet::IpNet>, String> {
+    ) -> Result<Option<ipnet::IpNet>, VipError> {
         Ok(None)
     }
 }
@@ -71,7 +120,7 @@ impl VipNetwork for NoopNetwork {
         lb_id: Uuid,
         _project_id: &str,
         request: &VipRequest,
-    ) -> Result<Vip, String> {
+    ) -> Result<Vip, VipError> {
         let address = request.address.unwrap_or_else(|| {
             // 198.18.0.0/15 has 131072 addresses; skip .0 and .255 style edges loosely.
             let n = (lb_id.as_u128() % 131_000) as u32 + 10;

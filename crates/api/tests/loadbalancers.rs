@@ -284,7 +284,7 @@ impl klb_api::provider::VipNetwork for OneSubnet {
         lb_id: uuid::Uuid,
         project_id: &str,
         request: &klb_api::provider::VipRequest,
-    ) -> Result<klb_api::provider::Vip, String> {
+    ) -> Result<klb_api::provider::Vip, klb_api::provider::VipError> {
         klb_api::provider::NoopNetwork
             .allocate_vip(lb_id, project_id, request)
             .await
@@ -294,11 +294,11 @@ impl klb_api::provider::VipNetwork for OneSubnet {
         &self,
         _project_id: &str,
         subnet_id: uuid::Uuid,
-    ) -> Result<Option<ipnet::IpNet>, String> {
+    ) -> Result<Option<ipnet::IpNet>, klb_api::provider::VipError> {
         if subnet_id.to_string() == KNOWN_SUBNET || subnet_id.to_string() == SUBNET {
             Ok(Some("198.18.4.0/24".parse().unwrap()))
         } else {
-            Err(format!("Subnet {subnet_id} not found."))
+            Err(klb_api::provider::VipError::SubnetNotFound(subnet_id))
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use klb_agent_client::client::{AgentClient, AgentClientConfig};
 use klb_agent_client::heartbeat::HeartbeatKeys;
-use klb_api::provider::{Vip, VipNetwork, VipRequest};
+use klb_api::provider::{Vip, VipError, VipNetwork, VipRequest};
 use klb_api::{AppState, Authenticator};
 use klb_certs::LocalSecrets;
 use klb_flow::jobs::{JobPump, SettleJobs};
@@ -730,9 +730,12 @@ impl VipNetwork for OpenStackVipNetwork {
         lb_id: Uuid,
         project_id: &str,
         request: &VipRequest,
-    ) -> Result<Vip, String> {
+    ) -> Result<Vip, VipError> {
         if request.port_id.is_some() {
-            return Err("Validation failure: vip_port_id is not supported; use vip_subnet_id or vip_network_id.".to_owned());
+            return Err(VipError::PortIdUnsupported {
+                scope: "",
+                instead: "vip_subnet_id or vip_network_id",
+            });
         }
         let subnet = request.subnet_id.map(|u| u.to_string());
         let network = request.network_id.map(|u| u.to_string());
@@ -745,9 +748,14 @@ impl VipNetwork for OpenStackVipNetwork {
                 network.as_deref(),
                 request.address,
             )
-            .await?;
-        let uuid =
-            |s: &str| Uuid::parse_str(s).map_err(|_| format!("Neutron id {s} is not a UUID."));
+            .await
+            .map_err(|e| VipError::Driver(Box::new(e)))?;
+        let uuid = |s: &str| {
+            Uuid::parse_str(s).map_err(|source| VipError::NotAUuid {
+                id: s.to_owned(),
+                source,
+            })
+        };
         Ok(Vip {
             address: vip.address,
             port_id: uuid(&vip.port_id)?,
@@ -760,12 +768,15 @@ impl VipNetwork for OpenStackVipNetwork {
         &self,
         _project_id: &str,
         subnet_id: Uuid,
-    ) -> Result<Option<ipnet::IpNet>, String> {
+    ) -> Result<Option<ipnet::IpNet>, VipError> {
         let id = subnet_id.to_string();
         match klb_cloud::Network::find_subnet(&self.cloud, &id).await {
             Ok(Some(subnet)) => Ok(Some(subnet.cidr)),
-            Ok(None) => Err(format!("Subnet {id} not found.")),
-            Err(e) => Err(format!("Could not read subnet {id}: {e}")),
+            Ok(None) => Err(VipError::SubnetNotFound(subnet_id)),
+            Err(e) => Err(VipError::SubnetUnreadable {
+                subnet: subnet_id,
+                source: Box::new(e),
+            }),
         }
     }
 }
@@ -858,7 +869,7 @@ impl VipNetwork for FakeVipNetwork {
         lb_id: Uuid,
         project_id: &str,
         request: &VipRequest,
-    ) -> Result<Vip, String> {
+    ) -> Result<Vip, VipError> {
         let mut vip = klb_api::provider::NoopNetwork
             .allocate_vip(lb_id, project_id, request)
             .await?;
@@ -878,7 +889,7 @@ impl VipNetwork for FakeVipNetwork {
         &self,
         _project_id: &str,
         subnet_id: Uuid,
-    ) -> Result<Option<ipnet::IpNet>, String> {
+    ) -> Result<Option<ipnet::IpNet>, VipError> {
         // Other subnet ids are accepted unchecked, as by the noop network.
         Ok((subnet_id == self.subnet_id).then(|| "198.19.0.0/20".parse().expect("constant CIDR")))
     }
@@ -975,32 +986,39 @@ impl VipNetwork for LocalVipNetwork {
         lb_id: Uuid,
         _project_id: &str,
         request: &VipRequest,
-    ) -> Result<Vip, String> {
+    ) -> Result<Vip, VipError> {
         if let Some(subnet) = request.subnet_id
             && subnet != plan::VIP_SUBNET_ID
         {
-            return Err(format!("Subnet {subnet} not found."));
+            return Err(VipError::SubnetNotFound(subnet));
         }
         if let Some(network) = request.network_id
             && network != plan::VIP_NETWORK_ID
         {
-            return Err(format!("Network {network} not found."));
+            return Err(VipError::NetworkNotFound(network));
         }
         if request.port_id.is_some() {
-            return Err("Validation failure: vip_port_id is not supported by the local cloud; use vip_subnet_id.".to_owned());
+            return Err(VipError::PortIdUnsupported {
+                scope: " by the local cloud",
+                instead: "vip_subnet_id",
+            });
         }
         let address = match request.address {
             Some(IpAddr::V4(a)) if self.plan.vip_subnet.contains(&a) => IpAddr::V4(a),
             Some(other) => {
-                return Err(format!(
-                    "Validation failure: VIP address {other} is not in subnet {}.",
-                    self.plan.vip_subnet
-                ));
+                return Err(VipError::AddressOutsideSubnet {
+                    address: other,
+                    subnet: ipnet::IpNet::V4(self.plan.vip_subnet),
+                });
             }
             None => {
                 let hosts = (1u32 << (32 - self.plan.vip_subnet.prefix_len())) - 32;
                 let n = 16 + (lb_id.as_u128() % u128::from(hosts)) as u32;
-                IpAddr::V4(self.plan.vip(n).map_err(|e| e.to_string())?)
+                IpAddr::V4(
+                    self.plan
+                        .vip(n)
+                        .map_err(|e| VipError::Driver(Box::new(e)))?,
+                )
             }
         };
         Ok(Vip {
@@ -1015,9 +1033,9 @@ impl VipNetwork for LocalVipNetwork {
         &self,
         _project_id: &str,
         subnet_id: Uuid,
-    ) -> Result<Option<ipnet::IpNet>, String> {
+    ) -> Result<Option<ipnet::IpNet>, VipError> {
         if subnet_id != plan::VIP_SUBNET_ID {
-            return Err(format!("Subnet {subnet_id} not found."));
+            return Err(VipError::SubnetNotFound(subnet_id));
         }
         Ok(Some(ipnet::IpNet::V4(self.plan.vip_subnet)))
     }

@@ -25,17 +25,66 @@ pub fn has_control(s: &str) -> bool {
         .any(|c| c.is_control() || ('\u{7f}'..='\u{9f}').contains(&c))
 }
 
+/// Why [`free_text`] refused a name, description or tag. The messages are Octavia's (WSME's
+/// length message) and end up after `Invalid input for field/attribute ...`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    /// More than `max` characters.
+    #[error("Value should have a maximum character requirement of {max}")]
+    TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// A control character (NUL, CR, LF, TAB, DEL, C1).
+    #[error("Value must not contain control characters")]
+    Control,
+}
+
+/// Why [`container_ref`] refused a TLS container reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContainerRefError {
+    /// More than [`MAX_STR`] characters.
+    #[error("Value should have a maximum character requirement of {max}")]
+    TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// Empty, or with whitespace or control characters (shown with [`printable`]).
+    #[error("{} is not a valid container reference", printable(.value))]
+    Malformed {
+        /// The refused reference, as given.
+        value: String,
+    },
+}
+
+/// Why [`insert_header_key`] or [`insert_header_value`] refused an `insert_headers` entry.
+/// The messages are Octavia's; the API answers them as the whole 400 fault string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InsertHeaderError {
+    /// The listener protocol takes no `insert_headers` at all.
+    #[error("insert-headers is not a valid option for a {protocol} protocol listener.")]
+    NotForProtocol {
+        /// The listener's protocol.
+        protocol: ListenerProtocol,
+    },
+    /// A key not allowed on this protocol, or a value too long or with control characters
+    /// (shown with [`printable`]).
+    #[error("{} is not a valid option for insert_headers", printable(.value))]
+    NotAnOption {
+        /// The refused key or value, as given.
+        value: String,
+    },
+}
+
 /// Free text (names, descriptions, tags): length, plus no control characters (NUL, CR, LF,
 /// TAB, DEL, C1) so log lines and CLI tables stay one line each and cannot be forged. Never
 /// rendered into configs.
-pub fn free_text(s: &str, max: usize) -> Result<(), String> {
+pub fn free_text(s: &str, max: usize) -> Result<(), TextError> {
     if s.chars().count() > max {
-        return Err(format!(
-            "Value should have a maximum character requirement of {max}"
-        ));
+        return Err(TextError::TooLong { max });
     }
     if has_control(s) {
-        return Err("Value must not contain control characters".to_owned());
+        return Err(TextError::Control);
     }
     Ok(())
 }
@@ -90,23 +139,20 @@ pub fn member_address(address: IpAddr) -> Result<(), Invalid> {
 
 /// A TLS container reference (Barbican URL or other opaque ref): bounded, no controls or
 /// whitespace.
-pub fn container_ref(s: &str) -> Result<(), String> {
+pub fn container_ref(s: &str) -> Result<(), ContainerRefError> {
     if s.chars().count() > MAX_STR {
-        return Err(format!(
-            "Value should have a maximum character requirement of {MAX_STR}"
-        ));
+        return Err(ContainerRefError::TooLong { max: MAX_STR });
     }
     if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "{} is not a valid container reference",
-            printable(s)
-        ));
+        return Err(ContainerRefError::Malformed {
+            value: s.to_owned(),
+        });
     }
     Ok(())
 }
 
 /// Keys accepted in `insert_headers` for a listener protocol.
-pub fn insert_header_key(protocol: ListenerProtocol, key: &str) -> Result<(), String> {
+pub fn insert_header_key(protocol: ListenerProtocol, key: &str) -> Result<(), InsertHeaderError> {
     const ALWAYS: &[&str] = &[
         "X-Forwarded-For",
         "X-Forwarded-Port",
@@ -129,30 +175,26 @@ pub fn insert_header_key(protocol: ListenerProtocol, key: &str) -> Result<(), St
         protocol,
         ListenerProtocol::Http | ListenerProtocol::TerminatedHttps
     ) {
-        return Err(format!(
-            "insert-headers is not a valid option for a {protocol} protocol listener."
-        ));
+        return Err(InsertHeaderError::NotForProtocol { protocol });
     }
     if ALWAYS.contains(&key)
         || (protocol == ListenerProtocol::TerminatedHttps && TLS.contains(&key))
     {
         Ok(())
     } else {
-        Err(format!(
-            "{} is not a valid option for insert_headers",
-            printable(key)
-        ))
+        Err(InsertHeaderError::NotAnOption {
+            value: key.to_owned(),
+        })
     }
 }
 
 /// An `insert_headers` value: only compared to "true" by the renderer, but still bounded and
 /// free of control characters.
-pub fn insert_header_value(value: &str) -> Result<(), String> {
+pub fn insert_header_value(value: &str) -> Result<(), InsertHeaderError> {
     if value.len() > MAX_STR || has_control(value) {
-        return Err(format!(
-            "{} is not a valid option for insert_headers",
-            printable(value)
-        ));
+        return Err(InsertHeaderError::NotAnOption {
+            value: value.to_owned(),
+        });
     }
     Ok(())
 }
@@ -231,5 +273,39 @@ mod tests {
         assert!(insert_header_key(ListenerProtocol::TerminatedHttps, "X-SSL-Client-DN").is_ok());
         assert!(insert_header_key(ListenerProtocol::Tcp, "X-Forwarded-For").is_err());
         assert!(insert_header_value("true\nfoo").is_err());
+    }
+
+    /// The API answers these messages as they are (golden.rs pins some of them too).
+    #[test]
+    fn typed_errors_keep_octavias_messages() {
+        let check = |e: &dyn std::error::Error, want: &str| assert_eq!(e.to_string(), want);
+        check(
+            &free_text("abcd", 3).unwrap_err(),
+            "Value should have a maximum character requirement of 3",
+        );
+        check(
+            &free_text("a\u{85}b", 3).unwrap_err(),
+            "Value must not contain control characters",
+        );
+        check(
+            &container_ref(&"r".repeat(MAX_STR + 1)).unwrap_err(),
+            &format!("Value should have a maximum character requirement of {MAX_STR}"),
+        );
+        check(
+            &container_ref("a b\n").unwrap_err(),
+            "a b? is not a valid container reference",
+        );
+        check(
+            &insert_header_key(ListenerProtocol::Tcp, "X-Real-IP").unwrap_err(),
+            "insert-headers is not a valid option for a TCP protocol listener.",
+        );
+        check(
+            &insert_header_key(ListenerProtocol::Http, "X-Bad\r").unwrap_err(),
+            "X-Bad? is not a valid option for insert_headers",
+        );
+        check(
+            &insert_header_value("t\x7f").unwrap_err(),
+            "t? is not a valid option for insert_headers",
+        );
     }
 }

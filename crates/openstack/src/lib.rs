@@ -47,7 +47,7 @@ pub use barbican::BarbicanCertificates;
 pub use config::{AlarmBackend, OpenStackConfig};
 /// For [`Call`]s made outside this crate (tests, tools).
 pub use http::Method;
-pub use network::ReservedVip;
+pub use network::{ReservedVip, VipReservationError};
 pub use openstack_sdk::types::ServiceType;
 pub use session::{Call, Credentials, Session, SessionConfig};
 

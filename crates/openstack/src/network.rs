@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use klb_cloud::{
-    CloudErrorKind, CloudResult, Direction, Network, NetworkInfo, Port, PortSpec, Protocol,
-    RuleSpec, SecurityGroup, SecurityGroupRule, SecurityGroupSpec, Subnet,
+    CloudError, CloudErrorKind, CloudResult, Direction, Network, NetworkInfo, Port, PortSpec,
+    Protocol, RuleSpec, SecurityGroup, SecurityGroupRule, SecurityGroupSpec, Subnet,
 };
 
 use crate::OpenStackCloud;
@@ -571,6 +571,54 @@ pub struct ReservedVip {
     pub network_id: String,
 }
 
+/// Why [`OpenStackCloud::reserve_vip`] reserved nothing. Every message is client-facing
+/// (Octavia's wording where it has one): the API answers it as a 400 fault string.
+#[derive(Debug, thiserror::Error)]
+pub enum VipReservationError {
+    /// The subnet does not exist or the project cannot see it (Neutron's own error is left
+    /// out on purpose: it would tell apart "missing" from "someone else's").
+    #[error("Subnet {subnet} not found.")]
+    SubnetNotFound {
+        /// The requested subnet.
+        subnet: String,
+    },
+    /// The network does not exist or the project cannot see it.
+    #[error("Network {network} not found.")]
+    NetworkNotFound {
+        /// The requested network.
+        network: String,
+    },
+    /// Both were given and the subnet is on another network.
+    #[error("Validation failure: subnet {subnet} is not on network {network}.")]
+    SubnetNotOnNetwork {
+        /// The requested subnet.
+        subnet: String,
+        /// The requested network.
+        network: String,
+    },
+    /// The network has no subnet of the VIP's address family.
+    #[error("Network {network} has no usable subnet for the VIP.")]
+    NoUsableSubnet {
+        /// The requested network.
+        network: String,
+    },
+    /// Neither a subnet nor a network was given.
+    #[error("VIP must contain one of: vip_network_id, vip_subnet_id.")]
+    NoSubnetOrNetwork,
+    /// Reading one of the network's subnets failed.
+    #[error(transparent)]
+    Neutron(CloudError),
+    /// Neutron refused the port (address taken, not in the subnet, quota).
+    #[error("Validation failure: {}", .0.message)]
+    Refused(#[source] CloudError),
+    /// Creating the port failed for another reason (the detail is in the source).
+    #[error("The VIP could not be allocated; try again later.")]
+    Unavailable(#[source] CloudError),
+    /// Neutron created the port without an address.
+    #[error("The VIP port got no address.")]
+    NoAddress,
+}
+
 #[derive(Debug, Deserialize)]
 struct Ownership {
     network_id: Option<String>,
@@ -595,14 +643,17 @@ impl OpenStackCloud {
         subnet_id: Option<&str>,
         network_id: Option<&str>,
         address: Option<IpAddr>,
-    ) -> Result<ReservedVip, String> {
+    ) -> Result<ReservedVip, VipReservationError> {
+        use VipReservationError as E;
         let get = |what: &'static str, id: &str| {
             neutron("get", id, Method::GET, format!("{what}s/{id}")).key(what)
         };
         let visible = |o: &Ownership, net_shared: bool| o.project_id == project_id || net_shared;
         let (subnet_id, network_id) = match (subnet_id, network_id) {
             (Some(subnet), _) => {
-                let not_found = || format!("Subnet {subnet} not found.");
+                let not_found = || E::SubnetNotFound {
+                    subnet: subnet.to_owned(),
+                };
                 let s: Ownership = self
                     .inner
                     .session
@@ -620,15 +671,17 @@ impl OpenStackCloud {
                     return Err(not_found());
                 }
                 if network_id.is_some_and(|n| n != net_id) {
-                    return Err(format!(
-                        "Validation failure: subnet {subnet} is not on network {}.",
-                        network_id.unwrap_or_default()
-                    ));
+                    return Err(E::SubnetNotOnNetwork {
+                        subnet: subnet.to_owned(),
+                        network: network_id.unwrap_or_default().to_owned(),
+                    });
                 }
                 (subnet.to_owned(), net_id)
             }
             (None, Some(network)) => {
-                let not_found = || format!("Network {network} not found.");
+                let not_found = || E::NetworkNotFound {
+                    network: network.to_owned(),
+                };
                 let n: Ownership = self
                     .inner
                     .session
@@ -645,7 +698,7 @@ impl OpenStackCloud {
                         .session
                         .json(&get("subnet", id))
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(E::Neutron)?;
                     let family = match address {
                         Some(IpAddr::V6(_)) => 6,
                         _ => 4,
@@ -655,13 +708,13 @@ impl OpenStackCloud {
                         break;
                     }
                 }
-                let subnet = chosen.ok_or_else(|| {
-                    format!("Network {network} has no usable subnet for the VIP.")
+                let subnet = chosen.ok_or_else(|| E::NoUsableSubnet {
+                    network: network.to_owned(),
                 })?;
                 (subnet, network.to_owned())
             }
             (None, None) => {
-                return Err("VIP must contain one of: vip_network_id, vip_subnet_id.".into());
+                return Err(E::NoSubnetOrNetwork);
             }
         };
         let name = klb_cloud::names::vip_port(lb_id);
@@ -678,15 +731,11 @@ impl OpenStackCloud {
             .await
             .map_err(|e| match e.kind {
                 CloudErrorKind::Conflict | CloudErrorKind::Invalid | CloudErrorKind::Quota => {
-                    format!("Validation failure: {}", e.message)
+                    E::Refused(e)
                 }
-                _ => "The VIP could not be allocated; try again later.".to_owned(),
+                _ => E::Unavailable(e),
             })?;
-        let address = port
-            .ips()
-            .into_iter()
-            .next()
-            .ok_or_else(|| "The VIP port got no address.".to_owned())?;
+        let address = port.ips().into_iter().next().ok_or(E::NoAddress)?;
         Ok(ReservedVip {
             address,
             port_id: port.id,

@@ -339,7 +339,10 @@ pub mod read {
     }
 
     /// A list of strings, each of at most `max` characters and passing `check`.
-    pub fn strings(max: usize, check: fn(&str) -> Result<(), String>) -> Reader<Vec<String>> {
+    pub fn strings<E: std::fmt::Display + 'static>(
+        max: usize,
+        check: fn(&str) -> Result<(), E>,
+    ) -> Reader<Vec<String>> {
         Arc::new(move |o: &Obj<'_>, k: &str| o.string_list(k, max, check))
     }
 

@@ -470,8 +470,10 @@ pub fn check(l: &Listener) -> ApiResult<()> {
         ));
     }
     for (k, v) in &l.insert_headers {
-        validate::insert_header_key(p, k).map_err(ApiError::BadRequest)?;
-        validate::insert_header_value(v).map_err(ApiError::BadRequest)?;
+        // Octavia answers these messages as the whole fault string, without a prefix.
+        let refused = |e: validate::InsertHeaderError| ApiError::BadRequest(e.to_string());
+        validate::insert_header_key(p, k).map_err(refused)?;
+        validate::insert_header_value(v).map_err(refused)?;
     }
     Ok(())
 }

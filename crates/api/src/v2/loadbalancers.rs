@@ -295,7 +295,7 @@ pub async fn create(
         .network
         .allocate_vip(id, &project_id, &request)
         .await
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let same = |a: IpAddr| a.to_canonical() == vip.address.to_canonical();
     if additional_vips
         .iter()
@@ -369,7 +369,7 @@ async fn check_additional_vips(
             .network
             .subnet_cidr(project_id, v.subnet_id)
             .await
-            .map_err(ApiError::BadRequest)?;
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         if let Some(cidr) = cidr
             && !cidr.contains(&ip.to_canonical())
         {
