@@ -48,6 +48,8 @@ struct Golden {
     ts: Regex,
     vip: Regex,
     port: u64,
+    /// Calls as an operator (the admin role), for the admin resources.
+    admin: bool,
 }
 
 impl Golden {
@@ -61,6 +63,7 @@ impl Golden {
             ts: Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").unwrap(),
             vip: Regex::new(r"198\.1[89]\.\d+\.\d+").unwrap(),
             port: 1000,
+            admin: false,
         }
     }
 
@@ -101,11 +104,15 @@ impl Golden {
         label: &str,
     ) -> (u16, Value) {
         let sent = body.as_ref().map(Value::to_string);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("x-project-id", PROJECT)
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if self.admin {
+            req = req.header("x-roles", "admin");
+        }
+        let req = req
             .body(sent.clone().map(Body::from).unwrap_or_else(Body::empty))
             .unwrap();
         let resp = self.app.router.clone().oneshot(req).await.unwrap();
@@ -810,6 +817,8 @@ async fn replies_match_the_golden_file() {
     g.get(&format!("{rules}?sort=type&fields=type,value,key"))
         .await;
 
+    admin_resources(&mut g).await;
+
     let actual = std::mem::take(&mut g.out);
     if std::env::var_os("KLB_BLESS_GOLDEN").is_some() {
         std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden")).unwrap();
@@ -830,4 +839,148 @@ async fn replies_match_the_golden_file() {
         actual.lines().count(),
         "golden transcript length"
     );
+}
+
+/// Quotas, flavors, availability zones and their profiles, as an operator. Names made unique
+/// with a counter; lists are sorted by name and show no ids (ties between equal rows cannot
+/// reorder the transcript).
+async fn admin_resources(g: &mut Golden) {
+    g.admin = true;
+
+    writeln!(g.out, "# quotas").unwrap();
+    let quota_path = format!("/v2/lbaas/quotas/{PROJECT}");
+    g.get(&quota_path).await;
+    g.put(
+        &quota_path,
+        json!({"quota": {"loadbalancer": 5, "health_monitor": 3, "listener": null, "l7rule": 0}}),
+    )
+    .await;
+    g.put(
+        &quota_path,
+        json!({"quota": {"load_balancer": 7, "loadbalancer": 6, "healthmonitor": null}}),
+    )
+    .await;
+    g.get(&quota_path).await;
+    g.get(&format!("{quota_path}/default")).await;
+    g.get("/v2/lbaas/quotas").await;
+    g.get("/v2/lbaas/quotas?fields=project_id,pool,load_balancer")
+        .await;
+    let quota_keys = [
+        "loadbalancer",
+        "load_balancer",
+        "listener",
+        "member",
+        "pool",
+        "healthmonitor",
+        "health_monitor",
+        "l7policy",
+        "l7rule",
+        "nmae",
+    ];
+    g.matrix(&format!("{quota_path} PUT"), "quota", &quota_keys, |_| {
+        json!({})
+    })
+    .await;
+    g.call("DELETE", &quota_path, None).await;
+    g.get(&quota_path).await;
+
+    for (plural, single, data, profile_id, users, user) in [
+        (
+            "flavorprofiles",
+            "flavorprofile",
+            "flavor_data",
+            "flavor_profile_id",
+            "flavors",
+            "flavor",
+        ),
+        (
+            "availabilityzoneprofiles",
+            "availability_zone_profile",
+            "availability_zone_data",
+            "availability_zone_profile_id",
+            "availabilityzones",
+            "availability_zone",
+        ),
+    ] {
+        writeln!(g.out, "# {plural}").unwrap();
+        let base = format!("/v2/lbaas/{plural}");
+        let (_, b) = g
+            .post(
+                &base,
+                json!({ single: {"name": "prof", "provider_name": "klb", data: "{}"} }),
+            )
+            .await;
+        let profile = id(&b, single);
+        let profile_path = format!("{base}/{profile}");
+        g.get(&profile_path).await;
+        g.put(&profile_path, json!({ single: {"name": "prof2"} }))
+            .await;
+        g.put(
+            &profile_path,
+            json!({ single: {"provider_name": "klb", data: "{}"} }),
+        )
+        .await;
+        g.put(&profile_path, json!({ single: {"name": null} }))
+            .await;
+        g.get(&profile_path).await;
+        let profile_keys = ["name", "provider_name", data, "nmae"];
+        g.matrix(&base, single, &profile_keys, |g| {
+            json!({"name": format!("prof-{}", g.next_port()), "provider_name": "klb", data: "{}"})
+        })
+        .await;
+        g.matrix(
+            &format!("{profile_path} PUT"),
+            single,
+            &profile_keys,
+            |_| json!({}),
+        )
+        .await;
+
+        writeln!(g.out, "# {users}").unwrap();
+        let user_base = format!("/v2/lbaas/{users}");
+        let (_, b) = g
+            .post(
+                &user_base,
+                json!({ user: {"name": "u1", "description": "d", "enabled": false,
+                    profile_id: profile} }),
+            )
+            .await;
+        // Availability zones are keyed by name.
+        let key = if user == "flavor" {
+            id(&b, user)
+        } else {
+            "u1".to_owned()
+        };
+        let user_path = format!("{user_base}/{key}");
+        g.get(&user_path).await;
+        g.put(
+            &user_path,
+            json!({ user: {"description": null, "enabled": true} }),
+        )
+        .await;
+        g.put(&user_path, json!({ user: {"enabled": null} })).await;
+        g.put(&user_path, json!({ user: {"name": null} })).await;
+        g.put(&profile_path, json!({ single: {data: "{}"} })).await;
+        g.get(&user_path).await;
+        let user_keys = ["name", "description", "enabled", profile_id, "nmae"];
+        let profile = profile.clone();
+        g.matrix(
+            &user_base,
+            user,
+            &user_keys,
+            move |g| json!({"name": format!("u-{}", g.next_port()), profile_id: profile}),
+        )
+        .await;
+        g.matrix(&format!("{user_path} PUT"), user, &user_keys, |_| json!({}))
+            .await;
+        g.get(&format!(
+            "{user_base}?sort=name&fields=name,enabled,description"
+        ))
+        .await;
+        g.get(&format!("{user_base}?enabled=false&sort=name&fields=name"))
+            .await;
+        g.get(&format!("{base}?sort=name:desc&fields=name,provider_name"))
+            .await;
+        g.call("DELETE", &profile_path, None).await;
+    }
 }
