@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use rustix::process::Signal;
 
 use crate::haproxy::send_signal;
+use klb_proto::account::{AccountError, account_id, chown_recursive};
 use klb_proto::{Bgp, BgpSession};
 use tokio::process::Command;
 
@@ -52,6 +53,16 @@ pub enum FrrError {
         /// Cause.
         source: std::io::Error,
     },
+}
+
+impl From<AccountError> for FrrError {
+    fn from(e: AccountError) -> Self {
+        FrrError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Checks what the renderer relies on: a non-zero AS, at least one neighbor, host prefixes.
@@ -663,92 +674,10 @@ async fn wait_for(path: &Path, max: Duration) -> Result<(), ()> {
     Err(())
 }
 
-/// The numeric id of `name` in a `passwd`- or `group`-format file (`name:x:ID:...`). FRR's
-/// package creates its user and group there; NSS sources beyond the files are not consulted.
-fn account_id(file: &Path, name: &str) -> Result<u32, FrrError> {
-    let io = |source| FrrError::Io {
-        op: "read",
-        path: file.to_path_buf(),
-        source,
-    };
-    let text = std::fs::read_to_string(file).map_err(io)?;
-    text.lines()
-        .map(|l| l.split(':'))
-        .find_map(|mut f| {
-            (f.next() == Some(name))
-                .then(|| f.nth(1).and_then(|id| id.parse().ok()))
-                .flatten()
-        })
-        .ok_or_else(|| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no entry {name:?}"),
-            ))
-        })
-}
-
-/// `chown -R uid:gid dir` without the command: symbolic links are changed themselves, never
-/// followed (lchown), as `chown -R` does by default.
-fn chown_recursive(path: &Path, uid: u32, gid: u32) -> Result<(), FrrError> {
-    let io = |source| FrrError::Io {
-        op: "chown",
-        path: path.to_path_buf(),
-        source,
-    };
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io)?;
-    if !std::fs::symlink_metadata(path).map_err(io)?.is_dir() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(path).map_err(io)? {
-        chown_recursive(&entry.map_err(io)?.path(), uid, gid)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use klb_proto::Neighbor;
-
-    #[test]
-    fn accounts_come_from_passwd_format_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let passwd = dir.path().join("passwd");
-        std::fs::write(
-            &passwd,
-            "root:x:0:0::/root:/bin/sh\nfrr:x:105:110::/nonexistent:/bin/false\n",
-        )
-        .unwrap();
-        assert_eq!(account_id(&passwd, "frr").unwrap(), 105);
-        assert_eq!(account_id(&passwd, "root").unwrap(), 0);
-        let err = account_id(&passwd, "fr").unwrap_err().to_string();
-        assert!(err.contains("no entry \"fr\""), "{err}");
-    }
-
-    #[test]
-    fn chown_recursive_reaches_every_entry_and_leaves_link_targets() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::NamedTempFile::new().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("sub/zebra.conf"), "").unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
-        let before = std::fs::metadata(outside.path()).unwrap();
-        if before.uid() == 0 {
-            // Root: give everything to another id; the link changes, its target does not.
-            chown_recursive(dir.path(), 54321, 54321).unwrap();
-            let f = std::fs::metadata(dir.path().join("sub/zebra.conf")).unwrap();
-            assert_eq!((f.uid(), f.gid()), (54321, 54321));
-            assert_eq!(std::fs::symlink_metadata(&link).unwrap().uid(), 54321);
-            assert_eq!(std::fs::metadata(outside.path()).unwrap().uid(), 0);
-        } else {
-            // Unprivileged: our own ids are allowed; root's are refused, naming the step.
-            chown_recursive(dir.path(), before.uid(), before.gid()).unwrap();
-            let err = chown_recursive(dir.path(), 0, 0).unwrap_err().to_string();
-            assert!(err.starts_with("chown "), "{err}");
-        }
-    }
 
     fn bgp() -> Bgp {
         Bgp {

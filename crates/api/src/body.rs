@@ -26,23 +26,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .get::<BodyLimit>()
             .map(|l| l.0)
             .unwrap_or(usize::MAX);
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let expects_continue = req
-            .headers()
-            .get(axum::http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if let Some(n) = declared
-            && n > limit as u64
-            && (expects_continue || n - limit as u64 > DISCARD_BYTES as u64)
-        {
-            // A client waiting for `100 Continue` has sent nothing yet: the 413 comes first
-            // and it never sends the body; one too large to read away gets its 413 at once.
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
-        let bytes = read_limited(req.into_body(), limit).await?;
+        let (parts, body) = req.into_parts();
+        let bytes = read_request_body(&parts.headers, body, limit).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(Value::Null));
         }
@@ -66,23 +51,8 @@ pub async fn read_body_first(
     limit: usize,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let expects_continue = req
-        .headers()
-        .get(axum::http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if let Some(n) = declared
-        && n > limit as u64
-        && (expects_continue || n - limit as u64 > DISCARD_BYTES as u64)
-    {
-        // As in `JsonBody`: answered before the body is sent (or read away).
-        return ApiError::PayloadTooLarge(limit).into_response();
-    }
     let (parts, body) = req.into_parts();
-    match read_limited(body, limit).await {
+    match read_request_body(&parts.headers, body, limit).await {
         Ok(bytes) => {
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
@@ -98,6 +68,33 @@ pub struct BodyLimit(pub usize);
 /// How much of a body over the limit is read and thrown away, past the limit, before the 413
 /// is answered.
 pub const DISCARD_BYTES: usize = 64 * 1024 * 1024;
+
+/// Reads the body of a request with these `headers`, at most `limit` bytes: the one way in for
+/// [`JsonBody`] and [`read_body_first`].
+///
+/// A declared `Content-Length` over the limit is refused before anything is read when the
+/// client waits for `100 Continue` (it has sent nothing yet: the 413 comes first and it never
+/// sends the body) or when the excess is too large to read away (the 413 at once); otherwise
+/// as [`read_limited`].
+async fn read_request_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> ApiResult<Bytes> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let expects_continue = headers
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if let Some(n) = declared
+        && n > limit as u64
+        && (expects_continue || n - limit as u64 > DISCARD_BYTES as u64)
+    {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    read_limited(body, limit).await
+}
 
 /// Reads a request body of at most `limit` bytes.
 ///

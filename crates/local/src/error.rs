@@ -87,6 +87,12 @@ pub enum LocalError {
 /// Shorthand used across the crate.
 pub type Result<T, E = LocalError> = std::result::Result<T, E>;
 
+impl From<klb_proto::account::AccountError> for LocalError {
+    fn from(e: klb_proto::account::AccountError) -> Self {
+        LocalError::io(e.path, e.source)
+    }
+}
+
 impl LocalError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         LocalError::Io {

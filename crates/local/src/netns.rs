@@ -16,6 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use klb_proto::account::{account_id, chown_recursive};
 use rustix::process::Pid;
 pub use rustix::process::Signal;
 use tokio::process::{Child, Command};
@@ -795,42 +796,6 @@ pub async fn prepare_dir(dir: &Path, frr_owned: bool) -> Result<()> {
     Ok(())
 }
 
-/// The numeric id of `name` in a `passwd`- or `group`-format file (`name:x:ID:...`). FRR's
-/// package creates its user and group there; NSS sources beyond the files are not consulted.
-fn account_id(file: &Path, name: &str) -> Result<u32> {
-    let text = std::fs::read_to_string(file).map_err(|e| LocalError::io(file, e))?;
-    text.lines()
-        .map(|l| l.split(':'))
-        .find_map(|mut f| {
-            (f.next() == Some(name))
-                .then(|| f.nth(1).and_then(|id| id.parse().ok()))
-                .flatten()
-        })
-        .ok_or_else(|| {
-            LocalError::io(
-                file,
-                std::io::Error::new(std::io::ErrorKind::NotFound, format!("no entry {name:?}")),
-            )
-        })
-}
-
-/// `chown -R uid:gid dir` without the command: symbolic links are changed themselves, never
-/// followed (lchown), as `chown -R` does by default.
-fn chown_recursive(dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|e| LocalError::io(dir, e))?;
-    if !std::fs::symlink_metadata(dir)
-        .map_err(|e| LocalError::io(dir, e))?
-        .is_dir()
-    {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir).map_err(|e| LocalError::io(dir, e))? {
-        let path = entry.map_err(|e| LocalError::io(dir, e))?.path();
-        chown_recursive(&path, uid, gid)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,53 +809,6 @@ mod tests {
         assert!(check_ns_name("a/b").is_err());
         assert!(check_if_name("0123456789abcde").is_ok());
         assert!(check_if_name("0123456789abcdef").is_err());
-    }
-
-    #[test]
-    fn account_ids_come_from_passwd_and_group_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let passwd = dir.path().join("passwd");
-        std::fs::write(
-            &passwd,
-            "root:x:0:0:root:/root:/bin/sh\nfrrx:x:7:7::/:/bin/false\nfrr:x:101:102:FRR:/:/bin/false\n",
-        )
-        .unwrap();
-        assert_eq!(account_id(&passwd, "frr").unwrap(), 101);
-        assert_eq!(account_id(&passwd, "root").unwrap(), 0);
-        let missing = account_id(&passwd, "nobody").unwrap_err();
-        assert!(
-            missing.to_string().contains("no entry \"nobody\""),
-            "{missing}"
-        );
-        let group = dir.path().join("group");
-        std::fs::write(&group, "frrvty:x:85:\nfrr:x:102:\n").unwrap();
-        assert_eq!(account_id(&group, "frr").unwrap(), 102);
-    }
-
-    #[test]
-    fn chown_recursive_reaches_every_entry_and_skips_link_targets() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::NamedTempFile::new().unwrap();
-        let before = std::fs::metadata(outside.path()).unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("sub/f"), "x").unwrap();
-        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
-        // Root can give the tree away (so a missed entry shows); others keep their own ids.
-        let (uid, gid) = if rustix::process::geteuid().is_root() {
-            (4242, 4343)
-        } else {
-            (before.uid(), before.gid())
-        };
-        chown_recursive(dir.path(), uid, gid).unwrap();
-        for p in ["sub", "sub/f", "link"] {
-            let m = std::fs::symlink_metadata(dir.path().join(p)).unwrap();
-            assert_eq!((m.uid(), m.gid()), (uid, gid), "{p}");
-        }
-        let after = std::fs::metadata(outside.path()).unwrap();
-        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
-        let err = chown_recursive(&dir.path().join("absent"), uid, gid).unwrap_err();
-        assert!(matches!(err, LocalError::Io { .. }), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+pub mod account;
 pub mod auth;
 pub mod check;
 pub mod signature;
