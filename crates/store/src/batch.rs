@@ -27,7 +27,8 @@ use crate::StoreError;
 use crate::document::Document;
 use crate::error::query;
 use crate::jobs::NewJob;
-use crate::store::bind_doc;
+use crate::store::{Backend, Store};
+use crate::tx::{WriteTx, bind_doc};
 
 /// Columns of the `klb_writes` view: an operation, the document columns, the job columns.
 const COLUMNS: &str = "op, kind, id, project_id, loadbalancer_id, parent_id, ref_id, position, \
@@ -376,5 +377,82 @@ fn bind_op<'q>(
             .bind(job.target_id.as_str())
             .bind(*created_at)
             .bind(job.payload.as_deref()),
+    }
+}
+
+/// Applying batches: on their own (group commit on SQLite) or inside a transaction.
+impl Store {
+    /// Applies `batch` atomically. On SQLite a batch of up to
+    /// [`ROWS_PER_STATEMENT`] writes is one statement on the writer connection (no
+    /// BEGIN/COMMIT round trips), shared with the batches of concurrent callers (group
+    /// commit); larger batches and PostgreSQL use a transaction.
+    pub async fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match &self.inner.group {
+            Some(group) if batch.ops.len() <= ROWS_PER_STATEMENT => group.apply(batch).await,
+            _ => self.apply_alone(batch).await,
+        }
+    }
+
+    /// [`Store::apply`] without group commit.
+    pub(crate) async fn apply_alone(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if self.inner.backend == Backend::Sqlite && batch.ops.len() <= ROWS_PER_STATEMENT {
+            let mut conn = self
+                .inner
+                .writer
+                .acquire()
+                .await
+                .map_err(query("acquire writer"))?;
+            batch.run_sqlite(&mut conn).await?;
+            if batch.has_job() {
+                self.inner.jobs_ready.notify_one();
+            }
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        tx.apply(batch).await?;
+        tx.commit().await
+    }
+}
+
+impl WriteTx {
+    /// Applies `batch` inside this transaction (on SQLite through the write-batch view: one
+    /// round trip per [`ROWS_PER_STATEMENT`] writes).
+    pub async fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.has_job() {
+            self.job_written = true;
+        }
+        if self.backend == Backend::Sqlite {
+            return batch.run_sqlite(&mut self.tx).await;
+        }
+        for op in batch.ops {
+            match op {
+                WriteOp::Insert(doc) => self.insert(&doc).await?,
+                WriteOp::Update(mut doc) => self.update(&mut doc).await?,
+                WriteOp::UpdateBody(mut doc) => self.update_body(&mut doc).await?,
+                WriteOp::Job {
+                    id,
+                    created_at,
+                    job,
+                } => self.insert_job(&id, created_at, &job).await?,
+                WriteOp::JobDone(id) => {
+                    sqlx::query("DELETE FROM jobs WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(query("settle job"))?;
+                }
+                WriteOp::ClearGraph(lb) => {
+                    sqlx::query(&format!("{} $1", CLEAR_GRAPH))
+                        .bind(lb)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(query("settle delete"))?;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -9,11 +9,22 @@
 //! - A claim sets `state = running`, a lease owner and expiry and bumps `attempts`. A running
 //!   job whose lease expired is claimable again (crash recovery: the flow resumes or reverts).
 //! - [`crate::Store::settle_job`] ends a job: success deletes the row; failure keeps it with
-//!   `state = failed` and `last_error` so operators can see why the object is `ERROR`.
+//!   `state = failed` and `last_error` so operators can see why the object is `ERROR`
+//!   (the completion rules are in [`crate::settle`]).
+//!
+//! Here: the job types, enqueueing ([`WriteTx::enqueue_job`]), claims and leases.
+
+use std::time::Duration;
 
 use klb_model::Kind;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::error::query;
+use crate::store::{Backend, Store};
+use crate::tx::WriteTx;
 
 /// What a job does to its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,4 +178,133 @@ impl Job {
             payload: row.try_get(11)?,
         })
     }
+}
+
+impl Store {
+    /// Claims the oldest claimable job (see [`crate::jobs`] for the rules) for `owner`,
+    /// holding it for `lease`.
+    pub async fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<Job>, StoreError> {
+        Ok(self.claim_jobs(owner, lease, 1).await?.pop())
+    }
+
+    /// Claims up to `limit` ready jobs at once, at most one per load balancer (the oldest of
+    /// each), oldest first: workers that settle jobs in bulk ([`Store::settle_jobs`]) pay one
+    /// claim for all of them.
+    pub async fn claim_jobs(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let now = now_millis();
+        let lock = match self.inner.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT j.id FROM jobs j \
+               WHERE (j.state = 'pending' OR (j.state = 'running' AND j.lease_expires_at < $3)) \
+               AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.loadbalancer_id = j.loadbalancer_id \
+                 AND o.state IN ('pending', 'running') \
+                 AND (o.created_at < j.created_at OR (o.created_at = j.created_at AND o.id < j.id))) \
+               ORDER BY j.created_at, j.id LIMIT $4{lock}) \
+             RETURNING {}",
+            Job::COLUMNS
+        );
+        // One statement is atomic on both backends (its own implicit transaction; the row
+        // lock of `FOR UPDATE SKIP LOCKED` is held until it ends), so no BEGIN/COMMIT: two
+        // fewer round trips to the writer connection per claim, which every write's job pays.
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.writer)
+            .await
+            .map_err(query("claim job"))?;
+        let mut jobs = rows
+            .iter()
+            .map(Job::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("claim job"))?;
+        // RETURNING has no defined order.
+        jobs.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(jobs)
+    }
+
+    /// Extends the lease of a running job still held by `owner`. Returns false when the
+    /// lease was lost (another worker took the job over).
+    pub async fn renew_lease(
+        &self,
+        job_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE jobs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'running'")
+            .bind(now_millis() + lease.as_millis() as i64)
+            .bind(job_id)
+            .bind(owner)
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(query("renew lease"))?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Jobs of a load balancer (all states), oldest first.
+    pub async fn jobs_of(&self, loadbalancer_id: &str) -> Result<Vec<Job>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM jobs WHERE loadbalancer_id = $1 ORDER BY created_at, id",
+            Job::COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(loadbalancer_id)
+            .fetch_all(&self.inner.reader)
+            .await
+            .map_err(query("list jobs"))?;
+        rows.iter()
+            .map(Job::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(query("list jobs"))
+    }
+}
+
+impl WriteTx {
+    /// Enqueues a job; workers are woken at commit.
+    pub async fn enqueue_job(&mut self, job: NewJob) -> Result<String, StoreError> {
+        let id = Uuid::new_v4().to_string();
+        self.insert_job(&id, chrono::Utc::now().timestamp_micros(), &job)
+            .await?;
+        Ok(id)
+    }
+
+    pub(crate) async fn insert_job(
+        &mut self,
+        id: &str,
+        created_at: i64,
+        job: &NewJob,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO jobs (id, loadbalancer_id, op, target_kind, target_id, state, attempts, created_at, payload) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)",
+        )
+        .bind(id)
+        .bind(job.loadbalancer_id.as_str())
+        .bind(job.op.as_str())
+        .bind(job.target_kind.as_str())
+        .bind(job.target_id.as_str())
+        .bind(created_at)
+        .bind(job.payload.as_deref())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(query("enqueue job"))?;
+        self.job_written = true;
+        Ok(())
+    }
+}
+
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }

@@ -21,7 +21,10 @@ mod document;
 mod error;
 mod jobs;
 mod kind;
+mod query;
+mod settle;
 mod store;
+mod tx;
 
 pub use batch::WriteBatch;
 pub use cache::{DEFAULT_CACHE_BYTES, RenderCache};
@@ -37,7 +40,8 @@ pub use kind::DocumentKind;
 pub const STATS_KIND: DocumentKind = DocumentKind::LbStats;
 pub use error::StoreError;
 pub use jobs::{Job, JobOp, JobState, NewJob, Outcome};
-pub use store::{Backend, Store, StoreOptions, WriteTx};
+pub use store::{Backend, Store, StoreOptions};
+pub use tx::WriteTx;
 
 /// Current time as stored in `created_at` columns: RFC 3339 with microseconds, so text order
 /// is time order.
