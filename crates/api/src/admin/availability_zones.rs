@@ -6,6 +6,8 @@
 //! `availability_zone_data` (a JSON string) tells klb's driver where to build LB VMs (see
 //! `providers::AVAILABILITY_ZONE_CAPABILITIES`).
 
+use std::sync::LazyLock;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -13,17 +15,69 @@ use klb_store::DocumentKind;
 use serde_json::{Map, Value};
 
 use crate::AppState;
-use crate::admin::flavors::used_by_load_balancers;
+use crate::admin::flavors::{text_of, used_by_load_balancers};
 use crate::admin::profiles::{self, ProfileSpec};
-use crate::admin::{NIL_UUID, authorize_global, body_of, new_doc, providers, set_body};
-use crate::admin::{get_config, list_config};
-use crate::body::{Field, JsonBody, Obj, required};
+use crate::admin::{ConfigList, NIL_UUID, authorize_global, body_of, new_doc, providers};
+use crate::admin::{get_config, list_config, render_with, set_body};
+use crate::body::{JsonBody, Obj};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list;
 use crate::v2::common::{OrigPath, QueryPairs, no_content, reply, reply_list};
+use crate::v2::fields::{Attr, Body, Table, read};
 
 const KIND: DocumentKind = DocumentKind::AvailabilityZone;
+
+/// The zone's attributes (see [`crate::v2::fields`]); name and profile are fixed once
+/// created.
+static TABLE: LazyLock<Table<Body>> = LazyLock::new(|| {
+    type A = Attr<Body>;
+    Table::new(vec![
+        A::stored("name", read::checked(255, check_name)).required(),
+        A::stored("description", read::text()).updatable(),
+        A::stored_or("enabled", read::boolean(), Value::Bool(true))
+            .updatable()
+            .not_null(),
+        A::stored("availability_zone_profile_id", read::uuid()).required(),
+    ])
+});
+
+/// The name is the path key: it must be addressable and printable.
+fn check_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.contains('/') || klb_model::validate::has_control(s) {
+        Err("Value should be a non-empty name without '/' or control characters".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+static PROFILE_TABLE: LazyLock<Table<Body>> =
+    LazyLock::new(|| profiles::table("availability_zone_data"));
+
+fn profile_table() -> &'static Table<Body> {
+    &PROFILE_TABLE
+}
+
+fn render_profile(doc: &klb_store::Document) -> ApiResult<Map<String, Value>> {
+    Ok(render_with(&PROFILE_TABLE, &body_of(doc)?))
+}
+
+fn render(body: &Body) -> Map<String, Value> {
+    render_with(&TABLE, body)
+}
+
+fn render_doc(doc: &klb_store::Document) -> ApiResult<Map<String, Value>> {
+    Ok(render(&body_of(doc)?))
+}
+
+// Octavia's AZ model has neither `created_at` nor `id`, so its list has no default order (no
+// ORDER BY); klb keeps the store's, creation order.
+const LIST: ConfigList = ConfigList {
+    resource: R::AvailabilityZone,
+    kind: KIND,
+    default_sort: &[],
+    render: render_doc,
+};
 
 const PROFILE: ProfileSpec = ProfileSpec {
     kind: DocumentKind::AvailabilityZoneProfile,
@@ -37,6 +91,8 @@ const PROFILE: ProfileSpec = ProfileSpec {
     resource: R::AvailabilityZoneProfile,
     user_kind: KIND,
     validate: providers::validate_availability_zone,
+    table: profile_table,
+    render: render_profile,
 };
 
 fn not_found(name: &str) -> ApiError {
@@ -53,10 +109,7 @@ pub async fn list(
     q: QueryPairs,
     OrigPath(path): OrigPath,
 ) -> ApiResult<Response> {
-    // Octavia's AZ model has neither `created_at` nor `id`, so its list has no default order
-    // (no ORDER BY); klb keeps the store's, creation order.
-    let (items, links) =
-        list_config(&state, &ctx, R::AvailabilityZone, KIND, &[], &q.0, &path).await?;
+    let (items, links) = list_config(&state, &ctx, &LIST, &q.0, &path).await?;
     Ok(reply_list("availability_zones", items, links))
 }
 
@@ -80,7 +133,7 @@ pub async fn get_one(
     Ok(reply(
         StatusCode::OK,
         "availability_zone",
-        list::select_fields(body, &q.fields()),
+        list::select_fields(render(&body), &q.fields()),
     ))
 }
 
@@ -95,31 +148,12 @@ pub async fn create(
         &body,
         "availability_zone",
         "availability_zone_",
-        &[
-            "name",
-            "description",
-            "enabled",
-            "availability_zone_profile_id",
-        ],
+        TABLE.create_keys(),
     )?;
-    let name = required(
-        "name",
-        obj.checked("name", 255, |s| {
-            // The name is the path key: it must be addressable and printable.
-            if s.is_empty() || s.contains('/') || klb_model::validate::has_control(s) {
-                Err("Value should be a non-empty name without '/' or control characters".to_owned())
-            } else {
-                Ok(())
-            }
-        })?,
-    )?;
-    let description = obj.text("description", 255)?.opt();
-    let enabled = obj.bool("enabled")?.or(true);
-    let profile_id = required(
-        "availability_zone_profile_id",
-        obj.uuid("availability_zone_profile_id")?,
-    )?
-    .to_string();
+    let mut m = Body::new();
+    TABLE.create(&obj, &mut m, &state.config, None)?;
+    let name = text_of(&m, "name");
+    let profile_id = text_of(&m, "availability_zone_profile_id");
     let mut tx = state.store.begin().await?;
     if tx
         .get_for_update(PROFILE.kind, &profile_id)
@@ -136,24 +170,13 @@ pub async fn create(
             klb_model::validate::printable(&name)
         )));
     }
-    let mut m = Map::new();
-    m.insert("name".into(), Value::String(name.clone()));
-    m.insert(
-        "description".into(),
-        description.map(Value::String).unwrap_or(Value::Null),
-    );
-    m.insert("enabled".into(), Value::Bool(enabled));
-    m.insert(
-        "availability_zone_profile_id".into(),
-        Value::String(profile_id.clone()),
-    );
     tx.insert(&new_doc(KIND, &name, None, Some(&profile_id), &m))
         .await?;
     tx.commit().await?;
     Ok(reply(
         StatusCode::CREATED,
         "availability_zone",
-        Value::Object(m),
+        Value::Object(render(&m)),
     ))
 }
 
@@ -172,32 +195,24 @@ pub async fn update(
         &body,
         "availability_zone",
         "availability_zone_",
-        &["description", "enabled"],
+        TABLE.update_keys(),
     )?;
-    let description = obj.text("description", 255)?;
-    let enabled = obj.bool("enabled")?;
-    if matches!(enabled, Field::Null) {
-        return Err(ApiError::invalid_option("None", "enabled"));
-    }
+    let patch = TABLE.patch(&obj, &state.config)?;
     let mut tx = state.store.begin().await?;
     let mut doc = tx
         .get_for_update(KIND, &name)
         .await?
         .ok_or_else(|| not_found(&name))?;
     let mut m = body_of(&doc)?;
-    if let Some(d) = description.update() {
-        m.insert(
-            "description".into(),
-            d.map(Value::String).unwrap_or(Value::Null),
-        );
-    }
-    if let Field::Set(e) = enabled {
-        m.insert("enabled".into(), Value::Bool(e));
-    }
+    m.extend(patch);
     set_body(&mut doc, &m);
     tx.update(&mut doc).await?;
     tx.commit().await?;
-    Ok(reply(StatusCode::OK, "availability_zone", Value::Object(m)))
+    Ok(reply(
+        StatusCode::OK,
+        "availability_zone",
+        Value::Object(render(&m)),
+    ))
 }
 
 /// DELETE /v2/availabilityzones/{name}: 409 while a load balancer uses it.

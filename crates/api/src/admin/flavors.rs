@@ -6,6 +6,8 @@
 //! Names are unique; a profile used by a flavor cannot change provider or data nor be
 //! deleted; a flavor used by a load balancer cannot be deleted.
 
+use std::sync::LazyLock;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -14,15 +16,58 @@ use serde_json::{Map, Value};
 
 use crate::AppState;
 use crate::admin::profiles::{self, ProfileSpec};
-use crate::admin::{NIL_UUID, authorize_global, body_of, new_doc, providers, set_body};
-use crate::admin::{get_config, list_config};
-use crate::body::{Field, JsonBody, Obj, required};
+use crate::admin::{ConfigList, NIL_UUID, authorize_global, body_of, new_doc, providers};
+use crate::admin::{get_config, list_config, render_with, set_body};
+use crate::body::{JsonBody, Obj};
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list;
 use crate::v2::common::{OrigPath, QueryPairs, no_content, reply, reply_list};
+use crate::v2::fields::{Attr, Body, Table, read};
 
 const KIND: DocumentKind = DocumentKind::Flavor;
+
+/// The flavor's attributes (see [`crate::v2::fields`]); the profile is fixed once created.
+static TABLE: LazyLock<Table<Body>> = LazyLock::new(|| {
+    type A = Attr<Body>;
+    Table::new(vec![
+        A::kept("id"),
+        A::stored("name", read::text())
+            .required()
+            .updatable()
+            .not_null(),
+        A::stored("description", read::text()).updatable(),
+        A::stored_or("enabled", read::boolean(), Value::Bool(true))
+            .updatable()
+            .not_null(),
+        A::stored("flavor_profile_id", read::uuid()).required(),
+    ])
+});
+
+static PROFILE_TABLE: LazyLock<Table<Body>> = LazyLock::new(|| profiles::table("flavor_data"));
+
+fn profile_table() -> &'static Table<Body> {
+    &PROFILE_TABLE
+}
+
+fn render_profile(doc: &klb_store::Document) -> ApiResult<Map<String, Value>> {
+    Ok(render_with(&PROFILE_TABLE, &body_of(doc)?))
+}
+
+fn render(body: &Body) -> Map<String, Value> {
+    render_with(&TABLE, body)
+}
+
+fn render_doc(doc: &klb_store::Document) -> ApiResult<Map<String, Value>> {
+    Ok(render(&body_of(doc)?))
+}
+
+const LIST: ConfigList = ConfigList {
+    resource: R::Flavor,
+    kind: KIND,
+    default_sort: &["id"],
+    render: render_doc,
+};
 
 const PROFILE: ProfileSpec = ProfileSpec {
     kind: DocumentKind::FlavorProfile,
@@ -36,6 +81,8 @@ const PROFILE: ProfileSpec = ProfileSpec {
     resource: R::FlavorProfile,
     user_kind: KIND,
     validate: providers::validate_flavor,
+    table: profile_table,
+    render: render_profile,
 };
 
 fn not_found(id: &str) -> ApiError {
@@ -89,7 +136,7 @@ pub async fn list(
     q: QueryPairs,
     OrigPath(path): OrigPath,
 ) -> ApiResult<Response> {
-    let (items, links) = list_config(&state, &ctx, R::Flavor, KIND, &["id"], &q.0, &path).await?;
+    let (items, links) = list_config(&state, &ctx, &LIST, &q.0, &path).await?;
     Ok(reply_list("flavors", items, links))
 }
 
@@ -113,7 +160,7 @@ pub async fn get_one(
     Ok(reply(
         StatusCode::OK,
         "flavor",
-        list::select_fields(body, &q.fields()),
+        list::select_fields(render(&body), &q.fields()),
     ))
 }
 
@@ -124,16 +171,11 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     authorize_global(&ctx, Action::new(R::Flavor, Op::Post))?;
-    let obj = Obj::envelope(
-        &body,
-        "flavor",
-        "flavor_",
-        &["name", "description", "enabled", "flavor_profile_id"],
-    )?;
-    let name = required("name", obj.text("name", 255)?)?;
-    let description = obj.text("description", 255)?.opt();
-    let enabled = obj.bool("enabled")?.or(true);
-    let profile_id = required("flavor_profile_id", obj.uuid("flavor_profile_id")?)?.to_string();
+    let obj = Obj::envelope(&body, "flavor", "flavor_", TABLE.create_keys())?;
+    let mut m = Body::new();
+    TABLE.create(&obj, &mut m, &state.config, None)?;
+    let name = text_of(&m, "name");
+    let profile_id = text_of(&m, "flavor_profile_id");
     let mut tx = state.store.begin().await?;
     if tx
         .get_for_update(PROFILE.kind, &profile_id)
@@ -148,22 +190,23 @@ pub async fn create(
         return Err(duplicate(&name));
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let mut m = Map::new();
     m.insert("id".into(), Value::String(id.clone()));
-    m.insert("name".into(), Value::String(name));
-    m.insert(
-        "description".into(),
-        description.map(Value::String).unwrap_or(Value::Null),
-    );
-    m.insert("enabled".into(), Value::Bool(enabled));
-    m.insert(
-        "flavor_profile_id".into(),
-        Value::String(profile_id.clone()),
-    );
     tx.insert(&new_doc(KIND, &id, None, Some(&profile_id), &m))
         .await?;
     tx.commit().await?;
-    Ok(reply(StatusCode::CREATED, "flavor", Value::Object(m)))
+    Ok(reply(
+        StatusCode::CREATED,
+        "flavor",
+        Value::Object(render(&m)),
+    ))
+}
+
+/// A string attribute of a body the table has read (empty if it is not one).
+pub(crate) fn text_of(m: &Body, key: &str) -> String {
+    m.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// PUT /v2/flavors/{id}: `name`, `description`, `enabled` (the profile is fixed).
@@ -177,46 +220,25 @@ pub async fn update(
     if id == NIL_UUID {
         return Err(not_found(&id));
     }
-    let obj = Obj::envelope(
-        &body,
-        "flavor",
-        "flavor_",
-        &["name", "description", "enabled"],
-    )?;
-    let name = obj.text("name", 255)?;
-    let description = obj.text("description", 255)?;
-    let enabled = obj.bool("enabled")?;
-    if matches!(name, Field::Null) {
-        return Err(ApiError::invalid_option("None", "name"));
-    }
-    if matches!(enabled, Field::Null) {
-        return Err(ApiError::invalid_option("None", "enabled"));
-    }
+    let obj = Obj::envelope(&body, "flavor", "flavor_", TABLE.update_keys())?;
+    let patch = TABLE.patch(&obj, &state.config)?;
     let mut tx = state.store.begin().await?;
     let mut doc = tx
         .get_for_update(KIND, &id)
         .await?
         .ok_or_else(|| not_found(&id))?;
     let mut m = body_of(&doc)?;
-    if let Field::Set(n) = name {
+    if patch.contains_key("name") {
+        let n = text_of(&patch, "name");
         if name_taken(&mut tx, &n, Some(&id)).await? {
             return Err(duplicate(&n));
         }
-        m.insert("name".into(), Value::String(n));
     }
-    if let Some(d) = description.update() {
-        m.insert(
-            "description".into(),
-            d.map(Value::String).unwrap_or(Value::Null),
-        );
-    }
-    if let Field::Set(e) = enabled {
-        m.insert("enabled".into(), Value::Bool(e));
-    }
+    m.extend(patch);
     set_body(&mut doc, &m);
     tx.update(&mut doc).await?;
     tx.commit().await?;
-    Ok(reply(StatusCode::OK, "flavor", Value::Object(m)))
+    Ok(reply(StatusCode::OK, "flavor", Value::Object(render(&m))))
 }
 
 /// DELETE /v2/flavors/{id}: 409 while a load balancer uses it.

@@ -17,7 +17,9 @@
 //! | `lbvm` (written by the flow engine) | uuid | `loadbalancer_id`, `parent_id` |
 //!
 //! Bodies are the Octavia response objects themselves (these kinds have no model type: they
-//! are configuration records the API owns), so rendering is a read of the stored JSON.
+//! are configuration records the API owns). Each resource declares its attributes once, in a
+//! `Table<Body>` of stored attributes (`crate::v2::fields`): the accepted keys, how POST and
+//! PUT read them, and the rendered object all come from it.
 
 use axum::Router;
 use axum::routing::{get, put};
@@ -27,6 +29,7 @@ use serde_json::{Map, Value};
 use crate::AppState;
 use crate::context::{Action, RequestContext};
 use crate::error::{ApiError, ApiResult};
+use crate::v2::fields::{Body, Table};
 
 pub mod amphorae;
 pub mod availability_zones;
@@ -160,9 +163,11 @@ pub(crate) fn set_body(doc: &mut Document, body: &Map<String, Value>) {
     doc.body = Value::Object(body.clone()).to_string();
 }
 
-/// `render` for [`crate::list::run`]: the stored body as is.
-pub(crate) fn render_body(doc: &Document) -> ApiResult<Map<String, Value>> {
-    body_of(doc)
+/// The rendered object of a stored body: `table`'s attributes.
+pub(crate) fn render_with(table: &Table<Body>, body: &Body) -> Map<String, Value> {
+    let mut m = Map::new();
+    table.render(body, &mut m);
+    m
 }
 
 /// A list reply whose links key is not `<envelope>_links` (Octavia's profiles use the
@@ -182,27 +187,38 @@ pub(crate) fn reply_list_with(
 /// `relate` for [`crate::list::run`]: configuration documents have no relation lists.
 pub(crate) fn no_relations(_: &mut Map<String, Value>, _: &crate::list::RelIndex) {}
 
-/// The listing of a global configuration kind (flavors, availability zones and their
-/// profiles) after the `GetAll` policy check: (items, links). `default_sort`: Octavia's
-/// default sort keys of the kind (see [`crate::list::ListParams::default_sort`]).
+/// How a global configuration kind (flavors, availability zones and their profiles) is
+/// listed.
+pub(crate) struct ConfigList {
+    /// RBAC resource of the `GetAll` check.
+    pub resource: crate::context::Resource,
+    /// Store kind.
+    pub kind: DocumentKind,
+    /// Octavia's default sort keys of the kind (see
+    /// [`crate::list::ListParams::default_sort`]).
+    pub default_sort: &'static [&'static str],
+    /// Renders a document through the kind's table.
+    pub render: crate::list::RenderFn,
+}
+
+/// The listing of a global configuration kind after the `GetAll` policy check: (items,
+/// links).
 pub(crate) async fn list_config(
     state: &AppState,
     ctx: &RequestContext,
-    resource: crate::context::Resource,
-    kind: DocumentKind,
-    default_sort: &[&str],
+    spec: &ConfigList,
     pairs: &[(String, String)],
     path: &str,
 ) -> ApiResult<(Vec<Value>, Vec<Value>)> {
-    authorize_global(ctx, Action::new(resource, crate::context::Op::GetAll))?;
+    authorize_global(ctx, Action::new(spec.resource, crate::context::Op::GetAll))?;
     let mut params = crate::list::ListParams::parse(pairs)?;
-    params.default_sort(default_sort);
+    params.default_sort(spec.default_sort);
     let listing = crate::list::Listing {
-        base: klb_store::ListQuery::kind(kind),
+        base: klb_store::ListQuery::kind(spec.kind),
         column_filters: &[],
         with_relations: false,
     };
-    crate::list::run(state, path, &params, listing, render_body, no_relations).await
+    crate::list::run(state, path, &params, listing, spec.render, no_relations).await
 }
 
 /// One global configuration document's body after the `GetOne` policy check; the nil UUID

@@ -6,17 +6,19 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use klb_store::{DocumentKind, ListQuery, WriteTx};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::AppState;
+use crate::admin::flavors::text_of;
 use crate::admin::providers::require_enabled;
-use crate::admin::{NIL_UUID, authorize_global, body_of, new_doc, reply_list_with, set_body};
-use crate::admin::{get_config, list_config};
-use crate::body::{Field, Obj, required};
+use crate::admin::{ConfigList, NIL_UUID, authorize_global, body_of, new_doc, reply_list_with};
+use crate::admin::{get_config, list_config, render_with, set_body};
+use crate::body::Obj;
 use crate::context::{Action, Op, RequestContext, Resource as R};
 use crate::error::{ApiError, ApiResult};
 use crate::list;
 use crate::v2::common::{no_content, reply};
+use crate::v2::fields::{Attr, Body, Table, read};
 
 /// Maximum length of the data string.
 const MAX_DATA: usize = 4096;
@@ -45,9 +47,31 @@ pub(crate) struct ProfileSpec {
     pub user_kind: DocumentKind,
     /// Provider validation of the parsed data.
     pub validate: fn(&str, &Value) -> ApiResult<()>,
+    /// The attributes ([`table`] of `data_field`).
+    pub table: fn() -> &'static Table<Body>,
+    /// A stored profile rendered through `table` (for lists).
+    pub render: crate::list::RenderFn,
 }
 
-const KEYS: fn(&ProfileSpec) -> [&'static str; 3] = |s| ["name", "provider_name", s.data_field];
+/// A profile's attributes (see [`crate::v2::fields`]), its data string under `data_field`.
+pub(crate) fn table(data_field: &'static str) -> Table<Body> {
+    type A = Attr<Body>;
+    Table::new(vec![
+        A::kept("id"),
+        A::stored("name", read::text())
+            .required()
+            .updatable()
+            .not_null(),
+        A::stored("provider_name", read::string(255))
+            .required()
+            .updatable()
+            .not_null(),
+        A::stored(data_field, read::string(MAX_DATA))
+            .required()
+            .updatable()
+            .not_null(),
+    ])
+}
 
 fn not_found(name: &str, id: &str) -> ApiError {
     ApiError::NotFound(format!(
@@ -88,11 +112,15 @@ pub(crate) async fn list(
     pairs: &[(String, String)],
     path: &str,
 ) -> ApiResult<Response> {
-    let (items, links) =
-        list_config(state, ctx, spec.resource, spec.kind, &["id"], pairs, path).await?;
+    let listing = ConfigList {
+        resource: spec.resource,
+        kind: spec.kind,
+        default_sort: &["id"],
+        render: spec.render,
+    };
+    let (items, links) = list_config(state, ctx, &listing, pairs, path).await?;
     Ok(reply_list_with(spec.plural, spec.links, items, links))
 }
-
 pub(crate) async fn get_one(
     state: &AppState,
     ctx: &RequestContext,
@@ -113,7 +141,7 @@ pub(crate) async fn get_one(
     Ok(reply(
         StatusCode::OK,
         spec.single,
-        list::select_fields(body, fields),
+        list::select_fields(render_with((spec.table)(), &body), fields),
     ))
 }
 
@@ -124,23 +152,24 @@ pub(crate) async fn create(
     body: &Value,
 ) -> ApiResult<Response> {
     authorize_global(ctx, Action::new(spec.resource, Op::Post))?;
-    let obj = Obj::envelope(body, spec.single, spec.arg, &KEYS(spec))?;
-    let name = required("name", obj.text("name", 255)?)?;
-    let provider = required("provider_name", obj.string("provider_name", 255)?)?;
-    let data = required(spec.data_field, obj.string(spec.data_field, MAX_DATA)?)?;
-    let parsed = parse_data(spec, &data)?;
+    let table = (spec.table)();
+    let obj = Obj::envelope(body, spec.single, spec.arg, table.create_keys())?;
+    let mut m = Body::new();
+    table.create(&obj, &mut m, &state.config, None)?;
+    let provider = text_of(&m, "provider_name");
+    let parsed = parse_data(spec, &text_of(&m, spec.data_field))?;
     require_enabled(state, &provider)?;
     (spec.validate)(&provider, &parsed)?;
     let id = uuid::Uuid::new_v4().to_string();
-    let mut m = Map::new();
     m.insert("id".into(), Value::String(id.clone()));
-    m.insert("name".into(), Value::String(name));
-    m.insert("provider_name".into(), Value::String(provider));
-    m.insert(spec.data_field.into(), Value::String(data));
     let mut tx = state.store.begin().await?;
     tx.insert(&new_doc(spec.kind, &id, None, None, &m)).await?;
     tx.commit().await?;
-    Ok(reply(StatusCode::CREATED, spec.single, Value::Object(m)))
+    Ok(reply(
+        StatusCode::CREATED,
+        spec.single,
+        Value::Object(render_with(table, &m)),
+    ))
 }
 
 pub(crate) async fn update(
@@ -151,23 +180,15 @@ pub(crate) async fn update(
     body: &Value,
 ) -> ApiResult<Response> {
     authorize_global(ctx, Action::new(spec.resource, Op::Put))?;
-    let obj = Obj::envelope(body, spec.single, spec.arg, &KEYS(spec))?;
-    let name = obj.text("name", 255)?;
-    let provider = obj.string("provider_name", 255)?;
-    let data = obj.string(spec.data_field, MAX_DATA)?;
+    let table = (spec.table)();
+    let obj = Obj::envelope(body, spec.single, spec.arg, table.update_keys())?;
     // `null` is refused for each attribute (`_validate_update_fp`).
-    for (field, f) in [
-        ("name", &name),
-        ("provider_name", &provider),
-        (spec.data_field, &data),
-    ] {
-        if matches!(f, Field::Null) {
-            return Err(ApiError::invalid_option("None", field));
-        }
-    }
+    let patch = table.patch(&obj, &state.config)?;
+    let data = patch.get(spec.data_field).and_then(Value::as_str);
+    let provider = patch.get("provider_name").and_then(Value::as_str);
     let mut tx = state.store.begin().await?;
     // A profile in use keeps its provider and data.
-    if (data.present() || provider.present()) && is_used(&mut tx, spec, id).await? {
+    if (data.is_some() || provider.is_some()) && is_used(&mut tx, spec, id).await? {
         return Err(in_use(spec, id));
     }
     if id == NIL_UUID {
@@ -178,19 +199,15 @@ pub(crate) async fn update(
         .await?
         .ok_or_else(|| not_found(spec.lookup_name, id))?;
     let mut m = body_of(&doc)?;
-    if let Field::Set(d) = &data {
+    if let Some(d) = data {
         let parsed = parse_data(spec, d)?;
-        let provider_name = match &provider {
-            Field::Set(p) => p.clone(),
-            _ => m
-                .get("provider_name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+        let provider_name = match provider {
+            Some(p) => p.to_owned(),
+            None => text_of(&m, "provider_name"),
         };
         require_enabled(state, &provider_name)?;
         (spec.validate)(&provider_name, &parsed)?;
-    } else if let Field::Set(p) = &provider {
+    } else if let Some(p) = provider {
         // A new provider must accept the stored data too.
         require_enabled(state, p)?;
         let stored = m
@@ -199,19 +216,15 @@ pub(crate) async fn update(
             .unwrap_or("{}");
         (spec.validate)(p, &parse_data(spec, stored)?)?;
     }
-    for (field, f) in [
-        ("name", name),
-        ("provider_name", provider),
-        (spec.data_field, data),
-    ] {
-        if let Field::Set(v) = f {
-            m.insert(field.into(), Value::String(v));
-        }
-    }
+    m.extend(patch);
     set_body(&mut doc, &m);
     tx.update(&mut doc).await?;
     tx.commit().await?;
-    Ok(reply(StatusCode::OK, spec.single, Value::Object(m)))
+    Ok(reply(
+        StatusCode::OK,
+        spec.single,
+        Value::Object(render_with(table, &m)),
+    ))
 }
 
 pub(crate) async fn delete(

@@ -7,6 +7,8 @@
 //! counts the project's live objects in the writer's transaction; Octavia keeps `in_use_*`
 //! counters instead, which a count cannot let drift.
 
+use std::sync::{Arc, LazyLock};
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -22,6 +24,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::list::{self, Column, ListParams, Listing};
 use crate::provider::QuotaLimits;
 use crate::v2::common::{OrigPath, QueryPairs, accepted, reply, reply_list};
+use crate::v2::fields::{Attr, Body, Reader, Table, read};
 
 const KIND: DocumentKind = DocumentKind::Quota;
 
@@ -45,6 +48,34 @@ const ALIASES: &[(&str, &str)] = &[
     ("load_balancer", "loadbalancer"),
     ("health_monitor", "healthmonitor"),
 ];
+
+/// The quota's attributes (see [`crate::v2::fields`]), from [`FIELDS`] and [`ALIASES`]: each
+/// field, then its deprecated spelling, which PUT reads only when the field itself is absent.
+static TABLE: LazyLock<Table<Body>> = LazyLock::new(|| {
+    type A = Attr<Body>;
+    let mut attrs = vec![A::kept("project_id")];
+    for &(name, _) in FIELDS {
+        let int = read::int(MIN_QUOTA, MAX_QUOTA);
+        attrs.push(A::stored(name, int).updatable());
+        if let Some(&(alias, _)) = ALIASES.iter().find(|(_, n)| *n == name) {
+            attrs.push(A::stored_as(alias, name, alias_of(name), Value::Null).updatable());
+        }
+    }
+    Table::new(attrs)
+});
+
+/// Reads a deprecated spelling unless `name` itself is in the body (the current spelling
+/// wins when both are given).
+fn alias_of(name: &'static str) -> Reader<i64> {
+    let int = read::int(MIN_QUOTA, MAX_QUOTA);
+    Arc::new(move |o: &Obj<'_>, k: &str| {
+        if o.raw(name).is_some() {
+            Ok(Field::Absent)
+        } else {
+            int(o, k)
+        }
+    })
+}
 
 /// Configured defaults (`[quotas] default_*_quota`); -1 = unlimited, Octavia's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,19 +161,17 @@ fn render(
     stored: Option<&Map<String, Value>>,
     defaults: &QuotaDefaults,
 ) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("project_id".into(), Value::String(project_id.to_owned()));
+    let mut full = Body::new();
+    full.insert("project_id".into(), Value::String(project_id.to_owned()));
     for (name, kind) in FIELDS {
         let v = stored
             .and_then(|s| s.get(*name))
             .and_then(Value::as_i64)
             .unwrap_or_else(|| defaults.get(*kind));
-        m.insert((*name).into(), Value::from(v));
+        full.insert((*name).into(), Value::from(v));
     }
-    for (alias, name) in ALIASES {
-        let v = m[*name].clone();
-        m.insert((*alias).into(), v);
-    }
+    let mut m = Map::new();
+    TABLE.render(&full, &mut m);
     m
 }
 
@@ -246,19 +275,10 @@ pub async fn list(
 /// Stored quota bodies carry every field (null = default), so `fields=` selection and
 /// filters see them; [`list`] fills the defaults in.
 fn render_stored(doc: &klb_store::Document) -> ApiResult<Map<String, Value>> {
-    let stored = body_of(doc)?;
+    let mut stored = body_of(doc)?;
+    stored.insert("project_id".into(), Value::String(doc.id.clone()));
     let mut m = Map::new();
-    m.insert("project_id".into(), Value::String(doc.id.clone()));
-    for (name, _) in FIELDS {
-        m.insert(
-            (*name).into(),
-            stored.get(*name).cloned().unwrap_or(Value::Null),
-        );
-    }
-    for (alias, name) in ALIASES {
-        let v = m[*name].clone();
-        m.insert((*alias).into(), v);
-    }
+    TABLE.render(&stored, &mut m);
     Ok(m)
 }
 
@@ -318,35 +338,16 @@ pub async fn update(
             "Value should have a maximum character requirement of 36",
         ));
     }
-    let mut allowed: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
-    allowed.extend(ALIASES.iter().map(|(a, _)| *a));
-    let obj = Obj::envelope(&body, "quota", "quotas", &allowed)?;
-    // New values: `None` = back to the default (explicit null), absent = unchanged. The
-    // current spelling wins over the deprecated alias when both are given.
-    let mut changes: Vec<(&str, Option<i64>)> = Vec::new();
-    for (name, _) in FIELDS {
-        let alias = ALIASES.iter().find(|(_, n)| n == name).map(|(a, _)| *a);
-        let mut field = obj.int(name, MIN_QUOTA, MAX_QUOTA)?;
-        if !field.present()
-            && let Some(a) = alias
-        {
-            field = obj.int(a, MIN_QUOTA, MAX_QUOTA)?;
-        }
-        match field {
-            Field::Absent => {}
-            Field::Null => changes.push((name, None)),
-            Field::Set(v) => changes.push((name, Some(v))),
-        }
-    }
+    let obj = Obj::envelope(&body, "quota", "quotas", TABLE.update_keys())?;
+    // New values: `null` = back to the default, absent = unchanged.
+    let changes = TABLE.patch(&obj, &state.config)?;
     let mut tx = state.store.begin().await?;
     let existing = tx.get_for_update(KIND, &project_id).await?;
     let mut stored = match &existing {
         Some(doc) => body_of(doc)?,
         None => Map::new(),
     };
-    for (name, v) in changes {
-        stored.insert(name.into(), v.map(Value::from).unwrap_or(Value::Null));
-    }
+    stored.extend(changes);
     for (name, _) in FIELDS {
         stored.entry(*name).or_insert(Value::Null);
     }

@@ -14,11 +14,12 @@
 //! `crates/api/tests/golden.rs` pins it.)
 
 use klb_model::LoadBalancer;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ApiConfig;
 use crate::body::{Field, Obj, required};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 /// Reads an attribute from a body: absent, `null`, or a checked value.
 pub type Reader<V> = std::sync::Arc<dyn Fn(&Obj<'_>, &str) -> ApiResult<Field<V>> + Send + Sync>;
@@ -26,6 +27,13 @@ pub type Reader<V> = std::sync::Arc<dyn Fn(&Obj<'_>, &str) -> ApiResult<Field<V>
 type Check = Box<dyn Fn(&Obj<'_>, &str) -> ApiResult<()> + Send + Sync>;
 
 type Apply<T> = Box<dyn Fn(&Obj<'_>, &Attr<T>, &mut T, &Ctx<'_>) -> ApiResult<()> + Send + Sync>;
+
+type Render<T> = Box<dyn Fn(&T) -> Value + Send + Sync>;
+
+/// A configuration record stored as its JSON body (the admin resources: quotas, flavors,
+/// availability zones and their profiles have no model type), described by a
+/// `Table<Body>` of [`Attr::stored`] attributes.
+pub type Body = Map<String, Value>;
 
 /// What a setter may return: nothing, or a check's result.
 pub trait SetResult {
@@ -63,9 +71,10 @@ pub struct Attr<T> {
     update: bool,
     required: bool,
     first: bool,
+    not_null: bool,
     apply: Option<Apply<T>>,
     check: Option<Check>,
-    render: Option<fn(&T) -> Value>,
+    render: Option<Render<T>>,
 }
 
 impl<T: 'static> Attr<T> {
@@ -75,7 +84,7 @@ impl<T: 'static> Attr<T> {
         key: &'static str,
         read: Reader<V>,
         set: impl Fn(&mut T, Option<V>, &Ctx<'_>) -> R + Send + Sync + 'static,
-        render: fn(&T) -> Value,
+        render: impl Fn(&T) -> Value + Send + Sync + 'static,
     ) -> Self {
         // Shared by the apply and check-only paths.
         let reader = read.clone();
@@ -84,6 +93,9 @@ impl<T: 'static> Attr<T> {
             move |obj: &Obj<'_>, a: &Attr<T>, t: &mut T, c: &Ctx<'_>| match read(obj, a.key)? {
                 Field::Set(v) => set(t, Some(v), c).into_result(),
                 Field::Absent if c.updating => Ok(()),
+                Field::Null if c.updating && a.not_null => {
+                    Err(ApiError::invalid_option("None", a.key))
+                }
                 _ if a.required && !c.updating => required::<()>(a.key, Field::Null),
                 _ => set(t, None, c).into_result(),
             };
@@ -93,9 +105,10 @@ impl<T: 'static> Attr<T> {
             update: false,
             required: false,
             first: false,
+            not_null: false,
             apply: Some(Box::new(apply)),
             check: Some(Box::new(check)),
-            render: Some(render),
+            render: Some(Box::new(render)),
         }
     }
 
@@ -108,6 +121,7 @@ impl<T: 'static> Attr<T> {
             update: false,
             required: false,
             first: false,
+            not_null: false,
             apply: None,
             check: None,
             render: None,
@@ -115,9 +129,9 @@ impl<T: 'static> Attr<T> {
     }
 
     /// A rendered attribute that no body sets (relations, derived values).
-    pub fn shown(key: &'static str, render: fn(&T) -> Value) -> Self {
+    pub fn shown(key: &'static str, render: impl Fn(&T) -> Value + Send + Sync + 'static) -> Self {
         Attr {
-            render: Some(render),
+            render: Some(Box::new(render)),
             create: false,
             ..Attr::key(key)
         }
@@ -135,6 +149,12 @@ impl<T: 'static> Attr<T> {
         self
     }
 
+    /// PUT refuses `null` (`None is not a valid option for <key>`) instead of clearing it.
+    pub fn not_null(mut self) -> Self {
+        self.not_null = true;
+        self
+    }
+
     /// Read before the others on create.
     pub fn first(mut self) -> Self {
         self.first = true;
@@ -142,8 +162,8 @@ impl<T: 'static> Attr<T> {
     }
 
     /// Rendered by `render` (for a [`Attr::key`] read by the handler).
-    pub fn rendered(mut self, render: fn(&T) -> Value) -> Self {
-        self.render = Some(render);
+    pub fn rendered(mut self, render: impl Fn(&T) -> Value + Send + Sync + 'static) -> Self {
+        self.render = Some(Box::new(render));
         self
     }
 
@@ -162,6 +182,49 @@ impl<T: 'static> Attr<T> {
             Some(apply) => apply(obj, self, t, c),
             None => Ok(()),
         }
+    }
+}
+
+impl Attr<Body> {
+    /// An attribute of a stored body: read by `read`, stored under its key as JSON (`null`
+    /// for `null` and, on create, for absent), rendered as stored.
+    pub fn stored<V: Serialize + 'static>(key: &'static str, read: Reader<V>) -> Self {
+        Attr::stored_or(key, read, Value::Null)
+    }
+
+    /// [`Attr::stored`] with `default` stored for `null` and, on create, for absent.
+    pub fn stored_or<V: Serialize + 'static>(
+        key: &'static str,
+        read: Reader<V>,
+        default: Value,
+    ) -> Self {
+        Attr::stored_as(key, key, read, default)
+    }
+
+    /// [`Attr::stored_or`] under another key: a deprecated spelling of `stored_key`
+    /// (rendered with its value).
+    pub fn stored_as<V: Serialize + 'static>(
+        key: &'static str,
+        stored_key: &'static str,
+        read: Reader<V>,
+        default: Value,
+    ) -> Self {
+        Attr::new(
+            key,
+            read,
+            move |m: &mut Body, v: Option<V>, _: &Ctx<'_>| {
+                let v = v.map_or_else(|| default.clone(), |v| serde_json::json!(v));
+                m.insert(stored_key.to_owned(), v);
+            },
+            move |m: &Body| m.get(stored_key).cloned().unwrap_or(Value::Null),
+        )
+    }
+
+    /// A stored attribute that no body sets (an id the handler assigns).
+    pub fn kept(key: &'static str) -> Self {
+        Attr::shown(key, move |m: &Body| {
+            m.get(key).cloned().unwrap_or(Value::Null)
+        })
     }
 }
 
@@ -259,10 +322,23 @@ impl<T: 'static> Table<T> {
         Ok(())
     }
 
+    /// The changes of a PUT body, as a fresh object holding only what the body sets: every
+    /// attribute is read (type and bounds) before any `null` is refused ([`Attr::not_null`]),
+    /// the order of the admin resources' hand-written parsers.
+    pub fn patch(&self, obj: &Obj<'_>, config: &ApiConfig) -> ApiResult<T>
+    where
+        T: Default,
+    {
+        self.check_update(obj)?;
+        let mut t = T::default();
+        self.update(obj, &mut t, config, None)?;
+        Ok(t)
+    }
+
     /// Adds the rendered attributes to `m`.
     pub fn render(&self, t: &T, m: &mut Map<String, Value>) {
         for a in &self.attrs {
-            if let Some(render) = a.render {
+            if let Some(render) = &a.render {
                 m.insert(a.key.to_owned(), render(t));
             }
         }
