@@ -21,12 +21,10 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use klb_model::{Kind, LoadBalancer, ProvisioningStatus};
-use klb_store::{JobOp, NewJob, Store};
+use klb_store::{JobAction, JobOp, JobPayload, NewJob, Store};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use uuid::Uuid;
-
-use klb_flow::jobs::{JobAction, JobPayload};
 
 /// The webhook path.
 pub const PATH: &str = "/v1/alarms";

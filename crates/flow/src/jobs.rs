@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use klb_model::{Kind, Listener, ListenerProtocol, LoadBalancer, ProvisioningStatus};
-use klb_store::{Job, JobOp, JobState, Outcome, Store};
+use klb_store::{Job, JobAction, JobOp, JobPayload, JobState, Outcome, Store};
 use tracing::{info, warn};
 
 use klb_cloud::{META_VM_INDEX, Protocol, ServerFilter};
-use serde::{Deserialize, Serialize};
 
 use crate::lb::{FlowKind, LbEnv, LbInput, ListenerPort, VipSpec};
 use crate::{Engine, FinishHook, FlowError, RunRecord, RunRequest, RunState};
@@ -110,47 +109,6 @@ pub async fn requests_for_job(
     };
     req.external_ref = Some(job.id.clone());
     Ok(vec![req])
-}
-
-/// A job's payload (`Job::payload`, JSON) as the pump reads it; absent fields are `None`,
-/// unknown ones are ignored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobPayload {
-    /// What an LB update is for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<JobAction>,
-    /// The one LB VM an LB failover replaces (without it every VM is rebuilt).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm_index: Option<u32>,
-}
-
-/// [`JobPayload::action`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobAction {
-    /// Turns an LB update into a scale-out by one LB VM (the PPS alarm webhook writes it).
-    ScaleOut,
-    /// Any other action (the amphora API's `config`): a plain update.
-    #[serde(other)]
-    Other,
-}
-
-impl JobPayload {
-    /// The payload of `job`; an absent or unreadable one reads as empty (a plain run).
-    pub fn of(job: &Job) -> JobPayload {
-        JobPayload::parse(job.payload.as_deref())
-    }
-
-    /// A stored payload; absent or unreadable reads as empty.
-    pub fn parse(json: Option<&str>) -> JobPayload {
-        json.and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or_default()
-    }
-
-    /// The JSON stored in `NewJob::payload`.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
 }
 
 /// The index of an LB VM record (its server's `klb_vm_index` metadata). When the server is
@@ -353,35 +311,6 @@ impl FinishHook<LbEnv> for SettleJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn payload(json: Option<&str>) -> JobPayload {
-        JobPayload::parse(json)
-    }
-
-    #[test]
-    fn payloads_as_their_writers_put_them() {
-        // The PPS webhook, the health manager, the amphora API, nothing, garbage.
-        assert_eq!(
-            payload(Some(r#"{"action":"scale_out"}"#)).action,
-            Some(JobAction::ScaleOut)
-        );
-        assert_eq!(payload(Some(r#"{"vm_index":2}"#)).vm_index, Some(2));
-        assert_eq!(
-            payload(Some(r#"{"action":"config"}"#)).action,
-            Some(JobAction::Other)
-        );
-        assert_eq!(
-            payload(Some(r#"{"reason":"heartbeat missed"}"#)),
-            JobPayload::default()
-        );
-        assert_eq!(payload(None), JobPayload::default());
-        assert_eq!(payload(Some("not json")), JobPayload::default());
-        let written = JobPayload {
-            action: Some(JobAction::ScaleOut),
-            ..JobPayload::default()
-        };
-        assert_eq!(written.to_json(), r#"{"action":"scale_out"}"#);
-    }
 
     #[test]
     fn listener_ports_keep_their_stored_shape() {

@@ -10,7 +10,7 @@ use klb_model::{
     HealthMonitor, Kind, LbStats, LbVm, Listener, LoadBalancer, Member, Observed, OperatingStatus,
     Pool, ProvisioningStatus,
 };
-use klb_store::{Document, JobOp, ListQuery, NewJob, Store, StoreError, WriteTx};
+use klb_store::{Document, JobOp, JobPayload, ListQuery, NewJob, Store, StoreError, WriteTx};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -220,7 +220,13 @@ impl HealthManager {
             op: JobOp::Failover,
             target_kind: Kind::LbVm,
             target_id: vm_id.to_owned(),
-            payload: Some(serde_json::json!({ "reason": "heartbeat missed" }).to_string()),
+            payload: Some(
+                JobPayload {
+                    reason: Some("heartbeat missed".to_owned()),
+                    ..JobPayload::default()
+                }
+                .to_json(),
+            ),
         })
         .await?;
         tx.commit().await?;

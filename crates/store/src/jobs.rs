@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use klb_model::Kind;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -138,6 +139,54 @@ pub struct NewJob {
     pub target_id: String,
     /// Optional JSON payload.
     pub payload: Option<String>,
+}
+
+/// A job's payload ([`Job::payload`], [`NewJob::payload`]: JSON), typed for its writers (the
+/// API, the health manager, the PPS webhook) and its reader (the flow crate's job pump); absent
+/// fields are `None`, unknown ones are ignored. Owned here, the lowest crate all of them use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPayload {
+    /// What an LB update is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<JobAction>,
+    /// The one LB VM an LB failover replaces (without it every VM is rebuilt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_index: Option<u32>,
+    /// Why klb asked for the job itself (the health manager's `heartbeat missed`), for
+    /// operators reading the job row; the pump does not act on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// [`JobPayload::action`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobAction {
+    /// Turns an LB update into a scale-out by one LB VM (the PPS alarm webhook writes it).
+    ScaleOut,
+    /// The amphora API's `PUT .../config`: re-push the configuration (a plain update).
+    Config,
+    /// Any other action: a plain update.
+    #[serde(other)]
+    Other,
+}
+
+impl JobPayload {
+    /// The payload of `job`; an absent or unreadable one reads as empty (a plain run).
+    pub fn of(job: &Job) -> JobPayload {
+        JobPayload::parse(job.payload.as_deref())
+    }
+
+    /// A stored payload; absent or unreadable reads as empty.
+    pub fn parse(json: Option<&str>) -> JobPayload {
+        json.and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// The JSON stored in [`NewJob::payload`].
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// How a job ended.
@@ -307,4 +356,69 @@ impl WriteTx {
 
 fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(json: Option<&str>) -> JobPayload {
+        JobPayload::parse(json)
+    }
+
+    #[test]
+    fn payloads_as_their_writers_put_them() {
+        // The PPS webhook, the health manager, the amphora API, nothing, garbage.
+        assert_eq!(
+            payload(Some(r#"{"action":"scale_out"}"#)).action,
+            Some(JobAction::ScaleOut)
+        );
+        assert_eq!(payload(Some(r#"{"vm_index":2}"#)).vm_index, Some(2));
+        assert_eq!(
+            payload(Some(r#"{"action":"config"}"#)).action,
+            Some(JobAction::Config)
+        );
+        assert_eq!(
+            payload(Some(r#"{"action":"rebalance"}"#)).action,
+            Some(JobAction::Other)
+        );
+        assert_eq!(
+            payload(Some(r#"{"reason":"heartbeat missed"}"#))
+                .reason
+                .as_deref(),
+            Some("heartbeat missed")
+        );
+        assert_eq!(payload(Some(r#"{"why":"test"}"#)), JobPayload::default());
+        assert_eq!(payload(None), JobPayload::default());
+        assert_eq!(payload(Some("not json")), JobPayload::default());
+    }
+
+    /// The bytes each writer stores are the ones it wrote as raw JSON before the type existed
+    /// (rows written by an older klb read back the same).
+    #[test]
+    fn writers_store_the_same_json_as_before() {
+        let json = |p: JobPayload| p.to_json();
+        assert_eq!(
+            json(JobPayload {
+                action: Some(JobAction::ScaleOut),
+                ..JobPayload::default()
+            }),
+            r#"{"action":"scale_out"}"#
+        );
+        assert_eq!(
+            json(JobPayload {
+                action: Some(JobAction::Config),
+                ..JobPayload::default()
+            }),
+            r#"{"action":"config"}"#
+        );
+        assert_eq!(
+            json(JobPayload {
+                reason: Some("heartbeat missed".to_owned()),
+                ..JobPayload::default()
+            }),
+            r#"{"reason":"heartbeat missed"}"#
+        );
+        assert_eq!(json(JobPayload::default()), "{}");
+    }
 }

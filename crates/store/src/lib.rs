@@ -39,7 +39,7 @@ pub use kind::DocumentKind;
 /// `total_connections`, `request_errors`).
 pub const STATS_KIND: DocumentKind = DocumentKind::LbStats;
 pub use error::StoreError;
-pub use jobs::{Job, JobOp, JobState, NewJob, Outcome};
+pub use jobs::{Job, JobAction, JobOp, JobPayload, JobState, NewJob, Outcome};
 pub use store::{Backend, Store, StoreOptions};
 pub use tx::WriteTx;
 

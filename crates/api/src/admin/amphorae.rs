@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use klb_model::{Kind, LbVm, LbVmStatus, LoadBalancer, ProvisioningStatus, status};
-use klb_store::{Document, JobOp, ListQuery, NewJob};
+use klb_store::{Document, JobAction, JobOp, JobPayload, ListQuery, NewJob};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -228,7 +228,13 @@ pub async fn config(
         op: JobOp::Update,
         target_kind: Kind::LbVm,
         target_id: vm.id.to_string(),
-        payload: Some(json!({"action": "config"}).to_string()),
+        payload: Some(
+            JobPayload {
+                action: Some(JobAction::Config),
+                ..JobPayload::default()
+            }
+            .to_json(),
+        ),
     })
     .await?;
     tx.commit().await?;
