@@ -25,12 +25,18 @@ use std::path::{Path, PathBuf};
 
 use klb_proto::check::{self, Invalid};
 use klb_proto::{
-    AlpnProtocol, ClientAuthentication, DesiredState, HealthMonitor, HealthMonitorType,
-    HttpVersion, L7CompareType, L7PolicyAction, L7Rule, L7RuleType, LbAlgorithm, Listener,
-    ListenerProtocol, Member, Pool, PoolProtocol, SessionPersistenceType, TlsVersion,
+    AlpnProtocol, Certificate, ClientAuthentication, DesiredState, HealthMonitor,
+    HealthMonitorType, HttpVersion, L7CompareType, L7PolicyAction, L7Rule, L7RuleType, LbAlgorithm,
+    Listener, ListenerProtocol, Member, Pool, PoolProtocol, SessionPersistenceType, TlsVersion,
 };
 
+use self::checked::{
+    CheckedListener, CheckedMonitor, CheckedPolicy, CheckedPool, CheckedRule, CookieName,
+    InsertHeader, ListenerCerts, MonitorKind, Persistence, PolicyAction, PoolCerts, RuleFetch,
+};
 use super::text::{self, arg, log_format_arg, shown};
+
+mod checked;
 
 /// Name of the `peers` section shared by all LB VMs of a load balancer.
 pub const PEERS_SECTION: &str = "klb_peers";
@@ -307,22 +313,24 @@ impl<'a> Renderer<'a> {
                 what: format!("protocol version {}", state.protocol),
             });
         }
-        // Validate everything first: a bad field anywhere rejects the whole state.
-        let listeners: Vec<&Listener> = if state.admin_state_up {
-            state
-                .listeners
+        // Validate everything first: a bad field anywhere rejects the whole state. What the
+        // checks parse is kept (`checked`), so the emitters below cannot fail on it.
+        let mut checked = Vec::with_capacity(state.listeners.len());
+        for l in &state.listeners {
+            checked.push(self.validate_listener(l)?);
+        }
+        let mut pools = Vec::with_capacity(state.pools.len());
+        for p in &state.pools {
+            pools.push(self.validate_pool(p)?);
+        }
+        let listeners: Vec<&CheckedListener<'a>> = if state.admin_state_up {
+            checked
                 .iter()
-                .filter(|l| l.admin_state_up)
+                .filter(|l| l.listener.admin_state_up)
                 .collect()
         } else {
             Vec::new()
         };
-        for l in &state.listeners {
-            self.validate_listener(l)?;
-        }
-        for p in &state.pools {
-            self.validate_pool(p)?;
-        }
         self.ping = state.pools.iter().any(|p| {
             p.admin_state_up
                 && p.health_monitor
@@ -334,8 +342,9 @@ impl<'a> Renderer<'a> {
         self.defaults();
         self.peers()?;
         for l in listeners {
-            self.frontend(l)?;
-            for pool in self.pools_of(l) {
+            let serves = pools_of(l, &pools);
+            self.frontend(l, &serves)?;
+            for pool in serves {
                 self.backend(l, pool)?;
             }
         }
@@ -430,26 +439,7 @@ impl<'a> Renderer<'a> {
         !self.state.peers.is_empty()
     }
 
-    /// Enabled pools this listener sends traffic to (default pool first, then L7 targets).
-    fn pools_of(&self, l: &Listener) -> Vec<&'a Pool> {
-        let mut ids: Vec<&str> = Vec::new();
-        if let Some(id) = &l.default_pool_id {
-            ids.push(id);
-        }
-        for p in enabled_policies(l) {
-            if let (L7PolicyAction::RedirectToPool, Some(id)) = (p.action, &p.redirect_pool_id) {
-                ids.push(id);
-            }
-        }
-        let mut seen = BTreeSet::new();
-        ids.into_iter()
-            .filter(|id| seen.insert(*id))
-            .filter_map(|id| self.state.pool(id))
-            .filter(|p| p.admin_state_up)
-            .collect()
-    }
-
-    fn validate_listener(&self, l: &Listener) -> Result<(), RenderError> {
+    fn validate_listener(&self, l: &'a Listener) -> Result<CheckedListener<'a>, RenderError> {
         let obj = format!("listener {}", shown(&l.id));
         text::id(&l.id).map_err(|r| invalid(&obj, "id", r))?;
         if matches!(l.protocol, ListenerProtocol::Udp | ListenerProtocol::Sctp) {
@@ -469,8 +459,9 @@ impl<'a> Renderer<'a> {
         }
         check::allowed_cidrs_count(l.allowed_cidrs.len())
             .map_err(|e| invalid(&obj, "allowed_cidrs", e.to_string()))?;
+        let mut headers = Vec::new();
         for (key, value) in &l.insert_headers {
-            insert_header(l.protocol, key).ok_or_else(|| {
+            let header = insert_header(l.protocol, key).ok_or_else(|| {
                 invalid(
                     &obj,
                     "insert_headers",
@@ -483,6 +474,9 @@ impl<'a> Renderer<'a> {
                     "insert_headers",
                     format!("bad value for {key}"),
                 ));
+            }
+            if value.eq_ignore_ascii_case("true") {
+                headers.push(header); // Octavia acts only on "true".
             }
         }
         if let Some(c) = &l.tls_ciphers {
@@ -504,30 +498,21 @@ impl<'a> Renderer<'a> {
                 format!("certificates are not allowed on {} listeners", l.protocol),
             ));
         }
-        for (field, c) in [
-            (
-                "default_tls_container_ref",
-                l.default_tls_certificate_id.as_ref(),
-            ),
-            (
-                "client_ca_tls_container_ref",
-                l.client_ca_certificate_id.as_ref(),
-            ),
-            (
-                "client_crl_container_ref",
-                l.client_crl_certificate_id.as_ref(),
-            ),
-        ]
-        .into_iter()
-        .chain(
-            l.sni_certificate_ids
+        let cert = |field, id: &Option<String>| {
+            id.as_deref()
+                .map(|c| self.cert_ref(&obj, field, c))
+                .transpose()
+        };
+        let certs = ListenerCerts {
+            default: cert("default_tls_container_ref", &l.default_tls_certificate_id)?,
+            client_ca: cert("client_ca_tls_container_ref", &l.client_ca_certificate_id)?,
+            client_crl: cert("client_crl_container_ref", &l.client_crl_certificate_id)?,
+            sni: l
+                .sni_certificate_ids
                 .iter()
-                .map(|c| ("sni_container_refs", Some(c))),
-        ) {
-            if let Some(c) = c {
-                self.cert_ref(&obj, field, c)?;
-            }
-        }
+                .map(|c| self.cert_ref(&obj, "sni_container_refs", c))
+                .collect::<Result<_, _>>()?,
+        };
         if l.client_authentication != ClientAuthentication::None
             && l.client_ca_certificate_id.is_none()
         {
@@ -544,17 +529,18 @@ impl<'a> Renderer<'a> {
                 what: format!("L7 policies on a {} listener", l.protocol),
             });
         }
+        let mut checked = Vec::with_capacity(policies.len());
         for p in policies {
             let pobj = format!("l7policy {}", shown(&p.id));
             text::id(&p.id).map_err(|r| invalid(&pobj, "id", r))?;
-            match p.action {
-                L7PolicyAction::Reject => {}
+            let action = match p.action {
+                L7PolicyAction::Reject => PolicyAction::Reject,
                 L7PolicyAction::RedirectToPool => {
                     let id = p
                         .redirect_pool_id
                         .as_deref()
                         .ok_or_else(|| invalid(&pobj, "redirect_pool_id", "required".into()))?;
-                    self.pool_ref(&pobj, "redirect_pool_id", id)?;
+                    PolicyAction::RedirectToPool(self.pool_ref(&pobj, "redirect_pool_id", id)?)
                 }
                 L7PolicyAction::RedirectToUrl => {
                     let u = p
@@ -562,6 +548,7 @@ impl<'a> Renderer<'a> {
                         .as_deref()
                         .ok_or_else(|| invalid(&pobj, "redirect_url", "required".into()))?;
                     check::redirect_url(u).map_err(|e| refused(&pobj, "redirect_url", u, e))?;
+                    PolicyAction::RedirectToUrl(u)
                 }
                 L7PolicyAction::RedirectPrefix => {
                     let u = p
@@ -569,8 +556,9 @@ impl<'a> Renderer<'a> {
                         .as_deref()
                         .ok_or_else(|| invalid(&pobj, "redirect_prefix", "required".into()))?;
                     check::redirect_url(u).map_err(|e| refused(&pobj, "redirect_prefix", u, e))?;
+                    PolicyAction::RedirectPrefix(u)
                 }
-            }
+            };
             if let Some(code) = p.redirect_http_code
                 && ![301, 302, 303, 307, 308].contains(&code)
             {
@@ -583,14 +571,26 @@ impl<'a> Renderer<'a> {
             if p.rules.len() > check::MAX_L7_RULES_PER_POLICY {
                 return Err(invalid(&pobj, "rules", "at most 50 rules".into()));
             }
-            for r in &p.rules {
-                validate_rule(r)?;
-            }
+            let rules = p
+                .rules
+                .iter()
+                .map(validate_rule)
+                .collect::<Result<_, _>>()?;
+            checked.push(CheckedPolicy {
+                policy: p,
+                action,
+                rules,
+            });
         }
-        Ok(())
+        Ok(CheckedListener {
+            listener: l,
+            certs,
+            policies: checked,
+            headers,
+        })
     }
 
-    fn validate_pool(&self, p: &Pool) -> Result<(), RenderError> {
+    fn validate_pool(&self, p: &'a Pool) -> Result<CheckedPool<'a>, RenderError> {
         let obj = format!("pool {}", shown(&p.id));
         text::id(&p.id).map_err(|r| invalid(&obj, "id", r))?;
         if matches!(p.protocol, PoolProtocol::Udp | PoolProtocol::Sctp) {
@@ -599,44 +599,50 @@ impl<'a> Renderer<'a> {
                 what: format!("protocol {}", p.protocol),
             });
         }
-        if let Some(sp) = &p.session_persistence {
-            match sp.persistence_type {
-                SessionPersistenceType::AppCookie => {
-                    let name = sp.cookie_name.as_deref().ok_or_else(|| {
-                        invalid(
+        let persistence =
+            match &p.session_persistence {
+                None => None,
+                Some(sp) => Some(match sp.persistence_type {
+                    SessionPersistenceType::AppCookie => {
+                        let name = sp.cookie_name.as_deref().ok_or_else(|| {
+                            invalid(
+                                &obj,
+                                "session_persistence.cookie_name",
+                                "required for APP_COOKIE".into(),
+                            )
+                        })?;
+                        Persistence::AppCookie(CookieName::parse(name).map_err(|e| {
+                            refused(&obj, "session_persistence.cookie_name", name, e)
+                        })?)
+                    }
+                    _ if sp.cookie_name.is_some() => {
+                        return Err(invalid(
                             &obj,
                             "session_persistence.cookie_name",
-                            "required for APP_COOKIE".into(),
-                        )
-                    })?;
-                    check::fetch_key(name)
-                        .map_err(|e| refused(&obj, "session_persistence.cookie_name", name, e))?;
-                }
-                _ if sp.cookie_name.is_some() => {
-                    return Err(invalid(
-                        &obj,
-                        "session_persistence.cookie_name",
-                        "only allowed with APP_COOKIE".into(),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        if let Some(hm) = &p.health_monitor {
-            validate_monitor(&obj, hm)?;
-        }
+                            "only allowed with APP_COOKIE".into(),
+                        ));
+                    }
+                    SessionPersistenceType::SourceIp => Persistence::SourceIp,
+                    SessionPersistenceType::HttpCookie => Persistence::HttpCookie,
+                }),
+            };
+        let monitor = match &p.health_monitor {
+            Some(hm) => Some(validate_monitor(&obj, hm)?),
+            None => None,
+        };
         if let Some(c) = &p.tls_ciphers {
             check::ciphers(c).map_err(|e| refused(&obj, "tls_ciphers", c, e))?;
         }
-        for (field, c) in [
-            ("tls_container_ref", &p.tls_certificate_id),
-            ("ca_tls_container_ref", &p.ca_tls_certificate_id),
-            ("crl_container_ref", &p.crl_certificate_id),
-        ] {
-            if let Some(c) = c {
-                self.cert_ref(&obj, field, c)?;
-            }
-        }
+        let cert = |field, id: &Option<String>| {
+            id.as_deref()
+                .map(|c| self.cert_ref(&obj, field, c))
+                .transpose()
+        };
+        let certs = PoolCerts {
+            client: cert("tls_container_ref", &p.tls_certificate_id)?,
+            ca: cert("ca_tls_container_ref", &p.ca_tls_certificate_id)?,
+            crl: cert("crl_container_ref", &p.crl_certificate_id)?,
+        };
         let mut seen = BTreeSet::new();
         for m in &p.members {
             let mobj = format!("member {}", shown(&m.id));
@@ -655,13 +661,18 @@ impl<'a> Renderer<'a> {
                 return Err(invalid(&mobj, "weight", "must be 0-256".into()));
             }
         }
-        Ok(())
+        Ok(CheckedPool {
+            pool: p,
+            certs,
+            persistence,
+            monitor,
+        })
     }
 
-    fn pool_ref(&self, obj: &str, field: &'static str, id: &str) -> Result<(), RenderError> {
+    fn pool_ref(&self, obj: &str, field: &'static str, id: &str) -> Result<&'a Pool, RenderError> {
         text::id(id).map_err(|r| invalid(obj, field, r))?;
         match self.state.pool(id) {
-            Some(_) => Ok(()),
+            Some(pool) => Ok(pool),
             None => Err(RenderError::Missing {
                 object: obj.to_owned(),
                 field,
@@ -671,10 +682,15 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn cert_ref(&self, obj: &str, field: &'static str, id: &str) -> Result<(), RenderError> {
+    fn cert_ref(
+        &self,
+        obj: &str,
+        field: &'static str,
+        id: &str,
+    ) -> Result<&'a Certificate, RenderError> {
         text::id(id).map_err(|r| invalid(obj, field, r))?;
         match self.state.certificate(id) {
-            Some(_) => Ok(()),
+            Some(cert) => Ok(cert),
             None => Err(RenderError::Missing {
                 object: obj.to_owned(),
                 field,
@@ -685,10 +701,9 @@ impl<'a> Renderer<'a> {
     }
 
     /// Queues a certificate's PEM file and returns its path.
-    fn cert_file(&mut self, id: &str) -> PathBuf {
-        let cert = self.state.certificate(id).expect("validated reference");
-        let path = self.paths.certificate(id, cert.pem.expose());
-        if self.written_certs.insert(id.to_owned()) {
+    fn cert_file(&mut self, cert: &Certificate) -> PathBuf {
+        let path = self.paths.certificate(&cert.id, cert.pem.expose());
+        if self.written_certs.insert(cert.id.clone()) {
             self.files.push(AuxFile {
                 path: path.clone(),
                 contents: cert.pem.expose().to_owned(),
@@ -698,7 +713,12 @@ impl<'a> Renderer<'a> {
         path
     }
 
-    fn frontend(&mut self, l: &'a Listener) -> Result<(), RenderError> {
+    fn frontend(
+        &mut self,
+        checked: &CheckedListener<'a>,
+        pools: &[&CheckedPool<'a>],
+    ) -> Result<(), RenderError> {
+        let l = checked.listener;
         let http = listener_http(l.protocol);
         emit!(self, "frontend {}", l.id);
         self.frontends.push(l.id.clone());
@@ -708,7 +728,7 @@ impl<'a> Renderer<'a> {
             "    maxconn {}",
             l.connection_limit.unwrap_or(self.state.global.maxconn)
         );
-        let tls = self.bind_tls(l)?;
+        let tls = self.bind_tls(checked)?;
         let mut vips = vec![self.state.vip];
         vips.extend(self.state.additional_vips.iter().copied());
         for vip in vips {
@@ -740,10 +760,9 @@ impl<'a> Renderer<'a> {
                 "    http-request use-service prometheus-exporter if {{ path /metrics }}"
             );
         }
-        if self
-            .pools_of(l)
+        if pools
             .iter()
-            .any(|p| p.lb_algorithm == LbAlgorithm::SourceIpPort)
+            .any(|p| p.pool.lb_algorithm == LbAlgorithm::SourceIpPort)
         {
             // The hash key needs the client port; `concat()` only takes variables.
             if http {
@@ -768,7 +787,7 @@ impl<'a> Renderer<'a> {
                 arg(&v)
             );
         }
-        self.l7(l)?;
+        self.l7(checked);
         if let Some(pool) = l
             .default_pool_id
             .as_deref()
@@ -786,22 +805,23 @@ impl<'a> Renderer<'a> {
     }
 
     /// The `ssl ...` part of a TERMINATED_HTTPS bind line (empty otherwise); queues the crt-list.
-    fn bind_tls(&mut self, l: &Listener) -> Result<String, RenderError> {
+    fn bind_tls(&mut self, checked: &CheckedListener<'_>) -> Result<String, RenderError> {
+        let (l, certs) = (checked.listener, &checked.certs);
         if l.protocol != ListenerProtocol::TerminatedHttps {
             return Ok(String::new());
         }
-        let mut ids: Vec<&str> = Vec::new();
-        ids.extend(l.default_tls_certificate_id.as_deref());
-        for s in &l.sni_certificate_ids {
-            if !ids.contains(&s.as_str()) {
-                ids.push(s);
+        let mut chain: Vec<&Certificate> = Vec::new();
+        chain.extend(certs.default);
+        for s in &certs.sni {
+            if !chain.iter().any(|c| c.id == s.id) {
+                chain.push(s);
             }
         }
         // crt-list: the first entry is the default certificate; HAProxy picks the others by
         // the SNI names in each certificate.
         let mut list = String::new();
-        for id in ids {
-            let path = self.cert_file(id);
+        for cert in chain {
+            let path = self.cert_file(cert);
             writeln!(list, "{}", path_arg(&path)).expect("write to String");
         }
         let crt_list = self.paths.crt_list(&l.id, &list);
@@ -811,7 +831,7 @@ impl<'a> Renderer<'a> {
             mode: 0o600,
         });
         let mut s = format!(" ssl crt-list {}", path_arg(&crt_list));
-        if let Some(ca) = l.client_ca_certificate_id.as_deref() {
+        if let Some(ca) = certs.client_ca {
             let p = self.cert_file(ca);
             let verify = match l.client_authentication {
                 ClientAuthentication::None => "none",
@@ -819,7 +839,7 @@ impl<'a> Renderer<'a> {
                 ClientAuthentication::Mandatory => "required",
             };
             write!(s, " ca-file {} verify {verify}", path_arg(&p)).expect("write to String");
-            if let Some(crl) = l.client_crl_certificate_id.as_deref() {
+            if let Some(crl) = certs.client_crl {
                 let p = self.cert_file(crl);
                 write!(s, " crl-file {}", path_arg(&p)).expect("write to String");
             }
@@ -832,57 +852,59 @@ impl<'a> Renderer<'a> {
         Ok(s)
     }
 
-    fn l7(&mut self, l: &Listener) -> Result<(), RenderError> {
-        for p in enabled_policies(l) {
-            let rules: Vec<&L7Rule> = p.rules.iter().filter(|r| r.admin_state_up).collect();
+    fn l7(&mut self, checked: &CheckedListener<'_>) {
+        for p in checked.enabled_policies() {
+            let rules: Vec<&CheckedRule<'_>> =
+                p.rules.iter().filter(|r| r.rule.admin_state_up).collect();
             if rules.is_empty() {
                 continue; // Octavia: a policy without enabled rules is skipped.
             }
             let mut cond = Vec::new();
             for r in &rules {
-                emit!(self, "    acl {} {}", r.id, acl_body(r));
-                cond.push(if r.invert {
-                    format!("!{}", r.id)
+                emit!(self, "    acl {} {}", r.rule.id, acl_body(r));
+                cond.push(if r.rule.invert {
+                    format!("!{}", r.rule.id)
                 } else {
-                    r.id.clone()
+                    r.rule.id.clone()
                 });
             }
             let cond = cond.join(" ");
-            let code = p.redirect_http_code.unwrap_or(302);
+            let code = p.policy.redirect_http_code.unwrap_or(302);
             match p.action {
-                L7PolicyAction::Reject => emit!(self, "    http-request deny if {cond}"),
-                L7PolicyAction::RedirectToUrl => {
-                    let url = p.redirect_url.as_deref().expect("validated");
+                PolicyAction::Reject => emit!(self, "    http-request deny if {cond}"),
+                PolicyAction::RedirectToUrl(url) => {
                     emit!(
                         self,
                         "    http-request redirect code {code} location {} if {cond}",
                         log_format_arg(url)
                     );
                 }
-                L7PolicyAction::RedirectPrefix => {
-                    let url = p.redirect_prefix.as_deref().expect("validated");
+                PolicyAction::RedirectPrefix(url) => {
                     emit!(
                         self,
                         "    http-request redirect code {code} prefix {} if {cond}",
                         log_format_arg(url)
                     );
                 }
-                L7PolicyAction::RedirectToPool => {
-                    let id = p.redirect_pool_id.as_deref().expect("validated");
-                    if self.state.pool(id).is_some_and(|pool| pool.admin_state_up) {
+                PolicyAction::RedirectToPool(pool) => {
+                    if pool.admin_state_up {
                         emit!(
                             self,
                             "    use_backend {} if {cond}",
-                            backend_name(id, &l.id)
+                            backend_name(&pool.id, &checked.listener.id)
                         );
                     }
                 }
             }
         }
-        Ok(())
     }
 
-    fn backend(&mut self, l: &Listener, pool: &Pool) -> Result<(), RenderError> {
+    fn backend(
+        &mut self,
+        checked: &CheckedListener<'_>,
+        checked_pool: &CheckedPool<'_>,
+    ) -> Result<(), RenderError> {
+        let (l, pool) = (checked.listener, checked_pool.pool);
         let name = backend_name(&pool.id, &l.id);
         let listener_mode_http = listener_http(l.protocol);
         // Octavia: PROXY pools follow the listener's mode, others their own protocol.
@@ -917,34 +939,38 @@ impl<'a> Renderer<'a> {
             String::new()
         };
         let mut cookie = false;
-        if let Some(sp) = &pool.session_persistence {
-            match sp.persistence_type {
-                SessionPersistenceType::SourceIp => {
+        if let Some(persistence) = &checked_pool.persistence {
+            match persistence {
+                Persistence::SourceIp => {
                     emit!(self, "    stick-table type ipv6 size 10k{peers}");
                     emit!(self, "    stick on src");
                 }
                 // Cookie persistence needs HTTP; in TCP mode HAProxy would ignore it with a
                 // warning, so it is left out (as Octavia's result is).
-                SessionPersistenceType::AppCookie if http => {
-                    let c = text::arg(sp.cookie_name.as_deref().expect("validated"));
+                Persistence::AppCookie(name) if http => {
+                    let c = text::arg(name.as_str());
                     emit!(self, "    stick-table type string len 64 size 10k{peers}");
                     emit!(self, "    stick store-response res.cook({c})");
                     emit!(self, "    stick match req.cook({c})");
                 }
-                SessionPersistenceType::HttpCookie if http => {
+                Persistence::HttpCookie if http => {
                     emit!(self, "    cookie SRV insert indirect nocache");
                     cookie = true;
                 }
                 _ => {}
             }
         }
-        let hm = pool.health_monitor.as_ref().filter(|h| h.admin_state_up);
-        if let Some(hm) = hm {
+        let monitor = checked_pool
+            .monitor
+            .as_ref()
+            .filter(|m| m.monitor.admin_state_up);
+        let hm = monitor.map(|m| m.monitor);
+        if let Some(CheckedMonitor { monitor: hm, kind }) = monitor {
             if hm.timeout > 0 {
                 emit!(self, "    timeout check {}s", hm.timeout);
             }
-            match hm.monitor_type {
-                HealthMonitorType::Http | HealthMonitorType::Https => {
+            match kind {
+                MonitorKind::Http { expected } => {
                     emit!(self, "    option httpchk");
                     let method = hm.http_method.map_or("GET", |m| m.as_str());
                     let path = hm.url_path.as_deref().unwrap_or("/");
@@ -959,17 +985,14 @@ impl<'a> Renderer<'a> {
                         (None, _) => {}
                     }
                     self.push_line(&send);
-                    let codes =
-                        check::expected_codes(hm.expected_codes.as_deref().unwrap_or("200"))
-                            .expect("validated");
                     emit!(
                         self,
                         "    http-check expect rstatus {}",
-                        arg(&text::status_regex(&codes))
+                        arg(&text::status_regex(expected))
                     );
                 }
-                HealthMonitorType::TlsHello => emit!(self, "    option ssl-hello-chk"),
-                HealthMonitorType::Ping => {
+                MonitorKind::TlsHello => emit!(self, "    option ssl-hello-chk"),
+                MonitorKind::Ping => {
                     emit!(self, "    option external-check");
                     emit!(
                         self,
@@ -981,16 +1004,16 @@ impl<'a> Renderer<'a> {
                         path_arg(&self.paths.ping_script())
                     );
                 }
-                _ => {}
+                MonitorKind::Connect => {}
             }
         }
         if http {
-            self.insert_headers(l);
+            self.insert_headers(checked);
         }
         emit!(self, "    option allbackups");
         emit!(self, "    timeout connect {}ms", l.timeout_member_connect);
         emit!(self, "    timeout server {}ms", l.timeout_member_data);
-        let options = self.server_options(pool, hm);
+        let options = self.server_options(checked_pool, hm);
         let mut servers = Vec::new();
         let puids = server_ids(&pool.members);
         for (m, puid) in pool.members.iter().zip(puids) {
@@ -1005,13 +1028,10 @@ impl<'a> Renderer<'a> {
         Ok(())
     }
 
-    fn insert_headers(&mut self, l: &Listener) {
-        let https = l.protocol == ListenerProtocol::TerminatedHttps;
-        for (key, value) in &l.insert_headers {
-            if !value.eq_ignore_ascii_case("true") {
-                continue; // Octavia acts only on "true".
-            }
-            match insert_header(l.protocol, key).expect("validated") {
+    fn insert_headers(&mut self, checked: &CheckedListener<'_>) {
+        let https = checked.listener.protocol == ListenerProtocol::TerminatedHttps;
+        for header in &checked.headers {
+            match *header {
                 InsertHeader::ForwardedFor => emit!(self, "    option forwardfor"),
                 InsertHeader::ForwardedPort => emit!(
                     self,
@@ -1031,7 +1051,8 @@ impl<'a> Renderer<'a> {
 
     /// Options shared by every server of a backend (everything but address, weight, state and
     /// the per-member monitor/backup/cookie bits).
-    fn server_options(&mut self, pool: &Pool, hm: Option<&HealthMonitor>) -> String {
+    fn server_options(&mut self, checked: &CheckedPool<'_>, hm: Option<&HealthMonitor>) -> String {
+        let (pool, certs) = (checked.pool, &checked.certs);
         let mut o = String::new();
         if let Some(hm) = hm {
             let inter_ms = (u64::from(hm.delay) * 1000).max(100);
@@ -1053,16 +1074,16 @@ impl<'a> Renderer<'a> {
         }
         if pool.tls_enabled {
             o.push_str(" ssl");
-            if let Some(c) = pool.tls_certificate_id.as_deref() {
+            if let Some(c) = certs.client {
                 let p = self.cert_file(c);
                 write!(o, " crt {}", path_arg(&p)).expect("write to String");
             }
-            match pool.ca_tls_certificate_id.as_deref() {
+            match certs.ca {
                 Some(ca) => {
                     let p = self.cert_file(ca);
                     write!(o, " ca-file {} verify required", path_arg(&p))
                         .expect("write to String");
-                    if let Some(crl) = pool.crl_certificate_id.as_deref() {
+                    if let Some(crl) = certs.crl {
                         let p = self.cert_file(crl);
                         write!(o, " crl-file {}", path_arg(&p)).expect("write to String");
                     }
@@ -1165,26 +1186,75 @@ fn tls_options(ciphers: Option<&str>, versions: &[TlsVersion], alpn: &[AlpnProto
     s
 }
 
-fn enabled_policies(l: &Listener) -> Vec<&klb_proto::L7Policy> {
-    let mut ps: Vec<_> = l.l7_policies.iter().filter(|p| p.admin_state_up).collect();
-    ps.sort_by_key(|p| p.position);
-    ps
+/// Enabled pools this listener sends traffic to (default pool first, then L7 targets).
+fn pools_of<'p, 'a>(
+    l: &CheckedListener<'a>,
+    pools: &'p [CheckedPool<'a>],
+) -> Vec<&'p CheckedPool<'a>> {
+    let mut ids: Vec<&str> = Vec::new();
+    if let Some(id) = &l.listener.default_pool_id {
+        ids.push(id);
+    }
+    for p in l.enabled_policies() {
+        if let PolicyAction::RedirectToPool(pool) = p.action {
+            ids.push(&pool.id);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    ids.into_iter()
+        .filter(|id| seen.insert(*id))
+        .filter_map(|id| pools.iter().find(|p| p.pool.id == id))
+        .filter(|p| p.pool.admin_state_up)
+        .collect()
 }
 
-fn validate_rule(r: &L7Rule) -> Result<(), RenderError> {
+fn validate_rule(r: &L7Rule) -> Result<CheckedRule<'_>, RenderError> {
     let obj = format!("l7rule {}", shown(&r.id));
     text::id(&r.id).map_err(|e| invalid(&obj, "id", e))?;
     // The API's own check (klb_proto::check), so whatever the API accepted renders.
-    check::l7_rule(r.rule_type, r.compare_type, r.key.as_deref(), &r.value).map_err(|e| match e {
-        Invalid::Key(why) => refused(&obj, "key", r.key.as_deref().unwrap_or(""), *why),
-        Invalid::Value(why) => refused(&obj, "value", &r.value, *why),
-        other => invalid(&obj, "value", other.to_string()),
-    })
+    check::l7_rule(r.rule_type, r.compare_type, r.key.as_deref(), &r.value).map_err(
+        |e| match e {
+            Invalid::Key(why) => refused(&obj, "key", r.key.as_deref().unwrap_or(""), *why),
+            Invalid::Value(why) => refused(&obj, "value", &r.value, *why),
+            other => invalid(&obj, "value", other.to_string()),
+        },
+    )?;
+    // The check above refuses a missing key or a bad number, so these errors are the same
+    // refusals spelled once more, not new rules.
+    let key = || {
+        r.key.as_deref().ok_or_else(|| {
+            invalid(
+                &obj,
+                "key",
+                format!("key must be provided for {} rules", r.rule_type),
+            )
+        })
+    };
+    let fetch = match r.rule_type {
+        L7RuleType::HostName => RuleFetch::HostName,
+        L7RuleType::Path => RuleFetch::Path,
+        L7RuleType::FileType => RuleFetch::FileType,
+        L7RuleType::Header => RuleFetch::Header(key()?),
+        L7RuleType::Cookie => RuleFetch::Cookie(key()?),
+        L7RuleType::SslConnHasCert => RuleFetch::SslConnHasCert,
+        L7RuleType::SslVerifyResult => {
+            RuleFetch::SslVerifyResult(check::ssl_verify_result(&r.value).ok_or_else(|| {
+                invalid(
+                    &obj,
+                    "value",
+                    "must be an integer from 0 to 4294967295".into(),
+                )
+            })?)
+        }
+        L7RuleType::SslDnField => RuleFetch::SslDnField(key()?),
+    };
+    Ok(CheckedRule { rule: r, fetch })
 }
 
 /// `<fetch> [flags] -- <value>` of a rule's ACL. `--` ends the flags, so a value starting with
 /// `-` is never read as one.
-fn acl_body(r: &L7Rule) -> String {
+fn acl_body(checked: &CheckedRule<'_>) -> String {
+    let r = checked.rule;
     let m = match r.compare_type {
         L7CompareType::Regex => "-m reg",
         L7CompareType::StartsWith => "-m beg",
@@ -1193,27 +1263,26 @@ fn acl_body(r: &L7Rule) -> String {
         L7CompareType::EqualTo => "-m str",
     };
     let v = arg(&r.value);
-    // Only the rule types that use a key read it (the API ignores it on the others).
-    let key = || arg(r.key.as_deref().expect("validated"));
-    match r.rule_type {
-        L7RuleType::HostName => format!("req.hdr(host) -i {m} -- {v}"),
-        L7RuleType::Path => format!("path {m} -- {v}"),
-        L7RuleType::FileType if r.compare_type == L7CompareType::EqualTo => {
+    // Only the rule types that use a key carry it (the API ignores it on the others).
+    match checked.fetch {
+        RuleFetch::HostName => format!("req.hdr(host) -i {m} -- {v}"),
+        RuleFetch::Path => format!("path {m} -- {v}"),
+        RuleFetch::FileType if r.compare_type == L7CompareType::EqualTo => {
             format!("path_end -- .{v}")
         }
-        L7RuleType::FileType => format!("path_end {m} -- {v}"),
-        L7RuleType::Header => format!("req.hdr({}) {m} -- {v}", key()),
-        L7RuleType::Cookie => format!("req.cook({}) {m} -- {v}", key()),
-        L7RuleType::SslConnHasCert => "ssl_c_used".to_owned(),
-        L7RuleType::SslVerifyResult => format!(
-            "ssl_c_verify eq {}",
-            check::ssl_verify_result(&r.value).expect("validated")
-        ),
-        L7RuleType::SslDnField => format!("ssl_c_s_dn({}) {m} -- {v}", key()),
+        RuleFetch::FileType => format!("path_end {m} -- {v}"),
+        RuleFetch::Header(key) => format!("req.hdr({}) {m} -- {v}", arg(key)),
+        RuleFetch::Cookie(key) => format!("req.cook({}) {m} -- {v}", arg(key)),
+        RuleFetch::SslConnHasCert => "ssl_c_used".to_owned(),
+        RuleFetch::SslVerifyResult(n) => format!("ssl_c_verify eq {n}"),
+        RuleFetch::SslDnField(key) => format!("ssl_c_s_dn({}) {m} -- {v}", arg(key)),
     }
 }
 
-fn validate_monitor(obj: &str, hm: &HealthMonitor) -> Result<(), RenderError> {
+fn validate_monitor<'a>(
+    obj: &str,
+    hm: &'a HealthMonitor,
+) -> Result<CheckedMonitor<'a>, RenderError> {
     let obj = format!("{obj} health monitor {}", shown(&hm.id));
     text::id(&hm.id).map_err(|e| invalid(&obj, "id", e))?;
     let http = matches!(
@@ -1250,9 +1319,10 @@ fn validate_monitor(obj: &str, hm: &HealthMonitor) -> Result<(), RenderError> {
     if let Some(p) = &hm.url_path {
         check::url_path(p).map_err(|e| refused(&obj, "url_path", p, e))?;
     }
-    if let Some(c) = &hm.expected_codes {
-        check::expected_codes(c).map_err(|e| refused(&obj, "expected_codes", c, e))?;
-    }
+    let expected = match &hm.expected_codes {
+        Some(c) => check::expected_codes(c).map_err(|e| refused(&obj, "expected_codes", c, e))?,
+        None => vec![200],
+    };
     if let Some(d) = &hm.domain_name {
         check::domain_name(d).map_err(|e| refused(&obj, "domain_name", d, e))?;
         if hm.http_version != Some(HttpVersion::Http11) {
@@ -1263,15 +1333,13 @@ fn validate_monitor(obj: &str, hm: &HealthMonitor) -> Result<(), RenderError> {
             ));
         }
     }
-    Ok(())
-}
-
-enum InsertHeader {
-    ForwardedFor,
-    ForwardedPort,
-    ForwardedProto,
-    /// Header name and a fixed HAProxy expression.
-    Fixed(&'static str, &'static str),
+    let kind = match hm.monitor_type {
+        HealthMonitorType::Http | HealthMonitorType::Https => MonitorKind::Http { expected },
+        HealthMonitorType::TlsHello => MonitorKind::TlsHello,
+        HealthMonitorType::Ping => MonitorKind::Ping,
+        _ => MonitorKind::Connect,
+    };
+    Ok(CheckedMonitor { monitor: hm, kind })
 }
 
 /// Maps an allowed `insert_headers` key to what it renders; `None` for unknown keys or keys

@@ -444,6 +444,60 @@ fn policy(id: &str, position: u32, action: L7PolicyAction, rules: Vec<L7Rule>) -
     }
 }
 
+/// What the emitters read from a policy, rule or pool (a redirect target, a rule's key, the
+/// SSL_VERIFY_RESULT number, an APP_COOKIE name) is parsed when the state is validated (issue
+/// 13 §8): a state without it is refused with a reason instead of reaching the emitters.
+#[test]
+fn values_the_emitters_need_are_refused_when_missing() {
+    use L7CompareType::*;
+    use L7RuleType::*;
+    let with_policy = |p: L7Policy| {
+        let mut s = base();
+        s.listeners[0].l7_policies = vec![p];
+        s
+    };
+    let path = || vec![rule("r1", Path, StartsWith, None, "/a", false)];
+    for (action, field) in [
+        (L7PolicyAction::RedirectToUrl, "redirect_url"),
+        (L7PolicyAction::RedirectPrefix, "redirect_prefix"),
+        (L7PolicyAction::RedirectToPool, "redirect_pool_id"),
+    ] {
+        check_err(
+            &with_policy(policy("pol1", 1, action, path())),
+            &format!("l7policy \"pol1\": invalid {field}: required"),
+        );
+    }
+    let mut to_nowhere = policy("pol1", 1, L7PolicyAction::RedirectToPool, path());
+    to_nowhere.redirect_pool_id = Some("p9".into());
+    check_err(
+        &with_policy(to_nowhere),
+        "redirect_pool_id refers to unknown pool p9",
+    );
+    for t in [Header, Cookie, SslDnField] {
+        let keyless = vec![rule("r1", t, EqualTo, None, "v", false)];
+        check_err(
+            &with_policy(policy("pol1", 1, L7PolicyAction::Reject, keyless)),
+            "l7rule \"r1\": invalid value: key must be provided",
+        );
+    }
+    let not_a_number = vec![rule("r1", SslVerifyResult, EqualTo, None, "x", false)];
+    check_err(
+        &with_policy(policy("pol1", 1, L7PolicyAction::Reject, not_a_number)),
+        "l7rule \"r1\": invalid value: SSL_VERIFY_RESULT rule value must be an integer",
+    );
+    let mut s = base();
+    s.pools[0].session_persistence = Some(SessionPersistence {
+        persistence_type: SessionPersistenceType::AppCookie,
+        cookie_name: None,
+        persistence_timeout: None,
+        persistence_granularity: None,
+    });
+    check_err(
+        &s,
+        "pool \"p1\": invalid session_persistence.cookie_name: required for APP_COOKIE",
+    );
+}
+
 #[test]
 fn l7_policies_and_rules() {
     use L7CompareType::*;
