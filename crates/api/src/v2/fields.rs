@@ -265,6 +265,11 @@ impl<T: 'static> Table<T> {
         &self.create_keys
     }
 
+    /// Keys a POST body must hold (absent or `null`: `Mandatory field missing.`).
+    pub fn required_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.attrs.iter().filter(|a| a.required).map(|a| a.key)
+    }
+
     /// Keys a PUT body may hold.
     pub fn update_keys(&self) -> &[&'static str] {
         &self.update_keys

@@ -78,7 +78,7 @@ pub fn build(
                     .to_owned(),
             ));
         }
-        for attr in ["protocol", "lb_algorithm"] {
+        for attr in super::pools::required_keys() {
             if def.raw(attr).is_none_or(|v| v.is_null()) {
                 return Err(ApiError::BadRequest(format!(
                     "Pool definition for '{}' missing required attribute: {attr}",
@@ -145,6 +145,14 @@ pub fn build(
         ],
         &["default_pool", "l7policies"],
     );
+    // A nested policy's own attributes are its table's, less what nesting implies; it may
+    // also hold its redirect pool (by name) and its rules.
+    let policy_own_keys = without(
+        super::l7policies::post_keys(),
+        &["listener_id", "project_id", "tenant_id", "redirect_pool_id"],
+        &[],
+    );
+    let policy_keys = without(&policy_own_keys, &[], &["redirect_pool", "rules"]);
     for lo in listeners {
         lo.only("listener", &listener_keys)?;
         let mut l = super::listeners::parse_new(state, lo, lb, &lb.project_id)?;
@@ -161,38 +169,14 @@ pub fn build(
             .iter()
             .enumerate()
         {
+            po.only("l7policies", &policy_keys)?;
+            // `redirect_pool` (by name) becomes `redirect_pool_id` below.
             let mut body = serde_json::Map::new();
-            for key in [
-                "name",
-                "description",
-                "admin_state_up",
-                "action",
-                "redirect_url",
-                "redirect_prefix",
-                "redirect_http_code",
-                "position",
-                "tags",
-            ] {
+            for key in &policy_own_keys {
                 if let Some(v) = po.raw(key) {
-                    body.insert(key.to_owned(), v.clone());
+                    body.insert((*key).to_owned(), v.clone());
                 }
             }
-            po.only(
-                "l7policies",
-                &[
-                    "name",
-                    "description",
-                    "admin_state_up",
-                    "action",
-                    "redirect_pool",
-                    "redirect_url",
-                    "redirect_prefix",
-                    "redirect_http_code",
-                    "position",
-                    "tags",
-                    "rules",
-                ],
-            )?;
             let redirect_pool = match po.object("redirect_pool")? {
                 Field::Set(rp) => Some(g.pools[resolve(&rp)?].id),
                 _ => None,

@@ -58,6 +58,11 @@ static TABLE: LazyLock<Table<L7Policy>> = LazyLock::new(|| {
             .updatable()
             .rendered(|p| opt(&p.redirect_pool_id)),
         A::key("redirect_url")
+/// Attributes accepted on POST.
+pub fn post_keys() -> &'static [&'static str] {
+    TABLE.create_keys()
+}
+
             .updatable()
             .rendered(|p| json!(p.redirect_url)),
         A::key("redirect_prefix")

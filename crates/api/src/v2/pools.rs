@@ -138,6 +138,11 @@ static TABLE: LazyLock<Table<Pool>> = LazyLock::new(|| {
             read::list_of(AlpnProtocol::ALL),
             |p, v, _| p.alpn_protocols = v,
             |p| {
+/// Attributes a POST must give (absent or `null`: `Mandatory field missing.`).
+pub fn required_keys() -> impl Iterator<Item = &'static str> {
+    TABLE.required_keys()
+}
+
                 json!(
                     p.alpn_protocols
                         .as_ref()
