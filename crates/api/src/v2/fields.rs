@@ -250,7 +250,7 @@ impl<T: 'static> Table<T> {
                 2
             }
         };
-        let mut create_order: Vec<usize> = (0..attrs.len()).collect();
+        let mut create_order: Vec<usize> = (0..attrs.len()).filter(|i| attrs[*i].create).collect();
         create_order.sort_by_key(|i| rank(&attrs[*i]));
         Table {
             attrs,
@@ -288,13 +288,12 @@ impl<T: 'static> Table<T> {
             lb,
             updating: false,
         };
-        for i in &self.create_order {
-            let a = &self.attrs[*i];
-            if a.create {
-                a.apply(obj, t, &c)?;
-            }
-        }
-        Ok(())
+        apply_all(
+            self.create_order.iter().map(|i| &self.attrs[*i]),
+            obj,
+            t,
+            &c,
+        )
     }
 
     /// Reads a PUT body without applying it, so a bad body is answered before the object is
@@ -321,10 +320,7 @@ impl<T: 'static> Table<T> {
             lb,
             updating: true,
         };
-        for a in self.attrs.iter().filter(|a| a.update) {
-            a.apply(obj, t, &c)?;
-        }
-        Ok(())
+        apply_all(self.attrs.iter().filter(|a| a.update), obj, t, &c)
     }
 
     /// The changes of a PUT body, as a fresh object holding only what the body sets: every
@@ -349,6 +345,63 @@ impl<T: 'static> Table<T> {
         }
     }
 }
+
+/// Reads and stores `attrs` in order; the first bad one answers.
+fn apply_all<'a, T: 'static>(
+    attrs: impl Iterator<Item = &'a Attr<T>>,
+    obj: &Obj<'_>,
+    t: &mut T,
+    c: &Ctx<'_>,
+) -> ApiResult<()> {
+    for a in attrs {
+        a.apply(obj, t, c)?;
+    }
+    Ok(())
+}
+
+/// One of the attributes most v2 resources share, for a model type with the field of the same
+/// name: `common_attr!(Pool, name)`. `name` and `description` are free text (`null` clears),
+/// `admin_state_up` defaults to true, `tags` is rendered by the common head; all updatable.
+macro_rules! common_attr {
+    ($t:ty, name) => {
+        $crate::v2::fields::Attr::<$t>::new(
+            "name",
+            $crate::v2::fields::read::text(),
+            |o, v, _| o.name = v,
+            |o| serde_json::json!(o.name),
+        )
+        .updatable()
+    };
+    ($t:ty, description) => {
+        $crate::v2::fields::Attr::<$t>::new(
+            "description",
+            $crate::v2::fields::read::text(),
+            |o, v, _| o.description = v,
+            |o| serde_json::json!(o.description),
+        )
+        .updatable()
+    };
+    ($t:ty, admin_state_up) => {
+        $crate::v2::fields::Attr::<$t>::new(
+            "admin_state_up",
+            $crate::v2::fields::read::admin(),
+            |o, v, _| o.admin_state_up = v.unwrap_or(true),
+            |o| serde_json::json!(o.admin_state_up),
+        )
+        .updatable()
+    };
+    ($t:ty, tags) => {
+        $crate::v2::fields::Attr::<$t>::new(
+            "tags",
+            $crate::v2::fields::read::tags(),
+            |o, v, _| o.tags = v.unwrap_or_default(),
+            |_| serde_json::Value::Null,
+        )
+        .updatable()
+        .unrendered()
+    };
+}
+pub(crate) use common_attr;
 
 /// Readers, one per kind of value ([`Obj`]'s typed getters with their bounds).
 pub mod read {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
-use super::fields::{Attr, Reader, Table, read};
+use super::fields::{Attr, Reader, Table, common_attr, read};
 use super::loadbalancers::scope_project;
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
@@ -32,20 +32,8 @@ static TABLE: LazyLock<Table<HealthMonitor>> = LazyLock::new(|| {
         A::key("pool_id"),
         A::key("project_id"),
         A::key("tenant_id"),
-        A::new(
-            "name",
-            read::text(),
-            |h, v, _| h.name = v,
-            |h| json!(h.name),
-        )
-        .updatable(),
-        A::new(
-            "admin_state_up",
-            read::admin(),
-            |h, v, _| h.admin_state_up = v.unwrap_or(true),
-            |h| json!(h.admin_state_up),
-        )
-        .updatable(),
+        common_attr!(HealthMonitor, name),
+        common_attr!(HealthMonitor, admin_state_up),
         A::new(
             "type",
             read::one_of(HealthMonitorType::ALL),
@@ -99,14 +87,7 @@ static TABLE: LazyLock<Table<HealthMonitor>> = LazyLock::new(|| {
         )
         .updatable(),
         // Rendered by `head`.
-        A::new(
-            "tags",
-            read::tags(),
-            |h, v, _| h.tags = v.unwrap_or_default(),
-            |_| Value::Null,
-        )
-        .updatable()
-        .unrendered(),
+        common_attr!(HealthMonitor, tags),
         // HTTP-only, read together by `apply_http` after the others.
         A::key("http_method")
             .updatable()

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
-use super::fields::{Attr, Table, read};
+use super::fields::{Attr, Table, common_attr};
 use super::loadbalancers::scope_project;
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
@@ -30,27 +30,9 @@ static TABLE: LazyLock<Table<L7Policy>> = LazyLock::new(|| {
         A::key("project_id"),
         A::key("tenant_id"),
         A::key("listener_id").rendered(|p| json!(p.listener_id)),
-        A::new(
-            "name",
-            read::text(),
-            |p, v, _| p.name = v,
-            |p| json!(p.name),
-        )
-        .updatable(),
-        A::new(
-            "description",
-            read::text(),
-            |p, v, _| p.description = v,
-            |p| json!(p.description),
-        )
-        .updatable(),
-        A::new(
-            "admin_state_up",
-            read::admin(),
-            |p, v, _| p.admin_state_up = v.unwrap_or(true),
-            |p| json!(p.admin_state_up),
-        )
-        .updatable(),
+        common_attr!(L7Policy, name),
+        common_attr!(L7Policy, description),
+        common_attr!(L7Policy, admin_state_up),
         A::key("action")
             .updatable()
             .rendered(|p| json!(p.action.as_str())),
@@ -58,11 +40,6 @@ static TABLE: LazyLock<Table<L7Policy>> = LazyLock::new(|| {
             .updatable()
             .rendered(|p| opt(&p.redirect_pool_id)),
         A::key("redirect_url")
-/// Attributes accepted on POST.
-pub fn post_keys() -> &'static [&'static str] {
-    TABLE.create_keys()
-}
-
             .updatable()
             .rendered(|p| json!(p.redirect_url)),
         A::key("redirect_prefix")
@@ -77,16 +54,14 @@ pub fn post_keys() -> &'static [&'static str] {
         // Filled by `relate`.
         A::shown("rules", |_| json!([])),
         // Rendered by `head`.
-        A::new(
-            "tags",
-            read::tags(),
-            |p, v, _| p.tags = v.unwrap_or_default(),
-            |_| Value::Null,
-        )
-        .updatable()
-        .unrendered(),
+        common_attr!(L7Policy, tags),
     ])
 });
+
+/// Attributes accepted on POST.
+pub fn post_keys() -> &'static [&'static str] {
+    TABLE.create_keys()
+}
 
 /// Renders a policy without its rules.
 pub fn render(p: &L7Policy) -> Map<String, Value> {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
-use super::fields::{Attr, Table, read};
+use super::fields::{Attr, Table, common_attr, read};
 use super::loadbalancers::scope_project;
 use crate::AppState;
 use crate::body::{JsonBody, Obj};
@@ -66,24 +66,11 @@ static TABLE: LazyLock<Table<L7Rule>> = LazyLock::new(|| {
             |r| json!(r.invert),
         )
         .updatable(),
-        A::new(
-            "admin_state_up",
-            read::admin(),
-            |r, v, _| r.admin_state_up = v.unwrap_or(true),
-            |r| json!(r.admin_state_up),
-        )
-        .updatable(),
+        common_attr!(L7Rule, admin_state_up),
         A::key("project_id"),
         A::key("tenant_id"),
         // Rendered by `head`.
-        A::new(
-            "tags",
-            read::tags(),
-            |r, v, _| r.tags = v.unwrap_or_default(),
-            |_| Value::Null,
-        )
-        .updatable()
-        .unrendered(),
+        common_attr!(L7Rule, tags),
     ])
 });
 

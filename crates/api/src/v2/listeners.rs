@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
-use super::fields::{Attr, Reader, Table, read};
+use super::fields::{Attr, Reader, Table, common_attr, read};
 use super::loadbalancers::{scope_project, stored_stats};
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
@@ -51,27 +51,9 @@ static TABLE: LazyLock<Table<Listener>> = LazyLock::new(|| {
         )
         .required()
         .first(),
-        A::new(
-            "name",
-            read::text(),
-            |l, v, _| l.name = v,
-            |l| json!(l.name),
-        )
-        .updatable(),
-        A::new(
-            "description",
-            read::text(),
-            |l, v, _| l.description = v,
-            |l| json!(l.description),
-        )
-        .updatable(),
-        A::new(
-            "admin_state_up",
-            read::admin(),
-            |l, v, _| l.admin_state_up = v.unwrap_or(true),
-            |l| json!(l.admin_state_up),
-        )
-        .updatable(),
+        common_attr!(Listener, name),
+        common_attr!(Listener, description),
+        common_attr!(Listener, admin_state_up),
         A::new(
             "connection_limit",
             read::int(-1, i64::from(i32::MAX)),
@@ -247,14 +229,7 @@ static TABLE: LazyLock<Table<Listener>> = LazyLock::new(|| {
         )
         .updatable(),
         // Rendered by `head`.
-        A::new(
-            "tags",
-            read::tags(),
-            |l, v, _| l.tags = v.unwrap_or_default(),
-            |_| Value::Null,
-        )
-        .updatable()
-        .unrendered(),
+        common_attr!(Listener, tags),
     ])
 });
 

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
-use super::fields::{Attr, Table, read};
+use super::fields::{Attr, Table, common_attr, read};
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
 use crate::context::{Action, Op, RequestContext, Resource as R};
@@ -30,21 +30,9 @@ static TABLE: LazyLock<Table<LoadBalancer>> = LazyLock::new(|| {
     Table::new(vec![
         A::key("project_id"),
         A::key("tenant_id"),
-        A::new("name", read::text(), |lb, v, _| lb.name = v, |lb| json!(lb.name)).updatable(),
-        A::new(
-            "description",
-            read::text(),
-            |lb, v, _| lb.description = v,
-            |lb| json!(lb.description),
-        )
-        .updatable(),
-        A::new(
-            "admin_state_up",
-            read::admin(),
-            |lb, v, _| lb.admin_state_up = v.unwrap_or(true),
-            |lb| json!(lb.admin_state_up),
-        )
-        .updatable(),
+        common_attr!(LoadBalancer, name),
+        common_attr!(LoadBalancer, description),
+        common_attr!(LoadBalancer, admin_state_up),
         A::key("vip_address").rendered(|lb| opt(&lb.vip_address)),
         A::key("vip_port_id").rendered(|lb| opt(&lb.vip_port_id)),
         A::key("vip_subnet_id").rendered(|lb| opt(&lb.vip_subnet_id)),
@@ -79,9 +67,7 @@ static TABLE: LazyLock<Table<LoadBalancer>> = LazyLock::new(|| {
         A::key("flavor_id").rendered(|lb| opt(&lb.flavor_id)),
         A::key("availability_zone").rendered(|lb| json!(lb.availability_zone)),
         // Rendered by `head`.
-        A::new("tags", read::tags(), |lb, v, _| lb.tags = v.unwrap_or_default(), |_| Value::Null)
-            .updatable()
-            .unrendered(),
+        common_attr!(LoadBalancer, tags),
     ])
 });
 

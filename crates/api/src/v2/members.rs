@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
-use super::fields::{Attr, Table, read};
+use super::fields::{Attr, Table, common_attr, read};
 use super::loadbalancers::scope_project;
 use crate::AppState;
 use crate::body::{JsonBody, Obj, required};
@@ -35,14 +35,8 @@ static TABLE: LazyLock<Table<Member>> = LazyLock::new(|| {
         )
         .required()
         .first(),
-        A::new("name", read::text(), |m, v, _| m.name = v, |m| json!(m.name)).updatable(),
-        A::new(
-            "admin_state_up",
-            read::admin(),
-            |m, v, _| m.admin_state_up = v.unwrap_or(true),
-            |m| json!(m.admin_state_up),
-        )
-        .updatable(),
+        common_attr!(Member, name),
+        common_attr!(Member, admin_state_up),
         A::new(
             "protocol_port",
             read::int(1, 65535),
@@ -102,9 +96,7 @@ static TABLE: LazyLock<Table<Member>> = LazyLock::new(|| {
         A::key("project_id"),
         A::key("tenant_id"),
         // Rendered by `head`.
-        A::new("tags", read::tags(), |m, v, _| m.tags = v.unwrap_or_default(), |_| Value::Null)
-            .updatable()
-            .unrendered(),
+        common_attr!(Member, tags),
     ])
 });
 

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::common::*;
-use super::fields::{Attr, Reader, Table, read};
+use super::fields::{Attr, Reader, Table, common_attr, read};
 use super::loadbalancers::scope_project;
 use crate::AppState;
 use crate::body::{Field, JsonBody, Obj, required};
@@ -30,27 +30,9 @@ static TABLE: LazyLock<Table<Pool>> = LazyLock::new(|| {
         A::key("loadbalancer_id"),
         A::key("project_id"),
         A::key("tenant_id"),
-        A::new(
-            "name",
-            read::text(),
-            |p, v, _| p.name = v,
-            |p| json!(p.name),
-        )
-        .updatable(),
-        A::new(
-            "description",
-            read::text(),
-            |p, v, _| p.description = v,
-            |p| json!(p.description),
-        )
-        .updatable(),
-        A::new(
-            "admin_state_up",
-            read::admin(),
-            |p, v, _| p.admin_state_up = v.unwrap_or(true),
-            |p| json!(p.admin_state_up),
-        )
-        .updatable(),
+        common_attr!(Pool, name),
+        common_attr!(Pool, description),
+        common_attr!(Pool, admin_state_up),
         A::new(
             "protocol",
             read::one_of(PoolProtocol::ALL),
@@ -138,11 +120,6 @@ static TABLE: LazyLock<Table<Pool>> = LazyLock::new(|| {
             read::list_of(AlpnProtocol::ALL),
             |p, v, _| p.alpn_protocols = v,
             |p| {
-/// Attributes a POST must give (absent or `null`: `Mandatory field missing.`).
-pub fn required_keys() -> impl Iterator<Item = &'static str> {
-    TABLE.required_keys()
-}
-
                 json!(
                     p.alpn_protocols
                         .as_ref()
@@ -152,20 +129,18 @@ pub fn required_keys() -> impl Iterator<Item = &'static str> {
         )
         .updatable(),
         // Rendered by `head`.
-        A::new(
-            "tags",
-            read::tags(),
-            |p, v, _| p.tags = v.unwrap_or_default(),
-            |_| Value::Null,
-        )
-        .updatable()
-        .unrendered(),
+        common_attr!(Pool, tags),
     ])
 });
 
 /// Attributes accepted on POST.
 pub fn post_keys() -> &'static [&'static str] {
     TABLE.create_keys()
+}
+
+/// Attributes a POST must give (absent or `null`: `Mandatory field missing.`).
+pub fn required_keys() -> impl Iterator<Item = &'static str> {
+    TABLE.required_keys()
 }
 
 /// Renders a pool without relation lists.
