@@ -428,24 +428,36 @@ pub async fn run(
 /// `[{"id": ...}]` of the object's children of that kind, in creation order.
 pub type Children = &'static [(&'static str, Kind)];
 
+/// How a kind whose objects are served from the render cache is rendered.
+#[derive(Debug, Clone, Copy)]
+pub struct Rendering {
+    /// Renders a document; must depend on the document alone (it runs once per document
+    /// version, its result is kept in the store's render cache).
+    pub render: RenderFn,
+    /// Fills the relation lists in on the uncached path ([`run`]).
+    pub relate: RelateFn,
+    /// The relation lists of the cached path: exactly those `relate` fills in.
+    pub children: Children,
+}
+
 /// Runs a list and writes the reply `{"<envelope>": [...], "<envelope>_links": [...]}`.
 ///
 /// Lists that [`run`] reads straight from the store (no sort, attribute or tag filter) take
-/// the cached path: `render` must then depend on the document alone (it runs once per
-/// document version, its result is kept in the store's render cache) and the relation lists
-/// must be exactly `children` (`relate` is used on the other path only). Same output, byte for
+/// the cached path (see [`Rendering`]); the others go through [`run`]. Same output, byte for
 /// byte, as [`run`] followed by [`crate::v2::common::reply_list`].
-#[allow(clippy::too_many_arguments)]
 pub async fn respond(
     state: &AppState,
     path: &str,
     envelope: &str,
     params: &ListParams,
     mut listing: Listing,
-    render: RenderFn,
-    relate: RelateFn,
-    children: Children,
+    rendering: Rendering,
 ) -> ApiResult<Response> {
+    let Rendering {
+        render,
+        relate,
+        children,
+    } = rendering;
     let Some(other_filters) = column_filters(&mut listing, params) else {
         return Ok(write_reply(
             envelope,
@@ -622,17 +634,17 @@ async fn fragment(state: &AppState, doc: &Document, render: RenderFn) -> ApiResu
 }
 
 /// Writes `{"<envelope>": obj}` for one stored object (a show), from the render cache like
-/// [`respond`], with its `children` relation lists read now and `fields` applied. The caller
-/// has checked that `doc` may be shown.
+/// [`respond`], with its relation lists read now and `fields` applied. The caller has checked
+/// that `doc` may be shown.
 pub async fn respond_one(
     state: &AppState,
     envelope: &str,
     doc: &Document,
-    render: RenderFn,
-    children: Children,
+    rendering: Rendering,
     fields: &[String],
 ) -> ApiResult<Response> {
-    let f = fragment(state, doc, render).await?;
+    let children = rendering.children;
+    let f = fragment(state, doc, rendering.render).await?;
     let rels = if children.is_empty() {
         None
     } else {

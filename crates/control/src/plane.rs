@@ -406,7 +406,6 @@ fn identity(dir: &std::path::Path, agent_auth: Option<BasicAuth>) -> Result<Iden
 
 /// Heartbeat receiver and alarm webhook on `addr` (the management network), and the health
 /// manager that fails over silent VMs.
-#[allow(clippy::too_many_arguments)]
 async fn start_health(
     addr: SocketAddr,
     id: &Identity,
@@ -452,19 +451,33 @@ fn webhook_url(addr: SocketAddr, token: &str) -> String {
     format!("http://{addr}{}?token={token}", webhook::PATH)
 }
 
+/// How the flow engine and the job pump run (the provider settings they come from differ).
+struct FlowSettings {
+    /// Step timings of the LB flows.
+    timing: lb::FlowTiming,
+    /// How long a dead node's runs wait before another node takes them over.
+    lease: Duration,
+    /// LB VMs per load balancer.
+    vm_count: u32,
+    /// At most this many LB VMs per load balancer.
+    max_vms: u32,
+}
+
 /// The flow engine and the job pump over `env`.
-#[allow(clippy::too_many_arguments)]
 async fn start_flows(
     config: &PlaneConfig,
     store: &Store,
     env: LbEnv,
-    timing: lb::FlowTiming,
-    flow_lease: Duration,
-    vm_count: u32,
-    max_vms: u32,
+    flows: FlowSettings,
     stop_rx: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<(), PlaneError> {
+    let FlowSettings {
+        timing,
+        lease: flow_lease,
+        vm_count,
+        max_vms,
+    } = flows;
     let db = Db::connect(&flow_db_url(&config.database_url, &config.state_dir)).await?;
     db.migrate().await?;
     let engine_config = EngineConfig {
@@ -578,10 +591,12 @@ async fn start_local(
         config,
         store,
         env,
-        lb::FlowTiming::fast(),
-        settings.flow_lease,
-        settings.vm_count,
-        settings.max_vms,
+        FlowSettings {
+            timing: lb::FlowTiming::fast(),
+            lease: settings.flow_lease,
+            vm_count: settings.vm_count,
+            max_vms: settings.max_vms,
+        },
         stop_rx,
         tasks,
     )
@@ -707,10 +722,12 @@ async fn start_openstack(
         config,
         store,
         env,
-        settings.timing,
-        settings.flow_lease,
-        settings.vm_count,
-        settings.max_vms,
+        FlowSettings {
+            timing: settings.timing,
+            lease: settings.flow_lease,
+            vm_count: settings.vm_count,
+            max_vms: settings.max_vms,
+        },
         stop_rx,
         tasks,
     )

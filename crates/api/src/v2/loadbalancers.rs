@@ -118,9 +118,7 @@ pub async fn list(
         "loadbalancers",
         &params,
         listing(project),
-        render_doc,
-        relate,
-        RELATIONS,
+        RENDERING,
     )
     .await
 }
@@ -141,8 +139,13 @@ fn listing(project: Option<String>) -> Listing {
     }
 }
 
-/// The relation lists [`relate`] fills in (for [`list::respond`]'s cached path).
-const RELATIONS: list::Children = &[("listeners", Kind::Listener), ("pools", Kind::Pool)];
+/// How LBs are rendered on [`list::respond`]'s cached path: the relation lists are those
+/// [`relate`] fills in.
+const RENDERING: list::Rendering = list::Rendering {
+    render: render_doc,
+    relate,
+    children: &[("listeners", Kind::Listener), ("pools", Kind::Pool)],
+};
 
 /// The project a list is limited to: `None` for admins (all projects), the caller's project
 /// otherwise.
@@ -181,15 +184,7 @@ pub async fn get_one(
         doc.project_id.as_deref(),
     )
     .map_err(|d| denied(Kind::LoadBalancer, &id, d))?;
-    list::respond_one(
-        &state,
-        "loadbalancer",
-        &doc,
-        render_doc,
-        RELATIONS,
-        &q.fields(),
-    )
-    .await
+    list::respond_one(&state, "loadbalancer", &doc, RENDERING, &q.fields()).await
 }
 
 /// POST /v2/loadbalancers
