@@ -1,8 +1,11 @@
 //! The cloud seams klb's flows drive, split by capability: [`Compute`] (server groups and LB VMs),
 //! [`Network`] (security groups, ports, allowed-address pairs, VIPs), [`Alarms`] (the per-LB PPS
-//! alarm) and [`Agents`] (the agent API on each LB VM). Drivers implement them: `openstack`
-//! (Keystone/Nova/Neutron/Aodh), `klb-local` (network namespaces on this host) and [`fake`], the
-//! in-memory cloud with a ledger of live resources and scripted faults used by the flow tests.
+//! alarm). [`Cloud`] bundles them with the LB VMs' agents (`klb_agent_client::agents::Agents`:
+//! the agent is klb's own service, not a cloud capability, so its seam lives beside its client
+//! and this crate depends on that one, never the reverse). Drivers implement the capabilities:
+//! `openstack` (Keystone/Nova/Neutron/Aodh), `klb-local` (network namespaces on this host) and
+//! [`fake`], the in-memory cloud with a ledger of live resources and scripted faults used by the
+//! flow tests (its fake servers also answer as agents).
 //!
 //! Contract shared by every driver (the flow engine relies on it for crash safety):
 //! - Every create takes a deterministic `name` (see [`names`]). Creates do **not** deduplicate;
@@ -23,11 +26,12 @@ pub mod names;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
+use klb_agent_client::agents::Agents;
 use serde::{Deserialize, Serialize};
 
 /// Result of a cloud call.
@@ -556,46 +560,6 @@ pub trait Alarms: Send + Sync {
     async fn delete_alarm(&self, id: &str) -> CloudResult<()>;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Agents
-// ---------------------------------------------------------------------------------------------
-
-/// Where an LB VM's agent listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentTarget {
-    /// The server id of the LB VM.
-    pub server_id: String,
-    /// Agent API address on the management network (`agent_port`).
-    pub address: SocketAddr,
-}
-
-/// What an agent reports about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentStatus {
-    /// Version of the desired state the agent has applied, if any.
-    pub applied_version: Option<u64>,
-    /// Whether the VM is drained (BGP withdrawn, not taking new traffic).
-    pub drained: bool,
-    /// Whether HAProxy is running.
-    pub haproxy_up: bool,
-}
-
-/// The desired state pushed to one LB VM's agent (the protocol type of `klb-proto`).
-pub use klb_proto::DesiredState;
-
-/// The agent API of LB VMs (the real implementation wraps `klb_agent_client::client::AgentClient`).
-#[async_trait]
-pub trait Agents: Send + Sync {
-    /// Push the whole desired state; returns once the agent applied it (or refused it).
-    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> CloudResult<AgentStatus>;
-    /// What the agent reports now.
-    async fn status(&self, target: &AgentTarget) -> CloudResult<AgentStatus>;
-    /// Withdraw the VIP announcement, then stop taking new connections.
-    async fn drain(&self, target: &AgentTarget) -> CloudResult<AgentStatus>;
-    /// Announce the VIP again and take new connections.
-    async fn undrain(&self, target: &AgentTarget) -> CloudResult<AgentStatus>;
-}
-
 /// All capabilities of one cloud, as trait objects (what the flow engine and API state hold).
 #[derive(Clone)]
 pub struct Cloud {
@@ -605,7 +569,7 @@ pub struct Cloud {
     pub network: Arc<dyn Network>,
     /// Threshold alarms.
     pub alarms: Arc<dyn Alarms>,
-    /// The LB VMs' agents.
+    /// The LB VMs' agents (klb's own service on the VMs; the seam is `klb-agent-client`'s).
     pub agents: Arc<dyn Agents>,
 }
 

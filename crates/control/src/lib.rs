@@ -4,7 +4,6 @@
 //! the flows; the agent does not know the store).
 
 #![warn(missing_docs)]
-pub mod agents;
 pub mod bootstrap;
 pub mod demo;
 pub mod desired;

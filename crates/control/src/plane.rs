@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use klb_agent_client::agents::HttpAgents;
 use klb_agent_client::client::{AgentClient, AgentClientConfig};
 use klb_agent_client::heartbeat::HeartbeatKeys;
 use klb_api::provider::{Vip, VipError, VipNetwork, VipRequest};
@@ -24,7 +25,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::agents::HttpAgents;
 use crate::bootstrap::{AgentBootstrap, CloudInit};
 use crate::desired::DataPlane;
 use crate::store_backend::StoreBackend;

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use klb_agent_client::agents::AgentError;
 use klb_cloud::CloudError;
 
 use crate::FlowError;
@@ -70,6 +71,18 @@ impl StepError {
 
 impl From<CloudError> for StepError {
     fn from(e: CloudError) -> Self {
+        if e.retryable {
+            StepError::retry(e.to_string())
+        } else {
+            StepError::fatal(e.to_string())
+        }
+    }
+}
+
+/// An agent call fails a step the way a cloud call does: retried when the agent may answer
+/// later.
+impl From<AgentError> for StepError {
+    fn from(e: AgentError) -> Self {
         if e.retryable {
             StepError::retry(e.to_string())
         } else {

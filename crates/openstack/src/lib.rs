@@ -41,7 +41,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use klb_cloud::{Agents, Cloud, CloudError, CloudErrorKind, CloudResult, Network as _};
+use klb_agent_client::agents::Agents;
+use klb_cloud::{Cloud, CloudError, CloudErrorKind, CloudResult, Network as _};
 
 pub use barbican::BarbicanCertificates;
 pub use config::{AlarmBackend, OpenStackConfig};

@@ -27,11 +27,14 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use klb_agent_client::agents::{AgentError, AgentResult, AgentStatus, AgentTarget, Agents};
+use klb_proto::DesiredState;
+
 use crate::{
-    AgentStatus, AgentTarget, Agents, Alarm, Alarms, Cloud, CloudError, CloudErrorKind,
-    CloudResult, Compute, DesiredState, Network, NetworkInfo, NicSpec, Port, PortSpec,
-    PpsAlarmSpec, RuleSpec, SecurityGroup, SecurityGroupRule, SecurityGroupSpec, Server,
-    ServerAddress, ServerFilter, ServerGroup, ServerGroupSpec, ServerSpec, ServerStatus, Subnet,
+    Alarm, Alarms, Cloud, CloudError, CloudErrorKind, CloudResult, Compute, Network, NetworkInfo,
+    NicSpec, Port, PortSpec, PpsAlarmSpec, RuleSpec, SecurityGroup, SecurityGroupRule,
+    SecurityGroupSpec, Server, ServerAddress, ServerFilter, ServerGroup, ServerGroupSpec,
+    ServerSpec, ServerStatus, Subnet,
 };
 
 /// Every operation of the four traits, for fault scripting and call counting.
@@ -1370,51 +1373,78 @@ fn agent_status(a: &(Option<u64>, bool, Option<DesiredState>)) -> AgentStatus {
     }
 }
 
+/// The fake's agent calls run through the same fault and ledger machinery as its cloud calls
+/// (scripted faults are [`CloudError`]s); the agent seam has its own error type.
+fn agent_error(e: CloudError) -> AgentError {
+    AgentError {
+        operation: e.operation,
+        server_id: e.resource,
+        retryable: e.retryable,
+        message: format!("{}: {}", e.kind, e.message),
+    }
+}
+
 #[async_trait]
 impl Agents for FakeCloud {
-    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> CloudResult<AgentStatus> {
+    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> AgentResult<AgentStatus> {
         let op = Op::AgentPush;
-        let after = self.enter(op, &target.server_id).await?;
-        let version = Some(state.version);
-        let result = self
-            .agent_mut(op, target, |a| {
-                a.0 = version;
-                a.2 = Some(state.clone());
-                agent_status(a)
-            })
-            .await;
-        leave(op, &target.server_id, after, result).await
+        async {
+            let after = self.enter(op, &target.server_id).await?;
+            let version = Some(state.version);
+            let result = self
+                .agent_mut(op, target, |a| {
+                    a.0 = version;
+                    a.2 = Some(state.clone());
+                    agent_status(a)
+                })
+                .await;
+            leave(op, &target.server_id, after, result).await
+        }
+        .await
+        .map_err(agent_error)
     }
 
-    async fn status(&self, target: &AgentTarget) -> CloudResult<AgentStatus> {
+    async fn status(&self, target: &AgentTarget) -> AgentResult<AgentStatus> {
         let op = Op::AgentStatus;
-        let after = self.enter(op, &target.server_id).await?;
-        let result = self.agent_mut(op, target, |a| agent_status(a)).await;
-        leave(op, &target.server_id, after, result).await
+        async {
+            let after = self.enter(op, &target.server_id).await?;
+            let result = self.agent_mut(op, target, |a| agent_status(a)).await;
+            leave(op, &target.server_id, after, result).await
+        }
+        .await
+        .map_err(agent_error)
     }
 
-    async fn drain(&self, target: &AgentTarget) -> CloudResult<AgentStatus> {
+    async fn drain(&self, target: &AgentTarget) -> AgentResult<AgentStatus> {
         let op = Op::AgentDrain;
-        let after = self.enter(op, &target.server_id).await?;
-        let result = self
-            .agent_mut(op, target, |a| {
-                a.1 = true;
-                agent_status(a)
-            })
-            .await;
-        leave(op, &target.server_id, after, result).await
+        async {
+            let after = self.enter(op, &target.server_id).await?;
+            let result = self
+                .agent_mut(op, target, |a| {
+                    a.1 = true;
+                    agent_status(a)
+                })
+                .await;
+            leave(op, &target.server_id, after, result).await
+        }
+        .await
+        .map_err(agent_error)
     }
 
-    async fn undrain(&self, target: &AgentTarget) -> CloudResult<AgentStatus> {
+    async fn undrain(&self, target: &AgentTarget) -> AgentResult<AgentStatus> {
         let op = Op::AgentUndrain;
-        let after = self.enter(op, &target.server_id).await?;
-        let result = self
-            .agent_mut(op, target, |a| {
-                a.1 = false;
-                agent_status(a)
-            })
-            .await;
-        leave(op, &target.server_id, after, result).await
+        async {
+            let after = self.enter(op, &target.server_id).await?;
+            let result = self
+                .agent_mut(op, target, |a| {
+                    a.1 = false;
+                    agent_status(a)
+                })
+                .await;
+            leave(op, &target.server_id, after, result).await
+        }
+        .await
+        .map_err(agent_error)
     }
 }
 

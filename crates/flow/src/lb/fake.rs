@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use super::{LbBackend, LbResources, Vm};
 use crate::StepError;
-use klb_cloud::DesiredState;
+use klb_proto::DesiredState;
 use klb_proto::{Global, Peer, VmIdentity};
 use std::net::IpAddr;
 

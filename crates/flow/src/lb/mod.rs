@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use klb_cloud::{Cloud, DesiredState, Protocol};
+use klb_cloud::{Cloud, Protocol};
+use klb_proto::DesiredState;
 
 use crate::{Flow, RunRequest, StepError};
 

@@ -6,10 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use klb_agent_client::agents::{AgentError, AgentTarget};
 use klb_cloud::{
-    AgentTarget, Direction, META_LB_ID, META_VM_INDEX, NicSpec, PortSpec, PpsAlarmSpec, Protocol,
-    RuleSpec, SecurityGroupSpec, Server, ServerFilter, ServerGroupPolicy, ServerGroupSpec,
-    ServerSpec, ServerStatus, names,
+    Direction, META_LB_ID, META_VM_INDEX, NicSpec, PortSpec, PpsAlarmSpec, Protocol, RuleSpec,
+    SecurityGroupSpec, Server, ServerFilter, ServerGroupPolicy, ServerGroupSpec, ServerSpec,
+    ServerStatus, names,
 };
 
 use super::{LbEnv, LbInput, LbResources, Polling, Vm};
@@ -800,13 +801,11 @@ impl Step<LbEnv> for DrainVms {
                 if let Ok(Err(e)) | Err(e) =
                     tokio::time::timeout(ctx.env.config.drain_timeout, drain)
                         .await
-                        .map_err(|_| {
-                            klb_cloud::CloudError::new(
-                                "agent_drain",
-                                &vm.server_id,
-                                klb_cloud::CloudErrorKind::Timeout,
-                                "timed out",
-                            )
+                        .map_err(|_| AgentError {
+                            operation: "agent_drain",
+                            server_id: vm.server_id.clone(),
+                            retryable: true,
+                            message: "timed out".to_owned(),
                         })
                 {
                     tracing::info!(vm = %vm.name, error = %e, "drain failed; removing anyway");

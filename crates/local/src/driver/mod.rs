@@ -35,9 +35,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ipnet::{IpNet, Ipv4Net};
+use klb_agent_client::agents::Agents;
 use klb_cloud::{
-    Agents, Alarm, Alarms, Cloud, CloudError, CloudErrorKind, CloudResult, Compute, Direction,
-    Network, NetworkInfo, NicSpec, Port, PortSpec, PpsAlarmSpec, Protocol, RuleSpec, SecurityGroup,
+    Alarm, Alarms, Cloud, CloudError, CloudErrorKind, CloudResult, Compute, Direction, Network,
+    NetworkInfo, NicSpec, Port, PortSpec, PpsAlarmSpec, Protocol, RuleSpec, SecurityGroup,
     SecurityGroupRule, SecurityGroupSpec, Server, ServerAddress, ServerFilter, ServerGroup,
     ServerGroupPolicy, ServerGroupSpec, ServerSpec, ServerStatus, Subnet,
 };
