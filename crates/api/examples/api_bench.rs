@@ -21,9 +21,8 @@ async fn main() {
         args.get(1).copied().unwrap_or(20000),
         args.get(2).copied().unwrap_or(2000),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let url = std::env::var("KLB_BENCH_DB")
-        .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("klb.db").display()));
+    let db = klb_test_support::db::TestDb::sqlite();
+    let url = std::env::var("KLB_BENCH_DB").unwrap_or_else(|_| db.url().to_owned());
     let store = klb_store::Store::open(&url).await.unwrap();
     let state = AppState::new(
         store.clone(),

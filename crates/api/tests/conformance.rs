@@ -559,26 +559,13 @@ async fn child_lists_accept_the_parent_id_filters_clients_send() {
 
     // Amphorae: `loadbalancer_id` and `load_balancer_id`.
     let vm = klb_model::LbVm {
-        id: uuid::Uuid::new_v4(),
-        loadbalancer_id: Some(lb.parse().unwrap()),
         compute_id: Some("server-1".into()),
         lb_network_ip: Some("198.18.10.5".parse().unwrap()),
-        vrrp_ip: None,
-        ha_ip: None,
-        vrrp_port_id: None,
-        ha_port_id: None,
-        cert_expiration: None,
-        cert_busy: false,
         role: Some(klb_model::LbVmRole::Standalone),
-        status: klb_model::LbVmStatus::Allocated,
-        vrrp_interface: None,
-        vrrp_id: None,
-        vrrp_priority: None,
-        cached_zone: None,
-        created_at: Utc::now(),
-        updated_at: None,
-        image_id: None,
-        compute_flavor: None,
+        ..klb_test_support::fixtures::lb_vm(
+            Some(lb.parse().unwrap()),
+            klb_model::LbVmStatus::Allocated,
+        )
     };
     let mut tx = app.store.begin().await.unwrap();
     tx.insert_resource(&vm).await.unwrap();

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use klb_api::{AppState, NoAuth};
 use klb_store::{Outcome, Store};
+use klb_test_support::db::TestDb;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -19,7 +20,9 @@ pub const PROJECT: &str = "p-alpha";
 pub struct App {
     pub router: Router,
     pub store: Store,
-    _dir: Option<tempfile::TempDir>,
+    /// Last, so the store's pools close before the database goes (a PostgreSQL schema is
+    /// dropped with it).
+    _db: TestDb,
 }
 
 pub struct Resp {
@@ -70,27 +73,8 @@ impl App {
 
     /// An app whose state is adjusted by `f` (e.g. to plug another seam in).
     pub async fn new_with(f: impl FnOnce(AppState) -> AppState) -> App {
-        let (store, dir) = if let Ok(base) = std::env::var("KLB_TEST_POSTGRES_URL") {
-            sqlx::any::install_default_drivers();
-            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-                .await
-                .unwrap();
-            sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str())
-                .await
-                .unwrap();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            (
-                Store::open(&format!("{base}{sep}options=-c%20search_path%3D{schema}"))
-                    .await
-                    .unwrap(),
-                None,
-            )
-        } else {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("klb.db").display());
-            (Store::open(&url).await.unwrap(), Some(dir))
-        };
+        let db = TestDb::new().await;
+        let store = Store::open(db.url()).await.unwrap();
         let state = AppState::new(
             store.clone(),
             Arc::new(NoAuth {
@@ -100,7 +84,7 @@ impl App {
         App {
             router: klb_api::router(f(state)),
             store,
-            _dir: dir,
+            _db: db,
         }
     }
 

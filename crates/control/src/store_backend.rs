@@ -253,11 +253,9 @@ fn lb_vm_record(lb_id: Uuid, vm: &Vm) -> LbVm {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
     use klb_agent_client::heartbeat::HeartbeatKeys;
     use klb_model::*;
     use klb_proto::SecretPem;
-    use std::collections::BTreeMap;
 
     use super::*;
 
@@ -350,40 +348,13 @@ mod tests {
     async fn one_read_and_one_fetch_per_certificate_serve_every_vm_of_a_push() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::testutil::store(&dir).await;
-        let lb = crate::testutil::lb(ProvisioningStatus::PendingUpdate);
+        let lb = klb_test_support::fixtures::load_balancer("p1", ProvisioningStatus::PendingUpdate);
         let listener = Listener {
-            id: Uuid::new_v4(),
-            project_id: "p1".into(),
-            loadbalancer_id: lb.id,
-            name: None,
-            description: None,
-            admin_state_up: true,
-            provisioning_status: ProvisioningStatus::PendingCreate,
-            operating_status: OperatingStatus::Offline,
-            created_at: Utc::now(),
-            updated_at: None,
-            tags: vec![],
             protocol: ListenerProtocol::TerminatedHttps,
             protocol_port: 443,
-            connection_limit: -1,
-            default_pool_id: None,
-            insert_headers: BTreeMap::new(),
             default_tls_container_ref: Some("https://kms/v1/containers/a".into()),
             sni_container_refs: vec!["https://kms/v1/containers/b".into()],
-            client_ca_tls_container_ref: None,
-            client_authentication: ClientAuthentication::None,
-            client_crl_container_ref: None,
-            timeout_client_data: 50_000,
-            timeout_member_connect: 5_000,
-            timeout_member_data: 50_000,
-            timeout_tcp_inspect: 0,
-            allowed_cidrs: vec![],
-            tls_ciphers: None,
-            tls_versions: None,
-            alpn_protocols: None,
-            hsts_max_age: None,
-            hsts_include_subdomains: false,
-            hsts_preload: false,
+            ..klb_test_support::fixtures::listener(&lb, ProvisioningStatus::PendingCreate)
         };
         let mut tx = store.begin().await.unwrap();
         tx.insert_resource(&lb).await.unwrap();

@@ -217,7 +217,7 @@ mod tests {
     async fn an_alarm_scales_out_once_per_cooldown() {
         let dir = tempfile::tempdir().unwrap();
         let store = testutil::store(&dir).await;
-        let lb = testutil::lb(ProvisioningStatus::Active);
+        let lb = klb_test_support::fixtures::load_balancer("p1", ProvisioningStatus::Active);
         let mut tx = store.begin().await.unwrap();
         tx.insert_resource(&lb).await.unwrap();
         tx.commit().await.unwrap();
@@ -252,7 +252,7 @@ mod tests {
     async fn after_the_cooldown_an_alarm_scales_out_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = testutil::store(&dir).await;
-        let lb = testutil::lb(ProvisioningStatus::Active);
+        let lb = klb_test_support::fixtures::load_balancer("p1", ProvisioningStatus::Active);
         let mut tx = store.begin().await.unwrap();
         tx.insert_resource(&lb).await.unwrap();
         tx.commit().await.unwrap();

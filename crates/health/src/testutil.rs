@@ -1,14 +1,11 @@
 //! Test builders shared by this crate's unit tests.
 
-use std::collections::BTreeMap;
-
-use chrono::Utc;
 use klb_model::*;
 use klb_proto::{
     Counters, Heartbeat, ListenerStats, ListenerStatus, MemberStats, MemberStatus, PoolStats,
     PoolStatus, Stats,
 };
-use uuid::Uuid;
+use klb_test_support::fixtures;
 
 use crate::status::GraphRef;
 
@@ -21,136 +18,23 @@ pub struct Lab {
 }
 
 pub fn lab(n_members: usize, monitored: bool) -> Lab {
-    let lb_id = Uuid::new_v4();
-    let now = Utc::now();
-    let lb = LoadBalancer {
-        id: lb_id,
-        project_id: "p".into(),
-        name: None,
-        description: None,
-        admin_state_up: true,
-        provisioning_status: ProvisioningStatus::Active,
-        operating_status: OperatingStatus::Offline,
-        created_at: now,
-        updated_at: None,
-        tags: vec![],
-        vip_address: None,
-        vip_port_id: None,
-        vip_subnet_id: None,
-        vip_network_id: None,
-        vip_qos_policy_id: None,
-        vip_sg_ids: vec![],
-        vip_vnic_type: "normal".into(),
-        additional_vips: vec![],
-        provider: "klb".into(),
-        flavor_id: None,
-        availability_zone: None,
-    };
-    let pool = Pool {
-        id: Uuid::new_v4(),
-        project_id: "p".into(),
-        loadbalancer_id: lb_id,
-        name: None,
-        description: None,
-        admin_state_up: true,
-        provisioning_status: ProvisioningStatus::Active,
-        operating_status: OperatingStatus::Offline,
-        created_at: now,
-        updated_at: None,
-        tags: vec![],
-        protocol: PoolProtocol::Http,
-        lb_algorithm: LbAlgorithm::RoundRobin,
-        session_persistence: None,
-        tls_enabled: false,
-        tls_container_ref: None,
-        ca_tls_container_ref: None,
-        crl_container_ref: None,
-        tls_ciphers: None,
-        tls_versions: None,
-        alpn_protocols: None,
-    };
+    use ProvisioningStatus::Active;
+    let lb = fixtures::load_balancer("p", Active);
+    let pool = fixtures::pool(&lb, Active);
     let listener = Listener {
-        id: Uuid::new_v4(),
-        project_id: "p".into(),
-        loadbalancer_id: lb_id,
-        name: None,
-        description: None,
-        admin_state_up: true,
-        provisioning_status: ProvisioningStatus::Active,
-        operating_status: OperatingStatus::Offline,
-        created_at: now,
-        updated_at: None,
-        tags: vec![],
-        protocol: ListenerProtocol::Http,
-        protocol_port: 80,
-        connection_limit: -1,
         default_pool_id: Some(pool.id),
-        insert_headers: BTreeMap::new(),
-        default_tls_container_ref: None,
-        sni_container_refs: vec![],
-        client_ca_tls_container_ref: None,
-        client_authentication: ClientAuthentication::None,
-        client_crl_container_ref: None,
-        timeout_client_data: 50000,
-        timeout_member_connect: 5000,
-        timeout_member_data: 50000,
-        timeout_tcp_inspect: 0,
-        allowed_cidrs: vec![],
-        tls_ciphers: None,
-        tls_versions: None,
-        alpn_protocols: None,
-        hsts_max_age: None,
-        hsts_include_subdomains: false,
-        hsts_preload: false,
+        ..fixtures::listener(&lb, Active)
     };
     let members = (0..n_members)
         .map(|i| Member {
-            id: Uuid::new_v4(),
-            project_id: "p".into(),
-            loadbalancer_id: lb_id,
-            pool_id: pool.id,
-            name: None,
-            admin_state_up: true,
-            provisioning_status: ProvisioningStatus::Active,
-            operating_status: OperatingStatus::Offline,
-            created_at: now,
-            updated_at: None,
-            tags: vec![],
             address: format!("198.18.3.{}", i + 2).parse().unwrap(),
             protocol_port: 8080,
-            weight: 1,
-            backup: false,
-            subnet_id: None,
-            monitor_address: None,
-            monitor_port: None,
-            request_sriov: false,
-            vnic_type: "normal".into(),
+            operating_status: OperatingStatus::Offline,
+            ..fixtures::member(&pool, Active)
         })
         .collect();
     let hm = if monitored {
-        vec![HealthMonitor {
-            id: Uuid::new_v4(),
-            project_id: "p".into(),
-            loadbalancer_id: lb_id,
-            pool_id: pool.id,
-            name: None,
-            admin_state_up: true,
-            provisioning_status: ProvisioningStatus::Active,
-            operating_status: OperatingStatus::Offline,
-            created_at: now,
-            updated_at: None,
-            tags: vec![],
-            kind: HealthMonitorType::Http,
-            delay: 1,
-            timeout: 1,
-            max_retries: 2,
-            max_retries_down: 2,
-            http_method: None,
-            url_path: None,
-            expected_codes: None,
-            http_version: None,
-            domain_name: None,
-        }]
+        vec![fixtures::health_monitor(&pool, Active)]
     } else {
         vec![]
     };

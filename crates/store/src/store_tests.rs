@@ -2,106 +2,23 @@ use std::time::Duration;
 
 use chrono::Utc;
 use klb_model::*;
+use klb_test_support::db::TestDb;
+use klb_test_support::fixtures::{load_balancer, member, pool};
 use uuid::Uuid;
 
 use crate::*;
 
 /// A store on a temp SQLite file, or on a fresh PostgreSQL schema when
-/// `KLB_TEST_POSTGRES_URL` is set.
-pub(crate) async fn test_store() -> (Store, Option<tempfile::TempDir>) {
-    if let Ok(base) = std::env::var("KLB_TEST_POSTGRES_URL") {
-        sqlx::any::install_default_drivers();
-        let schema = format!("t_{}", Uuid::new_v4().simple());
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-            .await
-            .unwrap();
-        sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str())
-            .await
-            .unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        (Store::open(&url).await.unwrap(), None)
-    } else {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("klb.db").display());
-        (Store::open(&url).await.unwrap(), Some(dir))
-    }
+/// `KLB_TEST_POSTGRES_URL` is set (dropped with the returned handle).
+pub(crate) async fn test_store() -> (Store, TestDb) {
+    let db = TestDb::new().await;
+    (Store::open(db.url()).await.unwrap(), db)
 }
 
 fn lb(status: ProvisioningStatus) -> LoadBalancer {
     LoadBalancer {
-        id: Uuid::new_v4(),
-        project_id: "p1".into(),
         name: Some("lb".into()),
-        description: None,
-        admin_state_up: true,
-        provisioning_status: status,
-        operating_status: OperatingStatus::Offline,
-        created_at: Utc::now(),
-        updated_at: None,
-        tags: vec![],
-        vip_address: None,
-        vip_port_id: None,
-        vip_subnet_id: None,
-        vip_network_id: None,
-        vip_qos_policy_id: None,
-        vip_sg_ids: vec![],
-        vip_vnic_type: "normal".into(),
-        additional_vips: vec![],
-        provider: "klb".into(),
-        flavor_id: None,
-        availability_zone: None,
-    }
-}
-
-fn pool(lb: &LoadBalancer, status: ProvisioningStatus) -> Pool {
-    Pool {
-        id: Uuid::new_v4(),
-        project_id: lb.project_id.clone(),
-        loadbalancer_id: lb.id,
-        name: None,
-        description: None,
-        admin_state_up: true,
-        provisioning_status: status,
-        operating_status: OperatingStatus::Offline,
-        created_at: Utc::now(),
-        updated_at: None,
-        tags: vec![],
-        protocol: PoolProtocol::Http,
-        lb_algorithm: LbAlgorithm::RoundRobin,
-        session_persistence: None,
-        tls_enabled: false,
-        tls_container_ref: None,
-        ca_tls_container_ref: None,
-        crl_container_ref: None,
-        tls_ciphers: None,
-        tls_versions: None,
-        alpn_protocols: None,
-    }
-}
-
-fn member(pool: &Pool, status: ProvisioningStatus) -> Member {
-    Member {
-        id: Uuid::new_v4(),
-        project_id: pool.project_id.clone(),
-        loadbalancer_id: pool.loadbalancer_id,
-        pool_id: pool.id,
-        name: None,
-        admin_state_up: true,
-        provisioning_status: status,
-        operating_status: OperatingStatus::NoMonitor,
-        created_at: Utc::now(),
-        updated_at: None,
-        tags: vec![],
-        address: "198.18.0.10".parse().unwrap(),
-        protocol_port: 80,
-        weight: 1,
-        backup: false,
-        subnet_id: None,
-        monitor_address: None,
-        monitor_port: None,
-        request_sriov: false,
-        vnic_type: "normal".into(),
+        ..load_balancer("p1", status)
     }
 }
 
@@ -850,13 +767,13 @@ async fn sqlite_files_are_owner_only() {
 /// acquire timeout (30 s).
 #[tokio::test]
 async fn reads_do_not_wait_for_busy_write_transactions() {
-    let (store, _dir) = test_store().await;
+    let (store, db) = test_store().await;
     let lb = lb(ProvisioningStatus::Active);
     let mut tx = store.begin().await.unwrap();
     tx.insert_resource(&lb).await.unwrap();
     tx.commit().await.unwrap();
     // SQLite has one writer connection; PostgreSQL's default pool has four.
-    let writers = if std::env::var("KLB_TEST_POSTGRES_URL").is_ok() {
+    let writers = if db.is_postgres() {
         StoreOptions::new("").max_connections
     } else {
         1

@@ -17,6 +17,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use klb_model::{LbVm, LbVmRole, LbVmStatus};
 use klb_store::{Document, Outcome, Store};
+use klb_test_support::db::TestDb;
+use klb_test_support::fixtures::lb_vm;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -40,67 +42,8 @@ struct App {
     router: Router,
     state: AppState,
     store: Store,
+    /// After `store`, so the store's pools close before the database goes.
     _db: TestDb,
-}
-
-/// Where the test store lives: a temp SQLite file, or (when `KLB_TEST_POSTGRES_URL` is set) a
-/// fresh PostgreSQL schema that is dropped again at the end of the test.
-enum TestDb {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { base: String, schema: String },
-}
-
-impl TestDb {
-    async fn open() -> (Store, TestDb) {
-        if let Ok(base) = std::env::var("KLB_TEST_POSTGRES_URL") {
-            sqlx::any::install_default_drivers();
-            let schema = format!("t_admin_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-                .await
-                .unwrap();
-            sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str())
-                .await
-                .unwrap();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let store = Store::open(&format!("{base}{sep}options=-c%20search_path%3D{schema}"))
-                .await
-                .unwrap();
-            (store, TestDb::Postgres { base, schema })
-        } else {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(&format!("sqlite://{}", dir.path().join("klb.db").display()))
-                .await
-                .unwrap();
-            (store, TestDb::Sqlite(dir))
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let TestDb::Postgres { base, schema } = self {
-            let (base, schema) = (base.clone(), schema.clone());
-            // Drop runs inside the test's runtime: use a thread with its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
-                rt.block_on(async {
-                    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-                        .await
-                        .ok()?;
-                    sqlx::Executor::execute(
-                        &mut conn,
-                        format!("DROP SCHEMA {schema} CASCADE").as_str(),
-                    )
-                    .await
-                    .ok()
-                })
-            })
-            .join();
-        }
-    }
 }
 
 struct Resp {
@@ -140,7 +83,8 @@ impl Resp {
 
 impl App {
     async fn new() -> App {
-        let (store, db) = TestDb::open().await;
+        let db = TestDb::new().await;
+        let store = Store::open(db.url()).await.unwrap();
         let mut state = AppState::new(
             store.clone(),
             Arc::new(NoAuth {
@@ -254,26 +198,13 @@ impl App {
 
     async fn insert_vm(&self, lb: Option<&str>, status: LbVmStatus) -> String {
         let vm = LbVm {
-            id: uuid::Uuid::new_v4(),
-            loadbalancer_id: lb.map(|l| l.parse().unwrap()),
             compute_id: Some("server-1".into()),
             lb_network_ip: Some("198.18.10.5".parse().unwrap()),
-            vrrp_ip: None,
-            ha_ip: None,
-            vrrp_port_id: None,
-            ha_port_id: None,
-            cert_expiration: None,
-            cert_busy: false,
             role: Some(LbVmRole::Standalone),
-            status,
-            vrrp_interface: None,
-            vrrp_id: None,
-            vrrp_priority: None,
             cached_zone: Some("nova".into()),
-            created_at: chrono::Utc::now(),
-            updated_at: None,
             image_id: Some("img".into()),
             compute_flavor: Some("m1.lb".into()),
+            ..lb_vm(lb.map(|l| l.parse().unwrap()), status)
         };
         let mut tx = self.store.begin().await.unwrap();
         tx.insert_resource(&vm).await.unwrap();
@@ -1261,10 +1192,8 @@ async fn octavia_policy_through_the_router() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keystone_authenticator_answers_401_or_503_through_the_router() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("klb.db").display()))
-        .await
-        .unwrap();
+    let db = TestDb::sqlite();
+    let store = Store::open(db.url()).await.unwrap();
     // Nothing listens on port 9 of loopback: a token reaches the (failing) validation.
     let mut cfg = KeystoneConfig::new(
         "http://127.0.0.1:9/v2.0",

@@ -623,6 +623,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use klb_store::{Outcome, Store};
+    use klb_test_support::db::TestDb;
     use tower::ServiceExt;
 
     use super::*;
@@ -633,29 +634,15 @@ mod tests {
     struct App {
         state: AppState,
         router: axum::Router,
-        _dir: Option<tempfile::TempDir>,
+        /// Last, so the store's pools close before the database goes.
+        _db: TestDb,
     }
 
     /// The router on a temp SQLite store, or a fresh PostgreSQL schema when
     /// `KLB_TEST_POSTGRES_URL` is set.
     async fn app() -> App {
-        let (store, dir) = if let Ok(base) = std::env::var("KLB_TEST_POSTGRES_URL") {
-            sqlx::any::install_default_drivers();
-            let schema = format!("t_{}", Uuid::new_v4().simple());
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-                .await
-                .unwrap();
-            sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str())
-                .await
-                .unwrap();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-            (Store::open(&url).await.unwrap(), None)
-        } else {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("klb.db").display());
-            (Store::open(&url).await.unwrap(), Some(dir))
-        };
+        let db = TestDb::new().await;
+        let store = Store::open(db.url()).await.unwrap();
         let state = AppState::new(
             store,
             Arc::new(NoAuth {
@@ -665,7 +652,7 @@ mod tests {
         App {
             router: crate::router(state.clone()),
             state,
-            _dir: dir,
+            _db: db,
         }
     }
 

@@ -4,14 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use klb_cloud::fake::{Fault, Op};
 use klb_flow::jobs::{JobPump, SettleJobs};
 use klb_flow::lb::{self, LbConfig, LbEnv, fake::FakeBackend};
 use klb_flow::{Db, Engine, EngineConfig};
-use klb_model::{LoadBalancer, OperatingStatus, ProvisioningStatus};
+use klb_model::{LoadBalancer, ProvisioningStatus};
 use klb_store::{JobOp, JobState, NewJob, Store};
-use uuid::Uuid;
+use klb_test_support::fixtures;
 
 use crate::support::{LiveLb, diff, expected};
 
@@ -66,27 +65,9 @@ async fn setup() -> Setup {
 
 fn load_balancer(vip_net: &str) -> LoadBalancer {
     LoadBalancer {
-        id: Uuid::new_v4(),
-        project_id: "p1".into(),
         name: Some("lb".into()),
-        description: None,
-        admin_state_up: true,
-        provisioning_status: ProvisioningStatus::PendingCreate,
-        operating_status: OperatingStatus::Offline,
-        created_at: Utc::now(),
-        updated_at: None,
-        tags: vec![],
-        vip_address: None,
-        vip_port_id: None,
-        vip_subnet_id: None,
         vip_network_id: Some(vip_net.parse().unwrap()),
-        vip_qos_policy_id: None,
-        vip_sg_ids: vec![],
-        vip_vnic_type: "normal".into(),
-        additional_vips: vec![],
-        provider: "klb".into(),
-        flavor_id: None,
-        availability_zone: None,
+        ..fixtures::load_balancer("p1", ProvisioningStatus::PendingCreate)
     }
 }
 
@@ -223,26 +204,8 @@ async fn jobs_become_flows_and_are_settled() {
         .await
         .unwrap();
     let record = klb_model::LbVm {
-        id: Uuid::new_v4(),
-        loadbalancer_id: Some(lb.id),
         compute_id: Some(victim.clone()),
-        lb_network_ip: None,
-        vrrp_ip: None,
-        ha_ip: None,
-        vrrp_port_id: None,
-        ha_port_id: None,
-        cert_expiration: None,
-        cert_busy: false,
-        role: None,
-        status: klb_model::LbVmStatus::Allocated,
-        vrrp_interface: None,
-        vrrp_id: None,
-        vrrp_priority: None,
-        cached_zone: None,
-        created_at: Utc::now(),
-        updated_at: None,
-        image_id: None,
-        compute_flavor: None,
+        ..fixtures::lb_vm(Some(lb.id), klb_model::LbVmStatus::Allocated)
     };
     lb.provisioning_status = ProvisioningStatus::PendingUpdate;
     let mut tx = s.store.begin().await.unwrap();

@@ -148,7 +148,7 @@ async fn check(case: Case, pg: bool) -> Result<(), String> {
         let (h, schema) = Harness::new_pg().await.ok_or("no PostgreSQL")?;
         let r = check_on(&h, case).await;
         drop(h);
-        schema.drop().await;
+        drop(schema);
         return r;
     }
     check_on(&Harness::new().await, case).await

@@ -6,16 +6,17 @@ use std::time::Duration;
 
 use klb_flow::lb::{FlowKind, LbInput};
 use klb_flow::{Backend, Db, EngineConfig, RunState};
+use klb_test_support::db::TestDb;
 
 use crate::lb_faults::{Scenario, crash_cases_on, run_all_on};
-use crate::support::{Harness, LiveLb, Schema, diff, expected};
+use crate::support::{Harness, LiveLb, diff, expected};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_flows_on_postgres_with_two_workers() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = TestDb::postgres().await else {
         return;
     };
-    let db = Db::connect(&schema.url).await.unwrap();
+    let db = Db::connect(schema.url()).await.unwrap();
     assert_eq!(db.backend(), Backend::Postgres);
     let h = Harness::with_db(db, None, EngineConfig::for_tests()).await;
     let w1 = h.start_worker(8);
@@ -60,7 +61,7 @@ async fn lb_flows_on_postgres_with_two_workers() {
         .collect();
     assert_eq!(diff(&h.ledger_names().await, &expected(&live)), None);
     drop(h);
-    schema.drop().await;
+    drop(schema);
 }
 
 /// The crash sweep of the create flow, on PostgreSQL (leases, `SKIP LOCKED` takeover).

@@ -9,6 +9,7 @@ use klb_cloud::fake::{FakeCloud, Kind, LedgerEntry};
 use klb_cloud::names;
 use klb_flow::lb::{self, LbConfig, LbEnv, LbInput, ListenerPort, VipSpec, fake::FakeBackend};
 use klb_flow::{Db, Engine, EngineConfig, RunRecord, RunRequest, RunState};
+use klb_test_support::db::TestDb;
 use tokio::task::JoinHandle;
 
 pub struct Harness {
@@ -52,10 +53,11 @@ impl Drop for RunningWorker {
 }
 
 impl Harness {
-    /// On PostgreSQL in a fresh schema (when `KLB_TEST_POSTGRES_URL` is set).
-    pub async fn new_pg() -> Option<(Harness, Schema)> {
-        let schema = Schema::create().await?;
-        let db = Db::connect(&schema.url)
+    /// On PostgreSQL in a fresh schema (when `KLB_TEST_POSTGRES_URL` is set), dropped with the
+    /// returned [`TestDb`].
+    pub async fn new_pg() -> Option<(Harness, TestDb)> {
+        let schema = TestDb::postgres().await?;
+        let db = Db::connect(schema.url())
             .await
             .expect("connect to PostgreSQL");
         Some((
@@ -257,72 +259,3 @@ pub fn diff(
 }
 
 pub const LB: &str = "lb-1";
-
-/// A fresh PostgreSQL schema for one test (dropped by [`Schema::drop`]).
-pub struct Schema {
-    pub url: String,
-    name: String,
-    dropped: bool,
-}
-
-/// A test that panics before [`Schema::drop`] still removes its schema.
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if self.dropped {
-            return;
-        }
-        let (url, name) = (self.admin_url(), self.name.clone());
-        // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                if let Ok(db) = Db::connect(&url).await {
-                    let _ = db.execute_raw(&format!("DROP SCHEMA {name} CASCADE")).await;
-                }
-            });
-            Ok::<(), std::io::Error>(())
-        })
-        .join();
-    }
-}
-
-impl Schema {
-    pub async fn create() -> Option<Schema> {
-        let Ok(url) = std::env::var("KLB_TEST_POSTGRES_URL") else {
-            eprintln!("skipping PostgreSQL test: KLB_TEST_POSTGRES_URL is not set");
-            return None;
-        };
-        let name = format!("klb_flow_{}", uuid::Uuid::new_v4().simple());
-        let admin = Db::connect(&url).await.expect("connect to PostgreSQL");
-        admin
-            .execute_raw(&format!("CREATE SCHEMA {name}"))
-            .await
-            .expect("create schema");
-        let sep = if url.contains('?') { '&' } else { '?' };
-        Some(Schema {
-            url: format!("{url}{sep}options=-csearch_path%3D{name}"),
-            name,
-            dropped: false,
-        })
-    }
-
-    fn admin_url(&self) -> String {
-        self.url
-            .split("options=")
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches(['?', '&'])
-            .to_string()
-    }
-
-    pub async fn drop(mut self) {
-        if let Ok(db) = Db::connect(&self.admin_url()).await {
-            let _ = db
-                .execute_raw(&format!("DROP SCHEMA {} CASCADE", self.name))
-                .await;
-        }
-        self.dropped = true;
-    }
-}

@@ -52,15 +52,10 @@ async fn store_with(lab: &Lab, vm_ids: &[Uuid]) -> (Store, tempfile::TempDir) {
 }
 
 fn vm(id: Uuid, lb_id: Uuid) -> LbVm {
-    serde_json::from_value(serde_json::json!({
-        "id": id, "loadbalancer_id": lb_id, "compute_id": null, "lb_network_ip": null,
-        "vrrp_ip": null, "ha_ip": null, "vrrp_port_id": null, "ha_port_id": null,
-        "cert_expiration": null, "cert_busy": false, "role": null,
-        "status": LbVmStatus::Allocated.as_str(), "vrrp_interface": null, "vrrp_id": null,
-        "vrrp_priority": null, "cached_zone": null, "created_at": chrono::Utc::now(),
-        "updated_at": null, "image_id": null, "compute_flavor": null
-    }))
-    .unwrap()
+    LbVm {
+        id,
+        ..klb_test_support::fixtures::lb_vm(Some(lb_id), LbVmStatus::Allocated)
+    }
 }
 
 /// The key of the VM `hb` claims to come from.
