@@ -906,3 +906,37 @@ async fn graph_of_a_member_is_its_load_balancers_live_graph() {
             .is_empty()
     );
 }
+
+/// SQLite: a commit never checkpoints the WAL (the automatic checkpoint's fsyncs stalled the
+/// single writer and every write queued behind it); the checkpointer task copies the WAL into
+/// the database file on its own connection.
+#[tokio::test]
+async fn sqlite_wal_is_checkpointed_off_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("klb.db");
+    let store = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let mut conn = store.inner.writer.acquire().await.unwrap();
+    let auto: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(auto, 0, "the writer must not checkpoint in its commits");
+    drop(conn);
+    let before = std::fs::metadata(&db).unwrap().len();
+    for _ in 0..50 {
+        let mut batch = WriteBatch::new();
+        batch.insert(Document::from_resource(&lb(ProvisioningStatus::Active)).unwrap());
+        store.apply(batch).await.unwrap();
+    }
+    // Far below SQLite's own 1000-page threshold: only the checkpointer moves these pages.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&db).unwrap().len() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file did not grow from {before} bytes: no checkpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
