@@ -8,31 +8,12 @@
 use std::net::IpAddr;
 
 use klb_agent_client::heartbeat::HeartbeatKeys;
-use klb_model::{
-    HealthMonitor, Kind, L7Policy, L7Rule, Listener, LoadBalancer, Member, Pool,
-    ProvisioningStatus, Resource,
-};
+use klb_model::{L7Policy, Listener, Pool, ProvisioningStatus};
 use klb_proto as proto;
-use klb_store::{Document, StoreError};
+use klb_store::StoreError;
 
-/// A load balancer's live graph, decoded.
-#[derive(Debug, Clone)]
-pub struct Graph {
-    /// The load balancer.
-    pub load_balancer: LoadBalancer,
-    /// Its listeners.
-    pub listeners: Vec<Listener>,
-    /// Its pools.
-    pub pools: Vec<Pool>,
-    /// Its members.
-    pub members: Vec<Member>,
-    /// Its health monitors.
-    pub health_monitors: Vec<HealthMonitor>,
-    /// Its L7 policies.
-    pub l7_policies: Vec<L7Policy>,
-    /// Its L7 rules.
-    pub l7_rules: Vec<L7Rule>,
-}
+/// A load balancer's live graph, decoded: the LB flows' type, read once per job.
+pub use klb_flow::lb::Graph;
 
 /// Why a desired state could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -51,35 +32,6 @@ pub enum DesiredError {
         /// Why it does not convert.
         message: String,
     },
-    /// The LB has no VIP yet.
-    #[error("load balancer {0} has no VIP address")]
-    NoVip(String),
-}
-
-impl Graph {
-    /// Decodes the documents of one graph (as returned by `Store::graph`).
-    pub fn from_documents(lb_id: &str, docs: &[Document]) -> Result<Graph, DesiredError> {
-        fn all<T: Resource>(docs: &[Document]) -> Result<Vec<T>, StoreError> {
-            docs.iter()
-                .filter(|d| d.kind == T::KIND)
-                .map(Document::decode)
-                .collect()
-        }
-        let load_balancer = docs
-            .iter()
-            .find(|d| d.kind == Kind::LoadBalancer)
-            .ok_or_else(|| DesiredError::Missing(lb_id.to_owned()))?
-            .decode()?;
-        Ok(Graph {
-            load_balancer,
-            listeners: all(docs)?,
-            pools: all(docs)?,
-            members: all(docs)?,
-            health_monitors: all(docs)?,
-            l7_policies: all(docs)?,
-            l7_rules: all(docs)?,
-        })
-    }
 }
 
 /// Operator settings of the data plane (the seed's BGP options and defaults).
@@ -115,18 +67,18 @@ pub struct VmPlan {
     pub l3_ip: Option<IpAddr>,
 }
 
-/// Builds the state for `vm`, one of `all_vms` (the peers).
+/// Builds the states of `vms` (in that order; they are each other's peers) for a push of
+/// `version` with the VIP `vip`. The graph is converted once: each VM's copy differs only in
+/// its identity, its BGP session and its heartbeat key.
 pub fn build(
     graph: &Graph,
+    vip: IpAddr,
     version: u64,
-    vm: &VmPlan,
-    all_vms: &[VmPlan],
+    vms: &[VmPlan],
     data_plane: &DataPlane,
-) -> Result<proto::DesiredState, DesiredError> {
+    certificates: Vec<proto::Certificate>,
+) -> Result<Vec<proto::DesiredState>, DesiredError> {
     let lb = &graph.load_balancer;
-    let vip = lb
-        .vip_address
-        .ok_or_else(|| DesiredError::NoVip(lb.id.to_string()))?;
     let live = |s: ProvisioningStatus| {
         !matches!(
             s,
@@ -145,7 +97,7 @@ pub fn build(
         .filter(|p| live(p.provisioning_status))
         .map(|p| pool(graph, p))
         .collect::<Result<_, _>>()?;
-    let peers = all_vms
+    let peers = vms
         .iter()
         .filter_map(|v| {
             Some(proto::Peer {
@@ -155,7 +107,55 @@ pub fn build(
             })
         })
         .collect();
-    let bgp = match vm.l3_ip {
+    let lb_id = lb.id.to_string();
+    let shared = proto::DesiredState {
+        protocol: proto::PROTOCOL_VERSION,
+        version,
+        load_balancer_id: lb_id.clone(),
+        admin_state_up: lb.admin_state_up,
+        vip,
+        additional_vips: lb
+            .additional_vips
+            .iter()
+            .filter_map(|v| v.ip_address)
+            .collect(),
+        vm: proto::VmIdentity {
+            id: String::new(),
+            index: 0,
+            name: String::new(),
+        },
+        peers,
+        listeners,
+        pools,
+        bgp: None,
+        global: proto::Global {
+            maxconn: data_plane.default_maxconn,
+        },
+        certificates,
+        heartbeat_key: None,
+    };
+    Ok(vms
+        .iter()
+        .map(|vm| {
+            let mut state = shared.clone();
+            state.vm = proto::VmIdentity {
+                id: vm.id.clone(),
+                index: vm.index,
+                name: vm.name.clone(),
+            };
+            state.bgp = bgp(vm, vip, data_plane);
+            state.heartbeat_key = data_plane
+                .heartbeat_keys
+                .as_ref()
+                .map(|keys| keys.for_vm(&lb_id, &vm.id));
+            state
+        })
+        .collect())
+}
+
+/// VM `vm`'s BGP session: it announces the VIP from its own AS to every gateway.
+fn bgp(vm: &VmPlan, vip: IpAddr, data_plane: &DataPlane) -> Option<proto::Bgp> {
+    match vm.l3_ip {
         Some(IpAddr::V4(router_id)) if !data_plane.gateways.is_empty() => Some(proto::Bgp {
             local_as: data_plane.base_as_number + vm.index,
             router_id,
@@ -173,36 +173,7 @@ pub fn build(
             hold_secs: 9,
         }),
         _ => None,
-    };
-    Ok(proto::DesiredState {
-        protocol: proto::PROTOCOL_VERSION,
-        version,
-        load_balancer_id: lb.id.to_string(),
-        admin_state_up: lb.admin_state_up,
-        vip,
-        additional_vips: lb
-            .additional_vips
-            .iter()
-            .filter_map(|v| v.ip_address)
-            .collect(),
-        vm: proto::VmIdentity {
-            id: vm.id.clone(),
-            index: vm.index,
-            name: vm.name.clone(),
-        },
-        peers,
-        listeners,
-        pools,
-        bgp,
-        global: proto::Global {
-            maxconn: data_plane.default_maxconn,
-        },
-        certificates: Vec::new(),
-        heartbeat_key: data_plane
-            .heartbeat_keys
-            .as_ref()
-            .map(|keys| keys.for_vm(&lb.id.to_string(), &vm.id)),
-    })
+    }
 }
 
 /// Converts a model enum to the protocol enum with the same Octavia spelling.

@@ -586,6 +586,7 @@ async fn start_local(
             data_plane,
             Arc::new(LocalSecrets::new(store.clone())),
         )),
+        graphs: Default::default(),
     };
     start_flows(
         config,
@@ -717,6 +718,7 @@ async fn start_openstack(
         cloud: cloud.cloud(Arc::new(HttpAgents::new(id.client.clone()))),
         config: lb_config,
         backend: Arc::new(StoreBackend::new(store.clone(), data_plane, certs)),
+        graphs: Default::default(),
     };
     start_flows(
         config,
@@ -841,6 +843,7 @@ async fn start_fake(
             data_plane,
             Arc::new(LocalSecrets::new(store.clone())),
         )),
+        graphs: Default::default(),
     };
     let engine_config = EngineConfig {
         lease_ttl: settings.flow_lease,

@@ -15,7 +15,7 @@ use klb_model::{Kind, LbVm, LbVmStatus, ProvisioningStatus};
 use klb_store::{Document, DocumentKind, ListQuery, Store};
 use uuid::Uuid;
 
-use crate::desired::{self, DataPlane, Graph, VmPlan};
+use crate::desired::{self, DataPlane, DesiredError, Graph, VmPlan};
 
 /// Kind of the document recording an LB's cloud resources (id = load balancer id).
 pub const RESOURCES_KIND: DocumentKind = DocumentKind::LbResources;
@@ -120,26 +120,30 @@ impl LbBackend for StoreBackend {
     async fn desired_states(
         &self,
         lb_id: &str,
+        graph: Option<&Graph>,
         vip: IpAddr,
         vms: &[Vm],
     ) -> Result<Vec<klb_proto::DesiredState>, StepError> {
-        let docs = self.store.graph(lb_id).await.map_err(step_error)?;
-        let mut graph = Graph::from_documents(lb_id, &docs).map_err(step_error)?;
-        graph.load_balancer.vip_address = Some(vip);
+        // The graph the job pump read, when it was handed over; else (a resumed run, a run
+        // without a locked graph) one read here.
+        let read;
+        let graph = match graph {
+            Some(g) => g,
+            None => {
+                let docs = self.store.graph(lb_id).await.map_err(step_error)?;
+                read = Graph::from_documents(&docs)
+                    .map_err(step_error)?
+                    .ok_or_else(|| step_error(DesiredError::Missing(lb_id.to_owned())))?;
+                &read
+            }
+        };
         // A new version per push; pushes of one LB are serialized by the flow engine.
         let version = chrono::Utc::now().timestamp_micros().max(1) as u64;
-        let peers: Vec<VmPlan> = vms.iter().map(plan_of).collect();
+        let plans: Vec<VmPlan> = vms.iter().map(plan_of).collect();
         // Fetched and validated once for every VM of the push.
-        let certificates = self.certificates(&graph).await?;
-        vms.iter()
-            .map(|vm| {
-                let mut state =
-                    desired::build(&graph, version, &plan_of(vm), &peers, &self.data_plane)
-                        .map_err(|e| StepError::fatal(e.to_string()))?;
-                state.certificates = certificates.clone();
-                Ok(state)
-            })
-            .collect()
+        let certificates = self.certificates(graph).await?;
+        desired::build(graph, vip, version, &plans, &self.data_plane, certificates)
+            .map_err(|e| StepError::fatal(e.to_string()))
     }
 
     async fn record(&self, lb_id: &str, resources: &LbResources) -> Result<(), StepError> {
@@ -378,7 +382,7 @@ mod tests {
         let vms = [vm(0), vm(1), vm(2)];
         let vip = IpAddr::from([198, 18, 3, 10]);
         let states = backend
-            .desired_states(&lb.id.to_string(), vip, &vms)
+            .desired_states(&lb.id.to_string(), None, vip, &vms)
             .await
             .unwrap();
         assert_eq!(states.len(), 3);

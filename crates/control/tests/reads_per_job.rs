@@ -152,6 +152,7 @@ struct Setup {
     store: Store,
     pump: JobPump,
     mark: Arc<AtomicUsize>,
+    fake: klb_cloud::fake::FakeCloud,
     vip_net: String,
 }
 
@@ -191,6 +192,7 @@ impl Setup {
                 data_plane,
                 Arc::new(NoopCertManager),
             )),
+            graphs: Default::default(),
         };
         let mark = Arc::new(AtomicUsize::new(usize::MAX));
         let engine = Engine::new(
@@ -212,6 +214,7 @@ impl Setup {
             pump: JobPump::new(store.clone(), engine, 2),
             store,
             mark,
+            fake,
             vip_net,
         }
     }
@@ -283,23 +286,39 @@ async fn graph_reads_per_job_stage() {
     let listener_create = s.job(&lb).await;
     let stored: Listener = s.store.get_resource(l.id).await.unwrap().unwrap();
     assert_eq!(stored.provisioning_status, ProvisioningStatus::Active);
+    // The handed-over graph is the one rendered: every VM serves the new listener.
+    let servers = s
+        .fake
+        .cloud()
+        .compute
+        .find_servers(&klb_cloud::ServerFilter::lb(&lb.id.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(servers.len(), 2);
+    for server in &servers {
+        let state = s.fake.pushed_state(&server.id).await.expect("pushed");
+        let ports: Vec<u16> = state.listeners.iter().map(|l| l.protocol_port).collect();
+        assert_eq!(ports, [80], "{}", server.name);
+    }
 
     eprintln!("reads per job: create {create:?}, listener create {listener_create:?}");
-    // The create run also reads the LB VM records it rewrites (`record_vms`, `record_alarm`:
-    // two reads each).
+    // The pump reads the graph once and hands it to the push (the LB is locked), so the run
+    // renders it without reading it again; the create run still reads the LB VM records it
+    // rewrites (`record_vms`, `record_alarm`: two reads each). The settlement reads the
+    // pending objects it writes, in its transaction.
     assert_eq!(
         create,
         Stages {
-            pump: 2,
-            run: 5,
+            pump: 1,
+            run: 4,
             settle: 1
         }
     );
     assert_eq!(
         listener_create,
         Stages {
-            pump: 2,
-            run: 1,
+            pump: 1,
+            run: 0,
             settle: 1
         }
     );

@@ -101,6 +101,7 @@ async fn run_flow_bench(bench: FlowBench) -> Result<FlowBenchResult, Box<dyn std
         cloud: fake.cloud(),
         config: LbConfig::example("lb-mgmt-net", "lb-l3-net"),
         backend: Arc::new(FakeBackend::new()),
+        graphs: Default::default(),
     };
     let config = EngineConfig {
         poll_interval: Duration::from_millis(50),

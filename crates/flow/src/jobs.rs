@@ -10,16 +10,17 @@
 //! `failed`).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use klb_model::{Kind, Listener, ListenerProtocol, LoadBalancer, ProvisioningStatus};
+use klb_model::Kind;
 use klb_store::{Job, JobAction, JobOp, JobPayload, JobState, Outcome, Store};
 use tracing::{info, warn};
 
-use klb_cloud::{META_VM_INDEX, Protocol, ServerFilter};
+use klb_cloud::{META_VM_INDEX, ServerFilter};
 
-use crate::lb::{FlowKind, LbEnv, LbInput, ListenerPort, VipSpec};
+use crate::lb::{FlowKind, Graph, LbEnv, LbInput, VipSpec};
 use crate::{Engine, FinishHook, FlowError, RunRecord, RunRequest, RunState};
 
 /// The runs that carry out `job`, from the load balancer graph as stored now. Usually one; a
@@ -34,17 +35,15 @@ pub async fn requests_for_job(
     max_vms: u32,
 ) -> Result<Vec<RunRequest>, FlowError> {
     let lb_id = job.loadbalancer_id.as_str();
-    let lb: Option<LoadBalancer> = match store.get(Kind::LoadBalancer, lb_id).await? {
-        Some(doc) => Some(doc.decode()?),
-        None => None,
-    };
     let is_lb = job.target_kind == Kind::LoadBalancer;
     let payload = JobPayload::of(job);
     let mut req = match (job.op, is_lb) {
         (JobOp::Delete, true) => LbInput::delete(lb_id).request(FlowKind::DeleteLb),
         (JobOp::Create, true) => {
-            let lb =
-                lb.ok_or_else(|| FlowError::Input(format!("load balancer {lb_id} not stored")))?;
+            let graph = read_graph(store, env, lb_id)
+                .await?
+                .ok_or_else(|| FlowError::Input(format!("load balancer {lb_id} not stored")))?;
+            let lb = &graph.load_balancer;
             let network_id = lb.vip_network_id.map(|u| u.to_string()).ok_or_else(|| {
                 FlowError::Input(format!("load balancer {lb_id} has no VIP network"))
             })?;
@@ -53,7 +52,8 @@ pub async fn requests_for_job(
                 subnet_id: lb.vip_subnet_id.map(|u| u.to_string()),
                 address: lb.vip_address,
             };
-            LbInput::create(lb_id, vip, listener_ports(store, lb_id).await?, vm_count)
+            LbInput::create(lb_id, vip, graph.listener_ports(), vm_count)
+                .with_graph_version(handed_over(&graph))
                 .request(FlowKind::CreateLb)
         }
         // One LB VM (the health manager's request): its index from the server's metadata.
@@ -70,13 +70,17 @@ pub async fn requests_for_job(
                 .find_servers(&ServerFilter::lb(lb_id))
                 .await?;
             let n = servers.len() as u32;
-            let ports = listener_ports(store, lb_id).await?;
+            let graph = read_graph(store, env, lb_id).await?;
+            let ports = graph.as_deref().map(Graph::listener_ports);
+            let version = graph.as_deref().and_then(handed_over);
             if n >= max_vms {
                 // Already at the limit: just re-sync (the alarm fires again if load stays).
-                LbInput::update(lb_id, ports).request(FlowKind::UpdateLb)
+                LbInput::update(lb_id, ports.unwrap_or_default())
+                    .with_graph_version(version)
+                    .request(FlowKind::UpdateLb)
             } else {
-                let mut input = LbInput::scale_out(lb_id, n, n + 1);
-                input.listeners = ports;
+                let mut input = LbInput::scale_out(lb_id, n, n + 1).with_graph_version(version);
+                input.listeners = ports.unwrap_or_default();
                 input.request(FlowKind::ScaleOutLb)
             }
         }
@@ -104,11 +108,38 @@ pub async fn requests_for_job(
         }
         // Everything else changes the configuration: open/close listener ports, push the state.
         _ => {
-            LbInput::update(lb_id, listener_ports(store, lb_id).await?).request(FlowKind::UpdateLb)
+            let graph = read_graph(store, env, lb_id).await?;
+            let ports = graph.as_deref().map(Graph::listener_ports);
+            LbInput::update(lb_id, ports.unwrap_or_default())
+                .with_graph_version(graph.as_deref().and_then(handed_over))
+                .request(FlowKind::UpdateLb)
         }
     };
     req.external_ref = Some(job.id.clone());
     Ok(vec![req])
+}
+
+/// The job's one read of its load balancer's graph (`None`: the LB is not stored). A locked
+/// graph (see [`Graph::is_locked`]) is handed over to the job's push, which then renders it
+/// instead of reading it again.
+async fn read_graph(
+    store: &Store,
+    env: &LbEnv,
+    lb_id: &str,
+) -> Result<Option<Arc<Graph>>, FlowError> {
+    let Some(graph) = Graph::from_documents(&store.graph(lb_id).await?)? else {
+        return Ok(None);
+    };
+    let graph = Arc::new(graph);
+    if graph.is_locked() {
+        env.graphs.hand_over(graph.clone()).await;
+    }
+    Ok(Some(graph))
+}
+
+/// The version the run input names when `graph` was handed over.
+fn handed_over(graph: &Graph) -> Option<i64> {
+    graph.is_locked().then_some(graph.version)
 }
 
 /// The index of an LB VM record (its server's `klb_vm_index` metadata). When the server is
@@ -147,34 +178,6 @@ async fn vm_index(store: &Store, env: &LbEnv, lb_vm_id: &str) -> Result<u32, Flo
         .get(META_VM_INDEX)
         .and_then(|i| i.parse().ok())
         .ok_or_else(|| FlowError::Input(format!("server {server_id} has no VM index")))
-}
-
-/// Ports of the listeners that stay (pending deletes are already closed).
-async fn listener_ports(store: &Store, lb_id: &str) -> Result<Vec<ListenerPort>, FlowError> {
-    let mut ports = Vec::new();
-    for doc in store.graph(lb_id).await? {
-        if doc.kind != Kind::Listener {
-            continue;
-        }
-        let l: Listener = doc.decode()?;
-        if matches!(
-            l.provisioning_status,
-            ProvisioningStatus::PendingDelete | ProvisioningStatus::Deleted
-        ) {
-            continue;
-        }
-        ports.push(ListenerPort {
-            protocol: if l.protocol == ListenerProtocol::Udp {
-                Protocol::Udp
-            } else {
-                Protocol::Tcp
-            },
-            port: l.protocol_port,
-        });
-    }
-    ports.sort_by_key(|p| (p.protocol, p.port));
-    ports.dedup();
-    Ok(ports)
 }
 
 /// Claims jobs from the store and submits their flow runs.
@@ -310,7 +313,7 @@ impl FinishHook<LbEnv> for SettleJobs {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::lb::ListenerPort;
 
     #[test]
     fn listener_ports_keep_their_stored_shape() {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{LbBackend, LbResources, Vm};
+use super::{Graph, LbBackend, LbResources, Vm};
 use crate::StepError;
 use klb_proto::DesiredState;
 use klb_proto::{Global, Peer, VmIdentity};
@@ -37,6 +37,7 @@ impl LbBackend for FakeBackend {
     async fn desired_states(
         &self,
         lb_id: &str,
+        _graph: Option<&Graph>,
         vip: IpAddr,
         vms: &[Vm],
     ) -> Result<Vec<DesiredState>, StepError> {

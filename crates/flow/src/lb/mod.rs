@@ -6,6 +6,7 @@
 //! duplicating; every revert deletes by the same names, so it also cleans up after a step
 //! that crashed half-way.
 
+mod graph;
 mod steps;
 
 pub mod fake;
@@ -23,6 +24,7 @@ use klb_proto::DesiredState;
 
 use crate::{Flow, RunRequest, StepError};
 
+pub use graph::{Graph, Graphs};
 pub use steps::*;
 
 /// The LB flows. The engine is generic and keys flows by name; this is the LB family's closed
@@ -170,12 +172,14 @@ pub struct LbResources {
 #[async_trait]
 pub trait LbBackend: Send + Sync {
     /// The whole desired state of `lb_id` for the agent of each of `vms` (in that order), given
-    /// the VIP; `vms` are also each other's peers (BGP AS numbers derive from the indices). One
-    /// read of the graph and its certificates serves every VM, and all states of one push
-    /// carry the same `version`.
+    /// the VIP; `vms` are also each other's peers (BGP AS numbers derive from the indices).
+    /// `graph` is the one this job's pump read ([`Graphs`]); without it the backend reads the
+    /// graph once. One graph and one fetch of its certificates serve every VM, and all states
+    /// of one push carry the same `version`.
     async fn desired_states(
         &self,
         lb_id: &str,
+        graph: Option<&Graph>,
         vip: IpAddr,
         vms: &[Vm],
     ) -> Result<Vec<DesiredState>, StepError>;
@@ -194,6 +198,8 @@ pub struct LbEnv {
     pub config: LbConfig,
     /// Where LB records and desired states are read and written.
     pub backend: Arc<dyn LbBackend>,
+    /// Graphs the job pump read, on their way to the same job's push.
+    pub graphs: Graphs,
 }
 
 /// A listener port to open in the security group.
@@ -270,6 +276,10 @@ pub struct LbInput {
     /// VM indices this run creates (create, failover, scale-out) or removes (scale-in).
     #[serde(default)]
     pub vm_indices: Vec<u32>,
+    /// The version of the graph the job pump read and handed over ([`Graph::version`]): the
+    /// push renders that graph when it is still at hand in this process (see [`Graphs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_version: Option<i64>,
 }
 
 impl LbInput {
@@ -280,6 +290,7 @@ impl LbInput {
             vip: Some(vip),
             listeners,
             vm_indices: (0..vm_count).collect(),
+            graph_version: None,
         }
     }
 
@@ -298,6 +309,12 @@ impl LbInput {
             listeners,
             ..Self::default()
         }
+    }
+
+    /// The same input, naming the graph of `version` the job pump handed over.
+    pub fn with_graph_version(mut self, version: Option<i64>) -> Self {
+        self.graph_version = version;
+        self
     }
 
     /// Replace VM `index`.

@@ -741,10 +741,16 @@ impl Step<LbEnv> for PushDesiredState {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // The graph this job's pump read, if it is still at hand; taken once, so a retried
+        // push renders what the store holds then.
+        let graph = match input.graph_version {
+            Some(version) => ctx.env.graphs.take(&input.lb_id, version).await,
+            None => None,
+        };
         let states = ctx
             .env
             .backend
-            .desired_states(&input.lb_id, vip, &vms)
+            .desired_states(&input.lb_id, graph.as_deref(), vip, &vms)
             .await?;
         if states.len() != vms.len() {
             return Err(StepError::fatal(format!(

@@ -44,6 +44,7 @@ async fn setup() -> Setup {
         cloud: fake.cloud(),
         config: LbConfig::example("lb-mgmt-net", "lb-l3-net"),
         backend: Arc::new(FakeBackend::new()),
+        graphs: Default::default(),
     };
     let engine = Engine::new(
         db,

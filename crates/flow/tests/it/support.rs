@@ -88,6 +88,7 @@ impl Harness {
             cloud: fake.cloud(),
             config: LbConfig::example("lb-mgmt-net", "lb-l3-net"),
             backend: backend.clone(),
+            graphs: Default::default(),
         };
         let engine = Engine::new(
             db.clone(),
