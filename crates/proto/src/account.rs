@@ -90,7 +90,8 @@ mod tests {
         std::fs::write(&group, "frrvty:x:85:\nfrr:x:102:\n").unwrap();
         assert_eq!(account_id(&group, "frr").unwrap(), 102);
         let err = account_id(&dir.path().join("absent"), "frr").unwrap_err();
-        assert_eq!((err.op, err.path), ("read", dir.path().join("absent")));
+        assert_eq!(err.path, dir.path().join("absent"));
+        assert_eq!(err.op, "read");
     }
 
     #[test]
@@ -117,6 +118,7 @@ mod tests {
             assert!(err.starts_with("chown "), "{err}");
         }
         let err = chown_recursive(&dir.path().join("absent"), 0, 0).unwrap_err();
-        assert_eq!((err.op, err.path), ("chown", dir.path().join("absent")));
+        assert_eq!(err.path, dir.path().join("absent"));
+        assert_eq!(err.op, "chown");
     }
 }
