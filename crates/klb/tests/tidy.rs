@@ -7,6 +7,8 @@
 //!   serde types except their own config file's.
 //! - Every library crate documents its public items (`missing_docs`).
 //! - Signals and ownership changes are syscalls, not `kill`/`chown` child processes.
+//! - Test-only crates (`tempfile`, `klb-test-support`) are never a library's runtime
+//!   dependency: they would ship in every binary built on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -196,5 +198,73 @@ fn no_child_processes_for_syscalls() {
         problems.is_empty(),
         "use rustix (signals, chown) instead of child processes:\n{}",
         problems.join("\n")
+    );
+}
+
+/// Crates only tests use; a library listing one under `[dependencies]` ships it.
+const TEST_ONLY_CRATES: &[&str] = &["tempfile", "klb-test-support"];
+
+/// Every dependency a manifest lists under `table`, klb or not.
+fn all_deps(dir: &Path, table: &str) -> BTreeSet<String> {
+    let doc: toml::Table = fs::read_to_string(dir.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    doc.get(table)
+        .and_then(|t| t.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// What [`TEST_ONLY_CRATES`] a library crate (`src/lib.rs`) lists outside `[dev-dependencies]`.
+fn test_only_runtime_deps(name: &str, dir: &Path) -> Vec<String> {
+    // Binaries may use a temporary directory at run time (`klb bench reliability`), and
+    // klb-test-support is itself the test helpers' home.
+    if !dir.join("src/lib.rs").exists() || name == "klb-test-support" {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for table in ["dependencies", "build-dependencies"] {
+        for dep in all_deps(dir, table) {
+            if TEST_ONLY_CRATES.contains(&dep.as_str()) {
+                out.push(format!("{name}: `{dep}` under [{table}]"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn libraries_keep_test_only_crates_in_dev_dependencies() {
+    let problems: Vec<String> = crates()
+        .iter()
+        .flat_map(|(name, dir)| test_only_runtime_deps(name, dir))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "test-only crates belong under [dev-dependencies]:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_test_only_check_sees_a_runtime_tempfile() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("src")).unwrap();
+    fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"klb-x\"\n[dependencies]\ntempfile = \"3\"\n\
+         [dev-dependencies]\nklb-test-support = { path = \"../test-support\" }\n",
+    )
+    .unwrap();
+    // A binary-only crate may use tempfile at run time.
+    assert_eq!(
+        test_only_runtime_deps("klb-x", dir.path()),
+        Vec::<String>::new()
+    );
+    fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+    assert_eq!(
+        test_only_runtime_deps("klb-x", dir.path()),
+        vec!["klb-x: `tempfile` under [dependencies]".to_owned()]
     );
 }
