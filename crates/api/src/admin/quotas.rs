@@ -252,14 +252,21 @@ pub async fn list(
     let items = items
         .into_iter()
         .map(|item| match item {
-            Value::Object(m) => {
+            Value::Object(mut m) => {
+                let keep: Vec<String> = m.keys().cloned().collect();
+                // `fields=` may have kept only a deprecated spelling: its value is the
+                // field's, so the field is not re-filled from the defaults.
+                for &(alias, name) in ALIASES {
+                    if let (None, Some(v)) = (m.get(name), m.get(alias).cloned()) {
+                        m.insert(name.into(), v);
+                    }
+                }
                 let project = m
                     .get("project_id")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_owned();
                 let full = render(&project, Some(&m), &defaults);
-                let keep: Vec<String> = m.keys().cloned().collect();
                 Value::Object(if params.fields.is_empty() {
                     full
                 } else {

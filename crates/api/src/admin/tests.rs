@@ -263,6 +263,18 @@ async fn quotas_crud_defaults_and_aliases() {
         .await
         .expect(200);
     assert_eq!(fields["quotas"][0], json!({"project_id": "p1", "pool": -1}));
+    // Only the deprecated spelling selected: it still shows the stored value, not the default.
+    let fields = app
+        .get(
+            ADMIN,
+            "/v2/quotas?fields=project_id&fields=pool&fields=load_balancer",
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        fields["quotas"][0],
+        json!({"project_id": "p1", "pool": -1, "load_balancer": 3})
+    );
 
     let d = app
         .get(ADMIN, "/v2/lbaas/quotas/p1/default")
