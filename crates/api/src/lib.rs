@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use klb_store::Store;
@@ -429,8 +429,7 @@ async fn v2_root() -> Response {
     axum::Json(json!("v2")).into_response()
 }
 
-async fn not_found(method: Method) -> Response {
-    let _ = method;
+async fn not_found() -> Response {
     ApiError::NotFound("The resource could not be found.".to_owned()).into_response()
 }
 

@@ -4,13 +4,11 @@
 //! counts whoever makes it. Alone in its test binary: the subscriber is process-wide (the
 //! SQLite driver runs statements on its own thread, outside any task's subscriber).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use klb_certs::NoopCertManager;
 use klb_control::desired::DataPlane;
 use klb_control::store_backend::StoreBackend;
@@ -19,9 +17,9 @@ use klb_flow::lb::{self, LbConfig, LbEnv};
 use klb_flow::{Db, Engine, EngineConfig, FinishHook, FlowError, RunRecord};
 use klb_model::*;
 use klb_store::{JobOp, JobState, NewJob, Store};
+use klb_test_support::fixtures;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
-use uuid::Uuid;
 
 /// SELECTs on `resources` seen so far.
 static READS: AtomicUsize = AtomicUsize::new(0);
@@ -78,64 +76,15 @@ impl FinishHook<LbEnv> for MarkSettle {
 
 fn load_balancer(vip_net: &str) -> LoadBalancer {
     LoadBalancer {
-        id: Uuid::new_v4(),
-        project_id: "p1".into(),
-        name: None,
-        description: None,
-        admin_state_up: true,
-        provisioning_status: ProvisioningStatus::PendingCreate,
-        operating_status: OperatingStatus::Offline,
-        created_at: Utc::now(),
-        updated_at: None,
-        tags: vec![],
-        vip_address: None,
-        vip_port_id: None,
-        vip_subnet_id: None,
         vip_network_id: Some(vip_net.parse().unwrap()),
-        vip_qos_policy_id: None,
-        vip_sg_ids: vec![],
-        vip_vnic_type: "normal".into(),
-        additional_vips: vec![],
-        provider: "klb".into(),
-        flavor_id: None,
-        availability_zone: None,
+        ..fixtures::load_balancer("p1", ProvisioningStatus::PendingCreate)
     }
 }
 
 fn listener(lb: &LoadBalancer, port: u16) -> Listener {
     Listener {
-        id: Uuid::new_v4(),
-        project_id: "p1".into(),
-        loadbalancer_id: lb.id,
-        name: None,
-        description: None,
-        admin_state_up: true,
-        provisioning_status: ProvisioningStatus::PendingCreate,
-        operating_status: OperatingStatus::Offline,
-        created_at: Utc::now(),
-        updated_at: None,
-        tags: vec![],
-        protocol: ListenerProtocol::Http,
         protocol_port: port,
-        connection_limit: -1,
-        default_pool_id: None,
-        insert_headers: BTreeMap::new(),
-        default_tls_container_ref: None,
-        sni_container_refs: vec![],
-        client_ca_tls_container_ref: None,
-        client_authentication: ClientAuthentication::None,
-        client_crl_container_ref: None,
-        timeout_client_data: 50_000,
-        timeout_member_connect: 5_000,
-        timeout_member_data: 50_000,
-        timeout_tcp_inspect: 0,
-        allowed_cidrs: vec![],
-        tls_ciphers: None,
-        tls_versions: None,
-        alpn_protocols: None,
-        hsts_max_age: None,
-        hsts_include_subdomains: false,
-        hsts_preload: false,
+        ..fixtures::listener(lb, ProvisioningStatus::PendingCreate)
     }
 }
 
