@@ -23,9 +23,9 @@ pub struct AgentTarget {
     pub address: SocketAddr,
 }
 
-/// What an agent reports about itself.
+/// What the control plane keeps of an agent's reply (the wire type is [`klb_proto::AgentStatus`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentStatus {
+pub struct AgentSummary {
     /// Version of the desired state the agent has applied, if any.
     pub applied_version: Option<u64>,
     /// Whether the VM is drained (BGP withdrawn, not taking new traffic).
@@ -55,13 +55,13 @@ pub type AgentResult<T> = Result<T, AgentError>;
 #[async_trait]
 pub trait Agents: Send + Sync {
     /// Push the whole desired state; returns once the agent applied it (or refused it).
-    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> AgentResult<AgentStatus>;
+    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> AgentResult<AgentSummary>;
     /// What the agent reports now.
-    async fn status(&self, target: &AgentTarget) -> AgentResult<AgentStatus>;
+    async fn status(&self, target: &AgentTarget) -> AgentResult<AgentSummary>;
     /// Withdraw the VIP announcement, then stop taking new connections.
-    async fn drain(&self, target: &AgentTarget) -> AgentResult<AgentStatus>;
+    async fn drain(&self, target: &AgentTarget) -> AgentResult<AgentSummary>;
     /// Announce the VIP again and take new connections.
-    async fn undrain(&self, target: &AgentTarget) -> AgentResult<AgentStatus>;
+    async fn undrain(&self, target: &AgentTarget) -> AgentResult<AgentSummary>;
 }
 
 /// Pushes desired states to LB VM agents over HTTPS (mTLS with klb's CA).
@@ -88,14 +88,14 @@ fn agent_error(operation: &'static str, target: &AgentTarget, err: ClientError) 
 
 #[async_trait]
 impl Agents for HttpAgents {
-    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> AgentResult<AgentStatus> {
+    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> AgentResult<AgentSummary> {
         let reply = self
             .client
             .put_state(target.address, state)
             .await
             .map_err(|e| agent_error("agent.put_state", target, e))?;
         match (reply.drained, reply.haproxy_up) {
-            (Some(drained), Some(haproxy_up)) => Ok(AgentStatus {
+            (Some(drained), Some(haproxy_up)) => Ok(AgentSummary {
                 applied_version: Some(reply.version),
                 drained,
                 haproxy_up,
@@ -105,20 +105,20 @@ impl Agents for HttpAgents {
         }
     }
 
-    async fn status(&self, target: &AgentTarget) -> AgentResult<AgentStatus> {
+    async fn status(&self, target: &AgentTarget) -> AgentResult<AgentSummary> {
         let status = self
             .client
             .status(target.address)
             .await
             .map_err(|e| agent_error("agent.status", target, e))?;
-        Ok(AgentStatus {
+        Ok(AgentSummary {
             applied_version: status.status.version,
             drained: status.drained,
             haproxy_up: status.status.haproxy_up,
         })
     }
 
-    async fn drain(&self, target: &AgentTarget) -> AgentResult<AgentStatus> {
+    async fn drain(&self, target: &AgentTarget) -> AgentResult<AgentSummary> {
         self.client
             .drain(target.address)
             .await
@@ -126,7 +126,7 @@ impl Agents for HttpAgents {
         self.status(target).await
     }
 
-    async fn undrain(&self, target: &AgentTarget) -> AgentResult<AgentStatus> {
+    async fn undrain(&self, target: &AgentTarget) -> AgentResult<AgentSummary> {
         self.client
             .undrain(target.address)
             .await

@@ -27,7 +27,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use klb_agent_client::agents::{AgentError, AgentResult, AgentStatus, AgentTarget, Agents};
+use klb_agent_client::agents::{AgentError, AgentResult, AgentSummary, AgentTarget, Agents};
 use klb_proto::DesiredState;
 
 use crate::{
@@ -1365,8 +1365,8 @@ impl FakeCloud {
     }
 }
 
-fn agent_status(a: &(Option<u64>, bool, Option<DesiredState>)) -> AgentStatus {
-    AgentStatus {
+fn agent_status(a: &(Option<u64>, bool, Option<DesiredState>)) -> AgentSummary {
+    AgentSummary {
         applied_version: a.0,
         drained: a.1,
         haproxy_up: a.2.is_some(),
@@ -1386,7 +1386,7 @@ fn agent_error(e: CloudError) -> AgentError {
 
 #[async_trait]
 impl Agents for FakeCloud {
-    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> AgentResult<AgentStatus> {
+    async fn push(&self, target: &AgentTarget, state: &DesiredState) -> AgentResult<AgentSummary> {
         let op = Op::AgentPush;
         async {
             let after = self.enter(op, &target.server_id).await?;
@@ -1404,7 +1404,7 @@ impl Agents for FakeCloud {
         .map_err(agent_error)
     }
 
-    async fn status(&self, target: &AgentTarget) -> AgentResult<AgentStatus> {
+    async fn status(&self, target: &AgentTarget) -> AgentResult<AgentSummary> {
         let op = Op::AgentStatus;
         async {
             let after = self.enter(op, &target.server_id).await?;
@@ -1415,7 +1415,7 @@ impl Agents for FakeCloud {
         .map_err(agent_error)
     }
 
-    async fn drain(&self, target: &AgentTarget) -> AgentResult<AgentStatus> {
+    async fn drain(&self, target: &AgentTarget) -> AgentResult<AgentSummary> {
         let op = Op::AgentDrain;
         async {
             let after = self.enter(op, &target.server_id).await?;
@@ -1431,7 +1431,7 @@ impl Agents for FakeCloud {
         .map_err(agent_error)
     }
 
-    async fn undrain(&self, target: &AgentTarget) -> AgentResult<AgentStatus> {
+    async fn undrain(&self, target: &AgentTarget) -> AgentResult<AgentSummary> {
         let op = Op::AgentUndrain;
         async {
             let after = self.enter(op, &target.server_id).await?;
