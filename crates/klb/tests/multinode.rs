@@ -254,6 +254,14 @@ fn a_killed_node_s_flow_is_finished_by_the_other() {
             "b ran the rest: {steps:?}"
         );
         assert_eq!(steps[steps.len() - 1][1], "push_desired_state");
+        // The engine logs "flow run finished" after the finish hook (which made the LB ACTIVE)
+        // and after marking the run settled: wait for it, bounded.
+        let logged = Instant::now() + Duration::from_secs(15);
+        let mut b_log = b_log;
+        while !b_log.contains("flow run finished") && Instant::now() < logged {
+            std::thread::sleep(Duration::from_millis(50));
+            b_log = read(&b.log);
+        }
         assert!(b_log.contains("flow run finished"), "b's log:\n{b_log}");
 
         // The shared cloud holds exactly this LB's resources: nothing duplicated by the
