@@ -40,19 +40,10 @@ fn crates() -> BTreeMap<String, PathBuf> {
 
 /// The klb crates a manifest lists under `table` (`dependencies`, `build-dependencies`).
 fn klb_deps(dir: &Path, table: &str) -> BTreeSet<String> {
-    let doc: toml::Table = fs::read_to_string(dir.join("Cargo.toml"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    doc.get(table)
-        .and_then(|t| t.as_table())
-        .map(|t| {
-            t.keys()
-                .filter(|k| k.as_str() == "klb" || k.starts_with("klb-"))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
+    all_deps(dir, table)
+        .into_iter()
+        .filter(|k| k.as_str() == "klb" || k.starts_with("klb-"))
+        .collect()
 }
 
 /// The `tidy:deps` table of ARCHITECTURE.md: lines `crate → dep, dep` (or `→ none`) in the
